@@ -1,0 +1,65 @@
+"""Checkpoints that resume a run exactly, written atomically.
+
+One checkpoint is a directory ``<output_dir>/checkpoints/samples_<n>/`` holding ``checkpoint.pt``:
+SAE, optimizer and scheduler state, step and sample count, data-stream position, RNG states and
+activation-frequency counters -- everything the next step depends on. The file is written to a temp
+name and renamed, so a crash mid-write never leaves a half checkpoint; a directory is handed to the
+caller (e.g. Ray Tune) only once complete. Loading uses ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(checkpoints_dir: Path, n_samples: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``state`` as ``checkpoints_dir/samples_<n>/checkpoint.pt``; keep the newest ``keep``."""
+    ckpt_dir = checkpoints_dir / f"samples_{n_samples:010d}"
+    tmp_dir = checkpoints_dir / f".tmp_samples_{n_samples:010d}"
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir(parents=True)
+    torch.save(state, tmp_dir / CHECKPOINT_FILE)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    os.replace(tmp_dir, ckpt_dir)
+    for old in list_checkpoints(checkpoints_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return ckpt_dir
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not checkpoints_dir.is_dir():
+        return []
+    return sorted(p for p in checkpoints_dir.glob("samples_*") if (p / CHECKPOINT_FILE).is_file())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint directory or file (``weights_only=True``: tensors and plain data only)."""
+    path = Path(path)
+    file = path / CHECKPOINT_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (expected {CHECKPOINT_FILE} in a checkpoint directory)")
+    return torch.load(file, map_location="cpu", weights_only=True)

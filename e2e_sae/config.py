@@ -1,0 +1,250 @@
+"""Typed run configuration: YAML in, validated up front, before any model or data is loaded.
+
+A run config fixes one SAE training run. ``mode`` is a preset for the loss terms (the paper's three
+training modes); every coefficient stays overridable. ``--set a.b=value`` overrides are applied to the
+raw mapping before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Mode = Literal["local", "e2e", "e2e+ds"]
+MODES: tuple[str, ...] = ("local", "e2e", "e2e+ds")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; its message is one line naming the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ModelConfig(_Strict):
+    """The frozen language model: an HF name (``gpt2``), ``builtin:pycode``, a local path, or a
+    TL-native config dict (``native``) for a randomly initialised model (tests, benchmarks)."""
+
+    name: str | None = None
+    native: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if (self.name is None) == (self.native is None):
+            raise ValueError("set exactly one of model.name or model.native")
+        return self
+
+
+class DataSource(_Strict):
+    """One token source. ``name``: ``builtin:pycode``, an HF dataset name, a ``load_from_disk``
+    directory, or a local .txt/.jsonl/.json/.parquet file (or a directory of them)."""
+
+    name: str
+    split: str = "train"
+    column: str | None = None  # default: "input_ids" if present, else "text"
+    streaming: bool = True  # HF hub datasets only
+    shuffle_buffer: int = Field(default=10_000, ge=1)  # streaming shuffle buffer
+
+
+class DataConfig(_Strict):
+    train: DataSource
+    eval: DataSource
+    n_ctx: int = Field(gt=0)
+    tokenizer: str | None = None  # HF tokenizer name for raw text; default: the model's tokenizer
+    n_eval_samples: int = Field(default=64, gt=0)  # held-out sequences of n_ctx tokens, fixed per run
+    eval_batch_size: int = Field(default=16, gt=0)
+
+
+class SAEConfig(_Strict):
+    position: str  # a hook point of the model, e.g. blocks.6.hook_resid_pre
+    dict_size_to_input_ratio: float = Field(gt=0)
+    pretrained_path: Path | None = None  # start from an SAE checkpoint (ours or the authors' e2e_sae)
+
+
+class SparsityLoss(_Strict):
+    coeff: float = Field(ge=0)
+    p_norm: float = Field(default=1.0, gt=0)
+
+
+class CoeffLoss(_Strict):
+    coeff: float = Field(ge=0)
+
+
+class DownstreamLoss(_Strict):
+    """MSE of downstream activations, spliced vs original: ``total_coeff / len(H) * sum_h MSE``.
+    ``hook_positions`` default: every later layer's ``hook_resid_pre``."""
+
+    total_coeff: float = Field(ge=0)
+    hook_positions: list[str] | None = None
+
+
+class LossConfig(_Strict):
+    """Loss terms, named as in the reference library. Missing terms are filled by the ``mode``
+    preset; a term set explicitly overrides the preset."""
+
+    sparsity: SparsityLoss
+    out_to_in: CoeffLoss | None = None  # MSE(a_hat, a) at the SAE: the local loss
+    logits_kl: CoeffLoss | None = None  # KL(p_orig || p_spliced)
+    in_to_orig: DownstreamLoss | None = None  # downstream MSE (e2e+ds)
+
+
+MODE_PRESETS: dict[str, dict[str, Any]] = {
+    "local": {"out_to_in": {"coeff": 1.0}, "logits_kl": None, "in_to_orig": None},
+    "e2e": {"out_to_in": None, "logits_kl": {"coeff": 1.0}, "in_to_orig": None},
+    # The paper's e2e+ds: KL coeff 0.5, total downstream MSE coeff 2.5.
+    "e2e+ds": {"out_to_in": None, "logits_kl": {"coeff": 0.5}, "in_to_orig": {"total_coeff": 2.5}},
+}
+
+
+class TrainConfig(_Strict):
+    n_samples: int = Field(gt=0)  # training sequences of n_ctx tokens
+    batch_size: int = Field(default=8, gt=0)
+    effective_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size
+    lr: float = Field(default=5e-4, gt=0)
+    warmup_samples: int = Field(default=0, ge=0)
+    min_lr_factor: float = Field(default=0.1, ge=0, le=1)
+    max_grad_norm: float | None = Field(default=10.0, gt=0)
+    eval_every_n_samples: int | None = Field(default=None, gt=0)  # default: only at the end
+    checkpoint_every_n_samples: int | None = Field(default=None, gt=0)  # default: only at the end
+    keep_checkpoints: int = Field(default=2, ge=1)
+    act_frequency_n_tokens: int = Field(default=500_000, gt=0)  # window for alive elements
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    autocast_bf16: bool | None = None  # bf16 autocast for the LM; default: on for CUDA
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _accumulation(self) -> "TrainConfig":
+        if self.effective_batch_size is None:
+            self.effective_batch_size = self.batch_size
+        if self.effective_batch_size % self.batch_size:
+            raise ValueError(
+                f"train.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
+                f"train.batch_size ({self.batch_size})"
+            )
+        return self
+
+    @property
+    def grad_accum_steps(self) -> int:
+        return self.effective_batch_size // self.batch_size  # type: ignore[operator]
+
+
+class WandbConfig(_Strict):
+    project: str | None = None
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+    group: str | None = None
+    name: str | None = None
+
+
+class RunConfig(_Strict):
+    mode: Mode
+    output_dir: Path
+    seed: int = 0
+    model: ModelConfig
+    data: DataConfig
+    sae: SAEConfig
+    loss: LossConfig
+    train: TrainConfig
+    wandb: WandbConfig = WandbConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_mode_preset(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("mode") not in MODE_PRESETS:
+            return raw
+        loss = dict(raw.get("loss") or {})
+        for term, default in MODE_PRESETS[raw["mode"]].items():
+            if term not in loss:
+                loss[term] = default
+        return {**raw, "loss": loss}
+
+    @model_validator(mode="after")
+    def _has_reconstruction_term(self) -> "RunConfig":
+        terms = [self.loss.out_to_in, self.loss.logits_kl, self.loss.in_to_orig]
+        if not any(t is not None and getattr(t, "coeff", getattr(t, "total_coeff", 0)) > 0 for t in terms):
+            raise ValueError("loss: every reconstruction term is off; set loss.out_to_in, logits_kl or in_to_orig")
+        return self
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether training needs the spliced forward past the SAE (KL or downstream terms)."""
+        return (self.loss.logits_kl is not None and self.loss.logits_kl.coeff > 0) or (
+            self.loss.in_to_orig is not None and self.loss.in_to_orig.total_coeff > 0
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``a.b.c = value`` in a nested mapping, creating mappings on the way."""
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}``; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.n_samples=2000")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling against the documented config"
+        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
+    return "; ".join(lines)
+
+
+def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+    raw = _deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a run config YAML")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return run_config_from_dict(raw, overrides)
+
+
+def _deepcopy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deepcopy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deepcopy(v) for v in raw]
+    return raw
+
+
+def is_finite_number(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

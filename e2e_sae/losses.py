@@ -1,0 +1,63 @@
+"""Loss terms of the three training modes, as pure functions of tensors (DESIGN.md, "The method").
+
+Every function takes activations shaped ``[batch, pos, ...]`` and returns a scalar.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from e2e_sae.config import LossConfig
+
+
+def sparsity_loss(c: Tensor, p_norm: float, d_in: int) -> Tensor:
+    """``mean_tokens(||c||_p) / d_in`` for dictionary activations ``c [batch, pos, n_dict]``."""
+    return torch.linalg.vector_norm(c, ord=p_norm, dim=-1).mean() / d_in
+
+
+def mse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean over all elements of ``(x_hat - x)^2``."""
+    return F.mse_loss(x_hat.float(), x.float())
+
+
+def logits_kl(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
+    """``KL(p_orig || p_spliced) = sum_v p_orig (log p_orig - log p_spliced)``, mean over tokens."""
+    logp_orig = F.log_softmax(logits_orig.float(), dim=-1)
+    logp_spliced = F.log_softmax(logits_spliced.float(), dim=-1)
+    kl = (logp_orig.exp() * (logp_orig - logp_spliced)).sum(-1)
+    return kl.mean()
+
+
+def downstream_mse(spliced: dict[str, Tensor], orig: dict[str, Tensor]) -> Tensor:
+    """``1/len(H) * sum_h MSE(h_spliced, h_orig)`` over the downstream hook points ``H``."""
+    return torch.stack([mse(spliced[h], orig[h]) for h in orig]).mean()
+
+
+def total_loss(
+    cfg: LossConfig,
+    *,
+    c: Tensor,
+    acts: Tensor,
+    acts_hat: Tensor,
+    logits_orig: Tensor | None = None,
+    logits_spliced: Tensor | None = None,
+    downstream_orig: dict[str, Tensor] | None = None,
+    downstream_spliced: dict[str, Tensor] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted sum of the configured terms, and each unweighted term (detached) for logging."""
+    terms: dict[str, Tensor] = {"sparsity": sparsity_loss(c, cfg.sparsity.p_norm, acts.shape[-1])}
+    loss = cfg.sparsity.coeff * terms["sparsity"]
+    if cfg.out_to_in is not None and cfg.out_to_in.coeff > 0:
+        terms["out_to_in"] = mse(acts_hat, acts)
+        loss = loss + cfg.out_to_in.coeff * terms["out_to_in"]
+    if cfg.logits_kl is not None and cfg.logits_kl.coeff > 0:
+        assert logits_orig is not None and logits_spliced is not None
+        terms["logits_kl"] = logits_kl(logits_orig, logits_spliced)
+        loss = loss + cfg.logits_kl.coeff * terms["logits_kl"]
+    if cfg.in_to_orig is not None and cfg.in_to_orig.total_coeff > 0:
+        assert downstream_orig is not None and downstream_spliced is not None
+        terms["in_to_orig"] = downstream_mse(downstream_spliced, downstream_orig)
+        loss = loss + cfg.in_to_orig.total_coeff * terms["in_to_orig"]
+    return loss, {f"loss/{k}": v.detach() for k, v in terms.items()}

@@ -1,0 +1,119 @@
+"""Evaluation metrics with the exact definitions of DESIGN.md ("Metrics").
+
+All are computed on the fixed held-out eval tokens and accumulated token-weighted over batches, so
+the result does not depend on the eval batch size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from e2e_sae.spliced import SplicedModel
+
+
+def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Sum of next-token cross-entropy over all predicted positions (``pos 0..n-2``)."""
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum"
+    )
+
+
+def l0_per_token(c: Tensor) -> Tensor:
+    """Number of dictionary elements with ``c != 0`` for each token: ``[batch, pos]``."""
+    return (c != 0).sum(-1)
+
+
+def kl_per_token(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
+    """``sum_v p_orig (log p_orig - log p_spliced)`` for each token: ``[batch, pos]``."""
+    lp, lq = F.log_softmax(logits_orig.float(), -1), F.log_softmax(logits_spliced.float(), -1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+class ActivationFrequency:
+    """Counts, per dictionary element, the tokens on which it fired (c > 0) in the current window.
+
+    A window closes after ``window_tokens`` training tokens; the alive count of the last closed
+    window is the reported one (of the open window while none has closed yet, with its size).
+    """
+
+    def __init__(self, n_dict: int, window_tokens: int, device: torch.device | str = "cpu"):
+        self.window_tokens = window_tokens
+        self.counts = torch.zeros(n_dict, dtype=torch.long, device=device)
+        self.tokens = 0
+        self.last_alive: int | None = None
+        self.last_window_tokens = 0
+
+    def update(self, c: Tensor) -> None:
+        self.counts += (c.detach() > 0).flatten(0, -2).sum(0)
+        self.tokens += c.shape[0] * c.shape[1]
+        if self.tokens >= self.window_tokens:
+            self.last_alive, self.last_window_tokens = int((self.counts > 0).sum()), self.tokens
+            self.counts.zero_()
+            self.tokens = 0
+
+    def alive(self) -> tuple[int, int]:
+        """(alive elements, tokens in the window they were counted over)."""
+        if self.last_alive is not None:
+            return self.last_alive, self.last_window_tokens
+        return int((self.counts > 0).sum()), self.tokens
+
+    def state_dict(self) -> dict:
+        return {"counts": self.counts.cpu(), "tokens": self.tokens,
+                "last_alive": -1 if self.last_alive is None else self.last_alive,
+                "last_window_tokens": self.last_window_tokens}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counts.copy_(state["counts"])
+        self.tokens = int(state["tokens"])
+        self.last_alive = None if int(state["last_alive"]) < 0 else int(state["last_alive"])
+        self.last_window_tokens = int(state["last_window_tokens"])
+
+
+@torch.no_grad()
+def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dict[str, float]:
+    """CE of the original, spliced and zero-ablated model, KL, L0, MSE, explained variance, top-1.
+
+    Explained variance = 1 - sum||a - a_hat||^2 / sum||a - mean(a)||^2, where ``mean(a)`` is the mean
+    activation vector over all eval tokens (one mean per dimension), sums over tokens and dimensions.
+    """
+    device = next(spliced.sae.parameters()).device
+    sums = {k: 0.0 for k in ("ce_orig", "ce_spliced", "ce_zero", "kl", "l0", "sq_err", "top1")}
+    n_tok = n_pred = 0
+    a_sum = a_sq = None
+    for start in range(0, len(eval_tokens), batch_size):
+        tokens = eval_tokens[start:start + batch_size].to(device)
+        clean = spliced.clean_forward(tokens, need_logits=True)
+        out = spliced.spliced_forward(tokens, clean, need_logits=True)
+        zero_logits = spliced.replaced_logits(tokens, clean, torch.zeros_like(clean.acts))
+        a, a_hat = clean.acts.double(), out.acts_hat.double()
+        sums["ce_orig"] += next_token_ce(clean.logits, tokens).item()
+        sums["ce_spliced"] += next_token_ce(out.logits, tokens).item()
+        sums["ce_zero"] += next_token_ce(zero_logits, tokens).item()
+        sums["kl"] += kl_per_token(clean.logits, out.logits).sum().item()
+        sums["l0"] += l0_per_token(out.c).sum().item()
+        sums["sq_err"] += (a - a_hat).pow(2).sum().item()
+        sums["top1"] += (clean.logits.argmax(-1) == out.logits.argmax(-1)).sum().item()
+        flat = a.flatten(0, 1)
+        a_sum = flat.sum(0) if a_sum is None else a_sum + flat.sum(0)
+        a_sq = flat.pow(2).sum(0) if a_sq is None else a_sq + flat.pow(2).sum(0)
+        n_tok += tokens.numel()
+        n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
+    d_in = a_sum.shape[0]
+    total_var = (a_sq - a_sum.pow(2) / n_tok).sum().item()
+    ce_orig, ce_spliced, ce_zero = (sums[k] / n_pred for k in ("ce_orig", "ce_spliced", "ce_zero"))
+    return {
+        "ce_loss_original": ce_orig,
+        "ce_loss_spliced": ce_spliced,
+        "ce_loss_increase": ce_spliced - ce_orig,
+        "ce_loss_zero_ablated": ce_zero,
+        "ce_loss_score": (ce_zero - ce_spliced) / (ce_zero - ce_orig) if ce_zero != ce_orig else float("nan"),
+        "kl": sums["kl"] / n_tok,
+        "l0": sums["l0"] / n_tok,
+        "mse": sums["sq_err"] / (n_tok * d_in),
+        "explained_variance": 1.0 - sums["sq_err"] / total_var if total_var > 0 else float("nan"),
+        "top1_agreement": sums["top1"] / n_tok,
+        "eval_tokens": n_tok,
+        "n_ctx": int(eval_tokens.shape[1]),
+    }

@@ -1,0 +1,87 @@
+"""The sparse autoencoder, with the reference library's parameter names and shapes.
+
+    c     = ReLU(W_e a + b_e)                  # dictionary activations, [.., n_dict]
+    a_hat = normalize(W_d, dim=0) c + b_d       # decoder columns used at unit norm
+
+Parameters: ``encoder.0.weight [n_dict, d_in]``, ``encoder.0.bias [n_dict]``,
+``decoder.weight [d_in, n_dict]``, ``decoder.bias [d_in]`` -- as in ApolloResearch/e2e_sae, so their
+checkpoints load into this class (:func:`load_sae_state_dict`) and ours into theirs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SAE(nn.Module):
+    def __init__(self, d_in: int, n_dict_elements: int):
+        super().__init__()
+        self.d_in = d_in
+        self.n_dict_elements = n_dict_elements
+        self.encoder = nn.Sequential(nn.Linear(d_in, n_dict_elements), nn.ReLU())
+        self.decoder = nn.Linear(n_dict_elements, d_in)
+        # Orthogonal decoder init (columns orthonormal when n_dict <= d_in, rows otherwise).
+        with torch.no_grad():
+            self.decoder.weight.copy_(nn.init.orthogonal_(torch.empty(n_dict_elements, d_in)).T)
+
+    @property
+    def dict_elements(self) -> Tensor:
+        """Decoder columns at unit norm: [d_in, n_dict]."""
+        return F.normalize(self.decoder.weight, dim=0)
+
+    def encode(self, acts: Tensor) -> Tensor:
+        return self.encoder(acts)
+
+    def decode(self, c: Tensor) -> Tensor:
+        return F.linear(c, self.dict_elements, self.decoder.bias)
+
+    def forward(self, acts: Tensor) -> tuple[Tensor, Tensor]:
+        """acts [..., d_in] -> (a_hat [..., d_in], c [..., n_dict])."""
+        c = self.encode(acts)
+        return self.decode(c), c
+
+
+def hook_to_module_key(hook_name: str) -> str:
+    """The reference library keys its SAEs by hook name with '.' replaced by '-'."""
+    return hook_name.replace(".", "-")
+
+
+def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[str, Tensor]:
+    """SAE weights from one of our checkpoints or a file saved by the authors' ``e2e_sae``.
+
+    Accepts: a plain SAE state dict; our training checkpoint (``{"sae": state_dict, ...}``); or the
+    reference's ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight``
+    (pick the SAE by ``position``; a file with a single SAE needs none).
+    """
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
+        blob = blob["sae"]
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: not an SAE state dict")
+    names = {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}
+    if names <= set(blob):
+        return {k: blob[k] for k in names}
+    prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
+    prefixes = [p.removesuffix(".encoder") for p in prefixes]
+    if position is not None:
+        wanted = hook_to_module_key(position)
+        prefixes = [p for p in prefixes if p.split(".")[-1] == wanted]
+    if len(prefixes) != 1:
+        raise ValueError(
+            f"{path}: cannot pick one SAE for position {position!r}; SAEs in the file: "
+            f"{sorted({k.split('.')[0] for k in blob})}"
+        )
+    prefix = prefixes[0] + "."
+    return {k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}
+
+
+def load_sae(path: str | Path, position: str | None = None) -> SAE:
+    state = load_sae_state_dict(path, position)
+    n_dict, d_in = state["encoder.0.weight"].shape
+    sae = SAE(d_in, n_dict)
+    sae.load_state_dict(state)
+    return sae

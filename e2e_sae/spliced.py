@@ -1,0 +1,154 @@
+"""An SAE spliced into a frozen TransformerLens 4 model at one hook point.
+
+Where the speed comes from: the clean pass runs once without gradients and caches the SAE input and
+the downstream activations; for ``blocks.L.hook_resid_pre`` the spliced pass then *starts at block
+L* from the SAE output (``start_at_layer``) instead of recomputing blocks 0..L-1, and a local-only
+pass *stops at block L* (``stop_at_layer``). Other hook points splice by a forward hook over the
+whole model. Both paths compute the same function (tested to float tolerance).
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from transformer_lens.model_bridge import TransformerBridge
+
+from e2e_sae.sae import SAE
+
+_RESID_PRE = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_layer(hook_name: str) -> int | None:
+    """Block index of a hook name (exact match on ``blocks.<L>.``), or None for embed/final hooks."""
+    m = _BLOCK.match(hook_name)
+    return int(m.group(1)) if m else None
+
+
+def downstream_resid_pre_hooks(position: str, n_layers: int) -> list[str]:
+    """The later layers' ``hook_resid_pre`` (the paper's default downstream set H)."""
+    layer = hook_layer(position)
+    start = 0 if layer is None else layer + 1
+    return [f"blocks.{i}.hook_resid_pre" for i in range(start, n_layers)]
+
+
+@dataclass
+class CleanPass:
+    """What the original model computed (no gradients)."""
+
+    acts: Tensor  # SAE input [batch, pos, d_in]
+    logits: Tensor | None = None  # [batch, pos, vocab]
+    downstream: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class SplicedPass:
+    acts_hat: Tensor  # SAE output [batch, pos, d_in]
+    c: Tensor  # dictionary activations [batch, pos, n_dict]
+    logits: Tensor | None = None
+    downstream: dict[str, Tensor] = field(default_factory=dict)
+
+
+class SplicedModel(nn.Module):
+    """A frozen language model with an SAE at ``position``; gradients reach only the SAE."""
+
+    def __init__(
+        self,
+        model: TransformerBridge,
+        sae: SAE,
+        position: str,
+        downstream_hooks: list[str] | None = None,
+        autocast_bf16: bool = False,
+        start_at_sae_layer: bool = True,
+    ):
+        super().__init__()
+        self.model = model
+        self.sae = sae
+        self.position = position
+        self.downstream_hooks = list(downstream_hooks or [])
+        self.autocast_bf16 = autocast_bf16
+        m = _RESID_PRE.match(position)
+        self.sae_layer: int | None = int(m.group(1)) if (m and start_at_sae_layer) else None
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _lm_context(self):
+        """bf16 autocast for the language model only (CUDA); the SAE always runs in fp32."""
+        if self.autocast_bf16:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _run_sae(self, acts: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(device_type=acts.device.type, enabled=False):
+            return self.sae(acts.float())
+
+    def _capture_hooks(self, store: dict[str, Tensor]) -> list:
+        """Forward hooks that record the downstream activations under their requested names."""
+
+        def saver(name: str):
+            def save(act: Tensor, hook) -> Tensor:
+                store[name] = act
+                return act
+
+            return save
+
+        return [(h, saver(h)) for h in self.downstream_hooks]
+
+    # ---- passes --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def clean_forward(self, tokens: Tensor, need_logits: bool = True) -> CleanPass:
+        """The original model's logits (if needed), SAE input and downstream activations."""
+        with self._lm_context():
+            if not need_logits and self.sae_layer is not None:
+                acts = self.model(tokens, stop_at_layer=self.sae_layer)
+                return CleanPass(acts=acts.float())
+            names = {self.position, *self.downstream_hooks} if need_logits else {self.position}
+            layer = hook_layer(self.position)
+            stop = None if need_logits or layer is None else layer + 1
+            logits, cache = self.model.run_with_cache(
+                tokens, names_filter=lambda n: n in names, stop_at_layer=stop
+            )
+        return CleanPass(
+            acts=cache[self.position].float(),
+            logits=logits if need_logits else None,
+            downstream={h: cache[h] for h in self.downstream_hooks} if need_logits else {},
+        )
+
+    def spliced_forward(self, tokens: Tensor, clean: CleanPass, need_logits: bool = True) -> SplicedPass:
+        """Run the SAE on the clean activations and, if needed, the model onward from its output."""
+        if not need_logits:
+            acts_hat, c = self._run_sae(clean.acts)
+            return SplicedPass(acts_hat=acts_hat, c=c)
+        downstream: dict[str, Tensor] = {}
+        hooks = self._capture_hooks(downstream)
+        if self.sae_layer is not None:
+            acts_hat, c = self._run_sae(clean.acts)
+            with self._lm_context():
+                logits = self.model.run_with_hooks(
+                    acts_hat.to(clean.acts.dtype), start_at_layer=self.sae_layer, fwd_hooks=hooks
+                )
+        else:
+            out: dict[str, Tensor] = {}
+
+            def splice(act: Tensor, hook) -> Tensor:
+                out["acts_hat"], out["c"] = self._run_sae(act)
+                return out["acts_hat"].to(act.dtype)
+
+            with self._lm_context():
+                logits = self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, splice), *hooks])
+            acts_hat, c = out["acts_hat"], out["c"]
+        return SplicedPass(acts_hat=acts_hat, c=c, logits=logits, downstream=downstream)
+
+    @torch.no_grad()
+    def replaced_logits(self, tokens: Tensor, clean: CleanPass, acts: Tensor) -> Tensor:
+        """Logits with the hook's activation replaced by ``acts`` (e.g. zeros for zero-ablation)."""
+        with self._lm_context():
+            if self.sae_layer is not None:
+                return self.model(acts.to(clean.acts.dtype), start_at_layer=self.sae_layer)
+            return self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, lambda a, hook: acts.to(a.dtype))])
+

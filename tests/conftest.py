@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny TL-native model and pre-tokenised jsonl data, written to tmp paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_MODEL = dict(
+    n_layers=3, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=40,
+    act_fn="gelu", normalization_type="LN", seed=0,
+)
+
+
+def write_token_jsonl(path: Path, n_rows: int, n_ctx: int, vocab: int, seed: int) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    # Token streams with structure (a noisy counter), so the model's predictions are not uniform.
+    with path.open("w") as f:
+        for _ in range(n_rows):
+            start = torch.randint(0, vocab, (1,), generator=g).item()
+            row = [(start + i + int(torch.randint(0, 2, (1,), generator=g))) % vocab for i in range(n_ctx)]
+            f.write(json.dumps({"input_ids": row}) + "\n")
+    return path
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "train": write_token_jsonl(tmp_path / "train.jsonl", 64, 16, TINY_MODEL["d_vocab"], seed=1),
+        "eval": write_token_jsonl(tmp_path / "eval.jsonl", 8, 16, TINY_MODEL["d_vocab"], seed=2),
+    }
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, tiny_data: dict[str, Path]):
+    """A factory for a tiny run config dict; keyword overrides are dotted keys."""
+
+    def make(mode: str = "e2e", **dotted: Any) -> dict[str, Any]:
+        raw = {
+            "mode": mode,
+            "output_dir": str(tmp_path / f"run_{mode}"),
+            "seed": 0,
+            "model": {"native": dict(TINY_MODEL)},
+            "data": {
+                "train": {"name": str(tiny_data["train"])},
+                "eval": {"name": str(tiny_data["eval"])},
+                "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4,
+            },
+            "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
+            "loss": {"sparsity": {"coeff": 0.1}},
+            "train": {"n_samples": 64, "batch_size": 4, "effective_batch_size": 8, "lr": 1e-2,
+                      "warmup_samples": 8, "checkpoint_every_n_samples": 32, "eval_every_n_samples": 32,
+                      "act_frequency_n_tokens": 256},
+            "wandb": {"mode": "disabled"},
+        }
+        from e2e_sae.config import set_dotted
+
+        for key, value in dotted.items():
+            set_dotted(raw, key.replace("__", "."), value)
+        return raw
+
+    return make

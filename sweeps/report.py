@@ -1,0 +1,519 @@
+"""Sweep report: experiment directory -> trials.csv, pareto.json, frontier plots, report.md.
+
+Reads only the experiment directory (``sweep.yaml`` and the trial dirs' ``params.json``,
+``result.json`` and ``error.txt``), so it works on a sweep another machine ran, one still running,
+or one that partly failed. Only finished trials enter the frontiers; the others are listed as
+missing. The file layout and the pareto.json schema are documented in docs/report.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
+
+SCHEMA_VERSION = 1
+STATES = ("finished", "incomplete", "errored", "pending")
+MODE_ORDER = ("local", "e2e", "e2e+ds")
+Y_METRIC = "ce_loss_increase"
+X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
+LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
+PARAM_COLUMNS = ("trial_id", "state", "mode", "hook", "layer", "dict_size_to_input_ratio",
+                 "n_dict_elements", "sparsity_coeff", "seed", "n_samples")
+METRIC_COLUMNS = ("l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced",
+                  "ce_loss_zero_ablated", "ce_loss_score", "kl", "mse", "explained_variance",
+                  "top1_agreement", "alive_window_tokens", "eval_tokens", "n_ctx", "step", "loss", "lr",
+                  "final")
+# Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
+TUNE_KEYS = frozenset({
+    "training_iteration", "trial_id", "timestamp", "done", "date", "time_this_iter_s", "time_total_s",
+    "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
+    "checkpoint_dir_name", "config", "experiment_tag", "should_checkpoint", "timesteps_total",
+    "episodes_total", "timesteps_since_restore", "experiment_id",
+})
+MATCHED_RULE = (
+    "Per hook, the target CE-loss increase is the largest of the frontiers' minimal CE-loss "
+    "increases (over every mode and both x metrics): the lowest level all frontiers reach. Each "
+    "frontier is read at that level by linear interpolation between its two neighbouring points, "
+    "in (ce_loss_increase, log l0) for l0 and (ce_loss_increase, alive_dict_elements) for alive "
+    "elements; a frontier whose sparsest point already lies below the target reports that point's "
+    "x, marked clipped (an upper bound)."
+)
+
+
+@dataclass
+class TrialRecord:
+    """One trial as read from disk. ``metrics``: the last ``final`` row when finished, else the
+    latest row (incomplete trials), else empty."""
+
+    trial_id: str
+    state: str  # finished | incomplete | errored | pending
+    mode: str | None = None
+    hook: str | None = None
+    layer: int | None = None
+    dict_size_to_input_ratio: float | None = None
+    sparsity_coeff: float | None = None
+    seed: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n_rows: int = 0
+    error: str | None = None  # first line of error.txt
+    path: Path | None = None
+    model: str | None = None  # from the run config
+
+    @property
+    def n_samples(self) -> Any:
+        return self.metrics.get("n_samples")
+
+    @property
+    def n_dict_elements(self) -> Any:
+        return self.metrics.get("n_dict_elements")
+
+
+# ---------------------------------------------------------------- reading the experiment directory
+
+def read_result_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a result.json; a truncated or corrupt line (a sweep still writing) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                warnings.warn(f"{path}: line {i + 1} is not valid JSON; skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def model_label(model: Any) -> str | None:
+    """``gpt2`` for a name, a short description for a TL-native config, None when unknown."""
+    if isinstance(model, str):
+        return model
+    if isinstance(model, dict):
+        if model.get("name"):
+            return str(model["name"])
+        native = model.get("native")
+        if isinstance(native, dict):
+            shape = ", ".join(f"{k}={native[k]}" for k in ("n_layers", "d_model", "n_ctx") if k in native)
+            return f"native TransformerLens model ({shape})"
+    return None
+
+
+def _trial_from_params(trial_id: str, params: dict[str, Any]) -> TrialRecord:
+    """Sweep axes from params.json, falling back on the resolved run config under ``run``."""
+    run = params.get("run") if isinstance(params.get("run"), dict) else {}
+
+    def pick(top: str, *run_keys: str) -> Any:
+        value = params.get(top)
+        return value if value is not None else _dig(run, *run_keys)
+
+    hook = pick("hook", "sae", "position")
+    layer = params.get("layer")
+    if layer is None and isinstance(hook, str) and (m := re.match(r"blocks\.(\d+)\.", hook)):
+        layer = int(m.group(1))
+    return TrialRecord(
+        trial_id=trial_id, state="pending", mode=pick("mode", "mode"), hook=hook, layer=layer,
+        dict_size_to_input_ratio=pick("dict_size_to_input_ratio", "sae", "dict_size_to_input_ratio"),
+        sparsity_coeff=pick("sparsity_coeff", "loss", "sparsity", "coeff"), seed=pick("seed", "seed"),
+        model=model_label(run.get("model")),
+    )
+
+
+def _load_trial_dir(path: Path) -> TrialRecord:
+    params: dict[str, Any] = {}
+    if (path / "params.json").is_file():
+        try:
+            params = json.loads((path / "params.json").read_text())
+        except json.JSONDecodeError:
+            warnings.warn(f"{path / 'params.json'} is not valid JSON; the trial's parameters are unknown")
+    trial = _trial_from_params(path.name, params if isinstance(params, dict) else {})
+    trial.path = path
+    rows = read_result_rows(path / "result.json")
+    finals = [r for r in rows if r.get("final") is True]
+    trial.n_rows = len(rows)
+    if (path / "error.txt").is_file():
+        lines = (path / "error.txt").read_text(errors="replace").strip().splitlines()
+        trial.error = lines[-1][:300] if lines else "error.txt is empty"
+    if finals:  # a final row wins over error.txt: its metrics are complete
+        trial.state, trial.metrics = "finished", finals[-1]
+    elif trial.error is not None:
+        trial.state, trial.metrics = "errored", rows[-1] if rows else {}
+    elif rows:
+        trial.state, trial.metrics = "incomplete", rows[-1]
+    return trial
+
+
+def _trials_from_experiment_state(exp_dir: Path, seen: set[str]) -> list[TrialRecord]:
+    """Trials Ray Tune knows about but has not given a directory yet (pending in a running sweep),
+    from the newest experiment_state-*.json. Only plain JSON is read (never the pickled fields)."""
+    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+        out = []
+        for entry in trial_data:
+            state = json.loads(entry[0])
+            trial_id = state.get("relative_logdir") or str(state["trial_id"])
+            if trial_id in seen:
+                continue
+            config = state.get("config") if isinstance(state.get("config"), dict) else {}
+            trial = _trial_from_params(trial_id, config)
+            if state.get("status") == "ERROR":
+                trial.state, trial.error = "errored", "Ray Tune marked the trial ERROR; it has no directory"
+            out.append(trial)
+        return out
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        warnings.warn(f"{states[-1]}: could not read the pending trials ({e}); only trial dirs are listed")
+        return []
+
+
+def load_trials(exp_dir: str | Path) -> list[TrialRecord]:
+    """Every trial of an experiment directory, sorted by trial id. A trial dir is a subdirectory
+    holding params.json, result.json or error.txt; trials Tune has not started yet come from its
+    experiment_state file."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise FileNotFoundError(f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>")
+    dirs = [p for p in exp_dir.iterdir()
+            if p.is_dir() and any((p / f).is_file() for f in ("params.json", "result.json", "error.txt"))]
+    trials = [_load_trial_dir(p) for p in dirs]
+    trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def read_sweep_meta(exp_dir: Path, trials: list[TrialRecord]) -> dict[str, Any]:
+    """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values)."""
+    spec: Any = {}
+    if (exp_dir / "sweep.yaml").is_file():
+        try:
+            spec = yaml.safe_load((exp_dir / "sweep.yaml").read_text()) or {}
+        except yaml.YAMLError as e:
+            warnings.warn(f"{exp_dir / 'sweep.yaml'} is not valid YAML ({e}); using the trials' run configs")
+    spec = spec if isinstance(spec, dict) else {}
+    finished = [t for t in trials if t.state == "finished"]
+    model = model_label(spec.get("model")) or next((t.model for t in trials if t.model), None)
+
+    def distinct(key: str) -> list[Any]:
+        return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
+
+    return {"sweep": str(spec.get("name") or exp_dir.name), "model": model,
+            "eval_tokens": distinct("eval_tokens"), "n_ctx": distinct("n_ctx")}
+
+
+# ---------------------------------------------------------------- frontiers and matched comparison
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: non-finite floats become null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _metrics(t: TrialRecord) -> dict[str, Any]:
+    return {k: _clean(v) for k, v in t.metrics.items()
+            if k not in TUNE_KEYS and (v is None or isinstance(v, (int, float, str, bool)))}
+
+
+def _front_entry(p: FrontPoint) -> dict[str, Any]:
+    t: TrialRecord = p.payload
+    return {"trial_id": t.trial_id, "sparsity_coeff": t.sparsity_coeff,
+            "dict_size_to_input_ratio": t.dict_size_to_input_ratio, "seed": t.seed,
+            "n_samples": t.n_samples, "metrics": _metrics(t)}
+
+
+def _neighbour(p: FrontPoint, x_metric: str) -> dict[str, Any]:
+    return {"trial_id": p.payload.trial_id, x_metric: p.x, Y_METRIC: p.y}
+
+
+def _ordered_modes(modes: set[str]) -> list[str]:
+    return [m for m in MODE_ORDER if m in modes] + sorted(modes - set(MODE_ORDER))
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    return a["value"] / b["value"] if a and b and b["value"] else None
+
+
+def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
+    target = matched_target(f for by_x in fronts.values() for f in by_x.values())
+    modes_out: dict[str, Any] = {}
+    for mode, by_x in fronts.items():
+        for x_metric, front in by_x.items():
+            if target is None or not front:
+                continue
+            r = interpolate_at(front, target, log_x=LOG_X[x_metric])
+            modes_out.setdefault(mode, {})[x_metric] = {
+                "value": r.x, "clipped": r.clipped, "interpolation": "log" if LOG_X[x_metric] else "linear",
+                "lower_x_trial": _neighbour(r.lower_x, x_metric), "higher_x_trial": _neighbour(r.higher_x, x_metric)}
+    ratios: dict[str, Any] = {}
+    for mode in modes_out:
+        if mode != "local":
+            ratios[f"{mode}/local"] = {x: _ratio(modes_out[mode].get(x), modes_out.get("local", {}).get(x))
+                                       for x in X_METRICS}
+    return {Y_METRIC: target, "modes": modes_out, "ratios": ratios}
+
+
+def compute_pareto(trials: list[TrialRecord], meta: dict[str, Any]) -> dict[str, Any]:
+    """The pareto.json document (schema in docs/report.md) from loaded trials."""
+    finished = [t for t in trials if t.state == "finished" and t.hook and t.mode]
+    for t in trials:
+        if t.state == "finished" and not (t.hook and t.mode):
+            warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
+    hooks = sorted({t.hook for t in finished}, key=lambda h: (min(
+        (t.layer for t in finished if t.hook == h and t.layer is not None), default=-1), h))
+    hooks_out: dict[str, Any] = {}
+    for hook in hooks:
+        in_hook = [t for t in finished if t.hook == hook]
+        fronts = {mode: {x: pareto_front([(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t)
+                                          for t in in_hook if t.mode == mode]) for x in X_METRICS}
+                  for mode in _ordered_modes({t.mode for t in in_hook})}
+        originals = [_num(t.metrics.get("ce_loss_original")) for t in in_hook]
+        originals = [v for v in originals if math.isfinite(v)]
+        hooks_out[hook] = {
+            "layer": next((t.layer for t in in_hook if t.layer is not None), None),
+            "ce_loss_original": statistics.median(originals) if originals else None,
+            "modes": {mode: {"n_finished": sum(t.mode == mode for t in in_hook),
+                             "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()}}
+                      for mode, by_x in fronts.items()},
+            "matched": _matched(fronts),
+        }
+    counts = {s: sum(t.state == s for t in trials) for s in STATES}
+    return {
+        "schema_version": SCHEMA_VERSION, **meta, "y_metric": Y_METRIC, "x_metrics": list(X_METRICS),
+        "matched_rule": MATCHED_RULE, "trial_counts": {**counts, "total": len(trials)},
+        "missing_trials": [{"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook,
+                            "error": t.error} for t in trials if t.state != "finished"],
+        "hooks": hooks_out,
+    }
+
+
+# ---------------------------------------------------------------- writing files
+
+def write_trials_csv(trials: list[TrialRecord], path: Path) -> None:
+    """One row per trial: its parameters, then every metric of its final (or latest) row."""
+    extra = sorted({k for t in trials for k, v in _metrics(t).items()} - set(PARAM_COLUMNS) - set(METRIC_COLUMNS))
+    columns = [*PARAM_COLUMNS, *METRIC_COLUMNS, *extra, "error"]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for t in trials:
+            row = {**_metrics(t), **{c: getattr(t, c) for c in PARAM_COLUMNS}, "error": t.error}
+            writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+
+
+def _slug(hook: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", hook)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 10:
+        return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def _settings_line(doc: dict[str, Any]) -> str:
+    def join(vals: list[Any]) -> str:
+        return " / ".join(f"{v:,}" for v in vals) if vals else "unknown"
+    return (f"model {doc['model'] or 'unknown'}, {join(doc['eval_tokens'])} eval tokens, "
+            f"context length (n_ctx) {join(doc['n_ctx'])}")
+
+
+def plot_frontiers(doc: dict[str, Any], trials: list[TrialRecord], out_dir: Path) -> list[Path]:
+    """Per hook, the paper's Figure 1 layout: CE-loss increase against L0 (log x) and against alive
+    elements, one colour per mode, finished trials faint, the frontier as connected points. PNG + SVG."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
+
+    colours = {m: f"C{i}" for i, m in enumerate(MODE_ORDER)}
+    pngs = []
+    for hook, h in doc["hooks"].items():
+        fig = Figure(figsize=(11, 4.4), layout="constrained")
+        axes = fig.subplots(1, 2, sharey=True)
+        for ax, x_metric in zip(axes, X_METRICS):
+            for i, (mode, m) in enumerate(h["modes"].items()):
+                c = colours.get(mode, f"C{len(MODE_ORDER) + i}")
+                pts = [(_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC))) for t in trials
+                       if t.state == "finished" and t.hook == hook and t.mode == mode]
+                if pts:
+                    ax.scatter(*zip(*pts), color=c, alpha=0.3, s=18, linewidths=0)
+                front = m["frontiers"][x_metric]
+                ax.plot([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front],
+                        "o-", color=c, ms=4, label=mode)
+                read = h["matched"]["modes"].get(mode, {}).get(x_metric)
+                if read:  # where the matched comparison reads this frontier
+                    ax.plot(read["value"], h["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
+            if h["matched"][Y_METRIC] is not None:
+                ax.axhline(h["matched"][Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
+            if LOG_X[x_metric]:
+                ax.set_xscale("log")
+            ax.set_xlabel("L0" if x_metric == "l0" else "alive dictionary elements")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("CE loss increase")
+        axes[0].legend()
+        fig.suptitle(f"{doc['sweep']}: {hook}. Original model CE loss {_fmt(h['ce_loss_original'], 5)}\n"
+                     f"({_settings_line(doc)})", fontsize=10)
+        png = out_dir / f"frontier_{_slug(hook)}.png"
+        fig.savefig(png, dpi=120)
+        fig.savefig(png.with_suffix(".svg"), metadata={"Date": None})
+        pngs.append(png)
+    return pngs
+
+
+def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
+    c = doc["trial_counts"]
+    mixed = len(doc["eval_tokens"]) > 1 or len(doc["n_ctx"]) > 1
+    lines = [f"# Sweep report: {doc['sweep']}", "",
+             f"Evaluation: {_settings_line(doc)}. CE-loss values at different context lengths or on "
+             "different eval tokens are not comparable." + (" **These trials used more than one eval "
+                                                              "setting.**" if mixed else ""), "",
+             f"Trials: {c['total']} in all: " + ", ".join(f"{c[s]} {s}" for s in STATES) + ". "
+             "Only finished trials enter the frontiers.", "",
+             "Data: [trials.csv](trials.csv) (every trial), [pareto.json](pareto.json) (frontiers, "
+             "matched comparison).", "", "Matched comparison: " + doc["matched_rule"], ""]
+    for hook, h in doc["hooks"].items():
+        png, svg = pngs[hook].name, pngs[hook].with_suffix(".svg").name
+        lines += [f"## {hook}", "", f"![{hook} frontiers]({png})", "",
+                  f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).", ""]
+        mt = h["matched"]
+        if mt["modes"]:
+            lines += [f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}", "",
+                      "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
+                      "| --- | --- | --- | --- | --- |"]
+            for mode, m in mt["modes"].items():
+                values = ["–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"])
+                          for x in X_METRICS]
+                sources = ["–" if x not in m else " / ".join(dict.fromkeys(
+                    (m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"]))) for x in X_METRICS]
+                lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
+            lines.append("")
+            lines += [f"{name}: L0 ratio {_fmt(r['l0'], 3)}, alive-elements ratio "
+                      f"{_fmt(r['alive_dict_elements'], 3)}.  " for name, r in mt["ratios"].items()]
+            lines.append("")
+        lines += ["### Frontier trials", "",
+                  "| mode | on frontier | trial | sparsity coeff | dict ratio | L0 | alive elements | CE-loss increase |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for mode, m in h["modes"].items():
+            on: dict[str, list[str]] = {}
+            points = {}
+            for x, front in m["frontiers"].items():
+                for p in front:
+                    on.setdefault(p["trial_id"], []).append("L0" if x == "l0" else "alive")
+                    points[p["trial_id"]] = p
+            for tid, p in sorted(points.items(), key=lambda kv: _num(kv[1]["metrics"].get("l0"))):
+                mm = p["metrics"]
+                lines.append(f"| {mode} | {', '.join(on[tid])} | {tid} | {_fmt(p['sparsity_coeff'])} | "
+                             f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
+                             f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |")
+        lines.append("")
+    lines += ["## Missing trials", ""]
+    if doc["missing_trials"]:
+        lines += ["| trial | state | mode | hook | error |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {t['trial_id']} | {t['state']} | {t['mode'] or '–'} | {t['hook'] or '–'} | "
+                  f"{(t['error'] or '').replace('|', '/')} |" for t in doc["missing_trials"]]
+    else:
+        lines.append("None: every trial finished.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write trials.csv, pareto.json, frontier_<hook>.png/.svg and report.md; return report.md's path.
+    ``out_dir`` defaults to ``exp_dir/report``."""
+    exp_dir = Path(exp_dir)
+    out_dir = Path(out_dir) if out_dir is not None else exp_dir / "report"
+    trials = load_trials(exp_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
+    write_trials_csv(trials, out_dir / "trials.csv")
+    (out_dir / "pareto.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    pngs = dict(zip(doc["hooks"], plot_frontiers(doc, trials, out_dir)))
+    report = out_dir / "report.md"
+    report.write_text(render_markdown(doc, pngs))
+    return report
+
+
+# ---------------------------------------------------------------- W&B
+
+def _cell(v: str) -> Any:
+    """A CSV cell back to a number where it is one ('' -> None)."""
+    if v == "":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def log_report_to_wandb(report_dir: str | Path, project: str, group: str, entity: str | None = None,
+                        mode: str = "offline") -> Path | None:
+    """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
+    Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
+    passed here. Returns the run's local directory, or None with ``mode="disabled"`` (a no-op)."""
+    if mode not in ("online", "offline", "disabled"):
+        raise ValueError(f"W&B mode {mode!r} is not one of online, offline, disabled")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    report_dir = Path(report_dir)
+    doc = json.loads((report_dir / "pareto.json").read_text())
+    with (report_dir / "trials.csv").open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    run = wandb.init(project=project, group=group, entity=entity, name=f"{doc['sweep']}-report",
+                     job_type="report", mode=mode, config={k: doc[k] for k in
+                                                            ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")})
+    try:
+        front_rows, matched_rows = [], []
+        for hook, h in doc["hooks"].items():
+            for mode_name, m in h["modes"].items():
+                for x, front in m["frontiers"].items():
+                    front_rows += [[hook, mode_name, x, p["trial_id"], p["sparsity_coeff"], p["metrics"].get("l0"),
+                                    p["metrics"].get("alive_dict_elements"), p["metrics"].get(Y_METRIC)] for p in front]
+            for mode_name, m in h["matched"]["modes"].items():
+                ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
+                matched_rows.append([hook, mode_name, h["matched"][Y_METRIC],
+                                     *(m[x]["value"] if x in m else None for x in X_METRICS),
+                                     *(m[x]["clipped"] if x in m else None for x in X_METRICS),
+                                     *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS)])
+        images = {f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{_slug(hook)}.png"), caption=hook)
+                  for hook in doc["hooks"]}
+        run.log({
+            **images,
+            "trials": wandb.Table(columns=header, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True),
+            "frontier": wandb.Table(columns=["hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0",
+                                             "alive_dict_elements", Y_METRIC], data=front_rows, allow_mixed_types=True),
+            "matched": wandb.Table(columns=["hook", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped",
+                                            "alive_clipped", "l0_ratio_to_local", "alive_ratio_to_local"],
+                                   data=matched_rows, allow_mixed_types=True),
+        })
+        return Path(run.dir).parent
+    finally:
+        run.finish()

@@ -1,0 +1,88 @@
+"""Training runs: each mode lowers its loss, resume is exact, outputs are where the README says."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from e2e_sae import run_config_from_dict
+from e2e_sae.train import train
+from e2e_sae.checkpoint import load_checkpoint
+from e2e_sae.train import latest_checkpoint, lr_factor
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["local", "e2e", "e2e+ds"])
+def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
+    cfg = run_config_from_dict(tiny_config(mode, **{"train.n_samples": 160, "train.eval_every_n_samples": None}))
+    metrics = train(cfg, progress=False)
+    rows = [json.loads(line) for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if r["kind"] == "train"]
+    assert losses[-1] < losses[0]
+    for key in ["l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced", "kl",
+                "explained_variance", "mse", "ce_loss_score", "eval_tokens", "n_ctx"]:
+        assert key in metrics
+    assert json.loads((cfg.output_dir / "metrics.json").read_text()) == metrics
+    assert (cfg.output_dir / "config.yaml").is_file() and latest_checkpoint(cfg.output_dir) is not None
+
+
+def test_resume_is_exact(tiny_config):
+    straight_cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_a"))
+    straight = train(straight_cfg, progress=False)
+
+    cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_b"))
+
+    def stop_at_first_checkpoint(metrics, ckpt_dir):
+        if ckpt_dir is not None:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, reporter=stop_at_first_checkpoint, progress=False)
+    ckpt = latest_checkpoint(cfg.output_dir)
+    assert load_checkpoint(ckpt)["n_samples"] == 32  # half of 64
+    resumed = train(cfg, resume_from=ckpt, progress=False)
+
+    a = load_checkpoint(latest_checkpoint(straight_cfg.output_dir))["sae"]
+    b = load_checkpoint(latest_checkpoint(cfg.output_dir))["sae"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert resumed == straight
+
+
+def test_reporter_gets_evals_checkpoints_and_a_final_row(tiny_config):
+    calls = []
+    train(run_config_from_dict(tiny_config()), reporter=lambda m, c: calls.append((m, c)), progress=False)
+    assert [m["n_samples"] for m, _ in calls] == [32, 64]
+    assert all(c is not None and (c / "checkpoint.pt").is_file() for _, c in calls)
+    assert [m["final"] for m, _ in calls] == [False, True] and "ce_loss_increase" in calls[0][0]
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monkeypatch):
+    cfg = run_config_from_dict(tiny_config("local"))
+    train_mod = importlib.import_module("e2e_sae.train")
+
+    real = train_mod.total_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 10 else loss), terms  # after 5 steps (2 micro-batches each)
+
+    monkeypatch.setattr(train_mod, "total_loss", poisoned)
+    with pytest.raises(train_mod.TrainingDiverged, match="last good checkpoint"):
+        train(cfg, progress=False)
+    ckpt = latest_checkpoint(cfg.output_dir)
+    assert load_checkpoint(ckpt)["n_samples"] == 32 and torch.isfinite(load_checkpoint(ckpt)["sae"]["decoder.weight"]).all()
+
+
+def test_lr_schedule_warmup_then_cosine_to_min():
+    assert lr_factor(0, 100, 10, 0.1) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.55)
+    assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)

@@ -139,8 +139,10 @@ class RowStream:
         if isinstance(ds, datasets.IterableDataset):
             ds = ds.shuffle(seed=self.seed + self.epoch, buffer_size=self.source.shuffle_buffer)
         else:
+            if self.rows_consumed >= len(ds):  # resumed exactly at the end of an epoch
+                self.epoch, self.rows_consumed = self.epoch + 1, 0
             ds = ds.shuffle(seed=self.seed + self.epoch)
-        return iter(ds.skip(self.rows_consumed))
+        return iter(ds.skip(self.rows_consumed) if self.rows_consumed else ds)
 
     def next_batch(self, batch_size: int) -> Tensor:
         need = batch_size * self.n_ctx

@@ -30,11 +30,13 @@ def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
     assert (cfg.output_dir / "config.yaml").is_file() and latest_checkpoint(cfg.output_dir) is not None
 
 
-def test_resume_is_exact(tiny_config):
-    straight_cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_a"))
+@pytest.mark.parametrize("n_samples", [64, 128])  # 128: the checkpoint falls on the data's epoch end
+def test_resume_is_exact(tiny_config, n_samples):
+    sizes = {"train.n_samples": n_samples, "train.checkpoint_every_n_samples": n_samples // 2}
+    straight_cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_a", **sizes))
     straight = train(straight_cfg, progress=False)
 
-    cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_b"))
+    cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_b", **sizes))
 
     def stop_at_first_checkpoint(metrics, ckpt_dir):
         if ckpt_dir is not None:
@@ -43,7 +45,7 @@ def test_resume_is_exact(tiny_config):
     with pytest.raises(Interrupt):
         train(cfg, reporter=stop_at_first_checkpoint, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir)
-    assert load_checkpoint(ckpt)["n_samples"] == 32  # half of 64
+    assert load_checkpoint(ckpt)["n_samples"] == n_samples // 2
     resumed = train(cfg, resume_from=ckpt, progress=False)
 
     a = load_checkpoint(latest_checkpoint(straight_cfg.output_dir))["sae"]

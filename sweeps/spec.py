@@ -1,0 +1,302 @@
+"""The sweep file: a base run config plus axes, validated and expanded before Ray starts.
+
+    name: pycode-layers
+    base: e2e_sae/configs/quickstart_e2e.yaml     # or an inline `run:` mapping
+    overrides: {train.n_samples: 2000}            # dotted overrides for every trial
+    axes:
+      mode: [local, e2e, e2e+ds]
+      layer: [1, 2]                               # blocks.{layer}.hook_resid_pre
+      dict_size_to_input_ratio: [8]
+      sparsity_coeff: {local: {log_space: [0.5, 20], num: 3}, e2e: [0.5, 2], e2e+ds: [1, 4]}
+      seed: [0]
+    resources_per_trial: {cpu: 1, gpu: 0.25}
+
+Trials are the product of the axes (sparsity coefficients per mode: their scales differ by
+10-100x). Each trial's run config is validated here, so a bad override fails before any compute.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from e2e_sae.config import (
+    MODES, ConfigError, Mode, RunConfig, format_validation_error, parse_overrides, run_config_from_dict, set_dotted,
+)
+from e2e_sae.validate import check_hook, model_shape
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogSpace(_Strict):
+    """``num`` values spaced evenly in log between the two ends (inclusive)."""
+
+    log_space: tuple[float, float]
+    num: int = Field(ge=1)
+
+    @field_validator("log_space")
+    @classmethod
+    def _positive(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0 or v[1] <= 0:
+            raise ValueError("log_space ends must be > 0")
+        return v
+
+    def values(self) -> list[float]:
+        lo, hi = (math.log(x) for x in self.log_space)
+        if self.num == 1:
+            return [self.log_space[0]]
+        return [float(f"{math.exp(lo + (hi - lo) * i / (self.num - 1)):.6g}") for i in range(self.num)]
+
+
+Coeffs = list[float] | LogSpace
+
+
+def _coeff_values(c: Coeffs) -> list[float]:
+    return c.values() if isinstance(c, LogSpace) else list(c)
+
+
+class Axes(_Strict):
+    mode: list[Mode] = Field(min_length=1)
+    layer: list[int] | None = Field(default=None, min_length=1)
+    dict_size_to_input_ratio: list[float] | None = Field(default=None, min_length=1)
+    sparsity_coeff: Coeffs | dict[str, Coeffs]
+    seed: list[int] = Field(default=[0], min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Axes":
+        if isinstance(self.sparsity_coeff, dict):
+            unknown = set(self.sparsity_coeff) - set(MODES)
+            if unknown:
+                raise ValueError(f"sparsity_coeff: unknown mode(s) {sorted(unknown)}; use {', '.join(MODES)}")
+            missing = [m for m in self.mode if m not in self.sparsity_coeff]
+            if missing:
+                raise ValueError(f"sparsity_coeff: no coefficients for mode(s) {missing}; add them")
+            coeffs = [_coeff_values(c) for c in self.sparsity_coeff.values()]
+        else:
+            coeffs = [_coeff_values(self.sparsity_coeff)]
+        if any(len(c) == 0 for c in coeffs):
+            raise ValueError("sparsity_coeff: empty list; give at least one coefficient")
+        if any(x < 0 for c in coeffs for x in c):
+            raise ValueError("sparsity_coeff: coefficients must be >= 0")
+        if self.dict_size_to_input_ratio and any(r <= 0 for r in self.dict_size_to_input_ratio):
+            raise ValueError("dict_size_to_input_ratio: ratios must be > 0")
+        if self.layer and any(layer < 0 for layer in self.layer):
+            raise ValueError("layer: layers must be >= 0")
+        return self
+
+    def coeffs_for(self, mode: str) -> list[float]:
+        c = self.sparsity_coeff
+        return _coeff_values(c[mode] if isinstance(c, dict) else c)
+
+
+class Resources(_Strict):
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0, le=1)  # fractions pack several trials on one GPU
+
+
+class SweepWandb(_Strict):
+    project: str = "e2e-sae"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "disabled"
+
+
+class SweepSpec(_Strict):
+    name: str
+    base: Path | None = None
+    run: dict[str, Any] | None = None
+    overrides: dict[str, Any] = {}
+    axes: Axes
+    resources_per_trial: Resources = Resources()
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    storage_path: str = "./sweeps_results"
+    checkpoint_every_n_samples: int | None = Field(default=None, gt=0)
+    eval_every_n_samples: int | None = Field(default=None, gt=0)
+    max_failures: int = Field(default=3, ge=0)
+    wandb: SweepWandb = SweepWandb()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", v):
+            raise ValueError("use letters, digits and _ . + - only (it names the experiment directory)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_base(self) -> "SweepSpec":
+        if (self.base is None) == (self.run is None):
+            raise ValueError("set exactly one of base (a run config path) or run (an inline run config)")
+        return self
+
+    @property
+    def experiment_path(self) -> str:
+        """Where Tune writes the experiment: ``<storage_path>/<name>`` (local paths made absolute)."""
+        return join_storage(self.storage_path, self.name)
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def join_storage(storage_path: str, name: str) -> str:
+    if is_remote(storage_path):
+        return storage_path.rstrip("/") + "/" + name
+    return str(Path(storage_path.removeprefix("file://")).expanduser().resolve() / name)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{train: {n_samples: 5}}`` and ``{train.n_samples: 5}`` both become dotted keys."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not key.endswith(("native", "hook_positions")):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ---- loading and expansion -----------------------------------------------------------------------
+
+
+def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpec:
+    """Read, override (``--set key=value`` on the sweep file) and validate a sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} does not exist; pass the path of a sweep YAML")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    return sweep_from_dict(raw, parse_overrides(set_items), base_dir=path.parent)
+
+
+def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
+                    base_dir: Path | None = None) -> SweepSpec:
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    spec.overrides = _flatten(spec.overrides)
+    if spec.base is not None and not spec.base.is_absolute() and not spec.base.is_file() and base_dir is not None:
+        # relative to the current directory first (the README's commands), then to the sweep file
+        candidate = base_dir / spec.base
+        if candidate.is_file():
+            spec.base = candidate
+    return spec
+
+
+def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
+    if spec.run is not None:
+        return dict(spec.run)
+    if not spec.base.is_file():
+        raise ConfigError(f"base: run config {spec.base} does not exist; fix the path")
+    raw = yaml.safe_load(spec.base.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"base: {spec.base} is not a YAML mapping")
+    return raw
+
+
+def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
+    """One dict per trial: the axis values and the trial's full run config (``run``)."""
+    base = base_run_dict(spec)
+    ax = spec.axes
+    trials = []
+    for mode in ax.mode:
+        combos = itertools.product(
+            ax.layer or [None], ax.dict_size_to_input_ratio or [None], ax.coeffs_for(mode), ax.seed
+        )
+        for layer, ratio, coeff, seed in combos:
+            dotted = dict(spec.overrides)
+            dotted.update({"mode": mode, "seed": seed, "loss.sparsity.coeff": coeff, "wandb.mode": "disabled"})
+            if layer is not None:
+                dotted["sae.position"] = f"blocks.{layer}.hook_resid_pre"
+            if ratio is not None:
+                dotted["sae.dict_size_to_input_ratio"] = ratio
+            if spec.checkpoint_every_n_samples is not None:
+                dotted["train.checkpoint_every_n_samples"] = spec.checkpoint_every_n_samples
+            if spec.eval_every_n_samples is not None:
+                dotted["train.eval_every_n_samples"] = spec.eval_every_n_samples
+            run = _with_overrides(base, dotted)
+            trials.append({
+                "mode": mode, "layer": layer, "hook": run["sae"]["position"],
+                "dict_size_to_input_ratio": run["sae"]["dict_size_to_input_ratio"],
+                "sparsity_coeff": coeff, "seed": seed, "run": run,
+            })
+    return trials
+
+
+def _with_overrides(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    run = copy.deepcopy(base)
+    for key, value in dotted.items():
+        set_dotted(run, key, value)
+    return run
+
+
+def trial_name(trial: dict[str, Any]) -> str:
+    layer = trial["layer"] if trial["layer"] is not None else trial["hook"]
+    return (f"{trial['mode']}_L{layer}_r{trial['dict_size_to_input_ratio']:g}"
+            f"_s{trial['sparsity_coeff']:.4g}_seed{trial['seed']}")
+
+
+def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunConfig]:
+    """Every trial's run config validated, hooks checked against the model, storage reachable."""
+    configs = []
+    for t in trials:
+        try:
+            configs.append(run_config_from_dict(t["run"]))
+        except ConfigError as err:
+            raise ConfigError(f"trial {trial_name(t)}: {err}") from None
+    shape = model_shape(configs[0].model)
+    layers = sorted({t["layer"] for t in trials if t["layer"] is not None})
+    if shape is not None and layers and layers[-1] >= shape.n_layers:
+        raise ConfigError(f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}")
+    for t in trials:
+        check_hook(t["hook"], "sae.position", shape)
+    if shape is not None and any(c.data.n_ctx > shape.n_ctx for c in configs):
+        raise ConfigError(f"data.n_ctx exceeds the model's context {shape.n_ctx}; lower it in the base or overrides")
+    check_storage(spec.storage_path)
+    return configs
+
+
+def check_storage(storage_path: str) -> None:
+    """A local path must be creatable and writable; a remote URI must answer."""
+    if is_remote(storage_path):
+        import pyarrow.fs
+
+        try:
+            fs, path = pyarrow.fs.FileSystem.from_uri(storage_path)
+            fs.get_file_info(path)
+        except Exception as err:  # noqa: BLE001 - any failure means unreachable
+            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"storage_path: cannot reach {storage_path} ({msg}); check the URI and credentials") from None
+        return
+    path = Path(storage_path.removeprefix("file://")).expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        tempfile.TemporaryFile(dir=existing).close()  # as root, os.access() says yes to everything
+    except OSError as err:
+        raise ConfigError(f"storage_path: {path} is not writable ({err.strerror or err}); choose another path") from None
+
+
+def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys whose value in ``run`` differs from ``base``."""
+    fb, fr = _flatten(base), _flatten(run)
+    return {k: v for k, v in fr.items() if fb.get(k, object()) != v}

@@ -1,0 +1,66 @@
+"""Sweep files: expansion, the plan command, and bad files failing in one line before Ray starts."""
+
+import subprocess
+import sys
+
+import pytest
+
+from e2e_sae.config import ConfigError
+from sweeps.spec import LogSpace, expand_trials, sweep_from_dict, validate_trials
+from sweep_fixtures import tiny_sweep, write_sweep
+
+
+def test_axes_expand_per_mode_coefficients(tmp_path):
+    spec = sweep_from_dict(tiny_sweep(tmp_path, axes={
+        "mode": ["local", "e2e", "e2e+ds"], "layer": [0, 1], "dict_size_to_input_ratio": [2, 4],
+        "sparsity_coeff": {"local": {"log_space": [0.5, 20], "num": 3}, "e2e": [0.1], "e2e+ds": [1, 2]},
+        "seed": [0, 1]}))
+    trials = expand_trials(spec)
+    assert len(trials) == (3 + 1 + 2) * 2 * 2 * 2
+    local = sorted({t["sparsity_coeff"] for t in trials if t["mode"] == "local"})
+    assert local == pytest.approx([0.5, 3.16228, 20.0])
+    t = trials[0]
+    assert t["run"]["mode"] == "local" and t["run"]["sae"]["position"] == "blocks.0.hook_resid_pre"
+    assert t["run"]["train"]["checkpoint_every_n_samples"] == 32 and t["run"]["loss"]["sparsity"]["coeff"] == 0.5
+    validate_trials(spec, trials)
+
+
+def test_overrides_apply_to_every_trial(tmp_path):
+    spec = sweep_from_dict(tiny_sweep(tmp_path, overrides={"train.n_samples": 32, "train": {"lr": 0.5}}))
+    assert {t["run"]["train"]["n_samples"] for t in expand_trials(spec)} == {32}
+    assert {t["run"]["train"]["lr"] for t in expand_trials(spec)} == {0.5}
+
+
+def test_log_space_values():
+    assert LogSpace(log_space=(1, 100), num=3).values() == [1.0, 10.0, 100.0]
+
+
+BAD = [
+    ({"axes": {"mode": ["e2e"], "sparsity_coeff": [1.0], "heads": [1]}}, "axes.heads: unknown key"),
+    ({"axes": {"mode": [], "sparsity_coeff": [1.0]}}, "axes.mode"),
+    ({"axes": {"mode": ["e2e", "global"], "sparsity_coeff": [1.0]}}, "axes.mode.1"),
+    ({"axes": {"mode": ["e2e"], "layer": [9], "sparsity_coeff": [1.0]}}, "axes.layer: layer 9 is out of range"),
+    ({"axes": {"mode": ["e2e", "local"], "sparsity_coeff": {"e2e": [1.0]}}}, "no coefficients for mode(s) ['local']"),
+    ({"resources_per_trial": {"cpu": 1, "gpu": 1.5}}, "resources_per_trial.gpu"),
+    ({"storage_path": "/proc/no-such-dir/results"}, "storage_path:"),
+    ({"overrides": {"train.batch_size": 3}}, "train.effective_batch_size (8) must be a multiple"),
+]
+
+
+@pytest.mark.parametrize("top,message", BAD)
+def test_bad_sweep_file_fails_in_one_line(tmp_path, top, message):
+    with pytest.raises(ConfigError) as err:
+        spec = sweep_from_dict(tiny_sweep(tmp_path, **top))
+        validate_trials(spec, expand_trials(spec))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_plan_prints_trials_and_bad_file_exits_before_ray(tmp_path):
+    path = write_sweep(tmp_path, tiny_sweep(tmp_path))
+    plan = subprocess.run([sys.executable, "-m", "sweeps", "plan", str(path)], capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    assert "3 trials" in plan.stdout and "loss.sparsity.coeff=1.0" in plan.stdout
+    bad = write_sweep(tmp_path, tiny_sweep(tmp_path, resources_per_trial={"gpu": 2}), "bad.yaml")
+    run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.startswith("error: resources_per_trial.gpu")
+    assert not (tmp_path / "results").exists()  # nothing written, Ray never started

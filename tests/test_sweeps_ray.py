@@ -1,0 +1,94 @@
+"""Real Ray Tune sweeps on a tiny model: a killed trial resumes from its checkpoint, a killed
+driver's sweep is resumed without re-running finished trials, and nothing is ever overwritten."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_sae.config import run_config_from_dict
+from e2e_sae.train import train
+from sweeps.report import load_trials
+from sweeps.trainable import KILL_AT_SAMPLES_ENV, KILL_MARKER_ENV
+from sweep_fixtures import tiny_sweep, write_sweep
+
+METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never join another cluster
+    env.update({"WANDB_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def _sweeps(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True,
+                          env=env or _env(), timeout=timeout)
+
+
+def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path):
+    path = write_sweep(tmp_path, tiny_sweep(tmp_path))
+    marker = tmp_path / "killed-once"
+    proc = _sweeps("run", str(path), env=_env(**{KILL_AT_SAMPLES_ENV: "32", KILL_MARKER_ENV: str(marker)}))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp = tmp_path / "results" / "tiny"
+    assert marker.exists()  # one trial process was SIGKILLed mid-training
+    trials = load_trials(exp)
+    assert [t.state for t in trials] == ["finished"] * 3
+    resumed = [t for t in trials if (t.path / "run" / "resume_from").exists()]
+    assert len(resumed) == 1  # ... and Tune restarted it from its checkpoint, not from scratch
+    for t in trials:  # same final metrics as an uninterrupted run of the same config and seed
+        params = json.loads((t.path / "params.json").read_text())
+        direct = train(run_config_from_dict(params["run"], {"output_dir": str(tmp_path / t.trial_id)}),
+                       progress=False)
+        for k in METRICS:
+            assert t.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), (t.trial_id, k)
+    report = exp / "report"
+    assert {"report.md", "pareto.json", "trials.csv"} <= {p.name for p in report.iterdir()}
+    assert f"report: {report / 'report.md'}" in proc.stdout
+
+    before = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()}
+    again = _sweeps("run", str(path))
+    assert again.returncode == 2
+    assert "already exists" in again.stderr and "sweeps resume" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()} == before
+
+    status = _sweeps("status", str(exp))
+    assert status.returncode == 0 and "3 finished" in status.stdout
+
+
+def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
+    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="driver-crash")
+    spec["run"]["train"]["n_samples"] = 800  # a few seconds per trial
+    path = write_sweep(tmp_path, spec)
+    exp = tmp_path / "results" / "driver-crash"
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if exp.exists() and any(t.state == "finished" for t in load_trials(exp)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
+    assert 1 <= len(finished) < 3
+
+    proc = _sweeps("resume", str(exp))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = load_trials(exp)
+    assert [t.state for t in trials] == ["finished"] * 3
+    for trial_id, rows in finished.items():  # finished trials were not run again
+        assert (exp / next(t.path.name for t in trials if t.trial_id == trial_id) / "result.json").read_text() == rows
+    assert (exp / "report" / "report.md").is_file()

@@ -1,0 +1,82 @@
+"""`ray job submit` of a sweep to a real local Ray head (loopback only, token authentication on)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeps.report import load_trials
+from sweep_fixtures import tiny_sweep, write_sweep
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head on 127.0.0.1 with token auth, in its own process group: stopping it touches no
+    other Ray on this machine (never `ray stop`, which ends every Ray process)."""
+    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
+    port, dash = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "WANDB_MODE": "disabled"})
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp_dir}",
+         "--include-dashboard=true"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True)
+            if probe.returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("the Ray head did not come up")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):
+    address, env = ray_head
+    path = write_sweep(tmp_path, tiny_sweep(tmp_path, name="submitted"))
+    repo = Path(__file__).resolve().parents[1]
+    no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+    refused = subprocess.run([RAY, "job", "list", "--address", address], env={**no_token, "HOME": str(tmp_path)},
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0  # the job server refuses a client without the token
+
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", str(repo), "--",
+         sys.executable, "-m", "sweeps", "run", str(path)],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "succeeded" in submit.stdout.lower()
+    trials = load_trials(tmp_path / "results" / "submitted")
+    assert [t.state for t in trials] == ["finished"] * 3
+    assert (tmp_path / "results" / "submitted" / "report" / "report.md").is_file()

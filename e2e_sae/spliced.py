@@ -30,10 +30,12 @@ def hook_layer(hook_name: str) -> int | None:
 
 
 def downstream_resid_pre_hooks(position: str, n_layers: int) -> list[str]:
-    """The later layers' ``hook_resid_pre`` (the paper's default downstream set H)."""
+    """The later layers' ``hook_resid_pre`` (the paper's default downstream set H); for an SAE in
+    the last block, whose later layers have none, the final residual ``hook_resid_post``."""
     layer = hook_layer(position)
     start = 0 if layer is None else layer + 1
-    return [f"blocks.{i}.hook_resid_pre" for i in range(start, n_layers)]
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(start, n_layers)]
+    return hooks or [f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
 @dataclass

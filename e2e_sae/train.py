@@ -82,11 +82,6 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
         downstream = cfg.loss.in_to_orig.hook_positions or downstream_resid_pre_hooks(
             cfg.sae.position, model.cfg.n_layers
         )
-        if not downstream:
-            raise ConfigError(
-                f"loss.in_to_orig: {cfg.sae.position} has no downstream hook_resid_pre; "
-                "set loss.in_to_orig.hook_positions or use an earlier layer"
-            )
     autocast = cfg.train.autocast_bf16 if cfg.train.autocast_bf16 is not None else device.type == "cuda"
     return SplicedModel(model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast)
 

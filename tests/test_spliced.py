@@ -72,3 +72,18 @@ def test_eval_metrics_match_hand_computation():
     ev = 1 - (a - a_hat).pow(2).sum() / (a - a.mean((0, 1))).pow(2).sum()
     assert math.isclose(metrics["explained_variance"], ev.item(), rel_tol=1e-4)
     assert metrics["eval_tokens"] == 64 and metrics["n_ctx"] == 16
+
+
+def test_downstream_default_is_later_resid_pre_or_the_final_residual():
+    assert downstream_resid_pre_hooks("blocks.0.hook_resid_pre", 3) == ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
+    assert downstream_resid_pre_hooks("blocks.1.hook_resid_pre", 12)[-1] == "blocks.11.hook_resid_pre"
+    assert downstream_resid_pre_hooks("blocks.2.hook_resid_pre", 3) == ["blocks.2.hook_resid_post"]
+
+
+def test_last_layer_e2e_ds_splices_and_matches_full_forward():
+    model, sae, fast, full = _models("blocks.2.hook_resid_pre")
+    tokens = torch.randint(0, TINY_MODEL["d_vocab"], (2, 16))
+    a = fast.spliced_forward(tokens, fast.clean_forward(tokens))
+    b = full.spliced_forward(tokens, full.clean_forward(tokens))
+    torch.testing.assert_close(a.downstream["blocks.2.hook_resid_post"], b.downstream["blocks.2.hook_resid_post"],
+                               atol=1e-5, rtol=1e-5)

@@ -7,7 +7,6 @@ raw mapping before validation, so they are checked exactly like the file.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -244,7 +243,3 @@ def _deepcopy(raw: Any) -> Any:
     if isinstance(raw, list):
         return [_deepcopy(v) for v in raw]
     return raw
-
-
-def is_finite_number(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

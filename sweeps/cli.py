@@ -9,7 +9,6 @@ experiment of that name) is checked before Ray starts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

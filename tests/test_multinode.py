@@ -1,0 +1,308 @@
+"""A multi-node rehearsal on one machine: two Ray nodes, token auth on, a sweep spread across both.
+
+The fixture starts a real head and a real second node with `ray start`, the way a cluster launcher
+does, with the security settings of cluster/: token auth (RAY_AUTH_MODE=token, the token in a file
+named by RAY_AUTH_TOKEN_PATH) and the dashboard/job server bound to 127.0.0.1. Each node gets its
+own short --temp-dir and its own process group, so teardown stops exactly these processes with
+os.killpg. Never `ray stop` here: it kills every Ray process on the machine, other people's too.
+
+Note: Ray maps --node-ip-address 127.0.0.1 to the machine's own address for node-to-node traffic,
+so both nodes report the same IP; the tests tell nodes apart by Ray node id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
+OBJECT_STORE_BYTES = 100 * 1024 * 1024  # keep /dev/shm use small on a shared machine
+START_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                "RAY_AUTH_MODE"):
+        env.pop(key, None)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("WANDB_MODE", "disabled")
+    return env
+
+
+@dataclass
+class LocalCluster:
+    """Two `ray start` nodes on this machine; the fields a client needs to reach them."""
+
+    gcs_address: str
+    dashboard_url: str
+    token: str
+    token_path: Path
+    process_groups: list[int] = field(default_factory=list)
+    temp_dirs: list[str] = field(default_factory=list)
+
+    def client_env(self, mode: str | None = "token", token: str | None = "file") -> dict[str, str]:
+        """Environment for a client process. token: "file" (RAY_AUTH_TOKEN_PATH), "env"
+        (RAY_AUTH_TOKEN), None (no token), or a literal wrong token."""
+        env = _base_env()
+        # A private HOME, so a ~/.ray/auth_token left by someone else on this machine never
+        # stands in for the token under test.
+        env["HOME"] = str(self.token_path.parent / "home")
+        if mode is not None:
+            env["RAY_AUTH_MODE"] = mode
+        if token == "file":
+            env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
+        elif token == "env":
+            env["RAY_AUTH_TOKEN"] = self.token
+        elif token is not None:
+            env["RAY_AUTH_TOKEN"] = token
+        return env
+
+
+def _stop_process_groups(groups: list[int], grace_s: float = 5.0) -> None:
+    """Stop the process groups we started, newest first (workers before the head, so each raylet
+    can still say goodbye to the GCS): SIGTERM, wait up to grace_s, then SIGKILL what is left."""
+    for pgid in reversed(groups):
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _ray_start(args: list[str], env: dict[str, str], groups: list[int]) -> str:
+    """Run `ray start ARGS` in a new session; record its process group; return its output."""
+    proc = subprocess.Popen(
+        RAY_CLI + ["start", *args], env=env, cwd=REPO, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    groups.append(proc.pid)  # session leader: its pid is the group id its daemons inherit
+    try:
+        out, _ = proc.communicate(timeout=START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise RuntimeError(f"`ray start` did not return in {START_TIMEOUT_S}s:\n{out[-3000:]}")
+    if proc.returncode != 0:
+        raise RuntimeError(f"`ray start {' '.join(args)}` failed:\n{out[-3000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    token_dir = Path(tempfile.mkdtemp(prefix="rtok", dir="/tmp"))
+    (token_dir / "home").mkdir()
+    token = secrets.token_hex(32)
+    token_path = token_dir / "auth_token"
+    token_path.write_text(token)
+    token_path.chmod(0o600)
+
+    gcs_port, dashboard_port = _free_port(), _free_port()
+    head_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit
+    worker_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    c = LocalCluster(
+        gcs_address=f"127.0.0.1:{gcs_port}",
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        token=token, token_path=token_path, temp_dirs=[head_dir, worker_dir, str(token_dir)],
+    )
+    node_env = _base_env()
+    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
+                    HOME=str(token_dir / "home"))
+    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
+              "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"]
+    try:
+        _ray_start(["--head", "--port", str(gcs_port), "--temp-dir", head_dir,
+                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
+                    "--ray-client-server-port", str(_free_port()),
+                    "--dashboard-agent-listen-port", str(_free_port()), *common],
+                   node_env, c.process_groups)
+        _ray_start(["--address", c.gcs_address, "--temp-dir", worker_dir,
+                    "--dashboard-agent-listen-port", str(_free_port()), *common],
+                   node_env, c.process_groups)
+        yield c
+    finally:
+        _stop_process_groups(c.process_groups)
+        for d in c.temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_driver(code: str, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+NODE_PROBE = """
+    import json, sys, time
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ray.init(address=sys.argv[1] if len(sys.argv) > 1 else None, log_to_driver=False)
+    deadline = time.time() + 60
+    while True:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        if len(nodes) >= 2 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+
+    @ray.remote(num_cpus=1)
+    def where():
+        return ray.get_runtime_context().get_node_id()
+
+    pinned = [where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+              for n in nodes]
+    print("RESULT " + json.dumps({"nodes": sorted(n["NodeID"] for n in nodes),
+                                  "ran_on": sorted(ray.get(pinned, timeout=60))}))
+"""
+
+
+def _probe_result(proc: subprocess.CompletedProcess) -> dict:
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"driver failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_two_nodes_join_and_each_runs_a_pinned_task(cluster: LocalCluster):
+    env = cluster.client_env(token="file")
+    env["RAY_ADDRESS"] = cluster.gcs_address  # how `python -m sweeps run` on a cluster finds it
+    result = _probe_result(_run_driver(NODE_PROBE, env))
+    assert len(result["nodes"]) == 2, result
+    assert result["ran_on"] == result["nodes"], "each task must run on the node it was pinned to"
+
+
+def test_driver_without_the_token_is_refused(cluster: LocalCluster):
+    refused = _run_driver(NODE_PROBE, cluster.client_env(token=None), cluster.gcs_address, timeout=90)
+    assert refused.returncode != 0
+    assert "RESULT" not in refused.stdout
+    assert "AuthenticationError" in refused.stderr or "token" in refused.stderr.lower()
+
+
+def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_job_server_rejects_requests_without_a_valid_token(cluster: LocalCluster):
+    jobs = f"{cluster.dashboard_url}/api/jobs/"
+    assert _http_status(jobs) == 401
+    assert _http_status(jobs, {"Authorization": "Bearer not-the-token"}) == 403
+    assert _http_status(jobs, {"Authorization": f"Bearer {cluster.token}"}) == 200
+
+
+def test_dashboard_listens_on_loopback_only(cluster: LocalCluster):
+    port = int(cluster.dashboard_url.rsplit(":", 1)[1])
+    other_ips = [ip for ip in _local_ipv4_addresses() if not ip.startswith("127.")]
+    if not other_ips:
+        pytest.skip("this machine has no non-loopback IPv4 address to probe")
+    for ip in other_ips:
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((ip, port)) != 0, f"dashboard reachable on {ip}:{port}"
+
+
+def _local_ipv4_addresses() -> list[str]:
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [tok for tok in out.split() if tok.count(".") == 3]
+
+
+def _ray_job(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(RAY_CLI + ["job", *args], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_ray_job_submit_needs_auth_mode_and_token_on_the_client(cluster: LocalCluster, tmp_path: Path):
+    # The documented flow: `ray job submit --address http://127.0.0.1:8265 --working-dir . -- ...`
+    (tmp_path / "probe.py").write_text(textwrap.dedent(NODE_PROBE))
+    submit = ["submit", "--address", cluster.dashboard_url, "--working-dir", str(tmp_path),
+              "--", sys.executable, "probe.py"]
+
+    # A token alone is not enough: without RAY_AUTH_MODE=token the client sends no header.
+    no_mode = _ray_job(submit, cluster.client_env(mode=None, token="env"), timeout=90)
+    assert no_mode.returncode != 0
+    assert "Authentication" in no_mode.stdout + no_mode.stderr
+
+    ok = _ray_job(submit, cluster.client_env(token="env"))
+    assert ok.returncode == 0, f"{ok.stdout[-3000:]}\n{ok.stderr[-3000:]}"
+    result = json.loads(ok.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert len(result["ran_on"]) == 2 and result["ran_on"] == result["nodes"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep across both nodes, driven exactly as on a cluster: `python -m sweeps run` with
+# RAY_ADDRESS pointing at the head and the token in the environment.
+
+SWEEP_CLI = REPO / "sweeps" / "cli.py"
+
+
+@pytest.mark.skipif(not SWEEP_CLI.exists(), reason="needs the sweep layer (sweeps/cli.py), not in the repo yet")
+def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster, tmp_path: Path):
+    from sweep_fixtures import tiny_sweep, write_sweep
+
+    # Four 1-CPU trials, two at a time, on two 1-CPU nodes: each node has to take trials.
+    # storage_path is local: both nodes share this machine's filesystem, as an NFS mount would.
+    spec = tiny_sweep(tmp_path, name="multinode", max_concurrent_trials=2, max_failures=0,
+                      axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1, 0.3, 1.0, 3.0]},
+                      resources_per_trial={"cpu": 1, "gpu": 0})
+    sweep_file = write_sweep(tmp_path, spec, "multinode.yaml")
+    env = cluster.client_env(token="file")
+    env["RAY_ADDRESS"] = cluster.gcs_address
+    run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(sweep_file)], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+
+    exp = Path(spec["storage_path"]) / "multinode"
+    results = sorted(exp.glob("*/result.json"))
+    assert len(results) == 4, f"expected 4 trials under {exp}, found {results}"
+    node_ids = set()
+    for path in results:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        assert rows and rows[-1].get("final") is True, f"{path.parent.name} did not finish"
+        node_ids.update(r["node_id"] for r in rows)
+    assert len(node_ids) == 2, f"trials ran on {len(node_ids)} node(s), expected both: {node_ids}"
+
+    # The report is made from the experiment directory alone, with no cluster.
+    out = tmp_path / "report"
+    report = subprocess.run([sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(out)],
+                            env=_base_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, f"{report.stdout[-3000:]}\n{report.stderr[-3000:]}"
+    for name in ("report.md", "pareto.json", "trials.csv"):
+        assert (out / name).is_file(), f"report did not write {name}"

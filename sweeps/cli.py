@@ -81,6 +81,29 @@ def _read_sweep_file(exp_path: str) -> SweepSpec:
     return sweep_from_dict(raw)
 
 
+REPORT_INPUTS = ("sweep.yaml", "params.json", "result.json", "error.txt")
+
+
+def _local_copy(exp_path: str) -> str:
+    """A remote experiment's report inputs (no checkpoints) copied to a temp dir; local paths as is."""
+    if not is_remote(exp_path):
+        return exp_path
+    import tempfile
+
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
+    local = Path(tempfile.mkdtemp(prefix="sweep-report-")) / Path(root).name
+    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
+        name = info.base_name
+        if info.type == pyarrow.fs.FileType.File and (name in REPORT_INPUTS or name.startswith("experiment_state")):
+            target = local / Path(info.path).relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src:
+                target.write_bytes(src.read())
+    return str(local)
+
+
 def _wandb_env(spec: SweepSpec) -> None:
     # Ray's W&B callback skips its API-key check only when WANDB_MODE is set in the environment.
     if spec.wandb.mode != "online" or "WANDB_MODE" not in os.environ:
@@ -131,11 +154,9 @@ def _finish(spec: SweepSpec, exp_path: str) -> int:
     from sweeps.report import load_trials, log_report_to_wandb, write_report
 
     print(f"\nresults: {exp_path}")
-    if is_remote(exp_path):
-        print(f"report: python -m sweeps report {exp_path} --out ./report (reports read a local copy)")
-        return 0
-    _print_table(load_trials(exp_path))
-    report = write_report(exp_path)
+    local = _local_copy(exp_path)
+    _print_table(load_trials(local))
+    report = write_report(local, None if local == exp_path else Path("report") / spec.name)
     print(f"report: {report}")
     if spec.wandb.mode != "disabled":
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity, spec.wandb.mode)
@@ -239,15 +260,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from sweeps.report import load_trials
 
-    trials = load_trials(args.path)
-    _print_table(trials)
+    _print_table(load_trials(_local_copy(args.path)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.report import log_report_to_wandb, write_report
 
-    report = write_report(args.path, args.out)
+    local = _local_copy(args.path)
+    out = args.out or (None if local == args.path else "report")
+    report = write_report(local, out)
     print(f"report: {report}")
     if args.wandb:
         spec = _read_sweep_file(args.path)
@@ -270,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     p = sub.add_parser("report", help="Pareto report of an experiment directory")
     p.add_argument("path")
-    p.add_argument("--out", default=None, help="output directory (default: PATH/report)")
+    p.add_argument("--out", default=None, help="output directory (default: PATH/report; ./report for s3:// or gs:// paths)")
     p.add_argument("--wandb", action="store_true", help="also upload the report to the sweep's W&B group")
     args = parser.parse_args(argv)
     commands = {"plan": cmd_plan, "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}

@@ -1,6 +1,7 @@
 """Sweep files: expansion, the plan command, and bad files failing in one line before Ray starts."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -64,3 +65,17 @@ def test_cli_plan_prints_trials_and_bad_file_exits_before_ray(tmp_path):
     run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(bad)], capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.startswith("error: resources_per_trial.gpu")
     assert not (tmp_path / "results").exists()  # nothing written, Ray never started
+
+
+def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
+    import sweeps.cli as cli
+
+    exp = tmp_path / "remote" / "exp"
+    (exp / "trial_0" / "checkpoint_000001").mkdir(parents=True)
+    for rel in ["sweep.yaml", "experiment_state-1.json", "trial_0/params.json", "trial_0/result.json",
+                "trial_0/checkpoint_000001/checkpoint.pt", "tuner.pkl"]:
+        (exp / rel).write_text("x")
+    monkeypatch.setattr(cli, "is_remote", lambda uri: True)  # a file:// URI through the pyarrow code path
+    local = Path(cli._local_copy(f"file://{exp}"))
+    copied = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    assert copied == ["experiment_state-1.json", "sweep.yaml", "trial_0/params.json", "trial_0/result.json"]

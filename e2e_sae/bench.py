@@ -1,0 +1,425 @@
+"""Training throughput of one run config: ``python -m e2e_sae.bench [CONFIG] [--set KEY=VALUE ...]``.
+
+Times the library's own training step -- exactly the one ``e2e_sae.train`` runs: clean pass, spliced
+pass + loss, backward, then clip + Adam + schedule, plus the loop's activation-frequency and L0
+bookkeeping -- on seeded random tokens, and reports tokens/s, ms per step by phase, peak memory,
+model FLOPs and, where the device's peak is known, the model FLOP utilisation (MFU).
+
+Other modes (see docs/performance.md):
+  --setup-reference DIR   build a venv with the authors' ``e2e_sae`` package in DIR
+  --reference DIR         ours vs theirs on the same config, weights and tokens, alternating
+  --compare-bf16          CE-loss increase of a trained SAE with and without bf16 autocast (CUDA)
+  --pack 1,2,4            makespan of N concurrent benchmark processes on one device
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_config_from_dict
+
+# Randomly initialised TL-native models of known shapes (``--model NAME``); SAE at the middle layer.
+PRESETS: dict[str, dict[str, Any]] = {
+    "small-random": dict(n_layers=3, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128, d_vocab=4096,
+                         act_fn="gelu", normalization_type="LN", seed=0),  # the built-in model's shape
+    "gpt2-small-random": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
+                              d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0),
+}
+
+# Dense peak TFLOP/s from NVIDIA's datasheets: (substring of the device name, bf16 tensor core, fp32).
+# fp32 is the non-tensor-core figure (PyTorch leaves TF32 matmuls off by default). First match wins.
+PEAK_TFLOPS: tuple[tuple[str, float, float], ...] = (
+    ("H100 PCIe", 756.0, 51.2),
+    ("H100 NVL", 835.0, 60.0),
+    ("H100", 989.4, 66.9),  # SXM
+    ("H200", 989.4, 66.9),
+    ("A100", 312.0, 19.5),
+)
+
+PHASES = ("clean_forward", "spliced_forward", "backward", "optimizer", "bookkeeping")
+
+
+def bench_config_dict(native: dict[str, Any]) -> dict[str, Any]:
+    """The run config used when no CONFIG is given: the paper's e2e settings on a given model shape."""
+    return {
+        "mode": "e2e", "output_dir": "runs/bench", "seed": 0,
+        "model": {"native": dict(native)},
+        "data": {"train": {"name": "unused-by-bench"}, "eval": {"name": "unused-by-bench"}, "n_ctx": native["n_ctx"]},
+        "sae": {"position": f"blocks.{native['n_layers'] // 2}.hook_resid_pre", "dict_size_to_input_ratio": 60},
+        "loss": {"sparsity": {"coeff": 1.0}},
+        "train": {"n_samples": 400_000, "batch_size": 8, "lr": 5e-4, "max_grad_norm": 10.0},
+    }
+
+
+def load_bench_config(path: str | None, overrides: list[str] | None, model: str | None = None,
+                      mode: str | None = None) -> RunConfig:
+    """A run config as training loads it (YAML + ``--set``), with ``--model``/``--mode`` shorthands."""
+    extra: dict[str, Any] = {}
+    if model is not None:
+        extra["model"] = {"native": dict(PRESETS[model])} if model in PRESETS else {"name": model}
+    if mode is not None:
+        extra["mode"] = mode
+    extra.update(parse_overrides(overrides))
+    if path is not None:
+        return load_run_config(path, extra)
+    native = PRESETS[model] if model in PRESETS else PRESETS["small-random"]
+    return run_config_from_dict(bench_config_dict(native), extra)
+
+
+# ---- FLOPs and peak ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LMShape:
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+
+    @classmethod
+    def of(cls, model) -> LMShape:
+        c = model.cfg
+        return cls(c.n_layers, c.d_model, c.n_heads, c.d_head, c.d_mlp or 4 * c.d_model, c.d_vocab)
+
+
+def train_flops_per_token(s: LMShape, n_ctx: int, n_dict: int, layers_before: int, needs_logits: bool) -> int:
+    """Matmul FLOPs of one training step per token, counted from the shapes (2 FLOPs per multiply-add).
+
+    Counted: the clean pass up to the SAE (to the logits when the loss needs them); the SAE forward
+    (encoder + decoder: 2 matmuls) and backward (encoder and decoder weight grads and the grad into
+    the dictionary activations: 3 matmuls; its input needs none); the model from the SAE onward
+    forward and backward. The model is frozen, so its backward is input grads only: 1x the forward
+    for linear layers, 2x for the attention matmuls (q k^T and pattern v, both operands need grads).
+    Attention is counted at full n_ctx x n_ctx (as implementations compute it). Not counted:
+    layer norms, softmax, elementwise ops, embeddings. Standard (non-gated, no-GQA) blocks.
+    """
+    width = s.n_heads * s.d_head
+    linear = 2 * s.d_model * width * 4 + 2 * 2 * s.d_model * s.d_mlp  # W_Q, W_K, W_V, W_O; MLP in/out
+    attn = 2 * 2 * n_ctx * width  # scores and pattern @ v
+    block_fwd, block_bwd = linear + attn, linear + 2 * attn
+    unembed = 2 * s.d_model * s.d_vocab
+    sae_fwd, sae_bwd = 2 * 2 * s.d_model * n_dict, 3 * 2 * s.d_model * n_dict
+    if not needs_logits:
+        return layers_before * block_fwd + sae_fwd + sae_bwd
+    after = s.n_layers - layers_before
+    clean = s.n_layers * block_fwd + unembed
+    return clean + sae_fwd + after * block_fwd + unembed + sae_bwd + after * block_bwd + unembed
+
+
+def peak_tflops(device_name: str, bf16: bool) -> float | None:
+    for key, bf16_peak, fp32_peak in PEAK_TFLOPS:
+        if key in device_name:
+            return bf16_peak if bf16 else fp32_peak
+    return None
+
+
+# ---- hardware and memory -------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__, "python": platform.python_version(),
+    }
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_memory_kind": "cuda_max_memory_allocated"}
+    return {"peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_kind": "cpu_peak_rss"}
+
+
+# ---- the timed training step ---------------------------------------------------------------------
+
+
+def bench_tokens(d_vocab: int, n_batches: int, batch_size: int, n_ctx: int, seed: int) -> torch.Tensor:
+    """Seeded uniform random tokens ``[n_batches, batch, n_ctx]`` (the reference side gets the same)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, d_vocab, (n_batches, batch_size, n_ctx), generator=g)
+
+
+class PhaseTimer:
+    """Wall time per phase; on CUDA the device is synchronised at every phase boundary."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.totals = dict.fromkeys(PHASES, 0.0)
+        self.t = 0.0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def start(self) -> None:
+        self.t = self._now()
+
+    def lap(self, phase: str) -> None:
+        now = self._now()
+        self.totals[phase] += now - self.t
+        self.t = now
+
+
+def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
+              peak: float | None = None) -> dict[str, Any]:
+    """Time ``steps`` optimizer steps after ``warmup`` untimed ones, built as ``e2e_sae.train`` builds them."""
+    from e2e_sae.losses import total_loss
+    from e2e_sae.metrics import ActivationFrequency, l0_per_token
+    from e2e_sae.train import build_spliced_model, lr_factor, resolve_device
+
+    device = resolve_device(cfg.train.device)
+    spliced = build_spliced_model(cfg, device)
+    sae, tc, need_logits = spliced.sae, cfg.train, cfg.needs_logits
+    accum, eb = tc.grad_accum_steps, tc.effective_batch_size
+    total_steps, warmup_steps = max(1, tc.n_samples // eb), tc.warmup_samples // eb
+    optimizer = torch.optim.Adam(sae.parameters(), lr=tc.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, tc.min_lr_factor))
+    act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
+    shape = LMShape.of(spliced.model)
+    tokens = bench_tokens(shape.d_vocab, (warmup + steps) * accum, tc.batch_size, cfg.data.n_ctx, seed).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    timer, step_times, first, last_loss = PhaseTimer(device), [], None, float("nan")
+    for step in range(warmup + steps):
+        if step == warmup:
+            timer.totals = dict.fromkeys(PHASES, 0.0)
+        t_step = sum(timer.totals.values())
+        loss_sum = torch.zeros((), device=device)
+        l0_sum = torch.zeros((), device=device)
+        for micro in range(accum):
+            batch = tokens[step * accum + micro]
+            timer.start()
+            clean = spliced.clean_forward(batch, need_logits=need_logits)
+            timer.lap("clean_forward")
+            sp = spliced.spliced_forward(batch, clean, need_logits=need_logits)
+            loss, terms = total_loss(
+                cfg.loss, c=sp.c, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+                logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
+            )
+            timer.lap("spliced_forward")
+            (loss / accum).backward()
+            timer.lap("backward")
+            act_freq.update(sp.c)
+            loss_sum += loss.detach()
+            l0_sum += l0_per_token(sp.c).float().mean()
+            if first is None:
+                first = {"loss": loss.item(), "terms": {k: v.item() for k, v in terms.items()}}
+            timer.lap("bookkeeping")
+        timer.start()
+        last_loss = loss_sum.item() / accum
+        timer.lap("bookkeeping")
+        grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        timer.lap("optimizer")
+        if step == 0 and first is not None:
+            first["grad_norm"] = None if grad_norm is None else grad_norm.item()
+        if step >= warmup:
+            step_times.append(sum(timer.totals.values()) - t_step)
+
+    tokens_per_step = tc.batch_size * cfg.data.n_ctx * accum
+    timed_s = sum(timer.totals.values())
+    layers_before = spliced.sae_layer
+    if layers_before is None:  # a hook inside block L or after it: count blocks 0..L as upstream
+        from e2e_sae.spliced import hook_layer
+
+        layer = hook_layer(cfg.sae.position)
+        layers_before = 0 if layer is None else layer + 1
+    flops = train_flops_per_token(shape, cfg.data.n_ctx, sae.n_dict_elements, layers_before, need_logits)
+    flops_per_step = flops * tokens_per_step
+    hw = hardware(device)
+    if peak is None and device.type == "cuda":
+        peak = peak_tflops(hw["device_name"], spliced.autocast_bf16)
+    achieved = flops_per_step * steps / timed_s / 1e12
+    return {
+        "side": "ours", "mode": cfg.mode, "position": cfg.sae.position, "lm_shape": vars(shape),
+        "n_dict_elements": sae.n_dict_elements, "batch_size": tc.batch_size, "n_ctx": cfg.data.n_ctx,
+        "grad_accum_steps": accum, "autocast_bf16": spliced.autocast_bf16,
+        "steps": steps, "warmup_steps": warmup, "tokens_per_step": tokens_per_step,
+        "tokens_per_s": tokens_per_step * steps / timed_s,
+        "ms_per_step": {**{k: 1000 * v / steps for k, v in timer.totals.items()}, "total": 1000 * timed_s / steps},
+        "ms_per_step_median": 1000 * statistics.median(step_times),
+        **peak_memory(device),
+        "flops_per_step": flops_per_step, "achieved_tflops": achieved, "peak_tflops": peak,
+        "mfu": achieved / peak if peak else None,
+        "first_step": first, "last_loss": last_loss, **hw,
+    }
+
+
+# ---- other modes ---------------------------------------------------------------------------------
+
+
+def run_worker(cfg: RunConfig, workdir: Path, name: str, args: list[str]) -> subprocess.Popen:
+    """Start ``python -m e2e_sae.bench`` on the resolved config in a fresh process."""
+    cfg_path = workdir / "config.yaml"
+    if not cfg_path.exists():
+        cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    cmd = [sys.executable, "-m", "e2e_sae.bench", str(cfg_path), "--out", str(workdir / f"{name}.json"), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish_worker(proc: subprocess.Popen, out: Path) -> dict[str, Any]:
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def pack(cfg: RunConfig, counts: list[int], worker_args: list[str]) -> dict[str, Any]:
+    """Makespan of N identical benchmark processes started together on one device, for each N."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="e2e_sae_pack_") as tmp:
+        for n in counts:
+            t0 = time.perf_counter()
+            procs = [run_worker(cfg, Path(tmp), f"pack{n}_{i}", worker_args) for i in range(n)]
+            results = [finish_worker(p, Path(tmp) / f"pack{n}_{i}.json") for i, p in enumerate(procs)]
+            makespan = time.perf_counter() - t0
+            rows.append({
+                "n_trials": n, "makespan_s": makespan,
+                "tokens_per_s_per_trial": [r["tokens_per_s"] for r in results],
+                "tokens_per_s_total": sum(r["tokens_per_s"] for r in results),
+                "peak_memory_mib_per_trial": [r["peak_memory_mib"] for r in results],
+            })
+    from e2e_sae.train import resolve_device
+
+    return {"pack": rows, "worker_args": worker_args, **hardware(resolve_device(cfg.train.device))}
+
+
+def compare_bf16(cfg: RunConfig, sae_path: str | None) -> dict[str, Any]:
+    """CE-loss increase of a trained SAE on the config's eval tokens, fp32 vs bf16 autocast for the LM."""
+    from e2e_sae.data import load_eval_tokens
+    from e2e_sae.metrics import evaluate
+    from e2e_sae.tokenizer import resolve_tokenizer
+    from e2e_sae.train import build_spliced_model, resolve_device
+
+    device = resolve_device(cfg.train.device)
+    if device.type != "cuda":
+        raise ConfigError("--compare-bf16: bf16 autocast is CUDA-only in this library; run on a GPU machine")
+    if sae_path is not None:
+        cfg = run_config_from_dict(cfg.to_dict(), {"sae.pretrained_path": sae_path})
+    if cfg.sae.pretrained_path is None:
+        raise ConfigError("--compare-bf16: needs a trained SAE; pass --sae CHECKPOINT or set sae.pretrained_path")
+    spliced = build_spliced_model(cfg, device)
+    tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples,
+                              resolve_tokenizer(cfg, spliced.model))
+    out: dict[str, Any] = {}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        spliced.autocast_bf16 = bf16
+        out[name] = evaluate(spliced, tokens, cfg.data.eval_batch_size)
+    diff = out["bf16"]["ce_loss_increase"] - out["fp32"]["ce_loss_increase"]
+    return {**out, "ce_loss_increase_diff": diff, "sae": str(cfg.sae.pretrained_path), **hardware(device)}
+
+
+# ---- CLI -----------------------------------------------------------------------------------------
+
+
+def summary(r: dict[str, Any]) -> str:
+    ms = r["ms_per_step"]
+    parts = " + ".join(f"{k.replace('_', ' ')} {ms[k]:.1f}" for k in PHASES)
+    mfu = f"MFU {100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s" if r["mfu"] else "MFU n/a (no peak known)"
+    return (
+        f"{r['mode']} at {r['position']}, n_dict {r['n_dict_elements']}, batch {r['batch_size']} x {r['n_ctx']} "
+        f"tokens (accum {r['grad_accum_steps']}); {r['device_name']}, {r['torch_threads']} threads, "
+        f"torch {r['torch_version']}\n"
+        f"tokens/s {r['tokens_per_s']:,.0f}; ms/step {ms['total']:.1f} = {parts}\n"
+        f"peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}); model FLOPs "
+        f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step, {1000 * r['achieved_tflops']:.1f} GFLOP/s; {mfu}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m e2e_sae.bench", description=__doc__.split("\n")[0])
+    p.add_argument("config", nargs="?", help="run config YAML (default: e2e on --model, paper settings)")
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--model", help=f"a preset ({', '.join(PRESETS)}) or a model.name, e.g. builtin:pycode")
+    p.add_argument("--mode", choices=["local", "e2e", "e2e+ds"], help="shorthand for --set mode=...")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random tokens")
+    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: table for A100/H100/H200)")
+    p.add_argument("--out", help="write the result as JSON")
+    p.add_argument("--setup-reference", metavar="DIR", help="create DIR/venv with the authors' e2e_sae and exit")
+    p.add_argument("--reference", metavar="DIR", help="compare with the reference venv in DIR, alternating")
+    p.add_argument("--repeats", type=int, default=5, help="ours/theirs pairs with --reference (default 5)")
+    p.add_argument("--compare-bf16", action="store_true", help="CE-loss increase fp32 vs bf16 autocast")
+    p.add_argument("--sae", help="trained SAE checkpoint for --compare-bf16")
+    p.add_argument("--pack", help="comma-separated trial counts, e.g. 1,2,4: makespan of N concurrent runs")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    worker_args = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
+    worker_args += ["--threads", str(args.threads)] if args.threads else []
+    worker_args += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
+    try:
+        if args.setup_reference:
+            from e2e_sae.bench_reference import setup_reference
+
+            print(f"reference venv ready: {setup_reference(Path(args.setup_reference))}")
+            return 0
+        if args.model and args.model not in PRESETS and "." not in args.model and ":" not in args.model:
+            raise ConfigError(f"--model: {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model name")
+        cfg = load_bench_config(args.config, args.overrides, args.model, args.mode)
+        if args.reference:
+            from e2e_sae.bench_reference import compare, describe
+
+            result = compare(cfg, Path(args.reference), args.repeats, worker_args, args.seed)
+            text = describe(result)
+        elif args.compare_bf16:
+            result = compare_bf16(cfg, args.sae)
+            text = (f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
+                    f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}")
+        elif args.pack:
+            result = pack(cfg, [int(n) for n in args.pack.split(",")], worker_args)
+            text = "\n".join(f"{r['n_trials']} trials: makespan {r['makespan_s']:.1f} s, "
+                             f"{r['tokens_per_s_total']:,.0f} tokens/s in total" for r in result["pack"])
+        else:
+            result = benchmark(cfg, args.steps, args.warmup, args.seed, args.peak_tflops)
+            text = summary(result)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result["command"] = "python -m e2e_sae.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -219,6 +219,7 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
         t_step = sum(timer.totals.values())
         loss_sum = torch.zeros((), device=device)
         l0_sum = torch.zeros((), device=device)
+        terms_sum: dict[str, torch.Tensor] = {}
         for micro in range(accum):
             batch = tokens[step * accum + micro]
             timer.start()
@@ -235,11 +236,14 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
             act_freq.update(sp.c)
             loss_sum += loss.detach()
             l0_sum += l0_per_token(sp.c).float().mean()
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0) + v
             if first is None:
                 first = {"loss": loss.item(), "terms": {k: v.item() for k, v in terms.items()}}
             timer.lap("bookkeeping")
         timer.start()
-        last_loss = loss_sum.item() / accum
+        last_loss = loss_sum.item() / accum  # the loop's per-step host syncs: loss, L0, loss terms
+        _ = l0_sum.item(), {k: v.item() for k, v in terms_sum.items()}
         timer.lap("bookkeeping")
         grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
         optimizer.step()

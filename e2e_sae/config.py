@@ -114,7 +114,7 @@ class TrainConfig(_Strict):
     act_frequency_n_tokens: int = Field(default=500_000, gt=0)  # window for alive elements
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     autocast_bf16: bool | None = None  # bf16 autocast for the LM; default: on for CUDA
-    compile: bool = False
+    compile: bool = False  # torch.compile the SAE (fuses its elementwise work; slow first step)
 
     @model_validator(mode="after")
     def _accumulation(self) -> "TrainConfig":

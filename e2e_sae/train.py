@@ -29,7 +29,7 @@ from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overri
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.lm import load_language_model
 from e2e_sae.losses import total_loss
-from e2e_sae.metrics import ActivationFrequency, evaluate, l0_per_token
+from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.sae import SAE, load_sae_state_dict
 from e2e_sae.spliced import SplicedModel, downstream_resid_pre_hooks
 from e2e_sae.tokenizer import resolve_tokenizer
@@ -82,6 +82,8 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
         downstream = cfg.loss.in_to_orig.hook_positions or downstream_resid_pre_hooks(
             cfg.sae.position, model.cfg.n_layers
         )
+    if cfg.train.compile:
+        sae.compile()  # in place: parameter names, hence checkpoints, are unchanged
     autocast = cfg.train.autocast_bf16 if cfg.train.autocast_bf16 is not None else device.type == "cuda"
     return SplicedModel(model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast)
 
@@ -175,9 +177,9 @@ def train(
                 logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
             )
             (loss / tc.grad_accum_steps).backward()
-            act_freq.update(sp.c)
+            fired = act_freq.update(sp.c)
             loss_sum += loss.detach()
-            l0_sum += l0_per_token(sp.c).float().mean()
+            l0_sum += fired.sum() / tokens.numel()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v
             tokens_seen += tokens.numel()

@@ -88,3 +88,13 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert lr_factor(10, 100, 10, 0.1) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10, 0.1) == pytest.approx(0.55)
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
+
+
+def test_compiled_sae_trains_to_the_same_metrics(tiny_config):
+    plain = train(run_config_from_dict(tiny_config(output_dir=str(tiny_config()["output_dir"]) + "_plain")), progress=False)
+    compiled_cfg = run_config_from_dict(tiny_config(**{"train.compile": True}))
+    compiled = train(compiled_cfg, progress=False)
+    assert compiled["l0"] == pytest.approx(plain["l0"], rel=1e-4)
+    assert compiled["ce_loss_increase"] == pytest.approx(plain["ce_loss_increase"], rel=1e-3, abs=1e-5)
+    sd = load_checkpoint(latest_checkpoint(compiled_cfg.output_dir))["sae"]
+    assert set(sd) == {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}

@@ -106,8 +106,11 @@ def _local_copy(exp_path: str) -> str:
 
 def _wandb_env(spec: SweepSpec) -> None:
     # Ray's W&B callback skips its API-key check only when WANDB_MODE is set in the environment.
-    if spec.wandb.mode != "online" or "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = spec.wandb.mode if spec.wandb.mode != "online" else os.environ.get("WANDB_MODE", "online")
+    # An explicit WANDB_MODE in the environment may still turn an online sweep offline.
+    if spec.wandb.mode == "online":
+        os.environ.setdefault("WANDB_MODE", "online")
+    else:
+        os.environ["WANDB_MODE"] = spec.wandb.mode
 
 
 def _tune_run_config(spec: SweepSpec):

@@ -130,7 +130,7 @@ def _tune_run_config(spec: SweepSpec):
         name=spec.name,
         storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         callbacks=callbacks,
         verbose=1,
     )

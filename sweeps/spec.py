@@ -121,6 +121,9 @@ class SweepSpec(_Strict):
     checkpoint_every_n_samples: int | None = Field(default=None, gt=0)
     eval_every_n_samples: int | None = Field(default=None, gt=0)
     max_failures: int = Field(default=3, ge=0)
+    # Checkpoints Tune keeps per trial. A resume after a driver crash restores the checkpoint named in
+    # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
+    keep_checkpoints: int = Field(default=3, ge=1)
     wandb: SweepWandb = SweepWandb()
 
     @field_validator("name")

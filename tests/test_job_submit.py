@@ -70,11 +70,15 @@ def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0  # the job server refuses a client without the token
 
-    submit = subprocess.run(
-        [RAY, "job", "submit", "--address", address, "--working-dir", str(repo), "--",
-         sys.executable, "-m", "sweeps", "run", str(path)],
-        env=env, capture_output=True, text=True, timeout=400,
-    )
+    for _ in range(10):  # the head's job agent comes up a few seconds after the job server
+        submit = subprocess.run(
+            [RAY, "job", "submit", "--address", address, "--working-dir", str(repo), "--",
+             sys.executable, "-m", "sweeps", "run", str(path)],
+            env=env, capture_output=True, text=True, timeout=400,
+        )
+        if "No available agent" not in submit.stdout + submit.stderr:
+            break
+        time.sleep(3)
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout.lower()
     trials = load_trials(tmp_path / "results" / "submitted")

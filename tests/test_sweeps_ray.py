@@ -33,9 +33,11 @@ def _sweeps(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 
 def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path):
-    path = write_sweep(tmp_path, tiny_sweep(tmp_path))
+    path = write_sweep(tmp_path, tiny_sweep(tmp_path, wandb={"mode": "offline", "project": "test"}))
     marker = tmp_path / "killed-once"
-    proc = _sweeps("run", str(path), env=_env(**{KILL_AT_SAMPLES_ENV: "32", KILL_MARKER_ENV: str(marker)}))
+    env = _env(**{KILL_AT_SAMPLES_ENV: "32", KILL_MARKER_ENV: str(marker), "WANDB_MODE": "offline",
+                  "WANDB_SILENT": "true"})
+    proc = _sweeps("run", str(path), env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "results" / "tiny"
     assert marker.exists()  # one trial process was SIGKILLed mid-training
@@ -49,6 +51,10 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
                        progress=False)
         for k in METRICS:
             assert t.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), (t.trial_id, k)
+    for t in trials:  # one W&B run per trial through Ray's callback, its id the trial's (resumed, not new)
+        runs = list((t.path / "wandb").glob("offline-run-*"))
+        tune_id = json.loads((t.path / "result.json").read_text().splitlines()[0])["trial_id"]
+        assert runs and {r.name.rsplit("-", 1)[1] for r in runs} == {tune_id}
     report = exp / "report"
     assert {"report.md", "pareto.json", "trials.csv"} <= {p.name for p in report.iterdir()}
     assert f"report: {report / 'report.md'}" in proc.stdout
@@ -66,6 +72,7 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
 def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
     spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="driver-crash")
     spec["run"]["train"]["n_samples"] = 800  # a few seconds per trial
+    spec["checkpoint_every_n_samples"] = 400  # checkpoints far apart relative to Tune's state snapshots
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "driver-crash"
     driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(),

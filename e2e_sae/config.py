@@ -7,6 +7,8 @@ raw mapping before validation, so they are checked exactly like the file.
 
 from __future__ import annotations
 
+import copy
+
 from pathlib import Path
 from typing import Any, Literal
 
@@ -218,7 +220,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 
 def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
-    raw = _deepcopy(raw)
+    raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     try:
@@ -227,19 +229,17 @@ def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None =
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+def read_yaml_mapping(path: str | Path, what: str = "run config") -> dict[str, Any]:
+    """A YAML file's top-level mapping (``yaml.safe_load``), or a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass the path of a run config YAML")
+        raise ConfigError(f"{what} file {path} does not exist; pass the path of a {what} YAML")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-    return run_config_from_dict(raw, overrides)
-
-
-def _deepcopy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deepcopy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deepcopy(v) for v in raw]
     return raw
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    return run_config_from_dict(read_yaml_mapping(path), overrides)
+

@@ -17,6 +17,7 @@ Trials are the product of the axes (sparsity coefficients per mode: their scales
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -24,11 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from e2e_sae.config import (
-    MODES, ConfigError, Mode, RunConfig, format_validation_error, parse_overrides, run_config_from_dict, set_dotted,
+    MODES, ConfigError, Mode, RunConfig, format_validation_error, parse_overrides, read_yaml_mapping,
+    run_config_from_dict, set_dotted,
 )
 from e2e_sae.validate import check_hook, model_shape
 
@@ -172,13 +173,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpec:
     """Read, override (``--set key=value`` on the sweep file) and validate a sweep file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist; pass the path of a sweep YAML")
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-    return sweep_from_dict(raw, parse_overrides(set_items), base_dir=path.parent)
+    raw = read_yaml_mapping(path, "sweep")
+    return sweep_from_dict(raw, parse_overrides(set_items), base_dir=Path(path).parent)
 
 
 def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
@@ -202,12 +198,10 @@ def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None
 def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
     if spec.run is not None:
         return dict(spec.run)
-    if not spec.base.is_file():
-        raise ConfigError(f"base: run config {spec.base} does not exist; fix the path")
-    raw = yaml.safe_load(spec.base.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"base: {spec.base} is not a YAML mapping")
-    return raw
+    try:
+        return read_yaml_mapping(spec.base)
+    except ConfigError as err:
+        raise ConfigError(f"base: {err}") from None
 
 
 def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -240,8 +234,6 @@ def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def _with_overrides(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
     run = copy.deepcopy(base)
     for key, value in dotted.items():
         set_dotted(run, key, value)

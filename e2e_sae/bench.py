@@ -195,17 +195,14 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
               peak: float | None = None) -> dict[str, Any]:
     """Time ``steps`` optimizer steps after ``warmup`` untimed ones, built as ``e2e_sae.train`` builds them."""
     from e2e_sae.losses import total_loss
-    from e2e_sae.metrics import ActivationFrequency, l0_per_token
-    from e2e_sae.train import build_spliced_model, lr_factor, resolve_device
+    from e2e_sae.metrics import ActivationFrequency
+    from e2e_sae.train import build_spliced_model, make_optimizer, resolve_device
 
     device = resolve_device(cfg.train.device)
     spliced = build_spliced_model(cfg, device)
     sae, tc, need_logits = spliced.sae, cfg.train, cfg.needs_logits
-    accum, eb = tc.grad_accum_steps, tc.effective_batch_size
-    total_steps, warmup_steps = max(1, tc.n_samples // eb), tc.warmup_samples // eb
-    optimizer = torch.optim.Adam(sae.parameters(), lr=tc.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, tc.min_lr_factor))
+    accum = tc.grad_accum_steps
+    optimizer, scheduler = make_optimizer(sae, tc)
     act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
     shape = LMShape.of(spliced.model)
     tokens = bench_tokens(shape.d_vocab, (warmup + steps) * accum, tc.batch_size, cfg.data.n_ctx, seed).to(device)
@@ -233,9 +230,10 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
             timer.lap("spliced_forward")
             (loss / accum).backward()
             timer.lap("backward")
-            act_freq.update(sp.c)
+            # the same bookkeeping as e2e_sae.train.train's inner loop (keep the two in step)
+            fired = act_freq.update(sp.c)
             loss_sum += loss.detach()
-            l0_sum += l0_per_token(sp.c).float().mean()
+            l0_sum += fired.sum() / batch.numel()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v
             if first is None:

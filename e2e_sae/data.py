@@ -29,10 +29,6 @@ def is_builtin(source: DataSource) -> bool:
     return source.name.startswith(BUILTIN_PREFIX)
 
 
-def is_local(source: DataSource) -> bool:
-    return source.name.startswith(("/", "./", "../", "~")) or Path(source.name).expanduser().exists()
-
-
 def check_source_exists(source: DataSource, field: str) -> None:
     """Fail before any compute when a local path is missing (HF names are checked on load)."""
     if is_builtin(source):
@@ -129,6 +125,7 @@ class RowStream:
         self.source, self.n_ctx, self.seed, self.tokenizer = source, n_ctx, seed, tokenizer
         self.rows_consumed, self.leftover = 0, torch.empty(0, dtype=torch.long)
         self.epoch = 0
+        self.single_pass = False
         self._rows: Iterator[dict[str, Any]] | None = None
 
     def _open(self) -> Iterator[dict[str, Any]]:
@@ -152,7 +149,11 @@ class RowStream:
                 self._rows = self._open()
             try:
                 row = next(self._rows)
-            except StopIteration:  # next epoch, reshuffled
+            except StopIteration:  # next epoch, reshuffled; a fixed eval set never wraps around
+                if self.single_pass:
+                    raise ConfigError(
+                        f"data.n_eval_samples: {self.source.name} has fewer than the requested tokens; lower it"
+                    ) from None
                 self.epoch, self.rows_consumed, self._rows = self.epoch + 1, 0, None
                 continue
             self.rows_consumed += 1
@@ -197,7 +198,7 @@ def load_eval_tokens(source: DataSource, n_ctx: int, n_samples: int, tokenizer) 
     ds = _load_hf(source)
     stream = RowStream(source, n_ctx, seed=0, tokenizer=tokenizer)
     stream.column = _pick_column(source, ds.column_names)
-    stream._rows = iter(ds)  # unshuffled: the first rows of the eval split
+    stream._rows, stream.single_pass = iter(ds), True  # unshuffled: the first rows of the eval split
     return stream.next_batch(n_samples)
 
 

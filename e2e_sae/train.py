@@ -25,7 +25,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from e2e_sae.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides
+from e2e_sae.config import ConfigError, RunConfig, TrainConfig, load_run_config, parse_overrides
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.lm import load_language_model
 from e2e_sae.losses import total_loss
@@ -49,6 +49,17 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_factor: flo
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(sae: torch.nn.Module, tc: TrainConfig):
+    """Adam over the SAE and its warm-up + cosine schedule, stepped once per optimizer step."""
+    total_steps = max(1, tc.n_samples // tc.effective_batch_size)
+    warmup_steps = tc.warmup_samples // tc.effective_batch_size
+    optimizer = torch.optim.Adam(sae.parameters(), lr=tc.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, tc.min_lr_factor)
+    )
+    return optimizer, scheduler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,11 +130,7 @@ def train(
     tc = cfg.train
     eb = tc.effective_batch_size
     total_steps = max(1, tc.n_samples // eb)
-    warmup_steps = tc.warmup_samples // eb
-    optimizer = torch.optim.Adam(sae.parameters(), lr=tc.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, tc.min_lr_factor)
-    )
+    optimizer, scheduler = make_optimizer(sae, tc)
     act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
     step = 0
     if resume_from is not None:

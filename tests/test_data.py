@@ -76,3 +76,10 @@ def test_eval_must_be_held_out():
     with pytest.raises(ConfigError, match="data.eval: same source and split"):
         check_held_out(DataSource(name="openwebtext"), DataSource(name="openwebtext"))
     check_held_out(DataSource(name="openwebtext"), DataSource(name="openwebtext", split="test"))
+
+
+def test_eval_set_larger_than_the_source_is_an_error_not_a_repeat(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text("".join(json.dumps({"input_ids": [i] * 4}) + "\n" for i in range(3)))
+    with pytest.raises(ConfigError, match="data.n_eval_samples"):
+        load_eval_tokens(DataSource(name=str(path)), 4, 5, tokenizer=None)

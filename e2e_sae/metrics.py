@@ -93,7 +93,7 @@ def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dic
         tokens = eval_tokens[start:start + batch_size].to(device)
         clean = spliced.clean_forward(tokens, need_logits=True)
         out = spliced.spliced_forward(tokens, clean, need_logits=True)
-        zero_logits = spliced.replaced_logits(tokens, clean, torch.zeros_like(clean.acts))
+        zero_logits = spliced.replaced_logits(tokens, torch.zeros_like(clean.acts))
         a, a_hat = clean.acts.double(), out.acts_hat.double()
         sums["ce_orig"] += next_token_ce(clean.logits, tokens).item()
         sums["ce_spliced"] += next_token_ce(out.logits, tokens).item()

@@ -131,9 +131,7 @@ class SplicedModel(nn.Module):
         if self.sae_layer is not None:
             acts_hat, c = self._run_sae(clean.acts)
             with self._lm_context():
-                logits = self.model.run_with_hooks(
-                    acts_hat.to(clean.acts.dtype), start_at_layer=self.sae_layer, fwd_hooks=hooks
-                )
+                logits = self.model.run_with_hooks(acts_hat, start_at_layer=self.sae_layer, fwd_hooks=hooks)
         else:
             out: dict[str, Tensor] = {}
 
@@ -147,10 +145,10 @@ class SplicedModel(nn.Module):
         return SplicedPass(acts_hat=acts_hat, c=c, logits=logits, downstream=downstream)
 
     @torch.no_grad()
-    def replaced_logits(self, tokens: Tensor, clean: CleanPass, acts: Tensor) -> Tensor:
+    def replaced_logits(self, tokens: Tensor, acts: Tensor) -> Tensor:
         """Logits with the hook's activation replaced by ``acts`` (e.g. zeros for zero-ablation)."""
         with self._lm_context():
             if self.sae_layer is not None:
-                return self.model(acts.to(clean.acts.dtype), start_at_layer=self.sae_layer)
+                return self.model(acts, start_at_layer=self.sae_layer)
             return self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, lambda a, hook: acts.to(a.dtype))])
 

@@ -50,32 +50,27 @@ def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: s
     doc["model"] = trials[0]["run"]["model"].get("name") or "native (random init)"
     doc["n_trials"] = len(trials)
     text = yaml.safe_dump(doc, sort_keys=False)
-    if is_remote(exp_path):
-        import pyarrow.fs
+    fs, root = _filesystem(exp_path)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SWEEP_FILE}") as f:
+        f.write(text.encode())
 
-        fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
-        fs.create_dir(root, recursive=True)
-        with fs.open_output_stream(f"{root}/{SWEEP_FILE}") as f:
-            f.write(text.encode())
-    else:
-        Path(exp_path).mkdir(parents=True, exist_ok=True)
-        (Path(exp_path) / SWEEP_FILE).write_text(text)
+
+def _filesystem(exp_path: str):
+    """pyarrow filesystem and path for a local experiment path or an s3:// / gs:// URI."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(exp_path if is_remote(exp_path) else str(Path(exp_path).resolve()))
 
 
 def _read_sweep_file(exp_path: str) -> SweepSpec:
     from sweeps.spec import sweep_from_dict
 
-    if is_remote(exp_path):
-        import pyarrow.fs
-
-        fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
-        with fs.open_input_stream(f"{root}/{SWEEP_FILE}") as f:
-            raw = yaml.safe_load(f.read().decode())
-    else:
-        file = Path(exp_path) / SWEEP_FILE
-        if not file.is_file():
-            raise ConfigError(f"{exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
-        raw = yaml.safe_load(file.read_text())
+    fs, root = _filesystem(exp_path)
+    if fs.get_file_info(f"{root}/{SWEEP_FILE}").type.name != "File":
+        raise ConfigError(f"{exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
+    with fs.open_input_stream(f"{root}/{SWEEP_FILE}") as f:
+        raw = yaml.safe_load(f.read().decode())
     for key in ("model", "n_trials"):
         raw.pop(key, None)
     return sweep_from_dict(raw)
@@ -92,7 +87,7 @@ def _local_copy(exp_path: str) -> str:
 
     import pyarrow.fs
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(exp_path)
+    fs, root = _filesystem(exp_path)
     local = Path(tempfile.mkdtemp(prefix="sweep-report-")) / Path(root).name
     for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
         name = info.base_name

@@ -210,6 +210,7 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
         torch.cuda.reset_peak_memory_stats(device)
 
     timer, step_times, first, last_loss = PhaseTimer(device), [], None, float("nan")
+    l0s: list[float] = []  # batch L0 of the timed steps: the sparse kernel's speed depends on it
     for step in range(warmup + steps):
         if step == warmup:
             timer.totals = dict.fromkeys(PHASES, 0.0)
@@ -224,16 +225,16 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
             timer.lap("clean_forward")
             sp = spliced.spliced_forward(batch, clean, need_logits=need_logits)
             loss, terms = total_loss(
-                cfg.loss, c=sp.c, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+                cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
                 logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
             )
             timer.lap("spliced_forward")
             (loss / accum).backward()
             timer.lap("backward")
             # the same bookkeeping as e2e_sae.train.train's inner loop (keep the two in step)
-            fired = act_freq.update(sp.c)
+            act_freq.update(sp.fired, batch.numel())
             loss_sum += loss.detach()
-            l0_sum += fired.sum() / batch.numel()
+            l0_sum += sp.fired.sum() / batch.numel()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v
             if first is None:
@@ -241,7 +242,8 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
             timer.lap("bookkeeping")
         timer.start()
         last_loss = loss_sum.item() / accum  # the loop's per-step host syncs: loss, L0, loss terms
-        _ = l0_sum.item(), {k: v.item() for k, v in terms_sum.items()}
+        l0 = l0_sum.item() / accum
+        _ = {k: v.item() for k, v in terms_sum.items()}
         timer.lap("bookkeeping")
         grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
         optimizer.step()
@@ -252,6 +254,7 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
             first["grad_norm"] = None if grad_norm is None else grad_norm.item()
         if step >= warmup:
             step_times.append(sum(timer.totals.values()) - t_step)
+            l0s.append(l0)
 
     tokens_per_step = tc.batch_size * cfg.data.n_ctx * accum
     timed_s = sum(timer.totals.values())
@@ -278,7 +281,8 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
         **peak_memory(device),
         "flops_per_step": flops_per_step, "achieved_tflops": achieved, "peak_tflops": peak,
         "mfu": achieved / peak if peak else None,
-        "first_step": first, "last_loss": last_loss, **hw,
+        "first_step": first, "last_loss": last_loss, "sae_kernel": spliced.sae_kernel,
+        "train_l0": statistics.mean(l0s) if l0s else None, **hw,
     }
 
 
@@ -355,8 +359,8 @@ def summary(r: dict[str, Any]) -> str:
     mfu = f"MFU {100 * r['mfu']:.1f}% of {r['peak_tflops']:g} TFLOP/s" if r["mfu"] else "MFU n/a (no peak known)"
     return (
         f"{r['mode']} at {r['position']}, n_dict {r['n_dict_elements']}, batch {r['batch_size']} x {r['n_ctx']} "
-        f"tokens (accum {r['grad_accum_steps']}); {r['device_name']}, {r['torch_threads']} threads, "
-        f"torch {r['torch_version']}\n"
+        f"tokens (accum {r['grad_accum_steps']}), SAE kernel {r['sae_kernel']}, L0 {r['train_l0']:.1f}; "
+        f"{r['device_name']}, {r['torch_threads']} threads, torch {r['torch_version']}\n"
         f"tokens/s {r['tokens_per_s']:,.0f}; ms/step {ms['total']:.1f} = {parts}\n"
         f"peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}); model FLOPs "
         f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step, {1000 * r['achieved_tflops']:.1f} GFLOP/s; {mfu}"
@@ -396,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.model and args.model not in PRESETS and "." not in args.model and ":" not in args.model:
             raise ConfigError(f"--model: {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model name")
         cfg = load_bench_config(args.config, args.overrides, args.model, args.mode)
+        if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
+            raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
         if args.reference:
             from e2e_sae.bench_reference import compare, describe
 

@@ -116,12 +116,19 @@ class TrainConfig(_Strict):
     act_frequency_n_tokens: int = Field(default=500_000, gt=0)  # window for alive elements
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     autocast_bf16: bool | None = None  # bf16 autocast for the LM; default: on for CUDA
-    compile: bool = False  # torch.compile the SAE (fuses its elementwise work; slow first step)
+    # SAE forward/backward: auto | sparse | dense | autograd (e2e_sae/sae_kernels.py; docs/performance.md)
+    sae_kernel: Literal["auto", "sparse", "dense", "autograd"] = "auto"
+    compile: bool = False  # torch.compile the autograd SAE path (slow first step); needs sae_kernel auto|autograd
 
     @model_validator(mode="after")
     def _accumulation(self) -> "TrainConfig":
         if self.effective_batch_size is None:
             self.effective_batch_size = self.batch_size
+        if self.compile and self.sae_kernel in ("sparse", "dense"):
+            raise ValueError(
+                f"train.compile: compiles the autograd SAE path, not the {self.sae_kernel!r} kernel; "
+                "set train.sae_kernel to auto or autograd, or drop train.compile"
+            )
         if self.effective_batch_size % self.batch_size:
             raise ValueError(
                 f"train.effective_batch_size ({self.effective_batch_size}) must be a multiple of "
@@ -163,6 +170,15 @@ class RunConfig(_Strict):
             if term not in loss:
                 loss[term] = default
         return {**raw, "loss": loss}
+
+    @model_validator(mode="after")
+    def _kernel_supports_p_norm(self) -> "RunConfig":
+        if self.train.sae_kernel in ("sparse", "dense") and self.loss.sparsity.p_norm != 1:
+            raise ValueError(
+                f"train.sae_kernel: {self.train.sae_kernel!r} implements the L1 penalty only "
+                f"(loss.sparsity.p_norm is {self.loss.sparsity.p_norm}); use auto or autograd"
+            )
+        return self
 
     @model_validator(mode="after")
     def _has_reconstruction_term(self) -> "RunConfig":

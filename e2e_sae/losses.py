@@ -38,7 +38,7 @@ def downstream_mse(spliced: dict[str, Tensor], orig: dict[str, Tensor]) -> Tenso
 def total_loss(
     cfg: LossConfig,
     *,
-    c: Tensor,
+    c_norm: Tensor,
     acts: Tensor,
     acts_hat: Tensor,
     logits_orig: Tensor | None = None,
@@ -46,8 +46,13 @@ def total_loss(
     downstream_orig: dict[str, Tensor] | None = None,
     downstream_spliced: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Weighted sum of the configured terms, and each unweighted term (detached) for logging."""
-    terms: dict[str, Tensor] = {"sparsity": sparsity_loss(c, cfg.sparsity.p_norm, acts.shape[-1])}
+    """Weighted sum of the configured terms, and each unweighted term (detached) for logging.
+
+    ``c_norm`` is the mean over tokens of ``||c||_p`` as the SAE computed it
+    (:attr:`e2e_sae.sae.SAEOutput.c_norm`, fused with its backward); the sparsity term is
+    ``c_norm / d_in``, i.e. :func:`sparsity_loss`.
+    """
+    terms: dict[str, Tensor] = {"sparsity": c_norm / acts.shape[-1]}
     loss = cfg.sparsity.coeff * terms["sparsity"]
     if cfg.out_to_in is not None and cfg.out_to_in.coeff > 0:
         terms["out_to_in"] = mse(acts_hat, acts)

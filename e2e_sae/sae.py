@@ -10,11 +10,24 @@ checkpoints load into this class (:func:`load_sae_state_dict`) and ours into the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from e2e_sae.sae_kernels import SAEWithL1
+
+
+@dataclass
+class SAEOutput:
+    """What a training step needs from the SAE."""
+
+    acts_hat: Tensor  # [..., d_in]
+    c: Tensor  # dictionary activations [..., n_dict] (no gradient under the fused kernels)
+    c_norm: Tensor  # mean over tokens of ||c||_p: the sparsity penalty before its 1/d_in (differentiable)
+    fired: Tensor  # [n_dict] float: tokens on which each element fired (c > 0) in this batch
 
 
 class SAE(nn.Module):
@@ -43,6 +56,23 @@ class SAE(nn.Module):
         """acts [..., d_in] -> (a_hat [..., d_in], c [..., n_dict])."""
         c = self.encode(acts)
         return self.decode(c), c
+
+    def forward_with_stats(self, acts: Tensor, p_norm: float = 1.0, kernel: str = "autograd") -> SAEOutput:
+        """The forward pass plus the sparsity norm and firing counts, by one of the kernels of
+        :mod:`e2e_sae.sae_kernels` (``sparse`` / ``dense`` need ``p_norm == 1``)."""
+        if kernel == "autograd":
+            acts_hat, c = self(acts)
+            c_norm = torch.linalg.vector_norm(c, ord=p_norm, dim=-1).mean()
+            return SAEOutput(acts_hat, c, c_norm, c.detach().flatten(0, -2).sign().sum(0))
+        if p_norm != 1:
+            raise ValueError(f"the {kernel!r} SAE kernel implements the L1 penalty only, got p_norm={p_norm}")
+        flat = acts.reshape(-1, self.d_in)
+        enc = self.encoder[0]
+        acts_hat, c, l1, fired = SAEWithL1.apply(
+            flat, enc.weight, enc.bias, self.dict_elements, self.decoder.bias, kernel == "sparse"
+        )
+        lead = acts.shape[:-1]
+        return SAEOutput(acts_hat.view(*lead, self.d_in), c.view(*lead, -1), l1 / flat.shape[0], fired)
 
 
 def hook_to_module_key(hook_name: str) -> str:

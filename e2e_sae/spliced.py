@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
-from e2e_sae.sae import SAE
+from e2e_sae.sae import SAE, SAEOutput
 
 _RESID_PRE = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
@@ -51,6 +51,8 @@ class CleanPass:
 class SplicedPass:
     acts_hat: Tensor  # SAE output [batch, pos, d_in]
     c: Tensor  # dictionary activations [batch, pos, n_dict]
+    c_norm: Tensor  # mean over tokens of ||c||_p (differentiable; see SAEOutput)
+    fired: Tensor  # [n_dict] tokens on which each element fired
     logits: Tensor | None = None
     downstream: dict[str, Tensor] = field(default_factory=dict)
 
@@ -66,6 +68,8 @@ class SplicedModel(nn.Module):
         downstream_hooks: list[str] | None = None,
         autocast_bf16: bool = False,
         start_at_sae_layer: bool = True,
+        p_norm: float = 1.0,
+        sae_kernel: str = "autograd",
     ):
         super().__init__()
         self.model = model
@@ -73,6 +77,8 @@ class SplicedModel(nn.Module):
         self.position = position
         self.downstream_hooks = list(downstream_hooks or [])
         self.autocast_bf16 = autocast_bf16
+        self.p_norm = p_norm
+        self.sae_kernel = sae_kernel  # resolved: sparse | dense | autograd (e2e_sae.sae_kernels)
         m = _RESID_PRE.match(position)
         self.sae_layer: int | None = int(m.group(1)) if (m and start_at_sae_layer) else None
 
@@ -84,9 +90,9 @@ class SplicedModel(nn.Module):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _run_sae(self, acts: Tensor) -> tuple[Tensor, Tensor]:
+    def _run_sae(self, acts: Tensor) -> SAEOutput:
         with torch.autocast(device_type=acts.device.type, enabled=False):
-            return self.sae(acts.float())
+            return self.sae.forward_with_stats(acts.float(), self.p_norm, self.sae_kernel)
 
     def _capture_hooks(self, store: dict[str, Tensor]) -> list:
         """Forward hooks that record the downstream activations under their requested names."""
@@ -124,25 +130,25 @@ class SplicedModel(nn.Module):
     def spliced_forward(self, tokens: Tensor, clean: CleanPass, need_logits: bool = True) -> SplicedPass:
         """Run the SAE on the clean activations and, if needed, the model onward from its output."""
         if not need_logits:
-            acts_hat, c = self._run_sae(clean.acts)
-            return SplicedPass(acts_hat=acts_hat, c=c)
+            out = self._run_sae(clean.acts)
+            return SplicedPass(out.acts_hat, out.c, out.c_norm, out.fired)
         downstream: dict[str, Tensor] = {}
         hooks = self._capture_hooks(downstream)
         if self.sae_layer is not None:
-            acts_hat, c = self._run_sae(clean.acts)
+            out = self._run_sae(clean.acts)
             with self._lm_context():
-                logits = self.model.run_with_hooks(acts_hat, start_at_layer=self.sae_layer, fwd_hooks=hooks)
+                logits = self.model.run_with_hooks(out.acts_hat, start_at_layer=self.sae_layer, fwd_hooks=hooks)
         else:
-            out: dict[str, Tensor] = {}
+            result: dict[str, SAEOutput] = {}
 
             def splice(act: Tensor, hook) -> Tensor:
-                out["acts_hat"], out["c"] = self._run_sae(act)
-                return out["acts_hat"].to(act.dtype)
+                result["out"] = self._run_sae(act)
+                return result["out"].acts_hat.to(act.dtype)
 
             with self._lm_context():
                 logits = self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, splice), *hooks])
-            acts_hat, c = out["acts_hat"], out["c"]
-        return SplicedPass(acts_hat=acts_hat, c=c, logits=logits, downstream=downstream)
+            out = result["out"]
+        return SplicedPass(out.acts_hat, out.c, out.c_norm, out.fired, logits=logits, downstream=downstream)
 
     @torch.no_grad()
     def replaced_logits(self, tokens: Tensor, acts: Tensor) -> Tensor:

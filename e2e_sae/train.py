@@ -31,6 +31,7 @@ from e2e_sae.lm import load_language_model
 from e2e_sae.losses import total_loss
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.sae import SAE, load_sae_state_dict
+from e2e_sae.sae_kernels import resolve_kernel
 from e2e_sae.spliced import SplicedModel, downstream_resid_pre_hooks
 from e2e_sae.tokenizer import resolve_tokenizer
 from e2e_sae.validate import preflight, valid_hook_names
@@ -96,7 +97,10 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     if cfg.train.compile:
         sae.compile()  # in place: parameter names, hence checkpoints, are unchanged
     autocast = cfg.train.autocast_bf16 if cfg.train.autocast_bf16 is not None else device.type == "cuda"
-    return SplicedModel(model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast)
+    p_norm = cfg.loss.sparsity.p_norm
+    kernel = resolve_kernel(cfg.train.sae_kernel, device.type, p_norm, cfg.train.compile)
+    return SplicedModel(model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast,
+                        p_norm=p_norm, sae_kernel=kernel)
 
 
 class MetricsLog:
@@ -180,13 +184,13 @@ def train(
             clean = spliced.clean_forward(tokens, need_logits=need_logits)
             sp = spliced.spliced_forward(tokens, clean, need_logits=need_logits)
             loss, terms = total_loss(
-                cfg.loss, c=sp.c, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+                cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
                 logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
             )
             (loss / tc.grad_accum_steps).backward()
-            fired = act_freq.update(sp.c)
+            act_freq.update(sp.fired, tokens.numel())
             loss_sum += loss.detach()
-            l0_sum += fired.sum() / tokens.numel()
+            l0_sum += sp.fired.sum() / tokens.numel()
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0) + v
             tokens_seen += tokens.numel()

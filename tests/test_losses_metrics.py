@@ -38,7 +38,8 @@ def test_total_loss_weights_the_mode_terms():
     cfg = LossConfig(sparsity={"coeff": 2.0}, out_to_in={"coeff": 3.0})
     c = torch.tensor([[[1.0, 1.0]]])
     a, a_hat = torch.zeros(1, 1, 2), torch.ones(1, 1, 2)
-    loss, terms = total_loss(cfg, c=c, acts=a, acts_hat=a_hat)
+    c_norm = torch.linalg.vector_norm(c, ord=1, dim=-1).mean()
+    loss, terms = total_loss(cfg, c_norm=c_norm, acts=a, acts_hat=a_hat)
     assert math.isclose(loss.item(), 2.0 * (2 / 2) + 3.0 * 1.0)
     assert set(terms) == {"loss/sparsity", "loss/out_to_in"}
 
@@ -59,8 +60,8 @@ def test_l0_counts_nonzero_elements_per_token():
 
 def test_alive_elements_over_a_window():
     freq = ActivationFrequency(n_dict=4, window_tokens=4)
-    freq.update(torch.tensor([[[1.0, 0, 0, 0], [0, 0, 0, 0]]]))
+    freq.update(torch.tensor([1.0, 0, 0, 0]), n_tokens=2)
     assert freq.alive() == (1, 2)  # open window: counted so far
-    freq.update(torch.tensor([[[0, 1.0, 0, 0], [0, 0, 0, 0]]]))  # closes the window: 2 alive of 4 tokens
-    freq.update(torch.tensor([[[0, 0, 1.0, 0], [0, 0, 0, 0]]]))
+    freq.update(torch.tensor([0, 1.0, 0, 0]), n_tokens=2)  # closes the window: 2 alive of 4 tokens
+    freq.update(torch.tensor([0, 0, 1.0, 0]), n_tokens=2)
     assert freq.alive() == (2, 4)  # the last closed window is reported

@@ -194,7 +194,8 @@ def describe(result: dict[str, Any]) -> str:
     ratios = ", ".join(f"{r:.2f}" for r in result["ratios"])
     lines = [
         (f"{c['mode']} at {c['position']}, n_dict {c['n_dict']}, batch {c['batch_size']} x {c['n_ctx']}; "
-         f"{result['device_name']}, torch {result['torch_version']}; e2e-sae {result['reference_version']}"),
+         f"{result['device_name']}, torch {result['torch_version']}; e2e-sae {result['reference_version']}; "
+         f"our SAE kernel {result['ours_runs'][0]['sae_kernel']}, L0 {result['ours_runs'][0]['train_l0']:.1f}"),
         (f"tokens/s median: ours {result['ours_tokens_per_s_median']:,.0f}, reference "
          f"{result['reference_tokens_per_s_median']:,.0f}; median ratio {result['median_ratio']:.2f}x over "
          f"{result['repeats']} alternating pairs (ratios {ratios})"),

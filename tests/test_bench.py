@@ -16,6 +16,7 @@ DOCUMENTED_KEYS = {
     "mode", "position", "n_dict_elements", "batch_size", "n_ctx", "grad_accum_steps", "steps", "tokens_per_step",
     "tokens_per_s", "ms_per_step", "peak_memory_mib", "peak_memory_kind", "flops_per_step", "achieved_tflops",
     "peak_tflops", "mfu", "first_step", "device_name", "cpu_model", "torch_version", "torch_threads", "command",
+    "sae_kernel", "train_l0",
 }
 
 # The conftest tiny model (3 layers, d_model 16, 4 heads of 4, d_mlp 32, vocab 40), n_ctx 16, n_dict 32.
@@ -46,6 +47,8 @@ def test_bench_writes_json_with_documented_keys_and_positive_throughput(tmp_path
     # batch 4, grad accumulation 2 (effective batch 8), n_ctx 16
     assert result["tokens_per_step"] == 4 * 2 * 16
     assert result["n_dict_elements"] == 32
+    assert result["sae_kernel"] == "sparse"  # auto on CPU
+    assert 0 < result["train_l0"] <= 32
     terms = result["first_step"]["terms"]
     assert set(terms) == {"loss/sparsity", "loss/logits_kl"} and result["first_step"]["grad_norm"] > 0
 
@@ -95,6 +98,8 @@ def test_bench_errors_are_one_line_naming_the_option(tmp_path, tiny_config, caps
     assert "--compare-bf16" in capsys.readouterr().err
     assert main([path, "--model", "gpt5"]) == 2
     assert "--model" in capsys.readouterr().err
+    assert main([path, "--set", f"sae.pretrained_path={tmp_path / 'missing.pt'}"]) == 2
+    assert "sae.pretrained_path" in capsys.readouterr().err
 
 
 def test_pack_runs_concurrent_benchmark_processes(tmp_path, tiny_config):

@@ -31,12 +31,13 @@ from typing import Any
 import torch
 import yaml
 
+from e2e_sae.builtin import MODEL_CFG, VOCAB_SIZE
 from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_config_from_dict
+from e2e_sae.validate import check_pretrained_path
 
 # Randomly initialised TL-native models of known shapes (``--model NAME``); SAE at the middle layer.
 PRESETS: dict[str, dict[str, Any]] = {
-    "small-random": dict(n_layers=3, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128, d_vocab=4096,
-                         act_fn="gelu", normalization_type="LN", seed=0),  # the built-in model's shape
+    "small-random": {**MODEL_CFG, "d_vocab": VOCAB_SIZE},  # the built-in model's shape
     "gpt2-small-random": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
                               d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0),
 }
@@ -194,13 +195,12 @@ class PhaseTimer:
 def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
               peak: float | None = None) -> dict[str, Any]:
     """Time ``steps`` optimizer steps after ``warmup`` untimed ones, built as ``e2e_sae.train`` builds them."""
-    from e2e_sae.losses import total_loss
     from e2e_sae.metrics import ActivationFrequency
-    from e2e_sae.train import build_spliced_model, make_optimizer, resolve_device
+    from e2e_sae.train import StepStats, build_spliced_model, make_optimizer, micro_step, optimizer_step, resolve_device
 
     device = resolve_device(cfg.train.device)
     spliced = build_spliced_model(cfg, device)
-    sae, tc, need_logits = spliced.sae, cfg.train, cfg.needs_logits
+    sae, tc = spliced.sae, cfg.train
     accum = tc.grad_accum_steps
     optimizer, scheduler = make_optimizer(sae, tc)
     act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
@@ -215,46 +215,23 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
         if step == warmup:
             timer.totals = dict.fromkeys(PHASES, 0.0)
         t_step = sum(timer.totals.values())
-        loss_sum = torch.zeros((), device=device)
-        l0_sum = torch.zeros((), device=device)
-        terms_sum: dict[str, torch.Tensor] = {}
+        stats = StepStats()
         for micro in range(accum):
-            batch = tokens[step * accum + micro]
             timer.start()
-            clean = spliced.clean_forward(batch, need_logits=need_logits)
-            timer.lap("clean_forward")
-            sp = spliced.spliced_forward(batch, clean, need_logits=need_logits)
-            loss, terms = total_loss(
-                cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
-                logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
-            )
-            timer.lap("spliced_forward")
-            (loss / accum).backward()
-            timer.lap("backward")
-            # the same bookkeeping as e2e_sae.train.train's inner loop (keep the two in step)
-            act_freq.update(sp.fired, batch.numel())
-            loss_sum += loss.detach()
-            l0_sum += sp.fired.sum() / batch.numel()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0) + v
+            loss, terms = micro_step(spliced, cfg, tokens[step * accum + micro], stats, act_freq, timer.lap)
             if first is None:
                 first = {"loss": loss.item(), "terms": {k: v.item() for k, v in terms.items()}}
-            timer.lap("bookkeeping")
         timer.start()
-        last_loss = loss_sum.item() / accum  # the loop's per-step host syncs: loss, L0, loss terms
-        l0 = l0_sum.item() / accum
-        _ = {k: v.item() for k, v in terms_sum.items()}
+        means = stats.means()  # the loop's per-step host sync
         timer.lap("bookkeeping")
-        grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm) if tc.max_grad_norm else None
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
+        grad_norm = optimizer_step(sae, optimizer, scheduler, tc.max_grad_norm)
         timer.lap("optimizer")
-        if step == 0 and first is not None:
+        last_loss = means["loss"]
+        if step == 0:
             first["grad_norm"] = None if grad_norm is None else grad_norm.item()
         if step >= warmup:
             step_times.append(sum(timer.totals.values()) - t_step)
-            l0s.append(l0)
+            l0s.append(means["train_l0"])
 
     tokens_per_step = tc.batch_size * cfg.data.n_ctx * accum
     timed_s = sum(timer.totals.values())
@@ -264,7 +241,7 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
 
         layer = hook_layer(cfg.sae.position)
         layers_before = 0 if layer is None else layer + 1
-    flops = train_flops_per_token(shape, cfg.data.n_ctx, sae.n_dict_elements, layers_before, need_logits)
+    flops = train_flops_per_token(shape, cfg.data.n_ctx, sae.n_dict_elements, layers_before, cfg.needs_logits)
     flops_per_step = flops * tokens_per_step
     hw = hardware(device)
     if peak is None and device.type == "cuda":
@@ -325,7 +302,7 @@ def pack(cfg: RunConfig, counts: list[int], worker_args: list[str]) -> dict[str,
     return {"pack": rows, "worker_args": worker_args, **hardware(resolve_device(cfg.train.device))}
 
 
-def compare_bf16(cfg: RunConfig, sae_path: str | None) -> dict[str, Any]:
+def compare_bf16(cfg: RunConfig) -> dict[str, Any]:
     """CE-loss increase of a trained SAE on the config's eval tokens, fp32 vs bf16 autocast for the LM."""
     from e2e_sae.data import load_eval_tokens
     from e2e_sae.metrics import evaluate
@@ -335,8 +312,6 @@ def compare_bf16(cfg: RunConfig, sae_path: str | None) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     if device.type != "cuda":
         raise ConfigError("--compare-bf16: bf16 autocast is CUDA-only in this library; run on a GPU machine")
-    if sae_path is not None:
-        cfg = run_config_from_dict(cfg.to_dict(), {"sae.pretrained_path": sae_path})
     if cfg.sae.pretrained_path is None:
         raise ConfigError("--compare-bf16: needs a trained SAE; pass --sae CHECKPOINT or set sae.pretrained_path")
     spliced = build_spliced_model(cfg, device)
@@ -383,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", metavar="DIR", help="compare with the reference venv in DIR, alternating")
     p.add_argument("--repeats", type=int, default=5, help="ours/theirs pairs with --reference (default 5)")
     p.add_argument("--compare-bf16", action="store_true", help="CE-loss increase fp32 vs bf16 autocast")
-    p.add_argument("--sae", help="trained SAE checkpoint for --compare-bf16")
+    p.add_argument("--sae", help="trained SAE checkpoint (= --set sae.pretrained_path=...), e.g. for --compare-bf16")
     p.add_argument("--pack", help="comma-separated trial counts, e.g. 1,2,4: makespan of N concurrent runs")
     args = p.parse_args(argv)
     if args.threads:
@@ -399,16 +374,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.model and args.model not in PRESETS and "." not in args.model and ":" not in args.model:
             raise ConfigError(f"--model: {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model name")
-        cfg = load_bench_config(args.config, args.overrides, args.model, args.mode)
-        if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
-            raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
+        overrides = [*(args.overrides or []), *([f"sae.pretrained_path={args.sae}"] if args.sae else [])]
+        cfg = load_bench_config(args.config, overrides, args.model, args.mode)
+        check_pretrained_path(cfg)
         if args.reference:
             from e2e_sae.bench_reference import compare, describe
 
-            result = compare(cfg, Path(args.reference), args.repeats, worker_args, args.seed)
+            result = compare(cfg, Path(args.reference), args.repeats, worker_args, args.steps, args.warmup,
+                             args.threads, args.seed)
             text = describe(result)
         elif args.compare_bf16:
-            result = compare_bf16(cfg, args.sae)
+            result = compare_bf16(cfg)
             text = (f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
                     f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}")
         elif args.pack:

@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -258,26 +257,18 @@ def builtin_model_path(name: str = "pycode") -> Path:
 
 
 # ----------------------------------------------------------------------------- training and evaluation
-def lr_at(step: int, steps: int, lr: float, warmup_steps: int, min_lr_factor: float) -> float:
-    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr_factor * lr`` at the last step."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return lr * (min_lr_factor + (1 - min_lr_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 @torch.no_grad()
 def eval_ce(model, tokens: torch.Tensor, n_ctx: int = 128, max_chunks: int | None = None,
             batch_size: int = 64) -> tuple[float, torch.Tensor]:
     """Mean next-token CE (nats) over all predicted positions of the non-overlapping ``n_ctx``
     chunks of ``tokens`` (the tail shorter than n_ctx is dropped). Also returns the targets."""
+    from e2e_sae.metrics import next_token_ce
+
     chunks = tokens[: len(tokens) // n_ctx * n_ctx].view(-1, n_ctx)[:max_chunks]
     total = 0.0
     for i in range(0, len(chunks), batch_size):
         x = chunks[i: i + batch_size]
-        logits = model(x)[:, :-1].float()
-        total += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
+        total += next_token_ce(model(x), x).item()
     targets = chunks[:, 1:].reshape(-1)
     return total / max(1, targets.numel()), targets
 
@@ -301,6 +292,7 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
     from tqdm import tqdm
 
     from e2e_sae.lm import boot_native_lm
+    from e2e_sae.train import lr_factor
 
     torch.manual_seed(hp["seed"])
     bridge = boot_native_lm(cfg)
@@ -318,7 +310,7 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
     loss_ema = None
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, hp["lr"], hp["warmup_steps"], hp["min_lr_factor"])
+            g["lr"] = hp["lr"] * lr_factor(step, steps, hp["warmup_steps"], hp["min_lr_factor"])
         idx = torch.randint(0, len(train) - n_ctx - 1, (bs,), generator=gen)[:, None] + window
         batch = train[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=hp["bf16"]):

@@ -93,6 +93,15 @@ class LossConfig(_Strict):
     logits_kl: CoeffLoss | None = None  # KL(p_orig || p_spliced)
     in_to_orig: DownstreamLoss | None = None  # downstream MSE (e2e+ds)
 
+    def active(self) -> dict[str, float]:
+        """The reconstruction terms that are on (coefficient > 0), with their coefficients."""
+        coeffs = {
+            "out_to_in": self.out_to_in.coeff if self.out_to_in is not None else 0.0,
+            "logits_kl": self.logits_kl.coeff if self.logits_kl is not None else 0.0,
+            "in_to_orig": self.in_to_orig.total_coeff if self.in_to_orig is not None else 0.0,
+        }
+        return {term: coeff for term, coeff in coeffs.items() if coeff > 0}
+
 
 MODE_PRESETS: dict[str, dict[str, Any]] = {
     "local": {"out_to_in": {"coeff": 1.0}, "logits_kl": None, "in_to_orig": None},
@@ -140,6 +149,15 @@ class TrainConfig(_Strict):
     def grad_accum_steps(self) -> int:
         return self.effective_batch_size // self.batch_size  # type: ignore[operator]
 
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the run (at least one)."""
+        return max(1, self.n_samples // self.effective_batch_size)  # type: ignore[operator]
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup_samples // self.effective_batch_size  # type: ignore[operator]
+
 
 class WandbConfig(_Strict):
     project: str | None = None
@@ -182,17 +200,14 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _has_reconstruction_term(self) -> "RunConfig":
-        terms = [self.loss.out_to_in, self.loss.logits_kl, self.loss.in_to_orig]
-        if not any(t is not None and getattr(t, "coeff", getattr(t, "total_coeff", 0)) > 0 for t in terms):
+        if not self.loss.active():
             raise ValueError("loss: every reconstruction term is off; set loss.out_to_in, logits_kl or in_to_orig")
         return self
 
     @property
     def needs_logits(self) -> bool:
         """Whether training needs the spliced forward past the SAE (KL or downstream terms)."""
-        return (self.loss.logits_kl is not None and self.loss.logits_kl.coeff > 0) or (
-            self.loss.in_to_orig is not None and self.loss.in_to_orig.total_coeff > 0
-        )
+        return bool(self.loss.active().keys() & {"logits_kl", "in_to_orig"})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -235,10 +250,16 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A deep copy of ``raw`` with dotted-key ``overrides`` set (the caller's mapping is untouched)."""
     raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
+    return raw
+
+
+def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> RunConfig:
+    raw = apply_overrides(raw, overrides)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:

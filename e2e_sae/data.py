@@ -121,11 +121,12 @@ class RowStream:
     leftover, so the next chunk is the one an uninterrupted run would have seen.
     """
 
-    def __init__(self, source: DataSource, n_ctx: int, seed: int, tokenizer):
+    def __init__(self, source: DataSource, n_ctx: int, seed: int, tokenizer, single_pass: bool = False):
+        """``single_pass``: the rows in their stored order, once (a fixed eval set: no shuffle, no wrap)."""
         self.source, self.n_ctx, self.seed, self.tokenizer = source, n_ctx, seed, tokenizer
         self.rows_consumed, self.leftover = 0, torch.empty(0, dtype=torch.long)
         self.epoch = 0
-        self.single_pass = False
+        self.single_pass = single_pass
         self._rows: Iterator[dict[str, Any]] | None = None
 
     def _open(self) -> Iterator[dict[str, Any]]:
@@ -133,6 +134,8 @@ class RowStream:
 
         ds = _load_hf(self.source)
         self.column = _pick_column(self.source, ds.column_names)
+        if self.single_pass:
+            return iter(ds)
         if isinstance(ds, datasets.IterableDataset):
             ds = ds.shuffle(seed=self.seed + self.epoch, buffer_size=self.source.shuffle_buffer)
         else:
@@ -195,11 +198,8 @@ def load_eval_tokens(source: DataSource, n_ctx: int, n_samples: int, tokenizer) 
         # Evenly spaced chunks cover the whole held-out split, not just its first files.
         idx = torch.linspace(0, len(chunks) - 1, n_samples).long()
         return chunks[idx]
-    ds = _load_hf(source)
-    stream = RowStream(source, n_ctx, seed=0, tokenizer=tokenizer)
-    stream.column = _pick_column(source, ds.column_names)
-    stream._rows, stream.single_pass = iter(ds), True  # unshuffled: the first rows of the eval split
-    return stream.next_batch(n_samples)
+    # unshuffled: the first rows of the eval split
+    return RowStream(source, n_ctx, seed=0, tokenizer=tokenizer, single_pass=True).next_batch(n_samples)
 
 
 def check_held_out(train: DataSource, eval: DataSource) -> None:

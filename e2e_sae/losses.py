@@ -22,12 +22,16 @@ def mse(x_hat: Tensor, x: Tensor) -> Tensor:
     return F.mse_loss(x_hat.float(), x.float())
 
 
-def logits_kl(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
-    """``KL(p_orig || p_spliced) = sum_v p_orig (log p_orig - log p_spliced)``, mean over tokens."""
+def kl_per_token(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
+    """``KL(p_orig || p_spliced) = sum_v p_orig (log p_orig - log p_spliced)`` for each token: ``[batch, pos]``."""
     logp_orig = F.log_softmax(logits_orig.float(), dim=-1)
     logp_spliced = F.log_softmax(logits_spliced.float(), dim=-1)
-    kl = (logp_orig.exp() * (logp_orig - logp_spliced)).sum(-1)
-    return kl.mean()
+    return (logp_orig.exp() * (logp_orig - logp_spliced)).sum(-1)
+
+
+def logits_kl(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
+    """:func:`kl_per_token`, mean over tokens."""
+    return kl_per_token(logits_orig, logits_spliced).mean()
 
 
 def downstream_mse(spliced: dict[str, Tensor], orig: dict[str, Tensor]) -> Tensor:
@@ -54,15 +58,15 @@ def total_loss(
     """
     terms: dict[str, Tensor] = {"sparsity": c_norm / acts.shape[-1]}
     loss = cfg.sparsity.coeff * terms["sparsity"]
-    if cfg.out_to_in is not None and cfg.out_to_in.coeff > 0:
+    active = cfg.active()
+    if "out_to_in" in active:
         terms["out_to_in"] = mse(acts_hat, acts)
-        loss = loss + cfg.out_to_in.coeff * terms["out_to_in"]
-    if cfg.logits_kl is not None and cfg.logits_kl.coeff > 0:
+    if "logits_kl" in active:
         assert logits_orig is not None and logits_spliced is not None
         terms["logits_kl"] = logits_kl(logits_orig, logits_spliced)
-        loss = loss + cfg.logits_kl.coeff * terms["logits_kl"]
-    if cfg.in_to_orig is not None and cfg.in_to_orig.total_coeff > 0:
+    if "in_to_orig" in active:
         assert downstream_orig is not None and downstream_spliced is not None
         terms["in_to_orig"] = downstream_mse(downstream_spliced, downstream_orig)
-        loss = loss + cfg.in_to_orig.total_coeff * terms["in_to_orig"]
+    for term, coeff in active.items():
+        loss = loss + coeff * terms[term]
     return loss, {f"loss/{k}": v.detach() for k, v in terms.items()}

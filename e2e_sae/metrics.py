@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from e2e_sae.losses import kl_per_token
 from e2e_sae.spliced import SplicedModel
 
 
@@ -23,12 +24,6 @@ def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
 def l0_per_token(c: Tensor) -> Tensor:
     """Number of dictionary elements with ``c != 0`` for each token: ``[batch, pos]``."""
     return (c != 0).sum(-1)
-
-
-def kl_per_token(logits_orig: Tensor, logits_spliced: Tensor) -> Tensor:
-    """``sum_v p_orig (log p_orig - log p_spliced)`` for each token: ``[batch, pos]``."""
-    lp, lq = F.log_softmax(logits_orig.float(), -1), F.log_softmax(logits_spliced.float(), -1)
-    return (lp.exp() * (lp - lq)).sum(-1)
 
 
 class ActivationFrequency:

@@ -48,11 +48,9 @@ class CleanPass:
 
 
 @dataclass
-class SplicedPass:
-    acts_hat: Tensor  # SAE output [batch, pos, d_in]
-    c: Tensor  # dictionary activations [batch, pos, n_dict]
-    c_norm: Tensor  # mean over tokens of ||c||_p (differentiable; see SAEOutput)
-    fired: Tensor  # [n_dict] tokens on which each element fired
+class SplicedPass(SAEOutput):
+    """The SAE's outputs (acts_hat, c, c_norm, fired) and, past the SAE, the spliced model's."""
+
     logits: Tensor | None = None
     downstream: dict[str, Tensor] = field(default_factory=dict)
 
@@ -131,7 +129,7 @@ class SplicedModel(nn.Module):
         """Run the SAE on the clean activations and, if needed, the model onward from its output."""
         if not need_logits:
             out = self._run_sae(clean.acts)
-            return SplicedPass(out.acts_hat, out.c, out.c_norm, out.fired)
+            return SplicedPass(**vars(out))
         downstream: dict[str, Tensor] = {}
         hooks = self._capture_hooks(downstream)
         if self.sae_layer is not None:
@@ -148,7 +146,7 @@ class SplicedModel(nn.Module):
             with self._lm_context():
                 logits = self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, splice), *hooks])
             out = result["out"]
-        return SplicedPass(out.acts_hat, out.c, out.c_norm, out.fired, logits=logits, downstream=downstream)
+        return SplicedPass(**vars(out), logits=logits, downstream=downstream)
 
     @torch.no_grad()
     def replaced_logits(self, tokens: Tensor, acts: Tensor) -> Tensor:

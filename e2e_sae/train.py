@@ -34,7 +34,7 @@ from e2e_sae.sae import SAE, load_sae_state_dict
 from e2e_sae.sae_kernels import resolve_kernel
 from e2e_sae.spliced import SplicedModel, downstream_resid_pre_hooks
 from e2e_sae.tokenizer import resolve_tokenizer
-from e2e_sae.validate import preflight, valid_hook_names
+from e2e_sae.validate import check_n_ctx, hook_fields, preflight, valid_hook_names
 from e2e_sae.wandb_log import WandbRun
 
 Reporter = Callable[[dict[str, Any], "Path | None"], None]
@@ -54,13 +54,64 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_lr_factor: flo
 
 def make_optimizer(sae: torch.nn.Module, tc: TrainConfig):
     """Adam over the SAE and its warm-up + cosine schedule, stepped once per optimizer step."""
-    total_steps = max(1, tc.n_samples // tc.effective_batch_size)
-    warmup_steps = tc.warmup_samples // tc.effective_batch_size
     optimizer = torch.optim.Adam(sae.parameters(), lr=tc.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, tc.min_lr_factor)
+        optimizer, lambda s: lr_factor(s, tc.total_steps, tc.warmup_steps, tc.min_lr_factor)
     )
     return optimizer, scheduler
+
+
+def _no_lap(phase: str) -> None:
+    pass
+
+
+class StepStats:
+    """Device-side sums over one optimizer step's micro-batches (loss, batch L0, each loss term),
+    read back with a single host sync."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], fired: torch.Tensor, n_tokens: int) -> None:
+        for key, value in {"loss": loss.detach(), "train_l0": fired.sum() / n_tokens, **terms}.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        values = torch.stack(list(self.sums.values())).tolist()
+        return {key: value / self.n for key, value in zip(self.sums, values)}
+
+
+def micro_step(
+    spliced: SplicedModel, cfg: RunConfig, tokens: torch.Tensor, stats: StepStats, act_freq: ActivationFrequency,
+    lap: Callable[[str], None] = _no_lap,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch of the training step: clean pass, spliced pass, loss, backward (scaled for
+    gradient accumulation), bookkeeping. ``lap(phase)`` marks each phase's end (the benchmark's timer)."""
+    clean = spliced.clean_forward(tokens, need_logits=cfg.needs_logits)
+    lap("clean_forward")
+    sp = spliced.spliced_forward(tokens, clean, need_logits=cfg.needs_logits)
+    loss, terms = total_loss(
+        cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+        logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
+    )
+    lap("spliced_forward")
+    (loss / cfg.train.grad_accum_steps).backward()
+    lap("backward")
+    act_freq.update(sp.fired, tokens.numel())
+    stats.add(loss, terms, sp.fired, tokens.numel())
+    lap("bookkeeping")
+    return loss, terms
+
+
+def optimizer_step(sae: torch.nn.Module, optimizer, scheduler, max_grad_norm: float | None) -> torch.Tensor | None:
+    """Clip, Adam step, zero the gradients, advance the schedule; returns the pre-clip grad norm."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm) if max_grad_norm is not None else None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return grad_norm
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,15 +126,11 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     """Load the frozen model, check the hook points against it, and splice a fresh (or loaded) SAE."""
     model = load_language_model(cfg.model.name, cfg.model.native, device=device)
     hooks = model.hook_dict
-    for field, name in [("sae.position", cfg.sae.position)] + [
-        (f"loss.in_to_orig.hook_positions.{i}", h)
-        for i, h in enumerate((cfg.loss.in_to_orig.hook_positions or []) if cfg.loss.in_to_orig else [])
-    ]:
+    for field, name in hook_fields(cfg):  # preflight could not check them where the shape was unknown
         if name not in hooks:
             valid = [h for h in valid_hook_names(model.cfg.n_layers) if h in hooks]
             raise ConfigError(f"{field}: {name!r} is not a hook point of this model; valid: {', '.join(valid)}")
-    if cfg.data.n_ctx > model.cfg.n_ctx:
-        raise ConfigError(f"data.n_ctx: {cfg.data.n_ctx} exceeds the model's context {model.cfg.n_ctx}; lower it")
+    check_n_ctx(cfg.data.n_ctx, model.cfg.n_ctx)
     d_in = model.cfg.d_model
     torch.manual_seed(cfg.seed)
     sae = SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))
@@ -133,7 +180,7 @@ def train(
 
     tc = cfg.train
     eb = tc.effective_batch_size
-    total_steps = max(1, tc.n_samples // eb)
+    total_steps = tc.total_steps
     optimizer, scheduler = make_optimizer(sae, tc)
     act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
     step = 0
@@ -173,28 +220,15 @@ def train(
         return every is not None and after // every > before // every
 
     bar = tqdm(total=tc.n_samples, initial=step * eb, unit="samples", disable=not progress, dynamic_ncols=True)
-    need_logits = cfg.needs_logits
     t0, tokens_seen = time.perf_counter(), 0
     while step < total_steps:
-        terms_sum: dict[str, torch.Tensor] = {}
-        loss_sum = torch.zeros((), device=device)
-        l0_sum = torch.zeros((), device=device)
+        stats = StepStats()
         for _ in range(tc.grad_accum_steps):
             tokens = stream.next_batch(tc.batch_size).to(device)
-            clean = spliced.clean_forward(tokens, need_logits=need_logits)
-            sp = spliced.spliced_forward(tokens, clean, need_logits=need_logits)
-            loss, terms = total_loss(
-                cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
-                logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
-            )
-            (loss / tc.grad_accum_steps).backward()
-            act_freq.update(sp.fired, tokens.numel())
-            loss_sum += loss.detach()
-            l0_sum += sp.fired.sum() / tokens.numel()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0) + v
+            micro_step(spliced, cfg, tokens, stats, act_freq)
             tokens_seen += tokens.numel()
-        loss_value = loss_sum.item() / tc.grad_accum_steps
+        means = stats.means()
+        loss_value = means.pop("loss")
         if not math.isfinite(loss_value):
             bar.close()
             wandb_run.finish()
@@ -202,19 +236,11 @@ def train(
                 f"loss is {loss_value} at step {step} ({step * eb} samples); stopped. The last good checkpoint "
                 f"in {out / 'checkpoints'} is kept; lower train.lr or loss coefficients and resume or restart"
             )
-        if tc.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), tc.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         lr = scheduler.get_last_lr()[0]
-        scheduler.step()
+        optimizer_step(sae, optimizer, scheduler, tc.max_grad_norm)
         before, step = step * eb, step + 1
         after = step * eb
-        train_row = {
-            "n_samples": after, "step": step, "loss": loss_value, "lr": lr,
-            "train_l0": l0_sum.item() / tc.grad_accum_steps,
-            **{k: v.item() / tc.grad_accum_steps for k, v in terms_sum.items()},
-        }
+        train_row = {"n_samples": after, "step": step, "loss": loss_value, "lr": lr, **means}
         bar.update(eb)
         bar.set_postfix(loss=f"{loss_value:.4g}", L0=f"{train_row['train_l0']:.1f}")
         is_last = step == total_steps

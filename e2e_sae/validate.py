@@ -87,19 +87,39 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
         )
 
 
+def hook_fields(cfg: RunConfig) -> list[tuple[str, str]]:
+    """(config field, hook name) of every hook point the run uses: the SAE's and the downstream ones."""
+    downstream = (cfg.loss.in_to_orig.hook_positions or []) if cfg.loss.in_to_orig is not None else []
+    return [("sae.position", cfg.sae.position)] + [
+        (f"loss.in_to_orig.hook_positions.{i}", h) for i, h in enumerate(downstream)
+    ]
+
+
+def check_n_ctx(n_ctx: int, model_n_ctx: int) -> None:
+    if n_ctx > model_n_ctx:
+        raise ConfigError(f"data.n_ctx: {n_ctx} exceeds the model's context {model_n_ctx}; lower it")
+
+
+def check_pretrained_path(cfg: RunConfig) -> None:
+    if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
+        raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
+
+
+def check_config(cfg: RunConfig, shape: ModelShape | None) -> None:
+    """Hooks, context, data sources and the pretrained SAE against a model of ``shape`` (None: unknown)."""
+    for field, name in hook_fields(cfg):
+        check_hook(name, field, shape)
+    if shape is not None:
+        check_n_ctx(cfg.data.n_ctx, shape.n_ctx)
+    check_source_exists(cfg.data.train, "data.train")
+    check_source_exists(cfg.data.eval, "data.eval")
+    check_held_out(cfg.data.train, cfg.data.eval)
+    check_pretrained_path(cfg)
+
+
 def preflight(cfg: RunConfig, resume: bool = False) -> ModelShape | None:
     """All checks possible without loading the model; returns the model's shape when known."""
     check_output_dir(cfg.output_dir, resume)
     shape = model_shape(cfg.model)
-    check_hook(cfg.sae.position, "sae.position", shape)
-    if cfg.loss.in_to_orig is not None and cfg.loss.in_to_orig.hook_positions:
-        for i, h in enumerate(cfg.loss.in_to_orig.hook_positions):
-            check_hook(h, f"loss.in_to_orig.hook_positions.{i}", shape)
-    if shape is not None and cfg.data.n_ctx > shape.n_ctx:
-        raise ConfigError(f"data.n_ctx: {cfg.data.n_ctx} exceeds the model's context {shape.n_ctx}; lower it")
-    check_source_exists(cfg.data.train, "data.train")
-    check_source_exists(cfg.data.eval, "data.eval")
-    check_held_out(cfg.data.train, cfg.data.eval)
-    if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
-        raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
+    check_config(cfg, shape)
     return shape

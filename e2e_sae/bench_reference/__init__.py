@@ -96,18 +96,14 @@ def reference_spec(cfg: RunConfig, spliced, device: torch.device, workdir: Path,
     lc, tc = cfg.loss, cfg.train
     loss: dict[str, Any] = {"sparsity": {"coeff": lc.sparsity.coeff, "p_norm": lc.sparsity.p_norm},
                             "out_to_orig": None, "out_to_in": None, "logits_kl": None, "in_to_orig": None}
-    if lc.out_to_in is not None and lc.out_to_in.coeff > 0:
-        loss["out_to_in"] = {"coeff": lc.out_to_in.coeff}
-    if lc.logits_kl is not None and lc.logits_kl.coeff > 0:
-        loss["logits_kl"] = {"coeff": lc.logits_kl.coeff}
-    if lc.in_to_orig is not None and lc.in_to_orig.total_coeff > 0:
-        loss["in_to_orig"] = {"total_coeff": lc.in_to_orig.total_coeff, "hook_positions": spliced.downstream_hooks}
-    eb = tc.effective_batch_size
+    for term, coeff in lc.active().items():
+        loss[term] = ({"total_coeff": coeff, "hook_positions": spliced.downstream_hooks} if term == "in_to_orig"
+                      else {"coeff": coeff})
     return {
         "weights": str(workdir / "weights.pt"), "lm_shape": lm_shape, "position": cfg.sae.position,
         "n_dict": spliced.sae.n_dict_elements, "loss": loss, "lr": tc.lr, "max_grad_norm": tc.max_grad_norm,
-        "min_lr_factor": tc.min_lr_factor, "warmup_lr_steps": tc.warmup_samples // eb,
-        "total_steps": max(1, tc.n_samples // eb), "grad_accum_steps": tc.grad_accum_steps,
+        "min_lr_factor": tc.min_lr_factor, "warmup_lr_steps": tc.warmup_steps,
+        "total_steps": tc.total_steps, "grad_accum_steps": tc.grad_accum_steps,
         "steps": steps, "warmup": warmup, "threads": threads, "device": str(device),
     }
 
@@ -127,14 +123,14 @@ def equivalence(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
 # ---- the comparison ------------------------------------------------------------------------------
 
 
-def compare(cfg: RunConfig, ref_dir: Path, repeats: int, worker_args: list[str], seed: int) -> dict[str, Any]:
+def compare(cfg: RunConfig, ref_dir: Path, repeats: int, worker_args: list[str], steps: int, warmup: int,
+            threads: int | None, seed: int) -> dict[str, Any]:
+    """``repeats`` alternating pairs of fresh processes: ours (``python -m e2e_sae.bench`` with
+    ``worker_args``, the same steps/warm-up/threads/seed) and theirs (the reference worker)."""
     from e2e_sae.bench import bench_tokens, finish_worker, hardware, run_worker
     from e2e_sae.train import build_spliced_model, resolve_device
 
     python = reference_python(ref_dir)
-    opts = dict(zip(worker_args[::2], worker_args[1::2], strict=True))
-    steps, warmup = int(opts["--steps"]), int(opts["--warmup"])
-    threads = int(opts["--threads"]) if "--threads" in opts else None
     device = resolve_device(cfg.train.device)
     # Built on the CPU only to export its weights (seeded init is device-independent), so this process
     # holds no accelerator memory while the workers run.

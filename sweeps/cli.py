@@ -18,10 +18,12 @@ import yaml
 
 from e2e_sae.config import ConfigError
 from sweeps.spec import (
-    SweepSpec, config_diff, base_run_dict, expand_trials, is_remote, load_sweep, trial_name, validate_trials,
+    SweepSpec, base_run_dict, config_diff, expand_trials, is_remote, load_sweep, storage_uri, sweep_from_dict,
+    trial_name, validate_trials,
 )
 
-SWEEP_FILE = "sweep.yaml"
+# File names the report reads live in sweeps.report, imported inside the functions that need them:
+# importing it here would load numpy for `plan`.
 SUMMARY_KEYS = ("l0", "alive_dict_elements", "ce_loss_increase", "n_samples")
 
 
@@ -45,6 +47,8 @@ def _experiment_exists(exp_path: str) -> bool:
 
 def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: str) -> None:
     """The validated spec, with the model name the report shows, next to Tune's files."""
+    from sweeps.report import SWEEP_FILE
+
     doc = spec.model_dump(mode="json")
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
     doc["model"] = trials[0]["run"]["model"].get("name") or "native (random init)"
@@ -60,23 +64,21 @@ def _filesystem(exp_path: str):
     """pyarrow filesystem and path for a local experiment path or an s3:// / gs:// URI."""
     import pyarrow.fs
 
-    return pyarrow.fs.FileSystem.from_uri(exp_path if is_remote(exp_path) else str(Path(exp_path).resolve()))
+    return pyarrow.fs.FileSystem.from_uri(storage_uri(exp_path))
 
 
-def _read_sweep_file(exp_path: str) -> SweepSpec:
-    from sweeps.spec import sweep_from_dict
+def _read_sweep_file(exp_path: str, shown: str | None = None) -> SweepSpec:
+    """The spec saved by ``run``; ``shown`` names the experiment in errors (default ``exp_path``)."""
+    from sweeps.report import SWEEP_FILE
 
     fs, root = _filesystem(exp_path)
     if fs.get_file_info(f"{root}/{SWEEP_FILE}").type.name != "File":
-        raise ConfigError(f"{exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
+        raise ConfigError(f"{shown or exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
     with fs.open_input_stream(f"{root}/{SWEEP_FILE}") as f:
         raw = yaml.safe_load(f.read().decode())
     for key in ("model", "n_trials"):
         raw.pop(key, None)
     return sweep_from_dict(raw)
-
-
-REPORT_INPUTS = ("sweep.yaml", "params.json", "result.json", "error.txt")
 
 
 def _local_copy(exp_path: str) -> str:
@@ -87,11 +89,12 @@ def _local_copy(exp_path: str) -> str:
 
     import pyarrow.fs
 
+    from sweeps.report import is_report_input
+
     fs, root = _filesystem(exp_path)
     local = Path(tempfile.mkdtemp(prefix="sweep-report-")) / Path(root).name
     for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
-        name = info.base_name
-        if info.type == pyarrow.fs.FileType.File and (name in REPORT_INPUTS or name.startswith("experiment_state")):
+        if info.type == pyarrow.fs.FileType.File and is_report_input(info.base_name):
             target = local / Path(info.path).relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             with fs.open_input_stream(info.path) as src:
@@ -120,10 +123,9 @@ def _tune_run_config(spec: SweepSpec):
             project=spec.wandb.project, group=spec.name, entity=spec.wandb.entity, mode=spec.wandb.mode,
             resume="allow", excludes=["node_id"],
         ))
-    storage = spec.storage_path if is_remote(spec.storage_path) else str(Path(spec.storage_path).expanduser().resolve())
     return tune.RunConfig(
         name=spec.name,
-        storage_path=storage,
+        storage_path=storage_uri(spec.storage_path),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         callbacks=callbacks,
@@ -153,8 +155,9 @@ def _finish(spec: SweepSpec, exp_path: str) -> int:
 
     print(f"\nresults: {exp_path}")
     local = _local_copy(exp_path)
-    _print_table(load_trials(local))
-    report = write_report(local, None if local == exp_path else Path("report") / spec.name)
+    trials = load_trials(local)
+    _print_table(trials)
+    report = write_report(local, None if local == exp_path else Path("report") / spec.name, trials=trials)
     print(f"report: {report}")
     if spec.wandb.mode != "disabled":
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity, spec.wandb.mode)
@@ -223,7 +226,7 @@ def _param_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
     from ray import tune
 
     space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(trials))))}
-    for key in ("mode", "layer", "hook", "dict_size_to_input_ratio", "sparsity_coeff", "seed", "run"):
+    for key in trials[0]:
         space[key] = tune.sample_from(_pick(trials, key))
     return space
 
@@ -241,7 +244,7 @@ class _pick:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ray.tune import Tuner
 
-    exp_path = args.path if is_remote(args.path) else str(Path(args.path).expanduser().resolve())
+    exp_path = storage_uri(args.path)
     spec = _read_sweep_file(exp_path)
     if not Tuner.can_restore(exp_path):
         raise ConfigError(f"{exp_path}: no Tune experiment state to restore; start it with `python -m sweeps run`")
@@ -270,7 +273,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_report(local, out)
     print(f"report: {report}")
     if args.wandb:
-        spec = _read_sweep_file(args.path)
+        spec = _read_sweep_file(local, shown=args.path)  # the copy _local_copy made of a remote one
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity,
                             os.environ.get("WANDB_MODE", spec.wandb.mode))
     return 0

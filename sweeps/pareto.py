@@ -26,10 +26,6 @@ class FrontPoint:
     y: float
     payload: Any = None
 
-    @property
-    def label(self) -> str:
-        return point_label(self.payload, default="?")
-
 
 @dataclass(frozen=True)
 class Interpolated:

@@ -9,6 +9,7 @@ missing. The file layout and the pareto.json schema are documented in docs/repor
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import math
 import re
@@ -21,6 +22,11 @@ from typing import Any
 import yaml
 
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
+
+# What the report reads of an experiment directory (``sweeps.cli`` copies these of a remote one).
+SWEEP_FILE = "sweep.yaml"
+TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory
+EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 
 SCHEMA_VERSION = 1
 STATES = ("finished", "incomplete", "errored", "pending")
@@ -80,6 +86,11 @@ class TrialRecord:
 
 
 # ---------------------------------------------------------------- reading the experiment directory
+
+def is_report_input(name: str) -> bool:
+    """Whether a file of this name, anywhere in an experiment directory, is one the report reads."""
+    return name == SWEEP_FILE or name in TRIAL_FILES or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
+
 
 def read_result_rows(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of a result.json; a truncated or corrupt line (a sweep still writing) is skipped."""
@@ -170,7 +181,7 @@ def _load_trial_dir(path: Path) -> TrialRecord:
 def _trials_from_experiment_state(exp_dir: Path, seen: set[str]) -> list[TrialRecord]:
     """Trials Ray Tune knows about but has not given a directory yet (pending in a running sweep),
     from the newest experiment_state-*.json. Only plain JSON is read (never the pickled fields)."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
     if not states:
         return []
     try:
@@ -200,7 +211,7 @@ def load_trials(exp_dir: str | Path) -> list[TrialRecord]:
     if not exp_dir.is_dir():
         raise FileNotFoundError(f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>")
     dirs = [p for p in exp_dir.iterdir()
-            if p.is_dir() and any((p / f).is_file() for f in ("params.json", "result.json", "error.txt"))]
+            if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
     trials = [_load_trial_dir(p) for p in dirs]
     trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
     return sorted(trials, key=lambda t: t.trial_id)
@@ -209,11 +220,11 @@ def load_trials(exp_dir: str | Path) -> list[TrialRecord]:
 def read_sweep_meta(exp_dir: Path, trials: list[TrialRecord]) -> dict[str, Any]:
     """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values)."""
     spec: Any = {}
-    if (exp_dir / "sweep.yaml").is_file():
+    if (exp_dir / SWEEP_FILE).is_file():
         try:
-            spec = yaml.safe_load((exp_dir / "sweep.yaml").read_text()) or {}
+            spec = yaml.safe_load((exp_dir / SWEEP_FILE).read_text()) or {}
         except yaml.YAMLError as e:
-            warnings.warn(f"{exp_dir / 'sweep.yaml'} is not valid YAML ({e}); using the trials' run configs")
+            warnings.warn(f"{exp_dir / SWEEP_FILE} is not valid YAML ({e}); using the trials' run configs")
     spec = spec if isinstance(spec, dict) else {}
     finished = [t for t in trials if t.state == "finished"]
     model = model_label(spec.get("model")) or next((t.model for t in trials if t.model), None)
@@ -442,12 +453,14 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(exp_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
+                 trials: list[TrialRecord] | None = None) -> Path:
     """Write trials.csv, pareto.json, frontier_<hook>.png/.svg and report.md; return report.md's path.
-    ``out_dir`` defaults to ``exp_dir/report``."""
+    ``out_dir`` defaults to ``exp_dir/report``; ``trials``: ``load_trials(exp_dir)`` when the caller
+    already has them."""
     exp_dir = Path(exp_dir)
     out_dir = Path(out_dir) if out_dir is not None else exp_dir / "report"
-    trials = load_trials(exp_dir)
+    trials = load_trials(exp_dir) if trials is None else trials
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
     write_trials_csv(trials, out_dir / "trials.csv")

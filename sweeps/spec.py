@@ -25,13 +25,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from e2e_sae.config import (
-    MODES, ConfigError, Mode, RunConfig, format_validation_error, parse_overrides, read_yaml_mapping,
-    run_config_from_dict, set_dotted,
+    MODES, ConfigError, Mode, RunConfig, apply_overrides, format_validation_error, parse_overrides,
+    read_yaml_mapping, run_config_from_dict,
 )
-from e2e_sae.validate import check_hook, model_shape
+from e2e_sae.validate import check_config, model_shape
 
 
 class _Strict(BaseModel):
@@ -126,6 +126,7 @@ class SweepSpec(_Strict):
     # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
     keep_checkpoints: int = Field(default=3, ge=1)
     wandb: SweepWandb = SweepWandb()
+    _base_run: dict[str, Any] | None = PrivateAttr(default=None)  # the base run config, read once
 
     @field_validator("name")
     @classmethod
@@ -150,10 +151,19 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def storage_uri(path: str) -> str:
+    """A storage path as Tune, pyarrow and the report all use it: remote URIs unchanged; local paths
+    (plain or ``file://``) absolute, with ``~`` expanded."""
+    if is_remote(path):
+        return path
+    return str(Path(path.removeprefix("file://")).expanduser().resolve())
+
+
 def join_storage(storage_path: str, name: str) -> str:
-    if is_remote(storage_path):
-        return storage_path.rstrip("/") + "/" + name
-    return str(Path(storage_path.removeprefix("file://")).expanduser().resolve() / name)
+    root = storage_uri(storage_path)
+    if is_remote(root):
+        return root.rstrip("/") + "/" + name
+    return str(Path(root) / name)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -161,7 +171,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and not key.endswith(("native", "hook_positions")):
+        if isinstance(v, dict) and v and not key.endswith("native"):
             out.update(_flatten(v, key + "."))
         else:
             out[key] = v
@@ -179,9 +189,7 @@ def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpe
 
 def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                     base_dir: Path | None = None) -> SweepSpec:
-    raw = dict(raw)
-    for key, value in (overrides or {}).items():
-        set_dotted(raw, key, value)
+    raw = apply_overrides(raw, overrides)
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
@@ -196,48 +204,46 @@ def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None
 
 
 def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
-    if spec.run is not None:
-        return dict(spec.run)
-    try:
-        return read_yaml_mapping(spec.base)
-    except ConfigError as err:
-        raise ConfigError(f"base: {err}") from None
+    """The base run config (inline ``run`` or the ``base`` file, read on first use only); a copy."""
+    if spec._base_run is None:
+        if spec.run is not None:
+            spec._base_run = spec.run
+        else:
+            try:
+                spec._base_run = read_yaml_mapping(spec.base)
+            except ConfigError as err:
+                raise ConfigError(f"base: {err}") from None
+    return copy.deepcopy(spec._base_run)
 
 
 def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     """One dict per trial: the axis values and the trial's full run config (``run``)."""
     base = base_run_dict(spec)
     ax = spec.axes
+    # Set on every trial after its axis values (W&B logging is Tune's callback, not the trial's).
+    fixed: dict[str, Any] = {"wandb.mode": "disabled"}
+    if spec.checkpoint_every_n_samples is not None:
+        fixed["train.checkpoint_every_n_samples"] = spec.checkpoint_every_n_samples
+    if spec.eval_every_n_samples is not None:
+        fixed["train.eval_every_n_samples"] = spec.eval_every_n_samples
     trials = []
     for mode in ax.mode:
         combos = itertools.product(
             ax.layer or [None], ax.dict_size_to_input_ratio or [None], ax.coeffs_for(mode), ax.seed
         )
         for layer, ratio, coeff, seed in combos:
-            dotted = dict(spec.overrides)
-            dotted.update({"mode": mode, "seed": seed, "loss.sparsity.coeff": coeff, "wandb.mode": "disabled"})
+            dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}
             if layer is not None:
                 dotted["sae.position"] = f"blocks.{layer}.hook_resid_pre"
             if ratio is not None:
                 dotted["sae.dict_size_to_input_ratio"] = ratio
-            if spec.checkpoint_every_n_samples is not None:
-                dotted["train.checkpoint_every_n_samples"] = spec.checkpoint_every_n_samples
-            if spec.eval_every_n_samples is not None:
-                dotted["train.eval_every_n_samples"] = spec.eval_every_n_samples
-            run = _with_overrides(base, dotted)
+            run = apply_overrides(base, {**dotted, **fixed})
             trials.append({
                 "mode": mode, "layer": layer, "hook": run["sae"]["position"],
                 "dict_size_to_input_ratio": run["sae"]["dict_size_to_input_ratio"],
                 "sparsity_coeff": coeff, "seed": seed, "run": run,
             })
     return trials
-
-
-def _with_overrides(base: dict[str, Any], dotted: dict[str, Any]) -> dict[str, Any]:
-    run = copy.deepcopy(base)
-    for key, value in dotted.items():
-        set_dotted(run, key, value)
-    return run
 
 
 def trial_name(trial: dict[str, Any]) -> str:
@@ -247,7 +253,8 @@ def trial_name(trial: dict[str, Any]) -> str:
 
 
 def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunConfig]:
-    """Every trial's run config validated, hooks checked against the model, storage reachable."""
+    """Every trial's run config validated and put through the library's checks (hooks against the
+    model, context, data sources, pretrained SAE), storage reachable."""
     configs = []
     for t in trials:
         try:
@@ -258,10 +265,11 @@ def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunCo
     layers = sorted({t["layer"] for t in trials if t["layer"] is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
         raise ConfigError(f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}")
-    for t in trials:
-        check_hook(t["hook"], "sae.position", shape)
-    if shape is not None and any(c.data.n_ctx > shape.n_ctx for c in configs):
-        raise ConfigError(f"data.n_ctx exceeds the model's context {shape.n_ctx}; lower it in the base or overrides")
+    for t, cfg in zip(trials, configs):
+        try:
+            check_config(cfg, shape)
+        except ConfigError as err:
+            raise ConfigError(f"trial {trial_name(t)}: {err}") from None
     check_storage(spec.storage_path)
     return configs
 
@@ -278,7 +286,7 @@ def check_storage(storage_path: str) -> None:
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ConfigError(f"storage_path: cannot reach {storage_path} ({msg}); check the URI and credentials") from None
         return
-    path = Path(storage_path.removeprefix("file://")).expanduser().resolve()
+    path = Path(storage_uri(storage_path))
     existing = path
     while not existing.exists():
         existing = existing.parent

@@ -185,6 +185,13 @@ def test_nan_metric_is_left_off_the_frontier_with_a_warning(tmp_path):
     assert front_ids(doc, A, "local", "l0") == ["train_00001"]
 
 
+def test_write_report_uses_trials_it_is_given(tmp_path):
+    exp = build_experiment(tmp_path, TRIALS)
+    trials = load_trials(exp)
+    doc = json.loads((write_report(exp, trials=trials[:2]).parent / "pareto.json").read_text())
+    assert doc["trial_counts"]["total"] == 2  # not read again from the directory
+
+
 def test_missing_experiment_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_trials(tmp_path / "nope")

@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from e2e_sae.config import ConfigError
-from sweeps.spec import LogSpace, expand_trials, sweep_from_dict, validate_trials
+from sweeps.spec import (
+    LogSpace, check_storage, expand_trials, storage_uri, sweep_from_dict, trial_name, validate_trials,
+)
 from sweep_fixtures import tiny_sweep, write_sweep
 
 
@@ -79,3 +81,33 @@ def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
     local = Path(cli._local_copy(f"file://{exp}"))
     copied = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     assert copied == ["experiment_state-1.json", "sweep.yaml", "trial_0/params.json", "trial_0/result.json"]
+
+
+def test_missing_dataset_in_the_base_fails_validation_in_one_line(tmp_path):
+    top = tiny_sweep(tmp_path)
+    run = top.pop("run")
+    run["data"]["train"]["name"] = str(tmp_path / "no-such-train.jsonl")
+    top["base"] = str(write_sweep(tmp_path, run, "base.yaml"))
+    spec = sweep_from_dict(top)
+    trials = expand_trials(spec)
+    with pytest.raises(ConfigError) as err:
+        validate_trials(spec, trials)
+    message = str(err.value)
+    assert message.startswith(f"trial {trial_name(trials[0])}: data.train")
+    assert "no-such-train.jsonl does not exist" in message and "\n" not in message
+
+
+def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_path, monkeypatch):
+    from sweeps import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for storage in (f"file://{tmp_path}/results", "~/results", str(tmp_path / "results")):
+        spec = sweep_from_dict(tiny_sweep(tmp_path, storage_path=storage))
+        exp = str(tmp_path / "results" / "tiny")
+        assert storage_uri(storage) == str(tmp_path / "results")
+        assert spec.experiment_path == exp  # where sweep.yaml is written and the report read
+        tune_config = cli._tune_run_config(spec)  # builds Tune's RunConfig; starts no Ray
+        assert str(Path(tune_config.storage_path) / tune_config.name) == exp
+        assert cli._filesystem(f"file://{exp}")[1] == exp == storage_uri(f"file://{exp}")  # resume's path
+        check_storage(storage)
+    assert storage_uri("s3://bucket/results/") == "s3://bucket/results/"

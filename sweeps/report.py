@@ -12,6 +12,7 @@ import csv
 import fnmatch
 import json
 import math
+import os
 import re
 import statistics
 import warnings
@@ -500,7 +501,9 @@ def log_report_to_wandb(report_dir: str | Path, project: str, group: str, entity
     doc = json.loads((report_dir / "pareto.json").read_text())
     with (report_dir / "trials.csv").open(newline="") as f:
         header, *rows = list(csv.reader(f))
+    # Local run files beside the report (not in whatever directory the command ran from); WANDB_DIR wins.
     run = wandb.init(project=project, group=group, entity=entity, name=f"{doc['sweep']}-report",
+                     dir=os.environ.get("WANDB_DIR") or str(report_dir),
                      job_type="report", mode=mode, config={k: doc[k] for k in
                                                             ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")})
     try:

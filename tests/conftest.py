@@ -31,12 +31,34 @@ def write_token_jsonl(path: Path, n_rows: int, n_ctx: int, vocab: int, seed: int
     return path
 
 
+def write_tiny_data(tmp: Path) -> dict[str, Path]:
+    """The tiny train (64 rows) and eval (8 rows) token files, written under `tmp`."""
+    return {
+        "train": write_token_jsonl(tmp / "train.jsonl", 64, 16, TINY_MODEL["d_vocab"], seed=1),
+        "eval": write_token_jsonl(tmp / "eval.jsonl", 8, 16, TINY_MODEL["d_vocab"], seed=2),
+    }
+
+
+def tiny_run(data: dict[str, Path], mode: str = "e2e", output_dir: str = "set-by-the-trial") -> dict[str, Any]:
+    """The run fields shared by the tiny single-run configs and the tiny sweep's run template."""
+    return {
+        "mode": mode,
+        "output_dir": output_dir,
+        "model": {"native": dict(TINY_MODEL)},
+        "data": {
+            "train": {"name": str(data["train"])},
+            "eval": {"name": str(data["eval"])},
+            "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4,
+        },
+        "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
+        "loss": {"sparsity": {"coeff": 0.1}},
+        "train": {"n_samples": 64, "batch_size": 4, "effective_batch_size": 8, "lr": 1e-2},
+    }
+
+
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> dict[str, Path]:
-    return {
-        "train": write_token_jsonl(tmp_path / "train.jsonl", 64, 16, TINY_MODEL["d_vocab"], seed=1),
-        "eval": write_token_jsonl(tmp_path / "eval.jsonl", 8, 16, TINY_MODEL["d_vocab"], seed=2),
-    }
+    return write_tiny_data(tmp_path)
 
 
 @pytest.fixture
@@ -44,23 +66,11 @@ def tiny_config(tmp_path: Path, tiny_data: dict[str, Path]):
     """A factory for a tiny run config dict; keyword overrides are dotted keys."""
 
     def make(mode: str = "e2e", **dotted: Any) -> dict[str, Any]:
-        raw = {
-            "mode": mode,
-            "output_dir": str(tmp_path / f"run_{mode}"),
-            "seed": 0,
-            "model": {"native": dict(TINY_MODEL)},
-            "data": {
-                "train": {"name": str(tiny_data["train"])},
-                "eval": {"name": str(tiny_data["eval"])},
-                "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4,
-            },
-            "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
-            "loss": {"sparsity": {"coeff": 0.1}},
-            "train": {"n_samples": 64, "batch_size": 4, "effective_batch_size": 8, "lr": 1e-2,
-                      "warmup_samples": 8, "checkpoint_every_n_samples": 32, "eval_every_n_samples": 32,
-                      "act_frequency_n_tokens": 256},
-            "wandb": {"mode": "disabled"},
-        }
+        raw = tiny_run(tiny_data, mode, str(tmp_path / f"run_{mode}"))
+        raw["seed"] = 0
+        raw["train"].update(warmup_samples=8, checkpoint_every_n_samples=32, eval_every_n_samples=32,
+                            act_frequency_n_tokens=256)
+        raw["wandb"] = {"mode": "disabled"}
         from e2e_sae.config import set_dotted
 
         for key, value in dotted.items():

@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conftest import TINY_MODEL, write_token_jsonl
+from conftest import tiny_run, write_tiny_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ray_free_env() -> dict[str, str]:
+    """This process's environment without any pointer to a Ray cluster or its auth token, so a
+    subprocess never joins someone else's Ray and only uses the auth settings a test gives it."""
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                "RAY_AUTH_MODE"):
+        env.pop(key, None)
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("WANDB_MODE", "disabled")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def tiny_sweep(tmp: Path, **top: Any) -> dict[str, Any]:
-    train = write_token_jsonl(tmp / "train.jsonl", 64, 16, TINY_MODEL["d_vocab"], seed=1)
-    eval_ = write_token_jsonl(tmp / "eval.jsonl", 8, 16, TINY_MODEL["d_vocab"], seed=2)
-    run = {
-        "mode": "e2e", "output_dir": "set-by-the-trial", "model": {"native": dict(TINY_MODEL)},
-        "data": {"train": {"name": str(train)}, "eval": {"name": str(eval_)}, "n_ctx": 16,
-                 "n_eval_samples": 8, "eval_batch_size": 4},
-        "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
-        "loss": {"sparsity": {"coeff": 0.1}},
-        "train": {"n_samples": 64, "batch_size": 4, "effective_batch_size": 8, "lr": 1e-2},
-    }
+    run = tiny_run(write_tiny_data(tmp))
     spec = {
         "name": "tiny", "run": run,
         "axes": {"mode": ["local", "e2e"], "layer": [1], "sparsity_coeff": {"local": [0.1, 1.0], "e2e": [0.1]}},

@@ -6,7 +6,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,15 +15,9 @@ from pathlib import Path
 import pytest
 
 from sweeps.report import load_trials
-from sweep_fixtures import tiny_sweep, write_sweep
+from sweep_fixtures import REPO, free_port, ray_free_env, tiny_sweep, write_sweep
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -32,8 +25,8 @@ def ray_head():
     """A Ray head on 127.0.0.1 with token auth, in its own process group: stopping it touches no
     other Ray on this machine (never `ray stop`, which ends every Ray process)."""
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
-    port, dash = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    port, dash = free_port(), free_port()
+    env = ray_free_env()
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "WANDB_MODE": "disabled"})
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
@@ -64,7 +57,6 @@ def ray_head():
 def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):
     address, env = ray_head
     path = write_sweep(tmp_path, tiny_sweep(tmp_path, name="submitted"))
-    repo = Path(__file__).resolve().parents[1]
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
     refused = subprocess.run([RAY, "job", "list", "--address", address], env={**no_token, "HOME": str(tmp_path)},
                              capture_output=True, text=True, timeout=60)
@@ -72,7 +64,7 @@ def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):
 
     for _ in range(10):  # the head's job agent comes up a few seconds after the job server
         submit = subprocess.run(
-            [RAY, "job", "submit", "--address", address, "--working-dir", str(repo), "--",
+            [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
              sys.executable, "-m", "sweeps", "run", str(path)],
             env=env, capture_output=True, text=True, timeout=400,
         )

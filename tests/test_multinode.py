@@ -30,26 +30,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from sweep_fixtures import REPO, free_port, ray_free_env, tiny_sweep, write_sweep
+
 RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 OBJECT_STORE_BYTES = 100 * 1024 * 1024  # keep /dev/shm use small on a shared machine
 START_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _base_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
-                "RAY_AUTH_MODE"):
-        env.pop(key, None)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env.setdefault("WANDB_MODE", "disabled")
-    return env
 
 
 @dataclass
@@ -66,7 +51,7 @@ class LocalCluster:
     def client_env(self, mode: str | None = "token", token: str | None = "file") -> dict[str, str]:
         """Environment for a client process. token: "file" (RAY_AUTH_TOKEN_PATH), "env"
         (RAY_AUTH_TOKEN), None (no token), or a literal wrong token."""
-        env = _base_env()
+        env = ray_free_env()
         # A private HOME, so a ~/.ray/auth_token left by someone else on this machine never
         # stands in for the token under test.
         env["HOME"] = str(self.token_path.parent / "home")
@@ -130,7 +115,7 @@ def cluster():
     token_path.write_text(token)
     token_path.chmod(0o600)
 
-    gcs_port, dashboard_port = _free_port(), _free_port()
+    gcs_port, dashboard_port = free_port(), free_port()
     head_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit
     worker_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     c = LocalCluster(
@@ -138,7 +123,7 @@ def cluster():
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
         token=token, token_path=token_path, temp_dirs=[head_dir, worker_dir, str(token_dir)],
     )
-    node_env = _base_env()
+    node_env = ray_free_env()
     node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
                     HOME=str(token_dir / "home"))
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
@@ -146,11 +131,11 @@ def cluster():
     try:
         _ray_start(["--head", "--port", str(gcs_port), "--temp-dir", head_dir,
                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-                    "--ray-client-server-port", str(_free_port()),
-                    "--dashboard-agent-listen-port", str(_free_port()), *common],
+                    "--ray-client-server-port", str(free_port()),
+                    "--dashboard-agent-listen-port", str(free_port()), *common],
                    node_env, c.process_groups)
         _ray_start(["--address", c.gcs_address, "--temp-dir", worker_dir,
-                    "--dashboard-agent-listen-port", str(_free_port()), *common],
+                    "--dashboard-agent-listen-port", str(free_port()), *common],
                    node_env, c.process_groups)
         yield c
     finally:
@@ -270,13 +255,8 @@ def test_ray_job_submit_needs_auth_mode_and_token_on_the_client(cluster: LocalCl
 # The sweep across both nodes, driven exactly as on a cluster: `python -m sweeps run` with
 # RAY_ADDRESS pointing at the head and the token in the environment.
 
-SWEEP_CLI = REPO / "sweeps" / "cli.py"
 
-
-@pytest.mark.skipif(not SWEEP_CLI.exists(), reason="needs the sweep layer (sweeps/cli.py), not in the repo yet")
 def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster, tmp_path: Path):
-    from sweep_fixtures import tiny_sweep, write_sweep
-
     # Four 1-CPU trials, two at a time, on two 1-CPU nodes: each node has to take trials.
     # storage_path is local: both nodes share this machine's filesystem, as an NFS mount would.
     spec = tiny_sweep(tmp_path, name="multinode", max_concurrent_trials=2, max_failures=0,
@@ -302,7 +282,7 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
     # The report is made from the experiment directory alone, with no cluster.
     out = tmp_path / "report"
     report = subprocess.run([sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(out)],
-                            env=_base_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+                            env=ray_free_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, f"{report.stdout[-3000:]}\n{report.stderr[-3000:]}"
     for name in ("report.md", "pareto.json", "trials.csv"):
         assert (out / name).is_file(), f"report did not write {name}"

@@ -71,12 +71,12 @@ def test_kernel_config_errors_name_the_field(tiny_config):
 
 
 @pytest.mark.parametrize("mode", ["local", "e2e"])
-def test_sparse_training_matches_autograd_training(tiny_config, monkeypatch, mode):
+def test_sparse_training_matches_autograd_training(tiny_config, tmp_path, monkeypatch, mode):
     """Whole runs (eval, L0, alive counts) agree when every batch takes the sparse path."""
     monkeypatch.setattr(sae_kernels, "SPARSE_BELOW", 1.01)
     runs = {}
     for kernel in ("autograd", "sparse"):
-        cfg = tiny_config(mode, output_dir=str(tiny_config(mode)["output_dir"]) + kernel,
+        cfg = tiny_config(mode, output_dir=str(tmp_path / f"run_{mode}_{kernel}"),
                           **{"train.sae_kernel": kernel})
         runs[kernel] = train(run_config_from_dict(cfg), progress=False)
     a, s = runs["autograd"], runs["sparse"]

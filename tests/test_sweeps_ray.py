@@ -16,13 +16,13 @@ from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 from sweeps.report import load_trials
 from sweeps.trainable import KILL_AT_SAMPLES_ENV, KILL_MARKER_ENV
-from sweep_fixtures import tiny_sweep, write_sweep
+from sweep_fixtures import ray_free_env, tiny_sweep, write_sweep
 
 METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # never join another cluster
+    env = ray_free_env()  # never join another cluster or pick up its auth settings
     env.update({"WANDB_MODE": "disabled", "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1", **extra})
     return env
 

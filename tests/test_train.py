@@ -31,12 +31,12 @@ def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
 
 
 @pytest.mark.parametrize("n_samples", [64, 128])  # 128: the checkpoint falls on the data's epoch end
-def test_resume_is_exact(tiny_config, n_samples):
+def test_resume_is_exact(tiny_config, tmp_path, n_samples):
     sizes = {"train.n_samples": n_samples, "train.checkpoint_every_n_samples": n_samples // 2}
-    straight_cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_a", **sizes))
+    straight_cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tmp_path / "straight"), **sizes))
     straight = train(straight_cfg, progress=False)
 
-    cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tiny_config()["output_dir"]) + "_b", **sizes))
+    cfg = run_config_from_dict(tiny_config("e2e+ds", output_dir=str(tmp_path / "interrupted"), **sizes))
 
     def stop_at_first_checkpoint(metrics, ckpt_dir):
         if ckpt_dir is not None:
@@ -90,8 +90,8 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
 
 
-def test_compiled_sae_trains_to_the_same_metrics(tiny_config):
-    plain = train(run_config_from_dict(tiny_config(output_dir=str(tiny_config()["output_dir"]) + "_plain")), progress=False)
+def test_compiled_sae_trains_to_the_same_metrics(tiny_config, tmp_path):
+    plain = train(run_config_from_dict(tiny_config(output_dir=str(tmp_path / "plain"))), progress=False)
     compiled_cfg = run_config_from_dict(tiny_config(**{"train.compile": True}))
     compiled = train(compiled_cfg, progress=False)
     assert compiled["l0"] == pytest.approx(plain["l0"], rel=1e-4)

@@ -10,7 +10,6 @@ caller (e.g. Ray Tune) only once complete. Loading uses ``torch.load(weights_onl
 from __future__ import annotations
 
 import os
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,14 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])  # a "python" entry from older checkpoints is ignored: nothing uses it
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -54,6 +51,12 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     if not checkpoints_dir.is_dir():
         return []
     return sorted(p for p in checkpoints_dir.glob("samples_*") if (p / CHECKPOINT_FILE).is_file())
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of the run in ``output_dir``, or None."""
+    ckpts = list_checkpoints(Path(output_dir) / "checkpoints")
+    return ckpts[-1] if ckpts else None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -8,26 +8,23 @@ raw mapping before validation, so they are checked exactly like the file.
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-Mode = Literal["local", "e2e", "e2e+ds"]
-MODES: tuple[str, ...] = ("local", "e2e", "e2e+ds")
+from e2e_sae.losses import MODE_PRESETS, MODES, LossConfig, Mode, check_kernel_supports
+from e2e_sae.strict import Strict
+
+__all__ = ["MODES", "Mode", "LossConfig", "ConfigError", "RunConfig"]  # MODES, Mode, LossConfig: from losses
 
 
 class ConfigError(ValueError):
     """A user-facing configuration problem; its message is one line naming the field and the fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """The frozen language model: an HF name (``gpt2``), ``builtin:pycode``, a local path, or a
     TL-native config dict (``native``) for a randomly initialised model (tests, benchmarks)."""
 
@@ -41,7 +38,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class DataSource(_Strict):
+class DataSource(Strict):
     """One token source. ``name``: ``builtin:pycode``, an HF dataset name, a ``load_from_disk``
     directory, or a local .txt/.jsonl/.json/.parquet file (or a directory of them)."""
 
@@ -52,7 +49,7 @@ class DataSource(_Strict):
     shuffle_buffer: int = Field(default=10_000, ge=1)  # streaming shuffle buffer
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     train: DataSource
     eval: DataSource
     n_ctx: int = Field(gt=0)
@@ -61,57 +58,13 @@ class DataConfig(_Strict):
     eval_batch_size: int = Field(default=16, gt=0)
 
 
-class SAEConfig(_Strict):
+class SAEConfig(Strict):
     position: str  # a hook point of the model, e.g. blocks.6.hook_resid_pre
     dict_size_to_input_ratio: float = Field(gt=0)
     pretrained_path: Path | None = None  # start from an SAE checkpoint (ours or the authors' e2e_sae)
 
 
-class SparsityLoss(_Strict):
-    coeff: float = Field(ge=0)
-    p_norm: float = Field(default=1.0, gt=0)
-
-
-class CoeffLoss(_Strict):
-    coeff: float = Field(ge=0)
-
-
-class DownstreamLoss(_Strict):
-    """MSE of downstream activations, spliced vs original: ``total_coeff / len(H) * sum_h MSE``.
-    ``hook_positions`` default: every later layer's ``hook_resid_pre``."""
-
-    total_coeff: float = Field(ge=0)
-    hook_positions: list[str] | None = None
-
-
-class LossConfig(_Strict):
-    """Loss terms, named as in the reference library. Missing terms are filled by the ``mode``
-    preset; a term set explicitly overrides the preset."""
-
-    sparsity: SparsityLoss
-    out_to_in: CoeffLoss | None = None  # MSE(a_hat, a) at the SAE: the local loss
-    logits_kl: CoeffLoss | None = None  # KL(p_orig || p_spliced)
-    in_to_orig: DownstreamLoss | None = None  # downstream MSE (e2e+ds)
-
-    def active(self) -> dict[str, float]:
-        """The reconstruction terms that are on (coefficient > 0), with their coefficients."""
-        coeffs = {
-            "out_to_in": self.out_to_in.coeff if self.out_to_in is not None else 0.0,
-            "logits_kl": self.logits_kl.coeff if self.logits_kl is not None else 0.0,
-            "in_to_orig": self.in_to_orig.total_coeff if self.in_to_orig is not None else 0.0,
-        }
-        return {term: coeff for term, coeff in coeffs.items() if coeff > 0}
-
-
-MODE_PRESETS: dict[str, dict[str, Any]] = {
-    "local": {"out_to_in": {"coeff": 1.0}, "logits_kl": None, "in_to_orig": None},
-    "e2e": {"out_to_in": None, "logits_kl": {"coeff": 1.0}, "in_to_orig": None},
-    # The paper's e2e+ds: KL coeff 0.5, total downstream MSE coeff 2.5.
-    "e2e+ds": {"out_to_in": None, "logits_kl": {"coeff": 0.5}, "in_to_orig": {"total_coeff": 2.5}},
-}
-
-
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     n_samples: int = Field(gt=0)  # training sequences of n_ctx tokens
     batch_size: int = Field(default=8, gt=0)
     effective_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size
@@ -159,7 +112,7 @@ class TrainConfig(_Strict):
         return self.warmup_samples // self.effective_batch_size  # type: ignore[operator]
 
 
-class WandbConfig(_Strict):
+class WandbConfig(Strict):
     project: str | None = None
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] = "disabled"
@@ -167,7 +120,7 @@ class WandbConfig(_Strict):
     name: str | None = None
 
 
-class RunConfig(_Strict):
+class RunConfig(Strict):
     mode: Mode
     output_dir: Path
     seed: int = 0
@@ -191,11 +144,7 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _kernel_supports_p_norm(self) -> "RunConfig":
-        if self.train.sae_kernel in ("sparse", "dense") and self.loss.sparsity.p_norm != 1:
-            raise ValueError(
-                f"train.sae_kernel: {self.train.sae_kernel!r} implements the L1 penalty only "
-                f"(loss.sparsity.p_norm is {self.loss.sparsity.p_norm}); use auto or autograd"
-            )
+        check_kernel_supports(self.train.sae_kernel, self.loss.sparsity.p_norm)
         return self
 
     @model_validator(mode="after")
@@ -203,11 +152,6 @@ class RunConfig(_Strict):
         if not self.loss.active():
             raise ValueError("loss: every reconstruction term is off; set loss.out_to_in, logits_kl or in_to_orig")
         return self
-
-    @property
-    def needs_logits(self) -> bool:
-        """Whether training needs the spliced forward past the SAE (KL or downstream terms)."""
-        return bool(self.loss.active().keys() & {"logits_kl", "in_to_orig"})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -19,14 +19,15 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
+from e2e_sae.builtin.assets import builtin_tokens
+from e2e_sae.builtin.catalog import parse_name
 from e2e_sae.config import ConfigError, DataSource
 
-BUILTIN_PREFIX = "builtin:"
 _LOCAL_FORMATS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 def is_builtin(source: DataSource) -> bool:
-    return source.name.startswith(BUILTIN_PREFIX)
+    return parse_name(source.name) is not None
 
 
 def check_source_exists(source: DataSource, field: str) -> None:
@@ -176,9 +177,7 @@ class RowStream:
 
 
 def builtin_chunks(source: DataSource, n_ctx: int) -> Tensor:
-    from e2e_sae.builtin import builtin_tokens
-
-    flat = builtin_tokens(source.name[len(BUILTIN_PREFIX):], source.split)
+    flat = builtin_tokens(parse_name(source.name), source.split)
     n = len(flat) // n_ctx
     return flat[: n * n_ctx].view(n, n_ctx).long()
 

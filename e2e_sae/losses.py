@@ -1,20 +1,86 @@
-"""Loss terms of the three training modes, as pure functions of tensors (DESIGN.md, "The method").
+"""The loss of the three training modes: the term configs, the mode presets, and the terms as pure
+functions of tensors. Definitions: docs/metrics.md ("Training loss").
 
-Every function takes activations shaped ``[batch, pos, ...]`` and returns a scalar.
+A new loss term means: a config field on :class:`LossConfig`, an entry in :meth:`LossConfig.active`,
+its preset per mode in :data:`MODE_PRESETS`, and its function in :func:`total_loss`; nothing else.
+Every tensor function takes activations shaped ``[batch, pos, ...]`` and returns a scalar.
 """
 
 from __future__ import annotations
 
+from typing import Any, Literal, get_args
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 
-from e2e_sae.config import LossConfig
+from e2e_sae.strict import Strict
+
+class SparsityLoss(Strict):
+    coeff: float = Field(ge=0)
+    p_norm: float = Field(default=1.0, gt=0)
 
 
-def sparsity_loss(c: Tensor, p_norm: float, d_in: int) -> Tensor:
-    """``mean_tokens(||c||_p) / d_in`` for dictionary activations ``c [batch, pos, n_dict]``."""
-    return torch.linalg.vector_norm(c, ord=p_norm, dim=-1).mean() / d_in
+class CoeffLoss(Strict):
+    coeff: float = Field(ge=0)
+
+
+class DownstreamLoss(Strict):
+    """MSE of downstream activations, spliced vs original: ``total_coeff / len(H) * sum_h MSE``.
+    ``hook_positions`` default: every later layer's ``hook_resid_pre``."""
+
+    total_coeff: float = Field(ge=0)
+    hook_positions: list[str] | None = None
+
+
+class LossConfig(Strict):
+    """Loss terms, named as in the reference library. Missing terms are filled by the ``mode``
+    preset; a term set explicitly overrides the preset."""
+
+    sparsity: SparsityLoss
+    out_to_in: CoeffLoss | None = None  # MSE(a_hat, a) at the SAE: the local loss
+    logits_kl: CoeffLoss | None = None  # KL(p_orig || p_spliced)
+    in_to_orig: DownstreamLoss | None = None  # downstream MSE (e2e+ds)
+
+    def active(self) -> dict[str, float]:
+        """The reconstruction terms that are on (coefficient > 0), with their coefficients."""
+        coeffs = {
+            "out_to_in": self.out_to_in.coeff if self.out_to_in is not None else 0.0,
+            "logits_kl": self.logits_kl.coeff if self.logits_kl is not None else 0.0,
+            "in_to_orig": self.in_to_orig.total_coeff if self.in_to_orig is not None else 0.0,
+        }
+        return {term: coeff for term, coeff in coeffs.items() if coeff > 0}
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether a loss term needs the spliced forward past the SAE (KL or downstream MSE)."""
+        return bool(self.active().keys() & {"logits_kl", "in_to_orig"})
+
+
+Mode = Literal["local", "e2e", "e2e+ds"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+# What each training mode switches on; a term set explicitly in a run config overrides its preset.
+MODE_PRESETS: dict[str, dict[str, Any]] = {
+    "local": {"out_to_in": {"coeff": 1.0}, "logits_kl": None, "in_to_orig": None},
+    "e2e": {"out_to_in": None, "logits_kl": {"coeff": 1.0}, "in_to_orig": None},
+    # The paper's e2e+ds: KL coeff 0.5, total downstream MSE coeff 2.5.
+    "e2e+ds": {"out_to_in": None, "logits_kl": {"coeff": 0.5}, "in_to_orig": {"total_coeff": 2.5}},
+}
+
+
+# The fused SAE kernels (e2e_sae.sae_kernels) differentiate the L1 penalty only.
+FUSED_KERNEL_P_NORM = 1.0
+
+
+def check_kernel_supports(kernel: str, p_norm: float) -> None:
+    """Refuse a fused kernel (``sparse``/``dense``) for a penalty other than L1; ValueError names the fix."""
+    if kernel in ("sparse", "dense") and p_norm != FUSED_KERNEL_P_NORM:
+        raise ValueError(
+            f"train.sae_kernel: {kernel!r} implements the L1 penalty only "
+            f"(loss.sparsity.p_norm is {p_norm}); use auto or autograd"
+        )
 
 
 def mse(x_hat: Tensor, x: Tensor) -> Tensor:
@@ -54,7 +120,7 @@ def total_loss(
 
     ``c_norm`` is the mean over tokens of ``||c||_p`` as the SAE computed it
     (:attr:`e2e_sae.sae.SAEOutput.c_norm`, fused with its backward); the sparsity term is
-    ``c_norm / d_in``, i.e. :func:`sparsity_loss`.
+    ``c_norm / d_in``, i.e. ``mean_tokens(||c||_p) / d_in``.
     """
     terms: dict[str, Tensor] = {"sparsity": c_norm / acts.shape[-1]}
     loss = cfg.sparsity.coeff * terms["sparsity"]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from e2e_sae.losses import check_kernel_supports
 from e2e_sae.sae_kernels import SAEWithL1
 
 
@@ -64,8 +65,7 @@ class SAE(nn.Module):
             acts_hat, c = self(acts)
             c_norm = torch.linalg.vector_norm(c, ord=p_norm, dim=-1).mean()
             return SAEOutput(acts_hat, c, c_norm, c.detach().flatten(0, -2).sign().sum(0))
-        if p_norm != 1:
-            raise ValueError(f"the {kernel!r} SAE kernel implements the L1 penalty only, got p_norm={p_norm}")
+        check_kernel_supports(kernel, p_norm)
         flat = acts.reshape(-1, self.d_in)
         enc = self.encoder[0]
         acts_hat, c, l1, fired = SAEWithL1.apply(

@@ -24,6 +24,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from e2e_sae.losses import FUSED_KERNEL_P_NORM
+
 # torch warns once per process that CSR support is "beta"; the ops used here are tested against autograd.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
@@ -39,7 +41,7 @@ def resolve_kernel(requested: str, device_type: str, p_norm: float, compiled: bo
     """The kernel a run uses: ``sparse``, ``dense`` or ``autograd`` (see the module docstring)."""
     if requested != "auto":
         return requested
-    if p_norm != 1 or compiled:
+    if p_norm != FUSED_KERNEL_P_NORM or compiled:
         return "autograd"
     return "sparse" if device_type == "cpu" else "dense"
 

@@ -9,7 +9,6 @@ whole model. Both paths compute the same function (tested to float tolerance).
 
 from __future__ import annotations
 
-import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -17,25 +16,8 @@ import torch
 from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
+from e2e_sae.hooks import hook_layer, resid_pre_layer
 from e2e_sae.sae import SAE, SAEOutput
-
-_RESID_PRE = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
-
-
-def hook_layer(hook_name: str) -> int | None:
-    """Block index of a hook name (exact match on ``blocks.<L>.``), or None for embed/final hooks."""
-    m = _BLOCK.match(hook_name)
-    return int(m.group(1)) if m else None
-
-
-def downstream_resid_pre_hooks(position: str, n_layers: int) -> list[str]:
-    """The later layers' ``hook_resid_pre`` (the paper's default downstream set H); for an SAE in
-    the last block, whose later layers have none, the final residual ``hook_resid_post``."""
-    layer = hook_layer(position)
-    start = 0 if layer is None else layer + 1
-    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(start, n_layers)]
-    return hooks or [f"blocks.{n_layers - 1}.hook_resid_post"]
 
 
 @dataclass
@@ -77,8 +59,7 @@ class SplicedModel(nn.Module):
         self.autocast_bf16 = autocast_bf16
         self.p_norm = p_norm
         self.sae_kernel = sae_kernel  # resolved: sparse | dense | autograd (e2e_sae.sae_kernels)
-        m = _RESID_PRE.match(position)
-        self.sae_layer: int | None = int(m.group(1)) if (m and start_at_sae_layer) else None
+        self.sae_layer: int | None = resid_pre_layer(position) if start_at_sae_layer else None
 
     # ---- helpers -------------------------------------------------------------------------------
 

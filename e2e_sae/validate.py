@@ -6,38 +6,25 @@ writes to disk, so a bad config never touches an existing run directory.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from e2e_sae.builtin.assets import builtin_model_path
+from e2e_sae.builtin.catalog import parse_name
 from e2e_sae.config import ConfigError, ModelConfig, RunConfig
 from e2e_sae.data import check_held_out, check_source_exists
-
-# Hook points of a TransformerLens block, as named by TransformerBridge's aliases.
-BLOCK_HOOKS = (
-    "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-    "hook_mlp_in", "hook_attn_in",
-)
-GLOBAL_HOOKS = ("hook_embed", "hook_pos_embed")
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    n_layers: int
-    n_ctx: int
+from e2e_sae.model_shape import ModelShape
+from e2e_sae.hooks import BLOCK_HOOKS, GLOBAL_HOOKS, hook_layer, is_known_hook, valid_hook_names
 
 
 def model_shape(model: ModelConfig) -> ModelShape | None:
     """Layers and context of the model without loading weights; None where unknown offline."""
     if model.native is not None:
-        return ModelShape(int(model.native["n_layers"]), int(model.native["n_ctx"]))
+        return ModelShape.from_tl(model.native)
     name = model.name or ""
     path = None
-    if name.startswith("builtin:"):
-        from e2e_sae.builtin import builtin_model_path
-
+    if parse_name(name) is not None:
         try:
-            path = builtin_model_path(name.split(":", 1)[1])
+            path = builtin_model_path(parse_name(name))
         except ValueError as err:
             raise ConfigError(f"model.name: {err}") from None
     elif name.endswith(".pt"):
@@ -47,30 +34,23 @@ def model_shape(model: ModelConfig) -> ModelShape | None:
     if path is not None:
         import torch
 
-        cfg = torch.load(path, map_location="cpu", weights_only=True)["cfg"]
-        return ModelShape(int(cfg["n_layers"]), int(cfg["n_ctx"]))
+        return ModelShape.from_tl(torch.load(path, map_location="cpu", weights_only=True)["cfg"])
     try:
         from transformers import AutoConfig
 
         hf = AutoConfig.from_pretrained(name)
     except Exception:  # no network or unknown name: the loaded model is checked instead
         return None
-    n_layers = getattr(hf, "n_layer", None) or getattr(hf, "num_hidden_layers", None)
-    n_ctx = getattr(hf, "n_positions", None) or getattr(hf, "max_position_embeddings", None)
-    return ModelShape(int(n_layers), int(n_ctx)) if n_layers and n_ctx else None
-
-
-def valid_hook_names(n_layers: int) -> list[str]:
-    return [*GLOBAL_HOOKS, *(f"blocks.{i}.{h}" for i in range(n_layers) for h in BLOCK_HOOKS)]
+    return ModelShape.from_hf(hf)
 
 
 def check_hook(name: str, field: str, shape: ModelShape | None) -> None:
-    m = re.fullmatch(r"blocks\.(\d+)\.(\w+)", name)
-    if m and shape is not None and int(m.group(1)) >= shape.n_layers:
+    layer = hook_layer(name)
+    if layer is not None and shape is not None and layer >= shape.n_layers:
         raise ConfigError(
-            f"{field}: layer {m.group(1)} is out of range; the model has layers 0..{shape.n_layers - 1}"
+            f"{field}: layer {layer} is out of range; the model has layers 0..{shape.n_layers - 1}"
         )
-    if not (name in GLOBAL_HOOKS or (m and m.group(2) in BLOCK_HOOKS)):
+    if not is_known_hook(name):
         raise ConfigError(
             f"{field}: unknown hook point {name!r}; use one of {', '.join(GLOBAL_HOOKS)} or "
             f"blocks.<layer>.<{'|'.join(BLOCK_HOOKS)}>"
@@ -93,6 +73,14 @@ def hook_fields(cfg: RunConfig) -> list[tuple[str, str]]:
     return [("sae.position", cfg.sae.position)] + [
         (f"loss.in_to_orig.hook_positions.{i}", h) for i, h in enumerate(downstream)
     ]
+
+
+def check_hooks_in_model(cfg: RunConfig, hook_dict: dict, n_layers: int) -> None:
+    """Every hook point the run uses exists in the loaded model (for models whose shape was unknown before)."""
+    for field, name in hook_fields(cfg):
+        if name not in hook_dict:
+            valid = [h for h in valid_hook_names(n_layers) if h in hook_dict]
+            raise ConfigError(f"{field}: {name!r} is not a hook point of this model; valid: {', '.join(valid)}")
 
 
 def check_n_ctx(n_ctx: int, model_n_ctx: int) -> None:

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_sae.bench import PHASES, LMShape, load_bench_config, main, peak_tflops, train_flops_per_token
+from e2e_sae.bench.__main__ import main
+from e2e_sae.bench.common import PHASES
+from e2e_sae.bench.throughput import load_bench_config, peak_tflops, train_flops_per_token
+from e2e_sae.model_shape import ModelShape
 
 DOCUMENTED_KEYS = {
     "mode", "position", "n_dict_elements", "batch_size", "n_ctx", "grad_accum_steps", "steps", "tokens_per_step",
@@ -20,7 +23,7 @@ DOCUMENTED_KEYS = {
 }
 
 # The conftest tiny model (3 layers, d_model 16, 4 heads of 4, d_mlp 32, vocab 40), n_ctx 16, n_dict 32.
-TINY_SHAPE = LMShape(n_layers=3, d_model=16, n_heads=4, d_head=4, d_mlp=32, d_vocab=40)
+TINY_SHAPE = ModelShape(n_layers=3, n_ctx=16, d_model=16, n_heads=4, d_head=4, d_mlp=32, d_vocab=40)
 
 
 def write_config(tmp_path: Path, raw: dict) -> str:

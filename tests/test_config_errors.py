@@ -51,7 +51,7 @@ def test_cli_exits_nonzero_and_leaves_existing_run_untouched(tiny_config, tmp_pa
 
 def test_mode_presets_fill_loss_terms_and_stay_overridable(tiny_config):
     local = run_config_from_dict(tiny_config("local"))
-    assert local.loss.out_to_in.coeff == 1.0 and local.loss.logits_kl is None and not local.needs_logits
+    assert local.loss.out_to_in.coeff == 1.0 and local.loss.logits_kl is None and not local.loss.needs_logits
     ds = run_config_from_dict(tiny_config("e2e+ds"))
     assert ds.loss.logits_kl.coeff == 0.5 and ds.loss.in_to_orig.total_coeff == 2.5
     custom = run_config_from_dict(tiny_config("e2e+ds"), {"loss.logits_kl.coeff": 2.0})

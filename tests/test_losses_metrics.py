@@ -6,14 +6,22 @@ import torch
 import torch.nn.functional as F
 
 from e2e_sae.config import LossConfig
-from e2e_sae.losses import downstream_mse, logits_kl, mse, sparsity_loss, total_loss
+from e2e_sae.losses import downstream_mse, logits_kl, mse, total_loss
 from e2e_sae.metrics import ActivationFrequency, kl_per_token, l0_per_token, next_token_ce
+from e2e_sae.sae import SAE
 
 
-def test_sparsity_loss_is_mean_token_lp_norm_over_d_in():
-    c = torch.tensor([[[3.0, 4.0, 0.0], [1.0, 0.0, 0.0]]])  # L1 norms 7 and 1, L2 norms 5 and 1
-    assert math.isclose(sparsity_loss(c, 1.0, d_in=4).item(), (7 + 1) / 2 / 4)
-    assert math.isclose(sparsity_loss(c, 2.0, d_in=4).item(), (5 + 1) / 2 / 4, rel_tol=1e-6)
+def test_sparsity_term_is_mean_token_lp_norm_over_d_in():
+    sae = SAE(d_in=4, n_dict_elements=3)
+    with torch.no_grad():  # c = ReLU(first three coordinates of the input)
+        sae.encoder[0].weight.copy_(torch.eye(3, 4))
+        sae.encoder[0].bias.zero_()
+    acts = torch.tensor([[[3.0, 4.0, -1.0, 0.0], [1.0, 0.0, -2.0, 0.0]]])  # c: L1 norms 7 and 1, L2 norms 5 and 1
+    for p_norm, expected in ((1.0, (7 + 1) / 2 / 4), (2.0, (5 + 1) / 2 / 4)):
+        out = sae.forward_with_stats(acts, p_norm)
+        cfg = LossConfig(sparsity={"coeff": 1.0, "p_norm": p_norm}, out_to_in={"coeff": 1.0})
+        _, terms = total_loss(cfg, c_norm=out.c_norm, acts=acts, acts_hat=out.acts_hat)
+        assert math.isclose(terms["loss/sparsity"].item(), expected, rel_tol=1e-6)
 
 
 def test_mse_and_downstream_mse():

@@ -6,10 +6,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from e2e_sae.lm import boot_native_lm
+from e2e_sae.native_lm import boot_native_lm
 from e2e_sae.metrics import evaluate
 from e2e_sae.sae import SAE
-from e2e_sae.spliced import SplicedModel, downstream_resid_pre_hooks
+from e2e_sae.hooks import downstream_hooks
+from e2e_sae.spliced import SplicedModel
 
 from conftest import TINY_MODEL
 
@@ -18,7 +19,7 @@ def _models(position="blocks.1.hook_resid_pre"):
     model = boot_native_lm(TINY_MODEL).requires_grad_(False)
     torch.manual_seed(0)
     sae = SAE(TINY_MODEL["d_model"], 32)
-    down = downstream_resid_pre_hooks(position, TINY_MODEL["n_layers"])
+    down = downstream_hooks(position, TINY_MODEL["n_layers"])
     fast = SplicedModel(model, sae, position, down, start_at_sae_layer=True)
     full = SplicedModel(model, sae, position, down, start_at_sae_layer=False)
     return model, sae, fast, full
@@ -75,9 +76,9 @@ def test_eval_metrics_match_hand_computation():
 
 
 def test_downstream_default_is_later_resid_pre_or_the_final_residual():
-    assert downstream_resid_pre_hooks("blocks.0.hook_resid_pre", 3) == ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
-    assert downstream_resid_pre_hooks("blocks.1.hook_resid_pre", 12)[-1] == "blocks.11.hook_resid_pre"
-    assert downstream_resid_pre_hooks("blocks.2.hook_resid_pre", 3) == ["blocks.2.hook_resid_post"]
+    assert downstream_hooks("blocks.0.hook_resid_pre", 3) == ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
+    assert downstream_hooks("blocks.1.hook_resid_pre", 12)[-1] == "blocks.11.hook_resid_pre"
+    assert downstream_hooks("blocks.2.hook_resid_pre", 3) == ["blocks.2.hook_resid_post"]
 
 
 def test_last_layer_e2e_ds_splices_and_matches_full_forward():

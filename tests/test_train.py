@@ -9,7 +9,8 @@ import torch
 from e2e_sae import run_config_from_dict
 from e2e_sae.train import train
 from e2e_sae.checkpoint import load_checkpoint
-from e2e_sae.train import latest_checkpoint, lr_factor
+from e2e_sae.checkpoint import latest_checkpoint
+from e2e_sae.optim import lr_factor
 
 
 class Interrupt(Exception):
@@ -66,8 +67,9 @@ def test_reporter_gets_evals_checkpoints_and_a_final_row(tiny_config):
 def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monkeypatch):
     cfg = run_config_from_dict(tiny_config("local"))
     train_mod = importlib.import_module("e2e_sae.train")
+    step_mod = importlib.import_module("e2e_sae.step")
 
-    real = train_mod.total_loss
+    real = step_mod.total_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -75,7 +77,7 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monk
         calls["n"] += 1
         return (loss * float("nan") if calls["n"] > 10 else loss), terms  # after 5 steps (2 micro-batches each)
 
-    monkeypatch.setattr(train_mod, "total_loss", poisoned)
+    monkeypatch.setattr(step_mod, "total_loss", poisoned)
     with pytest.raises(train_mod.TrainingDiverged, match="last good checkpoint"):
         train(cfg, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir)

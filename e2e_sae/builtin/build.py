@@ -1,4 +1,6 @@
-"""The built-in offline model and corpus, ``builtin:pycode``.
+"""Building the built-in model: tokenizer training, tokenising the corpus, LM training and evaluation.
+
+The built-in offline model and corpus, ``builtin:pycode``.
 
 Why it exists: the quickstart and the tests must run with no network and no GPU, yet an SAE is only
 worth studying on a language model that has learned something. So the package ships a small
@@ -6,7 +8,7 @@ TL-native transformer trained on a corpus every Python install already has: the 
 standard library sources.
 
 - Corpus: every ``.py`` file under ``sysconfig.get_paths()["stdlib"]``, skipping any directory
-  named in :data:`EXCLUDED_DIRS` (installed packages, and the test suites, which are mostly
+  named in :data:`catalog.EXCLUDED_DIRS` (installed packages, and the test suites, which are mostly
   generated fixtures and would leak near-duplicates across the split).
 - Split: by file, deterministically, from sha256 of the path relative to the stdlib root (5% eval).
   Neither the tokenizer nor the model ever sees an eval file.
@@ -23,40 +25,21 @@ CLI: ``python -m e2e_sae.builtin build [--out DIR] [--steps N]`` and ``python -m
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import json
-import logging
 import os
 import platform
 import sys
-import sysconfig
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
-
-NAMES = ("pycode",)
-ASSETS_DIR = Path(__file__).parent / "builtin_assets"
-EOS = "<|endoftext|>"
-VOCAB_SIZE = 4096
-EVAL_PER_10K = 500  # 5% of files go to the held-out split
-EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
-TOKENIZER_FILE, MODEL_FILE, MANIFEST_FILE = "tokenizer.json", "model.pt", "manifest.json"
-
-MODEL_CFG: dict[str, Any] = dict(
-    n_layers=3, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128,
-    act_fn="gelu", normalization_type="LN", seed=0,
-)  # d_vocab is filled in from the trained tokenizer
-DEFAULT_STEPS = 3000
-TRAIN_HPARAMS: dict[str, Any] = dict(
-    batch_size=16, lr=3e-3, warmup_steps=100, min_lr_factor=0.1, weight_decay=0.1,
-    betas=(0.9, 0.95), grad_clip=1.0, seed=0, threads=2,
-)
+from e2e_sae.builtin import catalog
+from e2e_sae.metrics import next_token_ce
+from e2e_sae.native_lm import boot_native_lm, load_native_lm, save_native_lm
+from e2e_sae.optim import lr_factor
 
 
 def _cpu_bf16() -> bool:
@@ -67,76 +50,16 @@ def _cpu_bf16() -> bool:
         return False
 
 
-# ----------------------------------------------------------------------------- names and paths
-def _check_name(name: str) -> None:
-    if name not in NAMES:
-        raise ValueError(f"unknown builtin model/corpus {name!r}: valid names are {', '.join(NAMES)}")
-
-
-def cache_dir() -> Path:
-    """Root of everything this package caches: ``$E2E_SAE_CACHE``, default ``~/.cache/e2e_sae``."""
-    return Path(os.environ.get("E2E_SAE_CACHE", "~/.cache/e2e_sae")).expanduser()
-
-
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-# ----------------------------------------------------------------------------- corpus and split
-def corpus_files(root: Path | None = None) -> list[str]:
-    """Sorted stdlib-relative POSIX paths of the corpus files (``EXCLUDED_DIRS`` pruned at any depth)."""
-    root = Path(root) if root is not None else stdlib_root()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in EXCLUDED_DIRS]
-        rel = Path(dirpath).relative_to(root)
-        found += [(rel / f).as_posix() for f in filenames if f.endswith(".py")]
-    return sorted(found)
-
-
-def split_of(relpath: str) -> str:
-    """``"eval"`` for ~5% of files, else ``"train"``: a pure function of the relative path, so the
-    split is the same on every machine and a file never changes side when others are added."""
-    h = int.from_bytes(hashlib.sha256(relpath.encode()).digest()[:8], "big")
-    return "eval" if h % 10_000 < EVAL_PER_10K else "train"
-
-
-def split_files(split: str, files: list[str] | None = None) -> list[str]:
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    return [f for f in (corpus_files() if files is None else files) if split_of(f) == split]
-
-
-def stdlib_fingerprint(files: list[str] | None = None, root: Path | None = None) -> str:
-    """sha256 over the sorted relative paths and byte sizes of the corpus files: cheap (stat only)
-    and it changes whenever the corpus, hence the split or the token streams, would."""
-    root = Path(root) if root is not None else stdlib_root()
-    files = corpus_files(root) if files is None else files
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f}\t{(root / f).stat().st_size}\n".encode())
-    return h.hexdigest()
-
-
-def _read(relpath: str, root: Path | None = None) -> str:
-    root = Path(root) if root is not None else stdlib_root()
-    return (root / relpath).read_bytes().decode("utf-8", errors="replace")
-
-
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- tokenizer and tokens
-def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
-    """Byte-level BPE (GPT-2 style pre-tokenisation, so any text round-trips) with ``EOS`` as id 0."""
+def train_tokenizer(texts: list[str], vocab_size: int = catalog.VOCAB_SIZE):
+    """Byte-level BPE (GPT-2 style pre-tokenisation, so any text round-trips) with ``catalog.EOS`` as id 0."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+        vocab_size=vocab_size, special_tokens=[catalog.EOS], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
@@ -144,116 +67,11 @@ def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
 
 
 def encode_files(tok, files: list[str], root: Path | None = None) -> np.ndarray:
-    """The flat uint16 stream of ``files`` in the given order, each file's tokens followed by EOS."""
-    eos = tok.token_to_id(EOS)
-    encs = tok.encode_batch([_read(f, root) for f in files], add_special_tokens=False)
+    """The flat uint16 stream of ``files`` in the given order, each file's tokens followed by catalog.EOS."""
+    eos = tok.token_to_id(catalog.EOS)
+    encs = tok.encode_batch([catalog.read_source(f, root) for f in files], add_special_tokens=False)
     parts = [np.asarray(e.ids + [eos], dtype=np.uint16) for e in encs]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
-
-
-def builtin_tokenizer(name: str = "pycode"):
-    """The built-in tokenizer as a ``transformers.PreTrainedTokenizerFast`` (eos = pad = bos = EOS).
-
-    Built from the ``tokenizers.Tokenizer`` object: transformers 5 silently encodes to ``[]`` when
-    given the JSON as ``vocab_file=``.
-    """
-    from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerFast
-
-    path = _resolve(name, need_model=False) / TOKENIZER_FILE
-    return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_file(str(path)),
-        eos_token=EOS, pad_token=EOS, bos_token=EOS, clean_up_tokenization_spaces=False,
-    )
-
-
-def builtin_tokens(name: str = "pycode", split: str = "train") -> torch.Tensor:
-    """The 1-D LongTensor token stream of ``split`` (files sorted, each followed by EOS).
-
-    Cached as uint16 ``.npy`` under ``<cache>/tokens/``, keyed by the tokenizer's sha256 and the
-    stdlib fingerprint, so only the first call tokenises (~seconds); later calls just load.
-    """
-    from tokenizers import Tokenizer
-
-    _check_name(name)
-    files = split_files(split)
-    tok_path = _resolve(name, need_model=False) / TOKENIZER_FILE
-    key = f"{_sha256_file(tok_path)[:16]}-{stdlib_fingerprint()[:16]}"
-    path = cache_dir() / "tokens" / f"{name}-{split}-{key}.npy"
-    if not path.is_file():
-        arr = encode_files(Tokenizer.from_file(str(tok_path)), files)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    return torch.from_numpy(np.load(path).astype(np.int64))
-
-
-# ----------------------------------------------------------------------------- resolution: shipped or cache
-def read_manifest(directory: Path | str) -> dict[str, Any] | None:
-    path = Path(directory) / MANIFEST_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _usable(directory: Path, fingerprint: str, need_model: bool) -> tuple[bool, str]:
-    """Whether ``directory`` holds a build for this stdlib (and a model if needed), and if not, why."""
-    man = read_manifest(directory)
-    if man is None or not (directory / TOKENIZER_FILE).is_file():
-        return False, f"no built-in assets in {directory}"
-    if man.get("stdlib_fingerprint") != fingerprint:
-        return False, (
-            f"the assets in {directory} were built from the standard library of Python "
-            f"{man.get('python_version')} (fingerprint {str(man.get('stdlib_fingerprint'))[:12]}), but this "
-            f"interpreter (Python {platform.python_version()}) has fingerprint {fingerprint[:12]}"
-        )
-    if need_model and (man.get("model") is None or not (directory / MODEL_FILE).is_file()):
-        return False, f"the build in {directory} has a tokenizer but no trained model yet"
-    return True, ""
-
-
-def _resolve(name: str, need_model: bool) -> Path:
-    """The directory holding a build that matches this interpreter's stdlib: the shipped assets if
-    they match, else the cache build (reused, or built now). Falling back is always a WARNING,
-    because it means slower start-up and a model that differs from the documented one."""
-    _check_name(name)
-    fingerprint = stdlib_fingerprint()
-    ok, why = _usable(ASSETS_DIR, fingerprint, need_model)
-    if ok:
-        return ASSETS_DIR
-    out = cache_dir() / "builtin" / name
-    with _build_lock(out):
-        cached, cache_why = _usable(out, fingerprint, need_model)
-        if cached:
-            logger.warning("builtin:%s: not using the shipped assets: %s. Using the matching cache build in %s.",
-                           name, why, out)
-        else:
-            what = "model (5-10 min on 2 CPU cores)" if need_model else "tokenizer (seconds)"
-            logger.warning("builtin:%s: not using the shipped assets: %s. Building the %s into %s (%s).",
-                           name, why, what, out, cache_why)
-            build(out, with_model=need_model, reuse_tokenizer=True)
-    return out
-
-
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """Serialise builds into one directory (e.g. several Ray trials starting at once)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, builds are still written atomically
-        yield
-        return
-    with open(directory / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def builtin_model_path(name: str = "pycode") -> Path:
-    """Path of the built-in checkpoint (a :func:`e2e_sae.lm.save_native_lm` file) for this interpreter."""
-    return _resolve(name, need_model=True) / MODEL_FILE
 
 
 # ----------------------------------------------------------------------------- training and evaluation
@@ -262,8 +80,6 @@ def eval_ce(model, tokens: torch.Tensor, n_ctx: int = 128, max_chunks: int | Non
             batch_size: int = 64) -> tuple[float, torch.Tensor]:
     """Mean next-token CE (nats) over all predicted positions of the non-overlapping ``n_ctx``
     chunks of ``tokens`` (the tail shorter than n_ctx is dropped). Also returns the targets."""
-    from e2e_sae.metrics import next_token_ce
-
     chunks = tokens[: len(tokens) // n_ctx * n_ctx].view(-1, n_ctx)[:max_chunks]
     total = 0.0
     for i in range(0, len(chunks), batch_size):
@@ -290,9 +106,6 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
 
     fp32 weights; the forward runs under bf16 autocast where the CPU has bf16 kernels (``hp["bf16"]``)."""
     from tqdm import tqdm
-
-    from e2e_sae.lm import boot_native_lm
-    from e2e_sae.train import lr_factor
 
     torch.manual_seed(hp["seed"])
     bridge = boot_native_lm(cfg)
@@ -337,43 +150,41 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
     """
     from tokenizers import Tokenizer
 
-    from e2e_sae.lm import load_native_lm, save_native_lm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = DEFAULT_STEPS if steps is None else steps
+    steps = catalog.DEFAULT_STEPS if steps is None else steps
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    root, files = stdlib_root(), corpus_files()
-    fingerprint = stdlib_fingerprint(files, root)
-    train_files, eval_files = split_files("train", files), split_files("eval", files)
-    old = read_manifest(out)
-    tok_path = out / TOKENIZER_FILE
+    root, files = catalog.stdlib_root(), catalog.corpus_files()
+    fingerprint = catalog.stdlib_fingerprint(files, root)
+    train_files, eval_files = catalog.split_files("train", files), catalog.split_files("eval", files)
+    old = catalog.read_manifest(out)
+    tok_path = out / catalog.TOKENIZER_FILE
 
     if reuse_tokenizer and old and old.get("stdlib_fingerprint") == fingerprint and tok_path.is_file():
         tok = Tokenizer.from_file(str(tok_path))
         timings["tokenizer_s"] = 0.0
     else:
-        (out / MANIFEST_FILE).unlink(missing_ok=True)  # a crash below must not leave a stale manifest
-        tok = train_tokenizer([_read(f, root) for f in train_files])
+        (out / catalog.MANIFEST_FILE).unlink(missing_ok=True)  # a crash below must not leave a stale manifest
+        tok = train_tokenizer([catalog.read_source(f, root) for f in train_files])
         tok.save(str(tok_path.with_suffix(".tmp")))
         os.replace(tok_path.with_suffix(".tmp"), tok_path)
         timings["tokenizer_s"] = time.perf_counter() - t0
-    tok_sha = _sha256_file(tok_path)
+    tok_sha = catalog.sha256_file(tok_path)
     manifest: dict[str, Any] = {
         "name": "pycode",
         "python_version": platform.python_version(),
         "stdlib_root": str(root),
         "stdlib_fingerprint": fingerprint,
         "corpus": {
-            "excluded_dirs": sorted(EXCLUDED_DIRS),
-            "split_rule": f"eval iff int(sha256(relpath)[:8 bytes]) % 10000 < {EVAL_PER_10K}",
+            "excluded_dirs": sorted(catalog.EXCLUDED_DIRS),
+            "split_rule": f"eval iff int(sha256(relpath)[:8 bytes]) % 10000 < {catalog.EVAL_PER_10K}",
             "n_train_files": len(train_files), "n_eval_files": len(eval_files),
             "train_bytes": sum((root / f).stat().st_size for f in train_files),
             "eval_bytes": sum((root / f).stat().st_size for f in eval_files),
         },
-        "tokenizer": {"file": TOKENIZER_FILE, "sha256": tok_sha, "vocab_size": tok.get_vocab_size(),
-                      "eos_token": EOS, "eos_id": tok.token_to_id(EOS),
+        "tokenizer": {"file": catalog.TOKENIZER_FILE, "sha256": tok_sha, "vocab_size": tok.get_vocab_size(),
+                      "eos_token": catalog.EOS, "eos_id": tok.token_to_id(catalog.EOS),
                       "file_bytes": tok_path.stat().st_size},
         "model": None,
         "command": command or f"build(out={str(out)!r}, steps={steps})",
@@ -382,7 +193,7 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
     }
     if not with_model:
         manifest["timings_s"] = timings
-        _write_json(out / MANIFEST_FILE, manifest)
+        _write_json(out / catalog.MANIFEST_FILE, manifest)
         return manifest
 
     t = time.perf_counter()
@@ -391,26 +202,26 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
     manifest["corpus"].update(train_tokens=len(train), eval_tokens=len(eval_),
                               train_bytes_per_token=manifest["corpus"]["train_bytes"] / max(1, len(train)))
 
-    hp = dict(TRAIN_HPARAMS, bf16=_cpu_bf16())
-    cfg = dict(MODEL_CFG, d_vocab=tok.get_vocab_size())
+    hp = dict(catalog.TRAIN_HPARAMS, bf16=_cpu_bf16())
+    cfg = dict(catalog.MODEL_CFG, d_vocab=tok.get_vocab_size())
     threads = torch.get_num_threads()
     torch.set_num_threads(hp["threads"])
     try:
         t = time.perf_counter()
         bridge, final_loss = train_model(train, cfg, steps, hp)
         timings["train_s"] = time.perf_counter() - t
-        save_native_lm(bridge, cfg, out / MODEL_FILE, fp16=True)
+        save_native_lm(bridge, cfg, out / catalog.MODEL_FILE, fp16=True)
         # Evaluate what we ship: the fp16 checkpoint reloaded, through the bridge the library uses.
         t = time.perf_counter()
-        ce, targets = eval_ce(load_native_lm(out / MODEL_FILE), eval_, n_ctx=cfg["n_ctx"])
+        ce, targets = eval_ce(load_native_lm(out / catalog.MODEL_FILE), eval_, n_ctx=cfg["n_ctx"])
         timings["eval_s"] = time.perf_counter() - t
     finally:
         torch.set_num_threads(threads)
     base = unigram_baselines(train, targets, cfg["d_vocab"])
     timings["total_s"] = time.perf_counter() - t0
-    manifest["model"] = {"file": MODEL_FILE, "cfg": cfg, "dtype": "float16",
+    manifest["model"] = {"file": catalog.MODEL_FILE, "cfg": cfg, "dtype": "float16",
                          "n_params": sum(p.numel() for p in bridge.parameters()),
-                         "file_bytes": (out / MODEL_FILE).stat().st_size}
+                         "file_bytes": (out / catalog.MODEL_FILE).stat().st_size}
     manifest["training"] = {**hp, "steps": steps, "n_ctx": cfg["n_ctx"],
                             "tokens": steps * hp["batch_size"] * cfg["n_ctx"],
                             "epochs": steps * hp["batch_size"] * cfg["n_ctx"] / max(1, len(train)),
@@ -419,7 +230,7 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
                         "predicted_tokens": len(targets), "ce_loss": ce, **base,
                         "ce_over_unigram_ce_train": ce / base["unigram_ce_train"]}
     manifest["timings_s"] = timings
-    _write_json(out / MANIFEST_FILE, manifest)
+    _write_json(out / catalog.MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -431,12 +242,12 @@ def _write_json(path: Path, obj: Any) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def _info(directory: Path) -> str:
-    man = read_manifest(directory)
+    man = catalog.read_manifest(directory)
     if man is None:
         return f"no manifest in {directory}"
     lines = [f"builtin:{man['name']} in {directory}",
              f"  Python {man['python_version']}, stdlib fingerprint {man['stdlib_fingerprint'][:16]}"
-             f" ({'matches' if man['stdlib_fingerprint'] == stdlib_fingerprint() else 'does NOT match'} this interpreter)",
+             f" ({'matches' if man['stdlib_fingerprint'] == catalog.stdlib_fingerprint() else 'does NOT match'} this interpreter)",
              f"  tokenizer: vocab {man['tokenizer']['vocab_size']}, {man['tokenizer']['file_bytes'] / 1e6:.2f} MB"]
     if man.get("model"):
         m, tr, ev = man["model"], man["training"], man["eval"]
@@ -454,14 +265,14 @@ def main(argv: list[str] | None = None) -> None:
     b = sub.add_parser("build", help="train the tokenizer and model from this interpreter's stdlib")
     b.add_argument("--out", type=Path, default=None,
                    help="output dir (default <cache>/builtin/pycode; e2e_sae/builtin_assets refreshes the shipped files)")
-    b.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    b.add_argument("--steps", type=int, default=catalog.DEFAULT_STEPS, help=f"training steps (default {catalog.DEFAULT_STEPS})")
     i = sub.add_parser("info", help="print a build's manifest (default: the shipped assets)")
-    i.add_argument("--dir", type=Path, default=ASSETS_DIR)
+    i.add_argument("--dir", type=Path, default=catalog.ASSETS_DIR)
     args = parser.parse_args(argv)
     if args.cmd == "build":
         if args.steps < 1:
             parser.error("--steps must be a positive integer")
-        out = args.out or cache_dir() / "builtin" / "pycode"
+        out = args.out or catalog.cache_dir() / "builtin" / "pycode"
         cmd = "python -m e2e_sae.builtin build" + (f" --out {args.out}" if args.out else "") + f" --steps {args.steps}"
         build(out, steps=args.steps, command=cmd)
         print(_info(Path(out)))
@@ -469,12 +280,3 @@ def main(argv: list[str] | None = None) -> None:
         print(_info(args.dir))
 
 
-if __name__ == "__main__":
-    # libgomp reads OMP_WAIT_POLICY once, when torch loads. With its default busy-waiting, 2 threads on
-    # a 2-core machine shared with other jobs ran a training step 7-15x slower than 1 thread (measured
-    # 1-2 s vs 0.15 s); passive waiting removes that. So set it and re-exec before torch is imported.
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        os.execv(sys.executable, [sys.executable, "-m", "e2e_sae.builtin", *sys.argv[1:]])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main()

@@ -1,6 +1,6 @@
 """The reference side of ``python -m e2e_sae.bench --reference``: runs in the reference venv only.
 
-Usage: ``DIR/venv/bin/python -P -s worker.py SPEC.json OUT.json`` (never imported by this project:
+Usage: ``DIR/venv/bin/python -P -s reference_worker.py SPEC.json OUT.json`` (never imported by this project:
 ``e2e_sae`` here is the authors' package, PyPI ``e2e-sae``).
 
 Builds the training step from the reference's public pieces as its ``train()`` composes them: a

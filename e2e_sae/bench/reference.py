@@ -1,7 +1,7 @@
 """Ours vs the authors' ``e2e_sae`` (PyPI ``e2e-sae``) on the same config, weights and tokens.
 
 The reference package is also named ``e2e_sae``, so it never enters this venv: ``setup_reference``
-builds ``DIR/venv`` with it, and its side runs there as a subprocess (``worker.py``). ``compare``
+builds ``DIR/venv`` with it, and its side runs there as a subprocess (``reference_worker.py``). ``compare``
 alternates fresh processes -- ours, theirs, then theirs, ours, ... -- each timing the same number of
 steps after the same warm-up, and reports the median of the per-pair tokens/s ratios. Both sides get
 our model's weights (converted to HookedTransformer's layout on their side), our initial SAE and the
@@ -20,15 +20,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from e2e_sae.bench.common import bench_tokens, finish_worker, hardware, run_worker
 from e2e_sae.config import ConfigError, RunConfig
+from e2e_sae.model_shape import ModelShape
+from e2e_sae.assemble import build_spliced_model, resolve_device
 
 REFERENCE_VERSION = "2.1.1"
-WORKER = Path(__file__).with_name("worker.py")
+WORKER = Path(__file__).with_name("reference_worker.py")
 SHIM = '''"""Import-only stand-in written by e2e_sae.bench (not part of e2e-sae): the PyPI wheel lacks this
 module, which e2e_sae.loader imports for loading a model file from disk (unused by the benchmark)."""
 from pydantic import BaseModel, ConfigDict
@@ -90,9 +94,8 @@ def reference_spec(cfg: RunConfig, spliced, device: torch.device, workdir: Path,
     torch.save({"lm": {k: v.cpu() for k, v in state.items()},
                 "sae": {k: v.cpu() for k, v in spliced.sae.state_dict().items()}, "tokens": tokens},
                workdir / "weights.pt")
-    lm_shape = {"n_layers": c.n_layers, "d_model": c.d_model, "n_ctx": c.n_ctx, "d_head": c.d_head,
-                "n_heads": c.n_heads, "d_mlp": c.d_mlp or 4 * c.d_model, "d_vocab": c.d_vocab, "act_fn": c.act_fn,
-                "normalization_type": c.normalization_type, "eps": c.eps}
+    lm_shape = {**asdict(ModelShape.from_tl(c)), "act_fn": c.act_fn, "normalization_type": c.normalization_type,
+                "eps": c.eps}
     lc, tc = cfg.loss, cfg.train
     loss: dict[str, Any] = {"sparsity": {"coeff": lc.sparsity.coeff, "p_norm": lc.sparsity.p_norm},
                             "out_to_orig": None, "out_to_in": None, "logits_kl": None, "in_to_orig": None}
@@ -127,9 +130,6 @@ def compare(cfg: RunConfig, ref_dir: Path, repeats: int, worker_args: list[str],
             threads: int | None, seed: int) -> dict[str, Any]:
     """``repeats`` alternating pairs of fresh processes: ours (``python -m e2e_sae.bench`` with
     ``worker_args``, the same steps/warm-up/threads/seed) and theirs (the reference worker)."""
-    from e2e_sae.bench import bench_tokens, finish_worker, hardware, run_worker
-    from e2e_sae.train import build_spliced_model, resolve_device
-
     python = reference_python(ref_dir)
     device = resolve_device(cfg.train.device)
     # Built on the CPU only to export its weights (seeded init is device-independent), so this process

@@ -1,39 +1,27 @@
-"""Training throughput of one run config: ``python -m e2e_sae.bench [CONFIG] [--set KEY=VALUE ...]``.
-
-Times the library's own training step -- exactly the one ``e2e_sae.train`` runs: clean pass, spliced
-pass + loss, backward, then clip + Adam + schedule, plus the loop's activation-frequency and L0
-bookkeeping -- on seeded random tokens, and reports tokens/s, ms per step by phase, peak memory,
-model FLOPs and, where the device's peak is known, the model FLOP utilisation (MFU).
-
-Other modes (see docs/performance.md):
-  --setup-reference DIR   build a venv with the authors' ``e2e_sae`` package in DIR
-  --reference DIR         ours vs theirs on the same config, weights and tokens, alternating
-  --compare-bf16          CE-loss increase of a trained SAE with and without bf16 autocast (CUDA)
-  --pack 1,2,4            makespan of N concurrent benchmark processes on one device
-"""
+"""Throughput of our training step: the timed loop, model FLOPs and MFU, packing, bf16 check."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from e2e_sae.builtin import MODEL_CFG, VOCAB_SIZE
+from e2e_sae.bench.common import PHASES, bench_tokens, finish_worker, hardware, run_worker
+from e2e_sae.builtin.catalog import MODEL_CFG, VOCAB_SIZE
 from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_config_from_dict
-from e2e_sae.validate import check_pretrained_path
+from e2e_sae.data import load_eval_tokens
+from e2e_sae.hooks import hook_layer
+from e2e_sae.model_shape import ModelShape
+from e2e_sae.metrics import ActivationFrequency, evaluate
+from e2e_sae.optim import make_optimizer
+from e2e_sae.tokenizer import resolve_tokenizer
+from e2e_sae.assemble import build_spliced_model, resolve_device
+from e2e_sae.step import StepStats, micro_step, optimizer_step
 
 # Randomly initialised TL-native models of known shapes (``--model NAME``); SAE at the middle layer.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -52,7 +40,6 @@ PEAK_TFLOPS: tuple[tuple[str, float, float], ...] = (
     ("A100", 312.0, 19.5),
 )
 
-PHASES = ("clean_forward", "spliced_forward", "backward", "optimizer", "bookkeeping")
 
 
 def bench_config_dict(native: dict[str, Any]) -> dict[str, Any]:
@@ -85,22 +72,7 @@ def load_bench_config(path: str | None, overrides: list[str] | None, model: str 
 # ---- FLOPs and peak ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LMShape:
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_head: int
-    d_mlp: int
-    d_vocab: int
-
-    @classmethod
-    def of(cls, model) -> LMShape:
-        c = model.cfg
-        return cls(c.n_layers, c.d_model, c.n_heads, c.d_head, c.d_mlp or 4 * c.d_model, c.d_vocab)
-
-
-def train_flops_per_token(s: LMShape, n_ctx: int, n_dict: int, layers_before: int, needs_logits: bool) -> int:
+def train_flops_per_token(s: ModelShape, n_ctx: int, n_dict: int, layers_before: int, needs_logits: bool) -> int:
     """Matmul FLOPs of one training step per token, counted from the shapes (2 FLOPs per multiply-add).
 
     Counted: the clean pass up to the SAE (to the logits when the loss needs them); the SAE forward
@@ -131,26 +103,7 @@ def peak_tflops(device_name: str, bf16: bool) -> float | None:
     return None
 
 
-# ---- hardware and memory -------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def hardware(device: torch.device) -> dict[str, Any]:
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-        "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__, "python": platform.python_version(),
-    }
+# ---- memory --------------------------------------------------------------------------------------
 
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
@@ -162,12 +115,6 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
 
 
 # ---- the timed training step ---------------------------------------------------------------------
-
-
-def bench_tokens(d_vocab: int, n_batches: int, batch_size: int, n_ctx: int, seed: int) -> torch.Tensor:
-    """Seeded uniform random tokens ``[n_batches, batch, n_ctx]`` (the reference side gets the same)."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, d_vocab, (n_batches, batch_size, n_ctx), generator=g)
 
 
 class PhaseTimer:
@@ -195,16 +142,13 @@ class PhaseTimer:
 def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
               peak: float | None = None) -> dict[str, Any]:
     """Time ``steps`` optimizer steps after ``warmup`` untimed ones, built as ``e2e_sae.train`` builds them."""
-    from e2e_sae.metrics import ActivationFrequency
-    from e2e_sae.train import StepStats, build_spliced_model, make_optimizer, micro_step, optimizer_step, resolve_device
-
     device = resolve_device(cfg.train.device)
     spliced = build_spliced_model(cfg, device)
     sae, tc = spliced.sae, cfg.train
     accum = tc.grad_accum_steps
     optimizer, scheduler = make_optimizer(sae, tc)
     act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
-    shape = LMShape.of(spliced.model)
+    shape = ModelShape.from_tl(spliced.model.cfg)
     tokens = bench_tokens(shape.d_vocab, (warmup + steps) * accum, tc.batch_size, cfg.data.n_ctx, seed).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -237,11 +181,9 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
     timed_s = sum(timer.totals.values())
     layers_before = spliced.sae_layer
     if layers_before is None:  # a hook inside block L or after it: count blocks 0..L as upstream
-        from e2e_sae.spliced import hook_layer
-
         layer = hook_layer(cfg.sae.position)
         layers_before = 0 if layer is None else layer + 1
-    flops = train_flops_per_token(shape, cfg.data.n_ctx, sae.n_dict_elements, layers_before, cfg.needs_logits)
+    flops = train_flops_per_token(shape, cfg.data.n_ctx, sae.n_dict_elements, layers_before, cfg.loss.needs_logits)
     flops_per_step = flops * tokens_per_step
     hw = hardware(device)
     if peak is None and device.type == "cuda":
@@ -266,22 +208,6 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
 # ---- other modes ---------------------------------------------------------------------------------
 
 
-def run_worker(cfg: RunConfig, workdir: Path, name: str, args: list[str]) -> subprocess.Popen:
-    """Start ``python -m e2e_sae.bench`` on the resolved config in a fresh process."""
-    cfg_path = workdir / "config.yaml"
-    if not cfg_path.exists():
-        cfg_path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    cmd = [sys.executable, "-m", "e2e_sae.bench", str(cfg_path), "--out", str(workdir / f"{name}.json"), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def finish_worker(proc: subprocess.Popen, out: Path) -> dict[str, Any]:
-    _, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"benchmark worker failed (exit {proc.returncode}):\n{err[-3000:]}")
-    return json.loads(out.read_text())
-
-
 def pack(cfg: RunConfig, counts: list[int], worker_args: list[str]) -> dict[str, Any]:
     """Makespan of N identical benchmark processes started together on one device, for each N."""
     rows = []
@@ -297,18 +223,11 @@ def pack(cfg: RunConfig, counts: list[int], worker_args: list[str]) -> dict[str,
                 "tokens_per_s_total": sum(r["tokens_per_s"] for r in results),
                 "peak_memory_mib_per_trial": [r["peak_memory_mib"] for r in results],
             })
-    from e2e_sae.train import resolve_device
-
     return {"pack": rows, "worker_args": worker_args, **hardware(resolve_device(cfg.train.device))}
 
 
 def compare_bf16(cfg: RunConfig) -> dict[str, Any]:
     """CE-loss increase of a trained SAE on the config's eval tokens, fp32 vs bf16 autocast for the LM."""
-    from e2e_sae.data import load_eval_tokens
-    from e2e_sae.metrics import evaluate
-    from e2e_sae.tokenizer import resolve_tokenizer
-    from e2e_sae.train import build_spliced_model, resolve_device
-
     device = resolve_device(cfg.train.device)
     if device.type != "cuda":
         raise ConfigError("--compare-bf16: bf16 autocast is CUDA-only in this library; run on a GPU machine")
@@ -325,9 +244,6 @@ def compare_bf16(cfg: RunConfig) -> dict[str, Any]:
     return {**out, "ce_loss_increase_diff": diff, "sae": str(cfg.sae.pretrained_path), **hardware(device)}
 
 
-# ---- CLI -----------------------------------------------------------------------------------------
-
-
 def summary(r: dict[str, Any]) -> str:
     ms = r["ms_per_step"]
     parts = " + ".join(f"{k.replace('_', ' ')} {ms[k]:.1f}" for k in PHASES)
@@ -340,70 +256,3 @@ def summary(r: dict[str, Any]) -> str:
         f"peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}); model FLOPs "
         f"{r['flops_per_step'] / 1e9:.2f} GFLOP/step, {1000 * r['achieved_tflops']:.1f} GFLOP/s; {mfu}"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m e2e_sae.bench", description=__doc__.split("\n")[0])
-    p.add_argument("config", nargs="?", help="run config YAML (default: e2e on --model, paper settings)")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--model", help=f"a preset ({', '.join(PRESETS)}) or a model.name, e.g. builtin:pycode")
-    p.add_argument("--mode", choices=["local", "e2e", "e2e+ds"], help="shorthand for --set mode=...")
-    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random tokens")
-    p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: table for A100/H100/H200)")
-    p.add_argument("--out", help="write the result as JSON")
-    p.add_argument("--setup-reference", metavar="DIR", help="create DIR/venv with the authors' e2e_sae and exit")
-    p.add_argument("--reference", metavar="DIR", help="compare with the reference venv in DIR, alternating")
-    p.add_argument("--repeats", type=int, default=5, help="ours/theirs pairs with --reference (default 5)")
-    p.add_argument("--compare-bf16", action="store_true", help="CE-loss increase fp32 vs bf16 autocast")
-    p.add_argument("--sae", help="trained SAE checkpoint (= --set sae.pretrained_path=...), e.g. for --compare-bf16")
-    p.add_argument("--pack", help="comma-separated trial counts, e.g. 1,2,4: makespan of N concurrent runs")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    worker_args = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed)]
-    worker_args += ["--threads", str(args.threads)] if args.threads else []
-    worker_args += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
-    try:
-        if args.setup_reference:
-            from e2e_sae.bench_reference import setup_reference
-
-            print(f"reference venv ready: {setup_reference(Path(args.setup_reference))}")
-            return 0
-        if args.model and args.model not in PRESETS and "." not in args.model and ":" not in args.model:
-            raise ConfigError(f"--model: {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model name")
-        overrides = [*(args.overrides or []), *([f"sae.pretrained_path={args.sae}"] if args.sae else [])]
-        cfg = load_bench_config(args.config, overrides, args.model, args.mode)
-        check_pretrained_path(cfg)
-        if args.reference:
-            from e2e_sae.bench_reference import compare, describe
-
-            result = compare(cfg, Path(args.reference), args.repeats, worker_args, args.steps, args.warmup,
-                             args.threads, args.seed)
-            text = describe(result)
-        elif args.compare_bf16:
-            result = compare_bf16(cfg)
-            text = (f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
-                    f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}")
-        elif args.pack:
-            result = pack(cfg, [int(n) for n in args.pack.split(",")], worker_args)
-            text = "\n".join(f"{r['n_trials']} trials: makespan {r['makespan_s']:.1f} s, "
-                             f"{r['tokens_per_s_total']:,.0f} tokens/s in total" for r in result["pack"])
-        else:
-            result = benchmark(cfg, args.steps, args.warmup, args.seed, args.peak_tflops)
-            text = summary(result)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    result["command"] = "python -m e2e_sae.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

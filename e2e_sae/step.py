@@ -1,0 +1,71 @@
+"""One optimizer step of SAE training, shared by the training loop and the benchmark.
+
+A micro-batch: clean pass (no grad) -> SAE -> spliced pass -> loss -> backward, scaled for gradient
+accumulation, with the loop's bookkeeping (activation frequency, batch L0, loss terms) kept on the
+device. Then :func:`optimizer_step`: clip, Adam, schedule. :class:`StepStats` reads the step's sums
+back with one host sync, so the bookkeeping costs no extra synchronisation per term.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from e2e_sae.config import RunConfig
+from e2e_sae.losses import total_loss
+from e2e_sae.metrics import ActivationFrequency
+from e2e_sae.spliced import SplicedModel
+
+
+def _no_lap(phase: str) -> None:
+    pass
+
+
+class StepStats:
+    """Device-side sums over one optimizer step's micro-batches (loss, batch L0, each loss term),
+    read back with a single host sync."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], fired: torch.Tensor, n_tokens: int) -> None:
+        for key, value in {"loss": loss.detach(), "train_l0": fired.sum() / n_tokens, **terms}.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.n += 1
+
+    def means(self) -> dict[str, float]:
+        values = torch.stack(list(self.sums.values())).tolist()
+        return {key: value / self.n for key, value in zip(self.sums, values)}
+
+
+def micro_step(
+    spliced: SplicedModel, cfg: RunConfig, tokens: torch.Tensor, stats: StepStats, act_freq: ActivationFrequency,
+    lap: Callable[[str], None] = _no_lap,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch of the training step: clean pass, spliced pass, loss, backward (scaled for
+    gradient accumulation), bookkeeping. ``lap(phase)`` marks each phase's end (the benchmark's timer)."""
+    clean = spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
+    lap("clean_forward")
+    sp = spliced.spliced_forward(tokens, clean, need_logits=cfg.loss.needs_logits)
+    loss, terms = total_loss(
+        cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+        logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
+    )
+    lap("spliced_forward")
+    (loss / cfg.train.grad_accum_steps).backward()
+    lap("backward")
+    act_freq.update(sp.fired, tokens.numel())
+    stats.add(loss, terms, sp.fired, tokens.numel())
+    lap("bookkeeping")
+    return loss, terms
+
+
+def optimizer_step(sae: torch.nn.Module, optimizer, scheduler, max_grad_norm: float | None) -> torch.Tensor | None:
+    """Clip, Adam step, zero the gradients, advance the schedule; returns the pre-clip grad norm."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(sae.parameters(), max_grad_norm) if max_grad_norm is not None else None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return grad_norm

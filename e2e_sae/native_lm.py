@@ -37,7 +37,7 @@ def load_native_lm(path: str | Path, device: str | torch.device = "cpu") -> Tran
     """Load a file written by :func:`save_native_lm` (weights upcast to fp32)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(blob, dict) or blob.get("format") != NATIVE_LM_FORMAT:
-        raise ValueError(f"{path} is not a native LM checkpoint written by e2e_sae.lm.save_native_lm")
+        raise ValueError(f"{path} is not a native LM checkpoint written by e2e_sae.native_lm.save_native_lm")
     model = boot_native_lm(blob["cfg"], device="cpu")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
     return model.to(device)

@@ -114,7 +114,7 @@ def _build_lock(directory: Path) -> Iterator[None]:
 
 
 def builtin_model_path(name: str = "pycode") -> Path:
-    """Path of the built-in checkpoint (a :func:`e2e_sae.lm.save_native_lm` file) for this interpreter."""
+    """Path of the built-in checkpoint (a :func:`e2e_sae.native_lm.save_native_lm` file) for this interpreter."""
     return _resolve(name, need_model=True) / catalog.MODEL_FILE
 
 

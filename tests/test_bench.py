@@ -105,6 +105,7 @@ def test_bench_errors_are_one_line_naming_the_option(tmp_path, tiny_config, caps
     assert "sae.pretrained_path" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_pack_runs_concurrent_benchmark_processes(tmp_path, tiny_config):
     result = run_bench(tmp_path, tiny_config("local"), "--pack", "1")
     (row,) = result["pack"]

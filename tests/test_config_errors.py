@@ -31,6 +31,7 @@ def test_bad_config_is_one_line_naming_the_field(tiny_config, overrides, message
     assert message in text and "\n" not in text
 
 
+@pytest.mark.slow
 def test_cli_exits_nonzero_and_leaves_existing_run_untouched(tiny_config, tmp_path):
     raw = tiny_config()
     run_dir = tmp_path / "existing_run"

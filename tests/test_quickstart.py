@@ -23,6 +23,7 @@ def _assert_quickstart_metrics(metrics: dict) -> None:
 
 
 # Mode e2e trains through the CLI below (the same config and checks), so it is not repeated here.
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "e2e_ds"])
 def test_quickstart_mode_trains_a_few_steps(tmp_path, mode):
     cfg = load_run_config(ROOT / "e2e_sae" / "configs" / f"quickstart_{mode}.yaml",
@@ -31,6 +32,7 @@ def test_quickstart_mode_trains_a_few_steps(tmp_path, mode):
     _assert_quickstart_metrics(metrics)
 
 
+@pytest.mark.slow
 def test_train_cli_runs_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"})

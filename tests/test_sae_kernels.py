@@ -70,6 +70,7 @@ def test_kernel_config_errors_name_the_field(tiny_config):
         run_config_from_dict(tiny_config(**{"train.sae_kernel": "sparse", "loss.sparsity.p_norm": 2.0}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "e2e"])
 def test_sparse_training_matches_autograd_training(tiny_config, tmp_path, monkeypatch, mode):
     """Whole runs (eval, L0, alive counts) agree when every batch takes the sparse path."""

@@ -58,6 +58,7 @@ def test_bad_sweep_file_fails_in_one_line(tmp_path, top, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_plan_prints_trials_and_bad_file_exits_before_ray(tmp_path):
     path = write_sweep(tmp_path, tiny_sweep(tmp_path))
     plan = subprocess.run([sys.executable, "-m", "sweeps", "plan", str(path)], capture_output=True, text=True)

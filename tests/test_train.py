@@ -17,6 +17,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "e2e", "e2e+ds"])
 def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
     cfg = run_config_from_dict(tiny_config(mode, **{"train.n_samples": 160, "train.eval_every_n_samples": None}))
@@ -31,6 +32,7 @@ def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
     assert (cfg.output_dir / "config.yaml").is_file() and latest_checkpoint(cfg.output_dir) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_samples", [64, 128])  # 128: the checkpoint falls on the data's epoch end
 def test_resume_is_exact(tiny_config, tmp_path, n_samples):
     sizes = {"train.n_samples": n_samples, "train.checkpoint_every_n_samples": n_samples // 2}
@@ -56,6 +58,7 @@ def test_resume_is_exact(tiny_config, tmp_path, n_samples):
     assert resumed == straight
 
 
+@pytest.mark.slow
 def test_reporter_gets_evals_checkpoints_and_a_final_row(tiny_config):
     calls = []
     train(run_config_from_dict(tiny_config()), reporter=lambda m, c: calls.append((m, c)), progress=False)
@@ -92,6 +95,7 @@ def test_lr_schedule_warmup_then_cosine_to_min():
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_compiled_sae_trains_to_the_same_metrics(tiny_config, tmp_path):
     plain = train(run_config_from_dict(tiny_config(output_dir=str(tmp_path / "plain"))), progress=False)
     compiled_cfg = run_config_from_dict(tiny_config(**{"train.compile": True}))

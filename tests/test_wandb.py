@@ -1,9 +1,12 @@
 """W&B logging works offline (no server) and is skipped entirely when disabled."""
 
+import pytest
+
 from e2e_sae import run_config_from_dict
 from e2e_sae.train import train
 
 
+@pytest.mark.slow
 def test_offline_run_logs_metrics_and_summary(tiny_config, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -17,6 +20,7 @@ def test_offline_run_logs_metrics_and_summary(tiny_config, monkeypatch):
     assert metrics["final"] is True
 
 
+@pytest.mark.slow
 def test_disabled_writes_no_wandb_files(tiny_config):
     cfg = run_config_from_dict(tiny_config(**{"wandb.mode": "disabled"}))
     train(cfg, progress=False)

@@ -201,8 +201,11 @@ def _fit(tuner, exp_path: str, n_trials: int) -> bool:
         for name in _TUNE_LOGGERS:
             logging.getLogger(name).removeFilter(hints)
     if not finished:
+        import signal
+
         import ray
 
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the state is saved: a further Ctrl-C must not cut the line below
         ray.shutdown()  # workers' last log lines print now, not after the line below
         print(f"\ninterrupted; finished trials and checkpoints are kept in {exp_path}\n"
               f"continue with: python -m sweeps resume {exp_path}", flush=True)

@@ -1,8 +1,9 @@
 """A multi-node rehearsal on one machine: two Ray nodes, token auth on, a sweep spread across both.
 
 The `cluster` fixture (conftest.py, tests/ray_fixtures.py) starts a real head and a real second node
-with `ray start`, the way a cluster launcher does, with the security settings of cluster/: token auth (RAY_AUTH_MODE=token, the token in a file
-named by RAY_AUTH_TOKEN_PATH) and the dashboard/job server bound to 127.0.0.1. Each node gets its
+with `ray start`, the way a cluster launcher does, with the security settings of cluster/: token auth
+(RAY_AUTH_MODE=token, the token in a file named by RAY_AUTH_TOKEN_PATH) and the dashboard/job server
+bound to 127.0.0.1. Each node gets its
 own short --temp-dir and its own process group, so teardown stops exactly these processes with
 os.killpg. Never `ray stop` here: it kills every Ray process on the machine, other people's too.
 

@@ -57,7 +57,8 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     assert [t.state for t in trials] == ["finished"] * 3
     # Trial directories, the report's tables and the live status table use the names `plan` prints.
     names = _plan_names(spec)
-    assert sorted(t.trial_id for t in trials) == sorted(names) == sorted(p.parent.name for p in exp.glob("*/params.json"))
+    trial_dirs = sorted(p.parent.name for p in exp.glob("*/params.json"))
+    assert sorted(t.trial_id for t in trials) == sorted(names) == trial_dirs
     assert all(f"| {n} " in proc.stdout for n in names)  # rows of Tune's status table
     assert "ce_loss_original" not in proc.stdout and "CE increase" in proc.stdout
     assert "SystemExit" not in proc.stdout + proc.stderr

@@ -9,6 +9,7 @@ experiment of that name) is checked before Ray starts.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 from e2e_sae.config import ConfigError
 from sweeps.spec import (
     SweepSpec, base_run_dict, config_diff, expand_trials, is_remote, load_sweep, storage_uri, sweep_from_dict,
-    trial_name, validate_trials,
+    trial_names, validate_trials,
 )
 
 # File names the report reads live in sweeps.report, imported inside the functions that need them:
@@ -129,8 +130,86 @@ def _tune_run_config(spec: SweepSpec):
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
         callbacks=callbacks,
+        progress_reporter=_status_table(),
         verbose=1,
     )
+
+
+def _status_table():
+    """The live table: the sweep's axes and headline metrics. Tune's default shows the grid index and
+    the first metrics of a row (``ce_loss_original``, the same in every trial). Tune's newer output
+    engine ignores a ``progress_reporter``; ``_fit`` selects the one that uses it (RAY_AIR_NEW_OUTPUT=0)."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={"mode": "mode", "layer": "layer", "sparsity_coeff": "coeff"},
+        metric_columns={"n_samples": "samples", "l0": "L0", "ce_loss_increase": "CE increase"},
+        max_report_frequency=30, sort_by_metric=False,
+    )
+
+
+def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
+    from ray import tune
+
+    name = _TrialName(trial_names(trials))
+    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
+                           trial_name_creator=name, trial_dirname_creator=name)
+
+
+class _TrialName:
+    """Tune trial name and directory: the name ``plan`` prints (``e2e_L1_r8_s2_seed0``), not
+    ``run_trial_8f6c7_00007_7_trial_index=7_<date>``. Picklable: it is saved in the experiment."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, trial) -> str:
+        return self.names[trial.config["trial_index"]]
+
+
+class _DropTuneHints(logging.Filter):
+    """Drops the two messages Tune logs when a run ends early: its resume hint (``Tuner.restore(...)``,
+    which a user of this CLI should not call; ``_fit`` prints ``python -m sweeps resume``) and one
+    ``FileNotFoundError`` line per trial that has no results yet (the report lists those trials)."""
+
+    PREFIXES = ("Experiment has been interrupted", "Failed to fetch metrics")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+_TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+
+
+def _fit(tuner, exp_path: str, n_trials: int) -> bool:
+    """``tuner.fit()``; False when Ctrl-C (SIGINT) stopped it, after printing how to continue.
+
+    A first Ctrl-C lets Tune save the experiment state and return early (its trials then count as
+    terminated, and trials not yet created are missing: so "done" is every trial with its final row
+    or an error); a second one raises KeyboardInterrupt in here. Either way ``sweeps resume`` goes on."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the output engine that shows _status_table
+    hints = _DropTuneHints()
+    for name in _TUNE_LOGGERS:
+        logging.getLogger(name).addFilter(hints)
+    try:
+        grid = tuner.fit()
+        finished = len(grid) == n_trials and all(r.error or r.metrics.get("final") for r in grid)
+    except KeyboardInterrupt:
+        finished = False
+    finally:
+        for name in _TUNE_LOGGERS:
+            logging.getLogger(name).removeFilter(hints)
+    if not finished:
+        import signal
+
+        import ray
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the state is saved: a further Ctrl-C must not cut the line below
+        ray.shutdown()  # workers' last log lines print now, not after the line below
+        print(f"\ninterrupted; finished trials and checkpoints are kept in {exp_path}\n"
+              f"continue with: python -m sweeps resume {exp_path}", flush=True)
+    return finished
 
 
 def _trainable(spec: SweepSpec):
@@ -173,8 +252,7 @@ def _print_table(trials) -> None:
     print(header)
     for t in sorted(trials, key=lambda t: (str(t.hook), str(t.mode), float(t.sparsity_coeff or 0))):
         cells = " ".join(f"{_fmt(t.metrics.get(k)):>20}" for k in SUMMARY_KEYS)
-        name = f"{t.mode} {t.hook} c={t.sparsity_coeff:g}" if t.sparsity_coeff is not None else t.trial_id
-        print(f"{name:<44} {t.state:<10} {cells}")
+        print(f"{t.trial_id:<44} {t.state:<10} {cells}")  # the trial directory's name
 
 
 def _fmt(v: Any) -> str:
@@ -191,10 +269,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     base = base_run_dict(spec)
     print(f"sweep {spec.name}: {len(trials)} trials -> {spec.experiment_path}")
     print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
-    for i, t in enumerate(trials):
+    for i, (t, name) in enumerate(zip(trials, trial_names(trials))):
         diff = config_diff(base, t["run"])
         diff.pop("wandb.mode", None)
-        print(f"{i:>3} {trial_name(t):<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
+        print(f"{i:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
     return 0
 
 
@@ -214,10 +292,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     tuner = tune.Tuner(
         _trainable(spec),
         param_space=_param_space(trials),
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
+        tune_config=_tune_config(spec, trials),
         run_config=_tune_run_config(spec),
     )
-    tuner.fit()
+    if not _fit(tuner, exp_path, len(trials)):
+        return EXIT_INTERRUPTED
     return _finish(spec, exp_path)
 
 
@@ -237,8 +316,8 @@ class _pick:
     def __init__(self, trials: list[dict[str, Any]], key: str):
         self.values = [t[key] for t in trials]
 
-    def __call__(self, spec) -> Any:
-        return self.values[spec.config["trial_index"]]
+    def __call__(self, config) -> Any:
+        return self.values[config["trial_index"]]
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -252,9 +331,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _init_ray()
     # Finished trials stay finished; interrupted and errored ones continue from their checkpoints.
     # param_space again: Tune cannot unpickle sample_from functions for trials not yet created.
+    trials = expand_trials(spec)
     tuner = Tuner.restore(exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True,
-                          param_space=_param_space(expand_trials(spec)))
-    tuner.fit()
+                          param_space=_param_space(trials))
+    if not _fit(tuner, exp_path, len(trials)):
+        return EXIT_INTERRUPTED
     return _finish(spec, exp_path)
 
 

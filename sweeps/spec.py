@@ -247,9 +247,19 @@ def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def trial_name(trial: dict[str, Any]) -> str:
+    """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
     layer = trial["layer"] if trial["layer"] is not None else trial["hook"]
-    return (f"{trial['mode']}_L{layer}_r{trial['dict_size_to_input_ratio']:g}"
+    name = (f"{trial['mode']}_L{layer}_r{trial['dict_size_to_input_ratio']:g}"
             f"_s{trial['sparsity_coeff']:.4g}_seed{trial['seed']}")
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def trial_names(trials: list[dict[str, Any]]) -> list[str]:
+    """Each trial's ``trial_name``, made unique: trials whose names coincide (coefficients equal to
+    4 significant digits, a value repeated on an axis) get their trial index appended."""
+    names = [trial_name(t) for t in trials]
+    counts = {n: names.count(n) for n in names}
+    return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
 
 
 def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunConfig]:

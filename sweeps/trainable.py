@@ -7,11 +7,9 @@ failure, resumes from ``tune.get_checkpoint()`` exactly where the checkpoint lef
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import torch
@@ -20,26 +18,14 @@ from ray import tune
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 
-# Test hook (fault-tolerance tests only): after reporting a checkpoint at >= this many samples, the
-# trial process SIGKILLs itself once -- once per marker file, so Tune's retry runs to the end.
-KILL_AT_SAMPLES_ENV = "E2E_SAE_TEST_KILL_AT_SAMPLES"
-KILL_MARKER_ENV = "E2E_SAE_TEST_KILL_MARKER"
+AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
 
-def _maybe_kill_for_test(n_samples: int) -> None:
-    at, marker = os.environ.get(KILL_AT_SAMPLES_ENV), os.environ.get(KILL_MARKER_ENV)
-    if at is None or marker is None or n_samples < int(at):
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    os.close(fd)
-    os.kill(os.getpid(), signal.SIGKILL)
+def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
+    """Tune function trainable. ``config``: the trial dict from ``sweeps.spec.expand_trials``.
 
-
-def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable. ``config``: the trial dict from ``sweeps.spec.expand_trials``."""
+    ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
+    wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""
     ctx = tune.get_context()
     trial_dir = Path(ctx.get_trial_dir())
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
@@ -62,6 +48,7 @@ def run_trial(config: dict[str, Any]) -> None:
             tune.report(row)
         else:
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
-            _maybe_kill_for_test(int(metrics["n_samples"]))
+        if after_report is not None:
+            after_report(metrics, ckpt_dir)
 
     train(cfg, resume_from=resume_from, reporter=report, progress=False)

@@ -78,3 +78,21 @@ def tiny_config(tmp_path: Path, tiny_data: dict[str, Path]):
         return raw
 
     return make
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes with token auth (tests/ray_fixtures.py), shared by a module's tests."""
+    from ray_fixtures import two_node_cluster
+
+    with two_node_cluster() as c:
+        yield c
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head with a job server and token auth: (dashboard address, client environment)."""
+    from ray_fixtures import token_head
+
+    with token_head() as head:
+        yield head

@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
+from ray_fixtures import RAY, REPO
 from sweeps.report import load_trials
-from sweep_fixtures import REPO, free_port, ray_free_env, tiny_sweep, write_sweep
+from sweep_fixtures import tiny_sweep, write_sweep
 
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-@pytest.fixture
-def ray_head():
-    """A Ray head on 127.0.0.1 with token auth, in its own process group: stopping it touches no
-    other Ray on this machine (never `ray stop`, which ends every Ray process)."""
-    temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
-    port, dash = free_port(), free_port()
-    env = ray_free_env()
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "WANDB_MODE": "disabled"})
-    head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    address = f"http://127.0.0.1:{dash}"
-    try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True)
-            if probe.returncode == 0:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("the Ray head did not come up")
-        yield address, env
-    finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+pytestmark = pytest.mark.slow
 
 
 def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):

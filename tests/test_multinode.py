@@ -1,8 +1,9 @@
 """A multi-node rehearsal on one machine: two Ray nodes, token auth on, a sweep spread across both.
 
-The fixture starts a real head and a real second node with `ray start`, the way a cluster launcher
-does, with the security settings of cluster/: token auth (RAY_AUTH_MODE=token, the token in a file
-named by RAY_AUTH_TOKEN_PATH) and the dashboard/job server bound to 127.0.0.1. Each node gets its
+The `cluster` fixture (conftest.py, tests/ray_fixtures.py) starts a real head and a real second node
+with `ray start`, the way a cluster launcher does, with the security settings of cluster/: token auth
+(RAY_AUTH_MODE=token, the token in a file named by RAY_AUTH_TOKEN_PATH) and the dashboard/job server
+bound to 127.0.0.1. Each node gets its
 own short --temp-dir and its own process group, so teardown stops exactly these processes with
 os.killpg. Never `ray stop` here: it kills every Ray process on the machine, other people's too.
 
@@ -13,136 +14,20 @@ so both nodes report the same IP; the tests tell nodes apart by Ray node id.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from sweep_fixtures import REPO, free_port, ray_free_env, tiny_sweep, write_sweep
+from ray_fixtures import RAY_CLI, REPO, LocalCluster, ray_free_env
+from sweep_fixtures import tiny_sweep, write_sweep
 
-RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
-OBJECT_STORE_BYTES = 100 * 1024 * 1024  # keep /dev/shm use small on a shared machine
-START_TIMEOUT_S = 120
-
-
-@dataclass
-class LocalCluster:
-    """Two `ray start` nodes on this machine; the fields a client needs to reach them."""
-
-    gcs_address: str
-    dashboard_url: str
-    token: str
-    token_path: Path
-    process_groups: list[int] = field(default_factory=list)
-    temp_dirs: list[str] = field(default_factory=list)
-
-    def client_env(self, mode: str | None = "token", token: str | None = "file") -> dict[str, str]:
-        """Environment for a client process. token: "file" (RAY_AUTH_TOKEN_PATH), "env"
-        (RAY_AUTH_TOKEN), None (no token), or a literal wrong token."""
-        env = ray_free_env()
-        # A private HOME, so a ~/.ray/auth_token left by someone else on this machine never
-        # stands in for the token under test.
-        env["HOME"] = str(self.token_path.parent / "home")
-        if mode is not None:
-            env["RAY_AUTH_MODE"] = mode
-        if token == "file":
-            env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
-        elif token == "env":
-            env["RAY_AUTH_TOKEN"] = self.token
-        elif token is not None:
-            env["RAY_AUTH_TOKEN"] = token
-        return env
-
-
-def _stop_process_groups(groups: list[int], grace_s: float = 5.0) -> None:
-    """Stop the process groups we started, newest first (workers before the head, so each raylet
-    can still say goodbye to the GCS): SIGTERM, wait up to grace_s, then SIGKILL what is left."""
-    for pgid in reversed(groups):
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def _ray_start(args: list[str], env: dict[str, str], groups: list[int]) -> str:
-    """Run `ray start ARGS` in a new session; record its process group; return its output."""
-    proc = subprocess.Popen(
-        RAY_CLI + ["start", *args], env=env, cwd=REPO, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    groups.append(proc.pid)  # session leader: its pid is the group id its daemons inherit
-    try:
-        out, _ = proc.communicate(timeout=START_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise RuntimeError(f"`ray start` did not return in {START_TIMEOUT_S}s:\n{out[-3000:]}")
-    if proc.returncode != 0:
-        raise RuntimeError(f"`ray start {' '.join(args)}` failed:\n{out[-3000:]}")
-    return out
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    token_dir = Path(tempfile.mkdtemp(prefix="rtok", dir="/tmp"))
-    (token_dir / "home").mkdir()
-    token = secrets.token_hex(32)
-    token_path = token_dir / "auth_token"
-    token_path.write_text(token)
-    token_path.chmod(0o600)
-
-    gcs_port, dashboard_port = free_port(), free_port()
-    head_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit
-    worker_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    c = LocalCluster(
-        gcs_address=f"127.0.0.1:{gcs_port}",
-        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-        token=token, token_path=token_path, temp_dirs=[head_dir, worker_dir, str(token_dir)],
-    )
-    node_env = ray_free_env()
-    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
-                    HOME=str(token_dir / "home"))
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
-              "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"]
-    try:
-        _ray_start(["--head", "--port", str(gcs_port), "--temp-dir", head_dir,
-                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-                    "--ray-client-server-port", str(free_port()),
-                    "--dashboard-agent-listen-port", str(free_port()), *common],
-                   node_env, c.process_groups)
-        _ray_start(["--address", c.gcs_address, "--temp-dir", worker_dir,
-                    "--dashboard-agent-listen-port", str(free_port()), *common],
-                   node_env, c.process_groups)
-        yield c
-    finally:
-        _stop_process_groups(c.process_groups)
-        for d in c.temp_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-
+pytestmark = pytest.mark.slow
 
 def _run_driver(code: str, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=REPO,

@@ -1,5 +1,6 @@
 """Sweep files: expansion, the plan command, and bad files failing in one line before Ray starts."""
 
+import re
 import subprocess
 from pathlib import Path
 import sys
@@ -8,7 +9,7 @@ import pytest
 
 from e2e_sae.config import ConfigError
 from sweeps.spec import (
-    LogSpace, check_storage, expand_trials, storage_uri, sweep_from_dict, trial_name, validate_trials,
+    LogSpace, check_storage, expand_trials, storage_uri, sweep_from_dict, trial_name, trial_names, validate_trials,
 )
 from sweep_fixtures import tiny_sweep, write_sweep
 
@@ -112,3 +113,16 @@ def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_pa
         assert cli._filesystem(f"file://{exp}")[1] == exp == storage_uri(f"file://{exp}")  # resume's path
         check_storage(storage)
     assert storage_uri("s3://bucket/results/") == "s3://bucket/results/"
+
+
+def test_trial_names_are_unique_and_safe_as_file_names(tmp_path):
+    spec = sweep_from_dict(tiny_sweep(tmp_path, axes={
+        "mode": ["e2e", "e2e+ds"], "layer": [1], "sparsity_coeff": [0.5, 1.00001, 1.00002, 2],
+    }))
+    names = trial_names(expand_trials(spec))
+    assert names[:2] == ["e2e_L1_r2_s0.5_seed0", "e2e_L1_r2_s1_seed0_1"]  # 1.00001 and 1.00002 coincide at 4 digits
+    assert names[2] == "e2e_L1_r2_s1_seed0_2" and names[4] == "e2e+ds_L1_r2_s0.5_seed0"
+    assert len(set(names)) == len(names) == 8
+    assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", n) for n in names)
+    hooked = expand_trials(sweep_from_dict(tiny_sweep(tmp_path, axes={"mode": ["local"], "sparsity_coeff": [1]})))
+    assert trial_name(hooked[0]) == "local_Lblocks.1.hook_resid_pre_r2_s1_seed0"  # no layer axis: the hook

@@ -1,5 +1,6 @@
 """Real Ray Tune sweeps on a tiny model: a killed trial resumes from its checkpoint, a killed
-driver's sweep is resumed without re-running finished trials, and nothing is ever overwritten."""
+driver's sweep is resumed without re-running finished trials, Ctrl-C ends with the resume command,
+trials carry the sweep's own names, and nothing is ever overwritten."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import pytest
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
+from ray_fixtures import REPO, ray_free_env
+from sweeps.cli import EXIT_INTERRUPTED
 from sweeps.report import load_trials
-from sweeps.trainable import KILL_AT_SAMPLES_ENV, KILL_MARKER_ENV
-from sweep_fixtures import ray_free_env, tiny_sweep, write_sweep
+from sweeps.spec import expand_trials, sweep_from_dict, trial_names
+from sweep_fixtures import tiny_sweep, write_sweep
+
+pytestmark = pytest.mark.slow
 
 METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
 
@@ -32,17 +37,31 @@ def _sweeps(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
                           env=env or _env(), timeout=timeout)
 
 
+def _plan_names(spec: dict) -> list[str]:
+    """The trial names `python -m sweeps plan` prints."""
+    return trial_names(expand_trials(sweep_from_dict(spec)))
+
+
 def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path):
-    path = write_sweep(tmp_path, tiny_sweep(tmp_path, wandb={"mode": "offline", "project": "test"}))
+    spec = tiny_sweep(tmp_path, wandb={"mode": "offline", "project": "test"})
+    path = write_sweep(tmp_path, spec)
     marker = tmp_path / "killed-once"
-    env = _env(**{KILL_AT_SAMPLES_ENV: "32", KILL_MARKER_ENV: str(marker), "WANDB_MODE": "offline",
-                  "WANDB_SILENT": "true"})
-    proc = _sweeps("run", str(path), env=env)
+    env = _env(WANDB_MODE="offline", WANDB_SILENT="true")
+    # tests/trial_killer.py: `python -m sweeps` whose trials SIGKILL themselves once after a checkpoint
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker),
+                           "run", str(path)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "results" / "tiny"
     assert marker.exists()  # one trial process was SIGKILLed mid-training
     trials = load_trials(exp)
     assert [t.state for t in trials] == ["finished"] * 3
+    # Trial directories, the report's tables and the live status table use the names `plan` prints.
+    names = _plan_names(spec)
+    trial_dirs = sorted(p.parent.name for p in exp.glob("*/params.json"))
+    assert sorted(t.trial_id for t in trials) == sorted(names) == trial_dirs
+    assert all(f"| {n} " in proc.stdout for n in names)  # rows of Tune's status table
+    assert "ce_loss_original" not in proc.stdout and "CE increase" in proc.stdout
+    assert "SystemExit" not in proc.stdout + proc.stderr
     resumed = [t for t in trials if (t.path / "run" / "resume_from").exists()]
     assert len(resumed) == 1  # ... and Tune restarted it from its checkpoint, not from scratch
     for t in trials:  # same final metrics as an uninterrupted run of the same config and seed
@@ -58,6 +77,10 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     report = exp / "report"
     assert {"report.md", "pareto.json", "trials.csv"} <= {p.name for p in report.iterdir()}
     assert f"report: {report / 'report.md'}" in proc.stdout
+    csv_ids = [line.split(",")[0] for line in (report / "trials.csv").read_text().splitlines()[1:]]
+    assert sorted(csv_ids) == sorted(names)
+    markdown = (report / "report.md").read_text()  # its tables name the frontier trials
+    assert any(n in markdown for n in names) and "run_trial" not in markdown
 
     before = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()}
     again = _sweeps("run", str(path))
@@ -67,6 +90,7 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
 
     status = _sweeps("status", str(exp))
     assert status.returncode == 0 and "3 finished" in status.stdout
+    assert all(f"\n{n} " in status.stdout for n in names)
 
 
 def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
@@ -95,6 +119,7 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = load_trials(exp)
     assert [t.state for t in trials] == ["finished"] * 3
+    assert sorted(t.trial_id for t in trials) == sorted(_plan_names(spec))  # resume found the named trials
     for trial_id, rows in finished.items():  # finished trials were not trained again
         after = (exp / next(t.path.name for t in trials if t.trial_id == trial_id) / "result.json").read_text()
         assert after.startswith(rows)
@@ -107,3 +132,28 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
             assert row["final"] and row["n_samples"] == before_final["n_samples"]
             assert all(row[k] == before_final[k] for k in METRICS)
     assert (exp / "report" / "report.md").is_file()
+
+
+def test_ctrl_c_ends_with_the_resume_command(tmp_path):
+    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="ctrl-c")
+    spec["run"]["train"]["n_samples"] = 3200  # long enough to be interrupted while running
+    path = write_sweep(tmp_path, spec)
+    exp = tmp_path / "results" / "ctrl-c"
+    # Its own session, so the SIGINT goes to its whole process group, as a terminal's Ctrl-C does.
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any(p.stat().st_size for p in exp.glob("*/result.json")):
+            time.sleep(0.3)
+        os.killpg(driver.pid, signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == EXIT_INTERRUPTED, out[-3000:]
+    assert out.rstrip().splitlines()[-1] == f"continue with: python -m sweeps resume {exp}", out[-3000:]
+    for text in ("Tuner.restore", "FileNotFoundError", "Traceback"):
+        assert text not in out, out[-3000:]
+    assert not (exp / "report").exists()  # no report of a sweep that was stopped

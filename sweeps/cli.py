@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path")
     p = sub.add_parser("report", help="Pareto report of an experiment directory")
     p.add_argument("path")
-    p.add_argument("--out", default=None, help=f"output directory (default: PATH/{layout.REPORT_DIR}; ./{layout.REPORT_DIR} for s3:// or gs:// paths)")
+    p.add_argument("--out", default=None, help=f"output directory (default: PATH/{layout.REPORT_DIR}; "
+                   f"./{layout.REPORT_DIR} for s3:// or gs:// paths)")
     p.add_argument("--wandb", action="store_true", help="also upload the report to the sweep's W&B group")
     args = parser.parse_args(argv)
     commands = {"plan": cmd_plan, "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}

@@ -27,9 +27,10 @@ import fnmatch
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from e2e_sae.config import ConfigError
 
@@ -97,7 +98,9 @@ def check_storage(storage_path: str) -> None:
             fs.get_file_info(path)
         except Exception as err:  # noqa: BLE001 - any failure means unreachable
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"storage_path: cannot reach {storage_path} ({msg}); check the URI and credentials") from None
+            raise ConfigError(
+                f"storage_path: cannot reach {storage_path} ({msg}); check the URI and credentials"
+            ) from None
         return
     path = Path(storage_uri(storage_path))
     existing = path
@@ -108,7 +111,9 @@ def check_storage(storage_path: str) -> None:
             raise NotADirectoryError(f"{existing} is a file")
         tempfile.TemporaryFile(dir=existing).close()  # as root, os.access() says yes to everything
     except OSError as err:
-        raise ConfigError(f"storage_path: {path} is not writable ({err.strerror or err}); choose another path") from None
+        raise ConfigError(
+            f"storage_path: {path} is not writable ({err.strerror or err}); choose another path"
+        ) from None
 
 
 # ---- the sweep file inside an experiment ---------------------------------------------------------
@@ -127,7 +132,9 @@ def read_sweep_file(exp_path: str, shown: str | None = None) -> dict[str, Any]:
 
     fs, root = filesystem(exp_path)
     if fs.get_file_info(f"{root}/{SWEEP_FILE}").type.name != "File":
-        raise ConfigError(f"{shown or exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
+        raise ConfigError(
+            f"{shown or exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?"
+        )
     with fs.open_input_stream(f"{root}/{SWEEP_FILE}") as f:
         text = f.read().decode()
     return parse_yaml_mapping(text, f"{shown or exp_path}/{SWEEP_FILE}", "sweep")
@@ -152,7 +159,8 @@ def local_copy(exp_path: str) -> str:
 
 def where_lines(exp_path: str) -> list[str]:
     """What a run prints first: the experiment and the commands that read or continue it."""
-    return [f"experiment: {exp_path}"] + [f"  python -m sweeps {cmd} {exp_path}" for cmd in ("status", "report", "resume")]
+    commands = [f"  python -m sweeps {cmd} {exp_path}" for cmd in ("status", "report", "resume")]
+    return [f"experiment: {exp_path}", *commands]
 
 
 def where_line(exp_path: str) -> str:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from sweep_fixtures import REPO, ray_free_env, tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
 from sweeps.layout import (
-    RAY_JOB_ENV_VAR, Placement, check_placement, growth_reason, job_placement, placement_problem,
+    RAY_JOB_ENV_VAR,
+    Placement,
+    check_placement,
+    growth_reason,
+    job_placement,
+    placement_problem,
     ray_up_max_workers,
 )
-from sweep_fixtures import REPO, ray_free_env, tiny_sweep, write_sweep
 
 JOB_ENV = {RAY_JOB_ENV_VAR: json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}})}
 

@@ -178,7 +178,11 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.n_samples=2000")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({reason}); quote it or fix it") from None
     return out
 
 
@@ -210,15 +214,40 @@ def run_config_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None =
         raise ConfigError(format_validation_error(err)) from None
 
 
+def parse_yaml_mapping(text: str, source: str | Path, what: str = "run config") -> dict[str, Any]:
+    """``text`` as a YAML mapping (``yaml.safe_load``); a syntax error or a non-mapping is a one-line
+    ConfigError ``source:line:column: ...`` (as compilers print it, so editors can jump there)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(_yaml_error_line(err, source, what)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level")
+    return raw
+
+
+def _yaml_error_line(err: yaml.YAMLError, source: str | Path, what: str) -> str:
+    mark = getattr(err, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(source)
+    reason = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    if context and context_mark is not None:
+        reason += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return f"{where}: invalid YAML in this {what} file: {reason}; fix the syntax there"
+
+
 def read_yaml_mapping(path: str | Path, what: str = "run config") -> dict[str, Any]:
-    """A YAML file's top-level mapping (``yaml.safe_load``), or a one-line ConfigError."""
+    """A YAML file's top-level mapping (``yaml.safe_load``), or a one-line ConfigError (missing
+    file, syntax error with line and column, not a mapping)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist; pass the path of a {what} YAML")
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
-    return raw
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} file {path} cannot be read ({err}); pass a readable UTF-8 YAML file") from None
+    return parse_yaml_mapping(text, path, what)
 
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -3,7 +3,9 @@
 ``run`` calls ``ray.init()`` with no address, which honours ``RAY_ADDRESS``: the same command runs a
 local Ray on a laptop and joins the cluster under ``ray job submit``. Everything that can be
 checked (sweep file, every trial's run config, the model's layers, the storage path, an existing
-experiment of that name) is checked before Ray starts.
+experiment of that name) is checked before Ray starts; whether the storage path survives the driver
+and is reachable from every node (sweeps/layout.py) is checked as soon as Ray is connected, before
+anything is written or any trial starts.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import Any
 import yaml
 
 from e2e_sae.config import ConfigError
+from sweeps import layout
+from sweeps.layout import is_remote, local_copy, storage_uri
 from sweeps.spec import (
-    SweepSpec, base_run_dict, config_diff, expand_trials, is_remote, load_sweep, storage_uri, sweep_from_dict,
-    trial_names, validate_trials,
+    SweepSpec, base_run_dict, config_diff, expand_trials, load_sweep, sweep_from_dict, trial_names, validate_trials,
 )
 
-# File names the report reads live in sweeps.report, imported inside the functions that need them:
-# importing it here would load numpy for `plan`.
+# sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
 SUMMARY_KEYS = ("l0", "alive_dict_elements", "ce_loss_increase", "n_samples")
 
 
@@ -48,59 +50,19 @@ def _experiment_exists(exp_path: str) -> bool:
 
 def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: str) -> None:
     """The validated spec, with the model name the report shows, next to Tune's files."""
-    from sweeps.report import SWEEP_FILE
-
     doc = spec.model_dump(mode="json")
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
     doc["model"] = trials[0]["run"]["model"].get("name") or "native (random init)"
     doc["n_trials"] = len(trials)
-    text = yaml.safe_dump(doc, sort_keys=False)
-    fs, root = _filesystem(exp_path)
-    fs.create_dir(root, recursive=True)
-    with fs.open_output_stream(f"{root}/{SWEEP_FILE}") as f:
-        f.write(text.encode())
-
-
-def _filesystem(exp_path: str):
-    """pyarrow filesystem and path for a local experiment path or an s3:// / gs:// URI."""
-    import pyarrow.fs
-
-    return pyarrow.fs.FileSystem.from_uri(storage_uri(exp_path))
+    layout.write_sweep_file(exp_path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def _read_sweep_file(exp_path: str, shown: str | None = None) -> SweepSpec:
     """The spec saved by ``run``; ``shown`` names the experiment in errors (default ``exp_path``)."""
-    from sweeps.report import SWEEP_FILE
-
-    fs, root = _filesystem(exp_path)
-    if fs.get_file_info(f"{root}/{SWEEP_FILE}").type.name != "File":
-        raise ConfigError(f"{shown or exp_path}: no {SWEEP_FILE}; is this an experiment directory written by sweeps run?")
-    with fs.open_input_stream(f"{root}/{SWEEP_FILE}") as f:
-        raw = yaml.safe_load(f.read().decode())
+    raw = layout.read_sweep_file(exp_path, shown)
     for key in ("model", "n_trials"):
         raw.pop(key, None)
     return sweep_from_dict(raw)
-
-
-def _local_copy(exp_path: str) -> str:
-    """A remote experiment's report inputs (no checkpoints) copied to a temp dir; local paths as is."""
-    if not is_remote(exp_path):
-        return exp_path
-    import tempfile
-
-    import pyarrow.fs
-
-    from sweeps.report import is_report_input
-
-    fs, root = _filesystem(exp_path)
-    local = Path(tempfile.mkdtemp(prefix="sweep-report-")) / Path(root).name
-    for info in fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True)):
-        if info.type == pyarrow.fs.FileType.File and is_report_input(info.base_name):
-            target = local / Path(info.path).relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with fs.open_input_stream(info.path) as src:
-                target.write_bytes(src.read())
-    return str(local)
 
 
 def _wandb_env(spec: SweepSpec) -> None:
@@ -232,11 +194,12 @@ def _init_ray() -> None:
 def _finish(spec: SweepSpec, exp_path: str) -> int:
     from sweeps.report import load_trials, log_report_to_wandb, write_report
 
-    print(f"\nresults: {exp_path}")
-    local = _local_copy(exp_path)
+    local = local_copy(exp_path)
     trials = load_trials(local)
+    print()
     _print_table(trials)
-    report = write_report(local, None if local == exp_path else Path("report") / spec.name, trials=trials)
+    report = write_report(local, None if local == exp_path else layout.default_report_dir(exp_path, spec.name),
+                          trials=trials)
     print(f"report: {report}")
     if spec.wandb.mode != "disabled":
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity, spec.wandb.mode)
@@ -281,23 +244,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec, trials = _prepare(args.file, args.set)
     exp_path = spec.experiment_path
+    layout.check_placement(spec.storage_path, layout.job_placement(), spec.storage_shared)  # before Ray starts
     if _experiment_exists(exp_path):
         raise ConfigError(
             f"experiment {exp_path} already exists; continue it with `python -m sweeps resume {exp_path}` "
             f"or pick a new name (--set name=...); nothing was overwritten"
         )
     _wandb_env(spec)
-    _write_sweep_file(spec, trials, exp_path)
     _init_ray()
+    layout.check_placement(spec.storage_path, layout.cluster_placement(), spec.storage_shared)  # nodes known now
+    _write_sweep_file(spec, trials, exp_path)
     tuner = tune.Tuner(
         _trainable(spec),
         param_space=_param_space(trials),
         tune_config=_tune_config(spec, trials),
         run_config=_tune_run_config(spec),
     )
-    if not _fit(tuner, exp_path, len(trials)):
-        return EXIT_INTERRUPTED
-    return _finish(spec, exp_path)
+    return _fit_and_finish(tuner, spec, exp_path, len(trials))
+
+
+def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int) -> int:
+    """Say where the results go before Tune prints anything, and again as the last line: the resume
+    command after a Ctrl-C, else the experiment and its commands, whatever else happens."""
+    print("\n".join(layout.where_lines(exp_path)), flush=True)
+    interrupted = False
+    try:
+        interrupted = not _fit(tuner, exp_path, n_trials)
+        return EXIT_INTERRUPTED if interrupted else _finish(spec, exp_path)
+    finally:
+        if not interrupted:
+            print(layout.where_line(exp_path), flush=True)
 
 
 def _param_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
@@ -323,38 +299,39 @@ class _pick:
 def cmd_resume(args: argparse.Namespace) -> int:
     from ray.tune import Tuner
 
+    layout.check_placement(args.path, layout.job_placement(), args.storage_shared, resume=True)  # before any read
     exp_path = storage_uri(args.path)
     spec = _read_sweep_file(exp_path)
     if not Tuner.can_restore(exp_path):
         raise ConfigError(f"{exp_path}: no Tune experiment state to restore; start it with `python -m sweeps run`")
     _wandb_env(spec)
     _init_ray()
+    layout.check_placement(args.path, layout.cluster_placement(), spec.storage_shared or args.storage_shared,
+                           resume=True)
     # Finished trials stay finished; interrupted and errored ones continue from their checkpoints.
     # param_space again: Tune cannot unpickle sample_from functions for trials not yet created.
     trials = expand_trials(spec)
     tuner = Tuner.restore(exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True,
                           param_space=_param_space(trials))
-    if not _fit(tuner, exp_path, len(trials)):
-        return EXIT_INTERRUPTED
-    return _finish(spec, exp_path)
+    return _fit_and_finish(tuner, spec, exp_path, len(trials))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from sweeps.report import load_trials
 
-    _print_table(load_trials(_local_copy(args.path)))
+    _print_table(load_trials(local_copy(args.path)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.report import log_report_to_wandb, write_report
 
-    local = _local_copy(args.path)
-    out = args.out or (None if local == args.path else "report")
+    local = local_copy(args.path)
+    out = args.out or (None if local == args.path else layout.REPORT_DIR)
     report = write_report(local, out)
     print(f"report: {report}")
     if args.wandb:
-        spec = _read_sweep_file(local, shown=args.path)  # the copy _local_copy made of a remote one
+        spec = _read_sweep_file(local, shown=args.path)  # the copy local_copy made of a remote one
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity,
                             os.environ.get("WANDB_MODE", spec.wandb.mode))
     return 0
@@ -370,11 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sweep-file field (YAML value)")
     p = sub.add_parser("resume", help="continue an interrupted sweep from its experiment directory")
     p.add_argument("path")
+    p.add_argument("--storage-shared", action="store_true",
+                   help="PATH is on a filesystem every node of the cluster mounts (as storage_shared: true)")
     p = sub.add_parser("status", help="trials by state with their latest metrics")
     p.add_argument("path")
     p = sub.add_parser("report", help="Pareto report of an experiment directory")
     p.add_argument("path")
-    p.add_argument("--out", default=None, help="output directory (default: PATH/report; ./report for s3:// or gs:// paths)")
+    p.add_argument("--out", default=None, help=f"output directory (default: PATH/{layout.REPORT_DIR}; "
+                   f"./{layout.REPORT_DIR} for s3:// or gs:// paths)")
     p.add_argument("--wandb", action="store_true", help="also upload the report to the sweep's W&B group")
     args = parser.parse_args(argv)
     commands = {"plan": cmd_plan, "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}

@@ -9,7 +9,6 @@ missing. The file layout and the pareto.json schema are documented in docs/repor
 from __future__ import annotations
 
 import csv
-import fnmatch
 import json
 import math
 import os
@@ -22,12 +21,8 @@ from typing import Any
 
 import yaml
 
+from sweeps.layout import EXPERIMENT_STATE_GLOB, REPORT_DIR, SWEEP_FILE, TRIAL_FILES
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
-
-# What the report reads of an experiment directory (``sweeps.cli`` copies these of a remote one).
-SWEEP_FILE = "sweep.yaml"
-TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory
-EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 
 SCHEMA_VERSION = 1
 STATES = ("finished", "incomplete", "errored", "pending")
@@ -87,11 +82,6 @@ class TrialRecord:
 
 
 # ---------------------------------------------------------------- reading the experiment directory
-
-def is_report_input(name: str) -> bool:
-    """Whether a file of this name, anywhere in an experiment directory, is one the report reads."""
-    return name == SWEEP_FILE or name in TRIAL_FILES or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
-
 
 def read_result_rows(path: Path) -> list[dict[str, Any]]:
     """The JSON lines of a result.json; a truncated or corrupt line (a sweep still writing) is skipped."""
@@ -460,7 +450,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
     ``out_dir`` defaults to ``exp_dir/report``; ``trials``: ``load_trials(exp_dir)`` when the caller
     already has them."""
     exp_dir = Path(exp_dir)
-    out_dir = Path(out_dir) if out_dir is not None else exp_dir / "report"
+    out_dir = Path(out_dir) if out_dir is not None else exp_dir / REPORT_DIR
     trials = load_trials(exp_dir) if trials is None else trials
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))

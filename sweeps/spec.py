@@ -21,7 +21,6 @@ import copy
 import itertools
 import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +31,7 @@ from e2e_sae.config import (
     read_yaml_mapping, run_config_from_dict,
 )
 from e2e_sae.validate import check_config, model_shape
+from sweeps.layout import check_storage, experiment_path
 
 
 class _Strict(BaseModel):
@@ -119,6 +119,9 @@ class SweepSpec(_Strict):
     resources_per_trial: Resources = Resources()
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     storage_path: str = "./sweeps_results"
+    # A local storage_path on a cluster of several nodes (or one that autoscales) is refused unless
+    # this says every node mounts it at the same path (NFS, EFS, Filestore): sweeps/layout.py.
+    storage_shared: bool = False
     checkpoint_every_n_samples: int | None = Field(default=None, gt=0)
     eval_every_n_samples: int | None = Field(default=None, gt=0)
     max_failures: int = Field(default=3, ge=0)
@@ -144,26 +147,7 @@ class SweepSpec(_Strict):
     @property
     def experiment_path(self) -> str:
         """Where Tune writes the experiment: ``<storage_path>/<name>`` (local paths made absolute)."""
-        return join_storage(self.storage_path, self.name)
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def storage_uri(path: str) -> str:
-    """A storage path as Tune, pyarrow and the report all use it: remote URIs unchanged; local paths
-    (plain or ``file://``) absolute, with ``~`` expanded."""
-    if is_remote(path):
-        return path
-    return str(Path(path.removeprefix("file://")).expanduser().resolve())
-
-
-def join_storage(storage_path: str, name: str) -> str:
-    root = storage_uri(storage_path)
-    if is_remote(root):
-        return root.rstrip("/") + "/" + name
-    return str(Path(root) / name)
+        return experiment_path(self.storage_path, self.name)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -282,30 +266,6 @@ def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunCo
             raise ConfigError(f"trial {trial_name(t)}: {err}") from None
     check_storage(spec.storage_path)
     return configs
-
-
-def check_storage(storage_path: str) -> None:
-    """A local path must be creatable and writable; a remote URI must answer."""
-    if is_remote(storage_path):
-        import pyarrow.fs
-
-        try:
-            fs, path = pyarrow.fs.FileSystem.from_uri(storage_path)
-            fs.get_file_info(path)
-        except Exception as err:  # noqa: BLE001 - any failure means unreachable
-            msg = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ConfigError(f"storage_path: cannot reach {storage_path} ({msg}); check the URI and credentials") from None
-        return
-    path = Path(storage_uri(storage_path))
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(f"{existing} is a file")
-        tempfile.TemporaryFile(dir=existing).close()  # as root, os.access() says yes to everything
-    except OSError as err:
-        raise ConfigError(f"storage_path: {path} is not writable ({err.strerror or err}); choose another path") from None
 
 
 def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:

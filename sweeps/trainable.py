@@ -17,6 +17,7 @@ from ray import tune
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
+from sweeps.layout import FAILED_RUN_PREFIX, RESUME_FROM_DIR, TRIAL_RUN_DIR
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
@@ -31,14 +32,14 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
 
-    output_dir = trial_dir / "run"
+    output_dir = trial_dir / TRIAL_RUN_DIR
     resume_from = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        resume_from = output_dir / "resume_from"
+        resume_from = output_dir / RESUME_FROM_DIR
         checkpoint.to_directory(str(resume_from))
     elif output_dir.exists():  # a retry that crashed before its first checkpoint: keep, start afresh
-        output_dir.rename(trial_dir / f"run.failed-{int(time.time())}")
+        output_dir.rename(trial_dir / f"{FAILED_RUN_PREFIX}{int(time.time())}")
     cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
     node_id = ray.get_runtime_context().get_node_id()
 

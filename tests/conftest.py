@@ -89,9 +89,9 @@ def cluster():
         yield c
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A Ray head with a job server and token auth: (dashboard address, client environment)."""
+    """A Ray head with a job server and token auth: (dashboard address, client environment, its temp dir)."""
     from ray_fixtures import token_head
 
     with token_head() as head:

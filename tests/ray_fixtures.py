@@ -159,9 +159,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 @contextmanager
-def token_head() -> Iterator[tuple[str, dict[str, str]]]:
+def token_head() -> Iterator[tuple[str, dict[str, str], str]]:
     """A Ray head on 127.0.0.1 with token auth, in its own process group: stopping it touches no
-    other Ray on this machine (never `ray stop`, which ends every Ray process)."""
+    other Ray on this machine (never `ray stop`, which ends every Ray process). Yields the dashboard
+    address, the client environment and the head's temp dir (where job working dirs are unpacked)."""
     temp_dir = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # Ray's socket paths must stay short
     port, dash = free_port(), free_port()
     env = ray_free_env()
@@ -182,7 +183,7 @@ def token_head() -> Iterator[tuple[str, dict[str, str]]]:
             time.sleep(1)
         else:
             raise RuntimeError("the Ray head did not come up")
-        yield address, env
+        yield address, env, temp_dir
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

@@ -57,3 +57,49 @@ def test_mode_presets_fill_loss_terms_and_stay_overridable(tiny_config):
     assert ds.loss.logits_kl.coeff == 0.5 and ds.loss.in_to_orig.total_coeff == 2.5
     custom = run_config_from_dict(tiny_config("e2e+ds"), {"loss.logits_kl.coeff": 2.0})
     assert custom.loss.logits_kl.coeff == 2.0 and custom.loss.in_to_orig.total_coeff == 2.5
+
+
+UNCLOSED = "  mode: [local, e2e\n"  # a flow list with no closing bracket
+
+
+def _one_line_yaml_error(rc: int, stderr: str, path, line: int, column: int) -> None:
+    assert rc == 2, stderr[-2000:]
+    err = stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {path}:{line}:{column}: invalid YAML")
+    assert "expected ','" in err and "while parsing a flow" in err
+
+
+def test_yaml_syntax_errors_are_one_line_with_file_line_and_column(tiny_config, tmp_path, capsys):
+    """Both CLIs, in process (their main() is what `python -m` runs): exit status 2 and one line."""
+    from e2e_sae.train import main as train_main
+    from sweeps.cli import main as sweeps_main
+
+    # the run config, through the training CLI
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(tiny_config()) + "loss:\n  sparsity: {coeff: 1.0\n")
+    n_lines = len(run_file.read_text().splitlines())
+    rc = train_main([str(run_file)])
+    _one_line_yaml_error(rc, capsys.readouterr().err, run_file, n_lines + 1, 1)
+    assert not (tmp_path / "run_e2e").exists()
+
+    # the sweep file, through `sweeps plan` and `sweeps run` (which would start Ray after it)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"name: broken\nstorage_path: {tmp_path / 'res'}\nbase: run.yaml\naxes:\n" + UNCLOSED)
+    for command in ("plan", "run"):
+        rc = sweeps_main([command, str(sweep_file)])
+        _one_line_yaml_error(rc, capsys.readouterr().err, sweep_file, 6, 1)
+    assert not (tmp_path / "res").exists()
+
+    # the base run config a (valid) sweep file names
+    good = tmp_path / "good_sweep.yaml"
+    good.write_text(f"name: ok\nbase: {run_file}\naxes: {{mode: [e2e], sparsity_coeff: [1.0]}}\n")
+    rc = sweeps_main(["plan", str(good)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"error: base: {run_file}:{n_lines + 1}:1: invalid YAML")
+    assert len(err.strip().splitlines()) == 1
+
+    # a --set value that is not YAML
+    rc = sweeps_main(["plan", str(good), "--set", "axes.seed=[0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --set 'axes.seed=[0': the value is not valid YAML")

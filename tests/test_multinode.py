@@ -141,10 +141,28 @@ def test_ray_job_submit_needs_auth_mode_and_token_on_the_client(cluster: LocalCl
 # RAY_ADDRESS pointing at the head and the token in the environment.
 
 
+def test_local_storage_on_two_nodes_is_refused_before_any_trial(cluster: LocalCluster, tmp_path: Path):
+    # On a real cluster a local path exists on the driver's node only; Tune would fail at the first
+    # checkpoint of a trial elsewhere, after its GPU time was spent. So the driver refuses up front.
+    sweep_file = write_sweep(tmp_path, tiny_sweep(tmp_path, name="unshared"), "unshared.yaml")
+    env = cluster.client_env(token="file")
+    env["RAY_ADDRESS"] = cluster.gcs_address
+    run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(sweep_file)], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    error = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(error) == 1 and "Traceback" not in run.stderr
+    assert error[0].startswith(f"error: storage_path: {tmp_path / 'results'} is a local path, but this Ray cluster has 2 nodes")
+    assert "--set storage_path=s3://" in error[0] and "--set storage_shared=true" in error[0]
+    assert not (tmp_path / "results" / "unshared").exists()  # nothing written, no trial started
+    assert "experiment: " not in run.stdout
+
+
 def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster, tmp_path: Path):
     # Four 1-CPU trials, two at a time, on two 1-CPU nodes: each node has to take trials.
-    # storage_path is local: both nodes share this machine's filesystem, as an NFS mount would.
-    spec = tiny_sweep(tmp_path, name="multinode", max_concurrent_trials=2, max_failures=0,
+    # storage_path is local: both nodes share this machine's filesystem, as an NFS mount would, and
+    # the sweep says so (storage_shared), which lifts the multi-node refusal above.
+    spec = tiny_sweep(tmp_path, name="multinode", max_concurrent_trials=2, max_failures=0, storage_shared=True,
                       axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1, 0.3, 1.0, 3.0]},
                       resources_per_trial={"cpu": 1, "gpu": 0})
     sweep_file = write_sweep(tmp_path, spec, "multinode.yaml")

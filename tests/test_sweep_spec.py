@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from e2e_sae.config import ConfigError
-from sweeps.spec import (
-    LogSpace, check_storage, expand_trials, storage_uri, sweep_from_dict, trial_name, trial_names, validate_trials,
-)
+from sweeps.layout import check_storage, storage_uri
+from sweeps.spec import LogSpace, expand_trials, sweep_from_dict, trial_name, trial_names, validate_trials
 from sweep_fixtures import tiny_sweep, write_sweep
 
 
@@ -72,15 +71,15 @@ def test_cli_plan_prints_trials_and_bad_file_exits_before_ray(tmp_path):
 
 
 def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
-    import sweeps.cli as cli
+    from sweeps import layout
 
     exp = tmp_path / "remote" / "exp"
     (exp / "trial_0" / "checkpoint_000001").mkdir(parents=True)
     for rel in ["sweep.yaml", "experiment_state-1.json", "trial_0/params.json", "trial_0/result.json",
                 "trial_0/checkpoint_000001/checkpoint.pt", "tuner.pkl"]:
         (exp / rel).write_text("x")
-    monkeypatch.setattr(cli, "is_remote", lambda uri: True)  # a file:// URI through the pyarrow code path
-    local = Path(cli._local_copy(f"file://{exp}"))
+    monkeypatch.setattr(layout, "is_remote", lambda uri: True)  # a file:// URI through the pyarrow code path
+    local = Path(layout.local_copy(f"file://{exp}"))
     copied = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
     assert copied == ["experiment_state-1.json", "sweep.yaml", "trial_0/params.json", "trial_0/result.json"]
 
@@ -100,7 +99,7 @@ def test_missing_dataset_in_the_base_fails_validation_in_one_line(tmp_path):
 
 
 def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_path, monkeypatch):
-    from sweeps import cli
+    from sweeps import cli, layout
 
     monkeypatch.setenv("HOME", str(tmp_path))
     for storage in (f"file://{tmp_path}/results", "~/results", str(tmp_path / "results")):
@@ -110,7 +109,7 @@ def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_pa
         assert spec.experiment_path == exp  # where sweep.yaml is written and the report read
         tune_config = cli._tune_run_config(spec)  # builds Tune's RunConfig; starts no Ray
         assert str(Path(tune_config.storage_path) / tune_config.name) == exp
-        assert cli._filesystem(f"file://{exp}")[1] == exp == storage_uri(f"file://{exp}")  # resume's path
+        assert layout.filesystem(f"file://{exp}")[1] == exp == storage_uri(f"file://{exp}")  # resume's path
         check_storage(storage)
     assert storage_uri("s3://bucket/results/") == "s3://bucket/results/"
 

@@ -90,7 +90,7 @@ def _tune_run_config(spec: SweepSpec):
         name=spec.name,
         storage_path=storage_uri(spec.storage_path),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_per_trial),
         callbacks=callbacks,
         progress_reporter=_status_table(),
         verbose=1,

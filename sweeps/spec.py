@@ -125,9 +125,10 @@ class SweepSpec(_Strict):
     checkpoint_every_n_samples: int | None = Field(default=None, gt=0)
     eval_every_n_samples: int | None = Field(default=None, gt=0)
     max_failures: int = Field(default=3, ge=0)
-    # Checkpoints Tune keeps per trial. A resume after a driver crash restores the checkpoint named in
+    # Checkpoints each trial keeps in the experiment's storage (the run config's train.keep_checkpoints
+    # counts those in its local output_dir). A resume after a driver crash restores the checkpoint named in
     # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
-    keep_checkpoints: int = Field(default=3, ge=1)
+    checkpoints_per_trial: int = Field(default=3, ge=1)
     wandb: SweepWandb = SweepWandb()
     _base_run: dict[str, Any] | None = PrivateAttr(default=None)  # the base run config, read once
 
@@ -174,6 +175,8 @@ def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpe
 def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
                     base_dir: Path | None = None) -> SweepSpec:
     raw = apply_overrides(raw, overrides)
+    if "keep_checkpoints" in raw and "checkpoints_per_trial" not in raw:  # sweep.yaml saved before the rename
+        raw["checkpoints_per_trial"] = raw.pop("keep_checkpoints")
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:

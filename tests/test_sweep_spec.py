@@ -125,3 +125,8 @@ def test_trial_names_are_unique_and_safe_as_file_names(tmp_path):
     assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", n) for n in names)
     hooked = expand_trials(sweep_from_dict(tiny_sweep(tmp_path, axes={"mode": ["local"], "sparsity_coeff": [1]})))
     assert trial_name(hooked[0]) == "local_Lblocks.1.hook_resid_pre_r2_s1_seed0"  # no layer axis: the hook
+
+
+def test_an_experiment_saved_before_the_checkpoints_per_trial_rename_still_loads(tmp_path):
+    raw = tiny_sweep(tmp_path, keep_checkpoints=5)
+    assert sweep_from_dict(raw).checkpoints_per_trial == 5

@@ -1,5 +1,7 @@
 """W&B logging works offline (no server) and is skipped entirely when disabled."""
 
+import time
+
 import pytest
 
 from e2e_sae import run_config_from_dict
@@ -14,9 +16,14 @@ def test_offline_run_logs_metrics_and_summary(tiny_config, monkeypatch):
     metrics = train(cfg, progress=False)
     runs = list((cfg.output_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
-    record = next(runs[0].glob("*.wandb")).read_bytes()  # the offline log that `wandb sync` uploads
-    for key in ("ce_loss_increase", "alive_dict_elements", "l0", "loss/sparsity"):
-        assert key.encode() in record
+    log_file = next(runs[0].glob("*.wandb"))  # the offline log that `wandb sync` uploads
+    keys = [k.encode() for k in ("ce_loss_increase", "alive_dict_elements", "l0", "loss/sparsity")]
+    deadline = time.monotonic() + 60  # wandb's writer process may still be flushing on a loaded machine
+    while not all(k in log_file.read_bytes() for k in keys) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    record = log_file.read_bytes()
+    for key in keys:
+        assert key in record
     assert metrics["final"] is True
 
 

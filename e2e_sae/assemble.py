@@ -10,7 +10,7 @@ import torch
 from e2e_sae.config import ConfigError, RunConfig
 from e2e_sae.hooks import downstream_hooks
 from e2e_sae.lm import load_language_model
-from e2e_sae.sae import SAE, load_sae_state_dict
+from e2e_sae.sae import SAE, SAEFile, read_sae_file
 from e2e_sae.sae_kernels import resolve_kernel
 from e2e_sae.spliced import SplicedModel
 from e2e_sae.validate import check_hooks_in_model, check_n_ctx
@@ -24,16 +24,54 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
+    """The pretrained SAE of ``sae.pretrained_path``, refused (before the model loads) when it was
+    trained under another ``model.weight_processing`` than this run's, unless forced."""
+    if cfg.sae.pretrained_path is None:
+        return None
+    try:
+        sae_file = read_sae_file(cfg.sae.pretrained_path, cfg.sae.position)
+    except ValueError as err:
+        raise ConfigError(f"sae.pretrained_path: {err}") from None
+    ours = cfg.model.weight_processing
+    if (sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch):
+        raise ConfigError(
+            f"sae.pretrained_path: the SAE was trained under model.weight_processing={sae_file.weight_processing}, "
+            f"this model uses {ours}; set model.weight_processing={sae_file.weight_processing}, or "
+            "sae.ignore_weight_processing_mismatch=true to use it anyway"
+        )
+    return sae_file
+
+
+def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in: int) -> None:
+    """The pretrained SAE's input width must be the hook's; its dictionary size the configured one."""
+    n_dict, sae_d_in = state["encoder.0.weight"].shape
+    if sae_d_in != d_in:
+        raise ConfigError(
+            f"sae.pretrained_path: the SAE reads d_in={sae_d_in} but {cfg.sae.position} of this model has "
+            f"d_model={d_in}; use an SAE trained on this model"
+        )
+    if n_dict != round(cfg.sae.dict_size_to_input_ratio * d_in):
+        raise ConfigError(
+            f"sae.dict_size_to_input_ratio: {cfg.sae.dict_size_to_input_ratio} gives "
+            f"{round(cfg.sae.dict_size_to_input_ratio * d_in)} elements but the pretrained SAE has {n_dict}; "
+            f"set sae.dict_size_to_input_ratio={n_dict / d_in:g}"
+        )
+
+
 def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     """Load the frozen model, check the hook points against it, and splice a fresh (or loaded) SAE."""
-    model = load_language_model(cfg.model.name, cfg.model.native, device=device)
+    pretrained = read_pretrained_sae(cfg)
+    model = load_language_model(cfg.model.name, cfg.model.native, device=device,
+                                weight_processing=cfg.model.weight_processing or "none")
     check_hooks_in_model(cfg, model.hook_dict, model.cfg.n_layers)  # preflight may not have known the shape
     check_n_ctx(cfg.data.n_ctx, model.cfg.n_ctx)
     d_in = model.cfg.d_model
     torch.manual_seed(cfg.seed)
     sae = SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))
-    if cfg.sae.pretrained_path is not None:
-        sae.load_state_dict(load_sae_state_dict(cfg.sae.pretrained_path, cfg.sae.position))
+    if pretrained is not None:
+        check_pretrained_shape(cfg, pretrained.state, d_in)
+        sae.load_state_dict(pretrained.state)
     downstream: list[str] = []
     if cfg.loss.in_to_orig is not None:
         downstream = cfg.loss.in_to_orig.hook_positions or downstream_hooks(cfg.sae.position, model.cfg.n_layers)

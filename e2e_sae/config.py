@@ -24,17 +24,40 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; its message is one line naming the field and the fix."""
 
 
+WeightProcessing = Literal["hooked_transformer", "none"]
+
+
 class ModelConfig(Strict):
     """The frozen language model: an HF name (``gpt2``), ``builtin:pycode``, a local path, or a
-    TL-native config dict (``native``) for a randomly initialised model (tests, benchmarks)."""
+    TL-native config dict (``native``) for a randomly initialised model (tests, benchmarks).
+
+    ``weight_processing`` (HF models): ``hooked_transformer`` (the default) folds LayerNorm and
+    centres the writing weights and the unembedding, as TransformerLens 3's
+    ``HookedTransformer.from_pretrained`` did for the paper's SAEs; ``none`` keeps the raw HF
+    weights. TL-native models are never processed (resolved to ``none``). See docs/weight_processing.md.
+    """
 
     name: str | None = None
     native: dict[str, Any] | None = None
+    weight_processing: WeightProcessing | None = None  # default: hooked_transformer for HF models
+
+    @property
+    def is_native(self) -> bool:
+        """A model of ours (``model.native``, ``builtin:``, a ``.pt``), not an HF checkpoint."""
+        name = self.name or ""
+        return self.native is not None or name.startswith("builtin:") or name.endswith(".pt")
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
         if (self.name is None) == (self.native is None):
             raise ValueError("set exactly one of model.name or model.native")
+        if self.is_native:
+            if self.weight_processing == "hooked_transformer":
+                raise ValueError("model.weight_processing: hooked_transformer applies to HF models only; "
+                                 "TL-native models are used as they are, drop the field or set none")
+            self.weight_processing = "none"
+        elif self.weight_processing is None:
+            self.weight_processing = "hooked_transformer"
         return self
 
 
@@ -62,6 +85,8 @@ class SAEConfig(Strict):
     position: str  # a hook point of the model, e.g. blocks.6.hook_resid_pre
     dict_size_to_input_ratio: float = Field(gt=0)
     pretrained_path: Path | None = None  # start from an SAE checkpoint (ours or the authors' e2e_sae)
+    # Load a pretrained SAE trained under another model.weight_processing anyway (its inputs differ).
+    ignore_weight_processing_mismatch: bool = False
 
 
 class TrainConfig(Strict):

@@ -79,6 +79,13 @@ def _pick_column(source: DataSource, column_names: list[str] | None) -> str:
     return "input_ids"
 
 
+def is_raw_text(source: DataSource) -> bool:
+    """Whether a source's rows are text to tokenise (not ``input_ids``); builtin corpora are tokens."""
+    if is_builtin(source):
+        return False
+    return _pick_column(source, _load_hf(source).column_names) == "text"
+
+
 # ---- streams -------------------------------------------------------------------------------------
 
 

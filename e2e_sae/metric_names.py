@@ -8,7 +8,8 @@ loading the training stack.
 # activation-frequency window's alive count).
 EVAL_METRICS = (
     "l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced",
-    "ce_loss_zero_ablated", "ce_loss_score", "kl", "mse", "explained_variance", "top1_agreement",
+    "ce_loss_zero_ablated", "ce_loss_score", "kl", "mse", "explained_variance", "explained_variance_per_token_mean",
+    "top1_agreement",
 )
 # What those numbers were measured on: they do not compare across different values of these.
 EVAL_CONTEXT = ("alive_window_tokens", "eval_tokens", "n_ctx")

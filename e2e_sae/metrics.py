@@ -1,4 +1,4 @@
-"""Evaluation metrics with the exact definitions of DESIGN.md ("Metrics").
+"""Evaluation metrics; their exact definitions are in docs/metrics.md.
 
 All are computed on the fixed held-out eval tokens and accumulated token-weighted over batches, so
 the result does not depend on the eval batch size.
@@ -69,16 +69,23 @@ class ActivationFrequency:
 
 
 @torch.no_grad()
-def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dict[str, float]:
-    """CE of the original, spliced and zero-ablated model, KL, L0, MSE, explained variance, top-1.
+def evaluate(
+    spliced: SplicedModel, eval_tokens: Tensor, batch_size: int, act_freq: ActivationFrequency | None = None
+) -> dict[str, float]:
+    """CE of the original, spliced and zero-ablated model, KL, L0, MSE, both explained variances, top-1
+    (definitions: docs/metrics.md).
 
-    Explained variance = 1 - sum||a - a_hat||^2 / sum||a - mean(a)||^2, where ``mean(a)`` is the mean
-    activation vector over all eval tokens (one mean per dimension), sums over tokens and dimensions.
+    ``explained_variance`` pools over tokens: 1 - sum_t ||a_t - a_hat_t||^2 / sum_t ||a_t - mean(a)||^2.
+    ``explained_variance_per_token_mean`` is the paper's: the per-token ratio
+    1 - ||a_t - a_hat_t||^2 / ||a_t - mean(a)||^2, averaged over tokens. ``mean(a)`` is the mean
+    activation vector of the whole eval set in both, so neither depends on the eval batch size; the
+    per-token one needs it before any ratio, hence a second (SAE-input-only) pass over the eval set.
     """
     device = next(spliced.sae.parameters()).device
     sums = {k: 0.0 for k in ("ce_orig", "ce_spliced", "ce_zero", "kl", "l0", "sq_err", "top1")}
     n_tok = n_pred = 0
     a_sum = a_sq = None
+    token_err: list[Tensor] = []
     for start in range(0, len(eval_tokens), batch_size):
         tokens = eval_tokens[start:start + batch_size].to(device)
         clean = spliced.clean_forward(tokens, need_logits=True)
@@ -90,7 +97,11 @@ def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dic
         sums["ce_zero"] += next_token_ce(zero_logits, tokens).item()
         sums["kl"] += kl_per_token(clean.logits, out.logits).sum().item()
         sums["l0"] += l0_per_token(out.c).sum().item()
-        sums["sq_err"] += (a - a_hat).pow(2).sum().item()
+        if act_freq is not None:  # e2e_sae.evaluate counts alive elements over the eval tokens
+            act_freq.update(out.fired, tokens.numel())
+        err = (a - a_hat).pow(2).sum(-1).flatten()
+        token_err.append(err.cpu())
+        sums["sq_err"] += err.sum().item()
         sums["top1"] += (clean.logits.argmax(-1) == out.logits.argmax(-1)).sum().item()
         flat = a.flatten(0, 1)
         a_sum = flat.sum(0) if a_sum is None else a_sum + flat.sum(0)
@@ -99,6 +110,7 @@ def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dic
         n_pred += tokens.shape[0] * (tokens.shape[1] - 1)
     d_in = a_sum.shape[0]
     total_var = (a_sq - a_sum.pow(2) / n_tok).sum().item()
+    per_token_ev = _per_token_explained_variance(spliced, eval_tokens, batch_size, a_sum / n_tok, torch.cat(token_err))
     ce_orig, ce_spliced, ce_zero = (sums[k] / n_pred for k in ("ce_orig", "ce_spliced", "ce_zero"))
     return {
         "ce_loss_original": ce_orig,
@@ -110,7 +122,23 @@ def evaluate(spliced: SplicedModel, eval_tokens: Tensor, batch_size: int) -> dic
         "l0": sums["l0"] / n_tok,
         "mse": sums["sq_err"] / (n_tok * d_in),
         "explained_variance": 1.0 - sums["sq_err"] / total_var if total_var > 0 else float("nan"),
+        "explained_variance_per_token_mean": per_token_ev,
         "top1_agreement": sums["top1"] / n_tok,
         "eval_tokens": n_tok,
         "n_ctx": int(eval_tokens.shape[1]),
     }
+
+
+def _per_token_explained_variance(
+    spliced: SplicedModel, eval_tokens: Tensor, batch_size: int, mean: Tensor, token_err: Tensor
+) -> float:
+    """Mean over tokens of 1 - ||a_t - a_hat_t||^2 / ||a_t - mean||^2 (``token_err``: the numerators,
+    in eval order); the SAE input is recomputed with the fast clean pass (no logits)."""
+    device = next(spliced.sae.parameters()).device
+    ratios = []
+    for start in range(0, len(eval_tokens), batch_size):
+        tokens = eval_tokens[start:start + batch_size].to(device)
+        a = spliced.clean_forward(tokens, need_logits=False).acts.double()
+        ratios.append(((a - mean).pow(2).sum(-1).flatten()).cpu())
+    var = torch.cat(ratios)
+    return float((1.0 - token_err / var).mean())

@@ -38,7 +38,7 @@ class ModelShape:
             return next((getattr(hf, n) for n in names if getattr(hf, n, None) is not None), None)
 
         n_layers, n_ctx = first("n_layer", "num_hidden_layers"), first("n_positions", "max_position_embeddings")
-        if not (n_layers and n_ctx):
+        if not (n_layers and n_ctx and n_ctx > 0):
             return None
         d_model = int(first("n_embd", "hidden_size") or 0)
         n_heads = int(first("n_head", "num_attention_heads") or 0)

@@ -80,21 +80,36 @@ def hook_to_module_key(hook_name: str) -> str:
     return hook_name.replace(".", "-")
 
 
-def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[str, Tensor]:
+@dataclass
+class SAEFile:
+    """An SAE's weights and the model weight processing it was trained under (None: not recorded)."""
+
+    state: dict[str, Tensor]
+    weight_processing: str | None
+
+
+def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
     """SAE weights from one of our checkpoints or a file saved by the authors' ``e2e_sae``.
 
-    Accepts: a plain SAE state dict; our training checkpoint (``{"sae": state_dict, ...}``); or the
-    reference's ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight``
-    (pick the SAE by ``position``; a file with a single SAE needs none).
+    Accepts: a plain SAE state dict (processing unknown); our training checkpoint
+    (``{"sae": state_dict, "config": ...}``: its ``model.weight_processing``, ``none`` for checkpoints
+    written before the field existed, when HF models were never processed); or the reference's
+    ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight`` (pick the SAE
+    by ``position``; a file with a single SAE needs none), trained on HookedTransformer-processed
+    models (``hooked_transformer``).
     """
     blob = torch.load(path, map_location="cpu", weights_only=True)
+    processing = None
     if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
+        config = blob.get("config")
+        if isinstance(config, dict):
+            processing = (config.get("model") or {}).get("weight_processing") or "none"
         blob = blob["sae"]
     if not isinstance(blob, dict):
         raise ValueError(f"{path}: not an SAE state dict")
     names = {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}
     if names <= set(blob):
-        return {k: blob[k] for k in names}
+        return SAEFile({k: blob[k] for k in names}, processing)
     prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
     prefixes = [p.removesuffix(".encoder") for p in prefixes]
     if position is not None:
@@ -106,7 +121,12 @@ def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[s
             f"{sorted({k.split('.')[0] for k in blob})}"
         )
     prefix = prefixes[0] + "."
-    return {k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}
+    return SAEFile({k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}, "hooked_transformer")
+
+
+def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[str, Tensor]:
+    """The SAE weights of :func:`read_sae_file`."""
+    return read_sae_file(path, position).state
 
 
 def load_sae(path: str | Path, position: str | None = None) -> SAE:

@@ -33,7 +33,7 @@ from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.optim import make_optimizer
 from e2e_sae.spliced import SplicedModel
 from e2e_sae.step import StepStats, micro_step, optimizer_step
-from e2e_sae.tokenizer import resolve_tokenizer
+from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import preflight
 from e2e_sae.wandb_log import WandbRun
 
@@ -86,6 +86,7 @@ def train(
     spliced = build_spliced_model(cfg, device)
     sae, tc = spliced.sae, cfg.train
     tokenizer = resolve_tokenizer(cfg, spliced.model)
+    check_tokenizer(cfg, tokenizer)
     stream = open_train_stream(cfg.data.train, cfg.data.n_ctx, cfg.seed, tokenizer)
     eval_tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, tokenizer)
     optimizer, scheduler = make_optimizer(sae, tc)
@@ -114,6 +115,7 @@ def train(
             "sae": sae.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "step": at_step, "n_samples": at_samples, "data": stream.state(), "rng": rng_state(),
             "act_frequency": act_freq.state_dict(), "config": cfg.to_dict(),
+            "weight_processing": cfg.model.weight_processing,
         }
         return save_checkpoint(out / "checkpoints", at_samples, state, tc.keep_checkpoints)
 

@@ -13,6 +13,7 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_MODEL = dict(
     n_layers=3, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=40,
@@ -96,3 +97,40 @@ def ray_head():
 
     with token_head() as head:
         yield head
+
+
+@pytest.fixture(scope="session")
+def hf_assets(tmp_path_factory) -> dict[str, Path]:
+    """Built once per session, offline: ``gpt2`` (tiny GPT-2 architecture + byte-level BPE tokenizer),
+    ``neox`` (tiny GPT-NeoX with the same tokenizer), ``notok`` (the GPT-2 without tokenizer files),
+    ``train``/``eval`` raw-text jsonl files."""
+    from hf_models import build_gpt2, build_neox, build_tokenizer, write_text_corpus
+
+    root = tmp_path_factory.mktemp("hf")
+    train = write_text_corpus(root / "train.jsonl", 300, seed=1)
+    evalf = write_text_corpus(root / "eval.jsonl", 40, seed=2)
+    build_tokenizer(train, root / "tokenizer")
+    return {
+        "gpt2": build_gpt2(root / "gpt2", root / "tokenizer"),
+        "neox": build_neox(root / "neox", root / "tokenizer"),
+        "notok": build_gpt2(root / "notok", None),
+        "train": train, "eval": evalf, "root": root,
+    }
+
+
+def hf_run(assets: dict[str, Path], model: str = "gpt2", mode: str = "e2e", output_dir: str = "set-by-the-trial",
+           **top: Any) -> dict[str, Any]:
+    """A small run config on one of the tiny HF models with raw-text data (its own tokenizer)."""
+    raw = {
+        "mode": mode, "output_dir": output_dir, "seed": 0,
+        "model": {"name": str(assets[model])},
+        "data": {"train": {"name": str(assets["train"])}, "eval": {"name": str(assets["eval"])},
+                 "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4},
+        "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
+        "loss": {"sparsity": {"coeff": 0.05}},
+        "train": {"n_samples": 96, "batch_size": 4, "lr": 3e-3, "checkpoint_every_n_samples": 48,
+                  "act_frequency_n_tokens": 256},
+        "wandb": {"mode": "disabled"},
+    }
+    raw.update(top)
+    return raw

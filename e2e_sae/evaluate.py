@@ -1,0 +1,104 @@
+"""Score an existing SAE on a model and an eval set: ``python -m e2e_sae.evaluate CONFIG --sae FILE --out DIR``.
+
+``CONFIG`` is a run config (a shipped one, or a run's ``config.yaml``): its ``model``, ``data.eval``,
+``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size``, ``sae.position`` and ``train.device``
+are used. ``--sae`` is one of our checkpoints or a file in the authors' ``saes.state_dict()`` key
+format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several). The SAE
+is loaded and checked exactly as ``sae.pretrained_path`` is for training (weight processing, d_in),
+and scored by the training run's own eval (:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json``
+holds the metrics a training run reports. ``alive_dict_elements`` counts elements that fired on the
+eval tokens (``alive_window_tokens`` says how many); training counts them over training tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides
+from e2e_sae.data import check_source_exists, load_eval_tokens
+from e2e_sae.metrics import ActivationFrequency, evaluate
+from e2e_sae.sae import read_sae_file
+from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
+from e2e_sae.assemble import build_spliced_model, resolve_device
+from e2e_sae.validate import check_hook, check_n_ctx, model_shape
+
+
+def eval_config(config: str | Path, sae_path: str | Path, out: str | Path, position: str | None = None,
+                overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The run config with ``sae.pretrained_path``, ``output_dir`` and ``sae.position`` set, and the
+    dictionary size taken from the SAE file (so the config's ratio need not match it)."""
+    overrides = dict(overrides or {})
+    overrides["sae.pretrained_path"] = str(sae_path)
+    overrides["output_dir"] = str(out)
+    if position is not None:
+        overrides["sae.position"] = position
+    cfg = load_run_config(config, overrides)
+    if not Path(sae_path).is_file():
+        raise ConfigError(f"--sae: {sae_path} does not exist; pass an SAE checkpoint file")
+    try:
+        state = read_sae_file(sae_path, cfg.sae.position).state
+    except ValueError as err:
+        raise ConfigError(f"--sae: {err}; pass --position") from None
+    n_dict, d_in = state["encoder.0.weight"].shape
+    cfg.sae.dict_size_to_input_ratio = n_dict / d_in
+    return cfg
+
+
+def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
+    """Load model and SAE, score it on the fixed eval set, write ``output_dir/metrics.json``."""
+    metrics_path = cfg.output_dir / "metrics.json"
+    if metrics_path.exists():
+        raise ConfigError(f"--out: {metrics_path} already exists; choose another directory (nothing was written)")
+    shape = model_shape(cfg.model)
+    check_hook(cfg.sae.position, "sae.position", shape)
+    if shape is not None:
+        check_n_ctx(cfg.data.n_ctx, shape.n_ctx)
+    check_source_exists(cfg.data.eval, "data.eval")
+    device = resolve_device(cfg.train.device)
+    spliced = build_spliced_model(cfg, device)
+    tokenizer = resolve_tokenizer(cfg, spliced.model)
+    check_tokenizer(cfg, tokenizer, eval_only=True)
+    eval_tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, tokenizer)
+    sae = spliced.sae.eval()
+    act_freq = ActivationFrequency(sae.n_dict_elements, eval_tokens.numel() + 1, device)
+    metrics = evaluate(spliced, eval_tokens, cfg.data.eval_batch_size, act_freq=act_freq)
+    alive, window = act_freq.alive()
+    result = {**metrics, "alive_dict_elements": alive, "alive_window_tokens": window,
+              "n_dict_elements": sae.n_dict_elements, "sae": str(cfg.sae.pretrained_path),
+              "position": cfg.sae.position, "model": cfg.model.name or "model.native",
+              "weight_processing": cfg.model.weight_processing}
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(metrics_path)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e_sae.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="run config YAML (model, data.eval, sae.position are used)")
+    parser.add_argument("--sae", required=True, help="SAE file: our checkpoint or the authors' saes.state_dict()")
+    parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
+    parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
+    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                        help="override a config field, value parsed as YAML (repeatable)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = eval_config(args.config, args.sae, args.out, args.position, parse_overrides(args.overrides))
+        metrics = evaluate_sae(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    keys = ["l0", "alive_dict_elements", "ce_loss_increase", "kl", "explained_variance",
+            "explained_variance_per_token_mean"]
+    print(" ".join(f"{k}={metrics[k]:.4g}" for k in keys))
+    print(f"wrote {cfg.output_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

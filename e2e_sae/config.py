@@ -14,7 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from e2e_sae.losses import MODE_PRESETS, MODES, LossConfig, Mode, check_kernel_supports
+from e2e_sae.losses import MODE_PRESETS, LossConfig, check_kernel_supports
+from e2e_sae.modes import MODES, Mode
 from e2e_sae.strict import Strict
 
 __all__ = ["MODES", "Mode", "LossConfig", "ConfigError", "RunConfig"]  # MODES, Mode, LossConfig: from losses

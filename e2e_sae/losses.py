@@ -8,7 +8,7 @@ Every tensor function takes activations shaped ``[batch, pos, ...]`` and returns
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +57,6 @@ class LossConfig(Strict):
         """Whether a loss term needs the spliced forward past the SAE (KL or downstream MSE)."""
         return bool(self.active().keys() & {"logits_kl", "in_to_orig"})
 
-
-Mode = Literal["local", "e2e", "e2e+ds"]
-MODES: tuple[Mode, ...] = get_args(Mode)
 
 # What each training mode switches on; a term set explicitly in a run config overrides its preset.
 MODE_PRESETS: dict[str, dict[str, Any]] = {

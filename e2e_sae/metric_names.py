@@ -15,5 +15,7 @@ EVAL_METRICS = (
 EVAL_CONTEXT = ("alive_window_tokens", "eval_tokens", "n_ctx")
 # Where the run stood when it reported.
 PROGRESS = ("step", "loss", "lr", "final")
+# The columns of `python -m sweeps status` and a finished sweep's table.
+SWEEP_STATUS = ("l0", "alive_dict_elements", "ce_loss_increase", "n_samples")
 # The one-line summary a finished run prints.
 HEADLINE = ("l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_score", "explained_variance", "kl")

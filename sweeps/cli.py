@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from e2e_sae.config import ConfigError
+from e2e_sae.metric_names import SWEEP_STATUS
 from sweeps import layout
 from sweeps.layout import is_remote, local_copy, storage_uri
 from sweeps.spec import (
@@ -27,7 +28,6 @@ from sweeps.spec import (
 )
 
 # sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
-SUMMARY_KEYS = ("l0", "alive_dict_elements", "ce_loss_increase", "n_samples")
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -211,10 +211,10 @@ def _print_table(trials) -> None:
 
     counts = Counter(t.state for t in trials)
     print("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    header = f"{'trial':<44} {'state':<10} " + " ".join(f"{k:>20}" for k in SUMMARY_KEYS)
+    header = f"{'trial':<44} {'state':<10} " + " ".join(f"{k:>20}" for k in SWEEP_STATUS)
     print(header)
     for t in sorted(trials, key=lambda t: (str(t.hook), str(t.mode), float(t.sparsity_coeff or 0))):
-        cells = " ".join(f"{_fmt(t.metrics.get(k)):>20}" for k in SUMMARY_KEYS)
+        cells = " ".join(f"{_fmt(t.metrics.get(k)):>20}" for k in SWEEP_STATUS)
         print(f"{t.trial_id:<44} {t.state:<10} {cells}")  # the trial directory's name
 
 

@@ -21,21 +21,20 @@ from typing import Any
 
 import yaml
 
+from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
+from e2e_sae.modes import MODES
 from sweeps.layout import EXPERIMENT_STATE_GLOB, REPORT_DIR, SWEEP_FILE, TRIAL_FILES
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
 
 SCHEMA_VERSION = 1
 STATES = ("finished", "incomplete", "errored", "pending")
-MODE_ORDER = ("local", "e2e", "e2e+ds")
+MODE_ORDER = MODES
 Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
 PARAM_COLUMNS = ("trial_id", "state", "mode", "hook", "layer", "dict_size_to_input_ratio",
                  "n_dict_elements", "sparsity_coeff", "seed", "n_samples")
-METRIC_COLUMNS = ("l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced",
-                  "ce_loss_zero_ablated", "ce_loss_score", "kl", "mse", "explained_variance",
-                  "top1_agreement", "alive_window_tokens", "eval_tokens", "n_ctx", "step", "loss", "lr",
-                  "final")
+METRIC_COLUMNS = (*EVAL_METRICS, *EVAL_CONTEXT, *PROGRESS)
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
 TUNE_KEYS = frozenset({
     "training_iteration", "trial_id", "timestamp", "done", "date", "time_this_iter_s", "time_total_s",

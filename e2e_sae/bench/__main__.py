@@ -13,7 +13,7 @@ from e2e_sae.bench import __doc__ as BENCH_DOC
 from e2e_sae.bench.reference import compare, describe, setup_reference
 from e2e_sae.bench.throughput import PRESETS, benchmark, compare_bf16, load_bench_config, pack, summary
 from e2e_sae.config import ConfigError
-from e2e_sae.losses import MODES
+from e2e_sae.modes import MODES
 from e2e_sae.validate import check_pretrained_path
 
 

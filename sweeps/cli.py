@@ -23,6 +23,7 @@ from e2e_sae.config import ConfigError
 from e2e_sae.metric_names import SWEEP_STATUS
 from sweeps import layout
 from sweeps.layout import is_remote, local_copy, storage_uri
+from sweeps.trial import Trial
 from sweeps.spec import (
     SweepSpec, base_run_dict, config_diff, expand_trials, load_sweep, sweep_from_dict, trial_names, validate_trials,
 )
@@ -52,7 +53,7 @@ def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: s
     """The validated spec, with the model name the report shows, next to Tune's files."""
     doc = spec.model_dump(mode="json")
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
-    doc["model"] = trials[0]["run"]["model"].get("name") or "native (random init)"
+    doc["model"] = trials[0].run["model"].get("name") or "native (random init)"
     doc["n_trials"] = len(trials)
     layout.write_sweep_file(exp_path, yaml.safe_dump(doc, sort_keys=False))
 
@@ -192,7 +193,9 @@ def _init_ray() -> None:
 
 
 def _finish(spec: SweepSpec, exp_path: str) -> int:
-    from sweeps.report import load_trials, log_report_to_wandb, write_report
+    from sweeps.report import write_report
+    from sweeps.report_wandb import log_report_to_wandb
+    from sweeps.results import load_trials
 
     local = local_copy(exp_path)
     trials = load_trials(local)
@@ -233,7 +236,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     print(f"sweep {spec.name}: {len(trials)} trials -> {spec.experiment_path}")
     print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
     for i, (t, name) in enumerate(zip(trials, trial_names(trials))):
-        diff = config_diff(base, t["run"])
+        diff = config_diff(base, t.run)
         diff.pop("wandb.mode", None)
         print(f"{i:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
     return 0
@@ -276,12 +279,12 @@ def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int) -> int
             print(layout.where_line(exp_path), flush=True)
 
 
-def _param_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
+def _param_space(trials: list[Trial]) -> dict[str, Any]:
     """One grid axis over trial indices; every other key is derived from it, so params.json is flat."""
     from ray import tune
 
     space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(trials))))}
-    for key in trials[0]:
+    for key in trials[0].tune_config():
         space[key] = tune.sample_from(_pick(trials, key))
     return space
 
@@ -289,8 +292,8 @@ def _param_space(trials: list[dict[str, Any]]) -> dict[str, Any]:
 class _pick:
     """``sample_from`` callable: trial ``key`` of the trial the grid index selects (picklable)."""
 
-    def __init__(self, trials: list[dict[str, Any]], key: str):
-        self.values = [t[key] for t in trials]
+    def __init__(self, trials: list[Trial], key: str):
+        self.values = [t.tune_config()[key] for t in trials]
 
     def __call__(self, config) -> Any:
         return self.values[config["trial_index"]]
@@ -317,14 +320,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps.report import load_trials
+    from sweeps.results import load_trials
 
     _print_table(load_trials(local_copy(args.path)))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.report import log_report_to_wandb, write_report
+    from sweeps.report import write_report
+    from sweeps.report_wandb import log_report_to_wandb
 
     local = local_copy(args.path)
     out = args.out or (None if local == args.path else layout.REPORT_DIR)

@@ -11,23 +11,20 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import re
 import statistics
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import MODES
-from sweeps.layout import EXPERIMENT_STATE_GLOB, REPORT_DIR, SWEEP_FILE, TRIAL_FILES
+from sweeps.layout import REPORT_DIR
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
+from sweeps.results import TUNE_KEYS, load_trials, read_sweep_meta
+from sweeps.trial import STATES, Trial
 
 SCHEMA_VERSION = 1
-STATES = ("finished", "incomplete", "errored", "pending")
 MODE_ORDER = MODES
 Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
@@ -35,13 +32,6 @@ LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the 
 PARAM_COLUMNS = ("trial_id", "state", "mode", "hook", "layer", "dict_size_to_input_ratio",
                  "n_dict_elements", "sparsity_coeff", "seed", "n_samples")
 METRIC_COLUMNS = (*EVAL_METRICS, *EVAL_CONTEXT, *PROGRESS)
-# Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
-TUNE_KEYS = frozenset({
-    "training_iteration", "trial_id", "timestamp", "done", "date", "time_this_iter_s", "time_total_s",
-    "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-    "checkpoint_dir_name", "config", "experiment_tag", "should_checkpoint", "timesteps_total",
-    "episodes_total", "timesteps_since_restore", "experiment_id",
-})
 MATCHED_RULE = (
     "Per hook, the target CE-loss increase is the largest of the frontiers' minimal CE-loss "
     "increases (over every mode and both x metrics): the lowest level all frontiers reach. Each "
@@ -50,180 +40,6 @@ MATCHED_RULE = (
     "elements; a frontier whose sparsest point already lies below the target reports that point's "
     "x, marked clipped (an upper bound)."
 )
-
-
-@dataclass
-class TrialRecord:
-    """One trial as read from disk. ``metrics``: the last ``final`` row when finished, else the
-    latest row (incomplete trials), else empty."""
-
-    trial_id: str
-    state: str  # finished | incomplete | errored | pending
-    mode: str | None = None
-    hook: str | None = None
-    layer: int | None = None
-    dict_size_to_input_ratio: float | None = None
-    sparsity_coeff: float | None = None
-    seed: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    n_rows: int = 0
-    error: str | None = None  # first line of error.txt
-    path: Path | None = None
-    model: str | None = None  # from the run config
-
-    @property
-    def n_samples(self) -> Any:
-        return self.metrics.get("n_samples")
-
-    @property
-    def n_dict_elements(self) -> Any:
-        return self.metrics.get("n_dict_elements")
-
-
-# ---------------------------------------------------------------- reading the experiment directory
-
-def read_result_rows(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of a result.json; a truncated or corrupt line (a sweep still writing) is skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                warnings.warn(f"{path}: line {i + 1} is not valid JSON; skipped")
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _dig(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def model_label(model: Any) -> str | None:
-    """``gpt2`` for a name, a short description for a TL-native config, None when unknown."""
-    if isinstance(model, str):
-        return model
-    if isinstance(model, dict):
-        if model.get("name"):
-            return str(model["name"])
-        native = model.get("native")
-        if isinstance(native, dict):
-            shape = ", ".join(f"{k}={native[k]}" for k in ("n_layers", "d_model", "n_ctx") if k in native)
-            return f"native TransformerLens model ({shape})"
-    return None
-
-
-def _trial_from_params(trial_id: str, params: dict[str, Any]) -> TrialRecord:
-    """Sweep axes from params.json, falling back on the resolved run config under ``run``."""
-    run = params.get("run") if isinstance(params.get("run"), dict) else {}
-
-    def pick(top: str, *run_keys: str) -> Any:
-        value = params.get(top)
-        return value if value is not None else _dig(run, *run_keys)
-
-    hook = pick("hook", "sae", "position")
-    layer = params.get("layer")
-    if layer is None and isinstance(hook, str) and (m := re.match(r"blocks\.(\d+)\.", hook)):
-        layer = int(m.group(1))
-    return TrialRecord(
-        trial_id=trial_id, state="pending", mode=pick("mode", "mode"), hook=hook, layer=layer,
-        dict_size_to_input_ratio=pick("dict_size_to_input_ratio", "sae", "dict_size_to_input_ratio"),
-        sparsity_coeff=pick("sparsity_coeff", "loss", "sparsity", "coeff"), seed=pick("seed", "seed"),
-        model=model_label(run.get("model")),
-    )
-
-
-def _load_trial_dir(path: Path) -> TrialRecord:
-    params: dict[str, Any] = {}
-    if (path / "params.json").is_file():
-        try:
-            params = json.loads((path / "params.json").read_text())
-        except json.JSONDecodeError:
-            warnings.warn(f"{path / 'params.json'} is not valid JSON; the trial's parameters are unknown")
-    trial = _trial_from_params(path.name, params if isinstance(params, dict) else {})
-    trial.path = path
-    rows = read_result_rows(path / "result.json")
-    finals = [r for r in rows if r.get("final") is True]
-    trial.n_rows = len(rows)
-    if (path / "error.txt").is_file():
-        lines = (path / "error.txt").read_text(errors="replace").strip().splitlines()
-        trial.error = lines[-1][:300] if lines else "error.txt is empty"
-    if finals:  # a final row wins over error.txt: its metrics are complete
-        trial.state, trial.metrics = "finished", finals[-1]
-    elif trial.error is not None:
-        trial.state, trial.metrics = "errored", rows[-1] if rows else {}
-    elif rows:
-        trial.state, trial.metrics = "incomplete", rows[-1]
-    return trial
-
-
-def _trials_from_experiment_state(exp_dir: Path, seen: set[str]) -> list[TrialRecord]:
-    """Trials Ray Tune knows about but has not given a directory yet (pending in a running sweep),
-    from the newest experiment_state-*.json. Only plain JSON is read (never the pickled fields)."""
-    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
-    if not states:
-        return []
-    try:
-        trial_data = json.loads(states[-1].read_text())["trial_data"]
-        out = []
-        for entry in trial_data:
-            state = json.loads(entry[0])
-            trial_id = state.get("relative_logdir") or str(state["trial_id"])
-            if trial_id in seen:
-                continue
-            config = state.get("config") if isinstance(state.get("config"), dict) else {}
-            trial = _trial_from_params(trial_id, config)
-            if state.get("status") == "ERROR":
-                trial.state, trial.error = "errored", "Ray Tune marked the trial ERROR; it has no directory"
-            out.append(trial)
-        return out
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        warnings.warn(f"{states[-1]}: could not read the pending trials ({e}); only trial dirs are listed")
-        return []
-
-
-def load_trials(exp_dir: str | Path) -> list[TrialRecord]:
-    """Every trial of an experiment directory, sorted by trial id. A trial dir is a subdirectory
-    holding params.json, result.json or error.txt; trials Tune has not started yet come from its
-    experiment_state file."""
-    exp_dir = Path(exp_dir)
-    if not exp_dir.is_dir():
-        raise FileNotFoundError(f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>")
-    dirs = [p for p in exp_dir.iterdir()
-            if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
-    trials = [_load_trial_dir(p) for p in dirs]
-    trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
-    return sorted(trials, key=lambda t: t.trial_id)
-
-
-def read_sweep_meta(exp_dir: Path, trials: list[TrialRecord]) -> dict[str, Any]:
-    """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values)."""
-    spec: Any = {}
-    if (exp_dir / SWEEP_FILE).is_file():
-        try:
-            spec = yaml.safe_load((exp_dir / SWEEP_FILE).read_text()) or {}
-        except yaml.YAMLError as e:
-            warnings.warn(f"{exp_dir / SWEEP_FILE} is not valid YAML ({e}); using the trials' run configs")
-    spec = spec if isinstance(spec, dict) else {}
-    finished = [t for t in trials if t.state == "finished"]
-    model = model_label(spec.get("model")) or next((t.model for t in trials if t.model), None)
-
-    def distinct(key: str) -> list[Any]:
-        return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
-
-    return {"sweep": str(spec.get("name") or exp_dir.name), "model": model,
-            "eval_tokens": distinct("eval_tokens"), "n_ctx": distinct("n_ctx")}
 
 
 # ---------------------------------------------------------------- frontiers and matched comparison
@@ -237,13 +53,13 @@ def _clean(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _metrics(t: TrialRecord) -> dict[str, Any]:
+def _metrics(t: Trial) -> dict[str, Any]:
     return {k: _clean(v) for k, v in t.metrics.items()
             if k not in TUNE_KEYS and (v is None or isinstance(v, (int, float, str, bool)))}
 
 
 def _front_entry(p: FrontPoint) -> dict[str, Any]:
-    t: TrialRecord = p.payload
+    t: Trial = p.payload
     return {"trial_id": t.trial_id, "sparsity_coeff": t.sparsity_coeff,
             "dict_size_to_input_ratio": t.dict_size_to_input_ratio, "seed": t.seed,
             "n_samples": t.n_samples, "metrics": _metrics(t)}
@@ -280,7 +96,7 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
     return {Y_METRIC: target, "modes": modes_out, "ratios": ratios}
 
 
-def compute_pareto(trials: list[TrialRecord], meta: dict[str, Any]) -> dict[str, Any]:
+def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """The pareto.json document (schema in docs/report.md) from loaded trials."""
     finished = [t for t in trials if t.state == "finished" and t.hook and t.mode]
     for t in trials:
@@ -316,7 +132,7 @@ def compute_pareto(trials: list[TrialRecord], meta: dict[str, Any]) -> dict[str,
 
 # ---------------------------------------------------------------- writing files
 
-def write_trials_csv(trials: list[TrialRecord], path: Path) -> None:
+def write_trials_csv(trials: list[Trial], path: Path) -> None:
     """One row per trial: its parameters, then every metric of its final (or latest) row."""
     extra = sorted({k for t in trials for k, v in _metrics(t).items()} - set(PARAM_COLUMNS) - set(METRIC_COLUMNS))
     columns = [*PARAM_COLUMNS, *METRIC_COLUMNS, *extra, "error"]
@@ -326,10 +142,6 @@ def write_trials_csv(trials: list[TrialRecord], path: Path) -> None:
         for t in trials:
             row = {**_metrics(t), **{c: getattr(t, c) for c in PARAM_COLUMNS}, "error": t.error}
             writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
-
-
-def _slug(hook: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", hook)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -347,7 +159,7 @@ def _settings_line(doc: dict[str, Any]) -> str:
             f"context length (n_ctx) {join(doc['n_ctx'])}")
 
 
-def plot_frontiers(doc: dict[str, Any], trials: list[TrialRecord], out_dir: Path) -> list[Path]:
+def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> list[Path]:
     """Per hook, the paper's Figure 1 layout: CE-loss increase against L0 (log x) and against alive
     elements, one colour per mode, finished trials faint, the frontier as connected points. PNG + SVG."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
@@ -380,7 +192,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[TrialRecord], out_dir: Path
         axes[0].legend()
         fig.suptitle(f"{doc['sweep']}: {hook}. Original model CE loss {_fmt(h['ce_loss_original'], 5)}\n"
                      f"({_settings_line(doc)})", fontsize=10)
-        png = out_dir / f"frontier_{_slug(hook)}.png"
+        png = out_dir / f"frontier_{hook_slug(hook)}.png"
         fig.savefig(png, dpi=120)
         fig.savefig(png.with_suffix(".svg"), metadata={"Date": None})
         pngs.append(png)
@@ -444,7 +256,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
 
 
 def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
-                 trials: list[TrialRecord] | None = None) -> Path:
+                 trials: list[Trial] | None = None) -> Path:
     """Write trials.csv, pareto.json, frontier_<hook>.png/.svg and report.md; return report.md's path.
     ``out_dir`` defaults to ``exp_dir/report``; ``trials``: ``load_trials(exp_dir)`` when the caller
     already has them."""
@@ -463,62 +275,3 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
 
 # ---------------------------------------------------------------- W&B
 
-def _cell(v: str) -> Any:
-    """A CSV cell back to a number where it is one ('' -> None)."""
-    if v == "":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
-
-
-def log_report_to_wandb(report_dir: str | Path, project: str, group: str, entity: str | None = None,
-                        mode: str = "offline") -> Path | None:
-    """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
-    Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
-    passed here. Returns the run's local directory, or None with ``mode="disabled"`` (a no-op)."""
-    if mode not in ("online", "offline", "disabled"):
-        raise ValueError(f"W&B mode {mode!r} is not one of online, offline, disabled")
-    if mode == "disabled":
-        return None
-    import wandb
-
-    report_dir = Path(report_dir)
-    doc = json.loads((report_dir / "pareto.json").read_text())
-    with (report_dir / "trials.csv").open(newline="") as f:
-        header, *rows = list(csv.reader(f))
-    # Local run files beside the report (not in whatever directory the command ran from); WANDB_DIR wins.
-    run = wandb.init(project=project, group=group, entity=entity, name=f"{doc['sweep']}-report",
-                     dir=os.environ.get("WANDB_DIR") or str(report_dir),
-                     job_type="report", mode=mode, config={k: doc[k] for k in
-                                                            ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")})
-    try:
-        front_rows, matched_rows = [], []
-        for hook, h in doc["hooks"].items():
-            for mode_name, m in h["modes"].items():
-                for x, front in m["frontiers"].items():
-                    front_rows += [[hook, mode_name, x, p["trial_id"], p["sparsity_coeff"], p["metrics"].get("l0"),
-                                    p["metrics"].get("alive_dict_elements"), p["metrics"].get(Y_METRIC)] for p in front]
-            for mode_name, m in h["matched"]["modes"].items():
-                ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
-                matched_rows.append([hook, mode_name, h["matched"][Y_METRIC],
-                                     *(m[x]["value"] if x in m else None for x in X_METRICS),
-                                     *(m[x]["clipped"] if x in m else None for x in X_METRICS),
-                                     *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS)])
-        images = {f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{_slug(hook)}.png"), caption=hook)
-                  for hook in doc["hooks"]}
-        run.log({
-            **images,
-            "trials": wandb.Table(columns=header, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True),
-            "frontier": wandb.Table(columns=["hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0",
-                                             "alive_dict_elements", Y_METRIC], data=front_rows, allow_mixed_types=True),
-            "matched": wandb.Table(columns=["hook", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped",
-                                            "alive_clipped", "l0_ratio_to_local", "alive_ratio_to_local"],
-                                   data=matched_rows, allow_mixed_types=True),
-        })
-        return Path(run.dir).parent
-    finally:
-        run.finish()

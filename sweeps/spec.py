@@ -31,7 +31,9 @@ from e2e_sae.config import (
     read_yaml_mapping, run_config_from_dict,
 )
 from e2e_sae.validate import check_config, model_shape
+from e2e_sae.hooks import resid_pre
 from sweeps.layout import check_storage, experiment_path
+from sweeps.trial import Trial, trial_name, trial_names  # noqa: F401  (trial_name(s): the plan's names)
 
 
 class _Strict(BaseModel):
@@ -203,8 +205,8 @@ def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
     return copy.deepcopy(spec._base_run)
 
 
-def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
-    """One dict per trial: the axis values and the trial's full run config (``run``)."""
+def expand_trials(spec: SweepSpec) -> list[Trial]:
+    """One planned trial per point of the axes, with its full run config."""
     base = base_run_dict(spec)
     ax = spec.axes
     # Set on every trial after its axis values (W&B logging is Tune's callback, not the trial's).
@@ -221,52 +223,36 @@ def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
         for layer, ratio, coeff, seed in combos:
             dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}
             if layer is not None:
-                dotted["sae.position"] = f"blocks.{layer}.hook_resid_pre"
+                dotted["sae.position"] = resid_pre(layer)
             if ratio is not None:
                 dotted["sae.dict_size_to_input_ratio"] = ratio
             run = apply_overrides(base, {**dotted, **fixed})
-            trials.append({
-                "mode": mode, "layer": layer, "hook": run["sae"]["position"],
-                "dict_size_to_input_ratio": run["sae"]["dict_size_to_input_ratio"],
-                "sparsity_coeff": coeff, "seed": seed, "run": run,
-            })
+            trials.append(Trial(
+                mode=mode, layer=layer, hook=run["sae"]["position"],
+                dict_size_to_input_ratio=run["sae"]["dict_size_to_input_ratio"],
+                sparsity_coeff=coeff, seed=seed, run=run,
+            ))
     return trials
 
 
-def trial_name(trial: dict[str, Any]) -> str:
-    """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
-    layer = trial["layer"] if trial["layer"] is not None else trial["hook"]
-    name = (f"{trial['mode']}_L{layer}_r{trial['dict_size_to_input_ratio']:g}"
-            f"_s{trial['sparsity_coeff']:.4g}_seed{trial['seed']}")
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
-
-
-def trial_names(trials: list[dict[str, Any]]) -> list[str]:
-    """Each trial's ``trial_name``, made unique: trials whose names coincide (coefficients equal to
-    4 significant digits, a value repeated on an axis) get their trial index appended."""
-    names = [trial_name(t) for t in trials]
-    counts = {n: names.count(n) for n in names}
-    return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
-
-
-def validate_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> list[RunConfig]:
+def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
     """Every trial's run config validated and put through the library's checks (hooks against the
     model, context, data sources, pretrained SAE), storage reachable."""
     configs = []
     for t in trials:
         try:
-            configs.append(run_config_from_dict(t["run"]))
+            configs.append(run_config_from_dict(t.run))
         except ConfigError as err:
-            raise ConfigError(f"trial {trial_name(t)}: {err}") from None
+            raise ConfigError(f"trial {t.name}: {err}") from None
     shape = model_shape(configs[0].model)
-    layers = sorted({t["layer"] for t in trials if t["layer"] is not None})
+    layers = sorted({t.layer for t in trials if t.layer is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
         raise ConfigError(f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}")
     for t, cfg in zip(trials, configs):
         try:
             check_config(cfg, shape)
         except ConfigError as err:
-            raise ConfigError(f"trial {trial_name(t)}: {err}") from None
+            raise ConfigError(f"trial {t.name}: {err}") from None
     check_storage(spec.storage_path)
     return configs
 

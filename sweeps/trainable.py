@@ -23,7 +23,7 @@ AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
-    """Tune function trainable. ``config``: the trial dict from ``sweeps.spec.expand_trials``.
+    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``.
 
     ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""

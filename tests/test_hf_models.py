@@ -183,7 +183,7 @@ def test_bad_input_is_one_line_naming_the_field(hf_assets, tmp_path, capsys):
 @pytest.mark.slow
 def test_short_sweep_on_the_tiny_hf_model(hf_assets, tmp_path):
     from sweep_fixtures import ray_free_env, write_sweep
-    from sweeps.report import load_trials
+    from sweeps.results import load_trials
 
     run = hf_run(hf_assets)
     run["train"].update(n_samples=32, checkpoint_every_n_samples=16)

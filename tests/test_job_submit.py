@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ray_fixtures import RAY, REPO
-from sweeps.report import load_trials
+from sweeps.results import load_trials
 from sweep_fixtures import tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow

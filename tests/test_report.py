@@ -6,7 +6,9 @@ import shutil
 import pytest
 import yaml
 
-from sweeps.report import load_trials, log_report_to_wandb, write_report
+from sweeps.report import write_report
+from sweeps.report_wandb import log_report_to_wandb
+from sweeps.results import load_trials
 
 A, B = "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"
 EVAL = {"ce_loss_original": 3.0, "eval_tokens": 2048, "n_ctx": 64, "n_dict_elements": 1024}

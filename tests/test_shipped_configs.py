@@ -28,4 +28,4 @@ def test_paper_gpt2_settings():
 def test_sweep_file_expands(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     trials = expand_trials(load_sweep(path))
-    assert len(trials) > 1 and {t["mode"] for t in trials} == {"local", "e2e", "e2e+ds"}
+    assert len(trials) > 1 and {t.mode for t in trials} == {"local", "e2e", "e2e+ds"}

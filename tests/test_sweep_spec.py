@@ -20,18 +20,18 @@ def test_axes_expand_per_mode_coefficients(tmp_path):
         "seed": [0, 1]}))
     trials = expand_trials(spec)
     assert len(trials) == (3 + 1 + 2) * 2 * 2 * 2
-    local = sorted({t["sparsity_coeff"] for t in trials if t["mode"] == "local"})
+    local = sorted({t.sparsity_coeff for t in trials if t.mode == "local"})
     assert local == pytest.approx([0.5, 3.16228, 20.0])
     t = trials[0]
-    assert t["run"]["mode"] == "local" and t["run"]["sae"]["position"] == "blocks.0.hook_resid_pre"
-    assert t["run"]["train"]["checkpoint_every_n_samples"] == 32 and t["run"]["loss"]["sparsity"]["coeff"] == 0.5
+    assert t.run["mode"] == "local" and t.run["sae"]["position"] == "blocks.0.hook_resid_pre"
+    assert t.run["train"]["checkpoint_every_n_samples"] == 32 and t.run["loss"]["sparsity"]["coeff"] == 0.5
     validate_trials(spec, trials)
 
 
 def test_overrides_apply_to_every_trial(tmp_path):
     spec = sweep_from_dict(tiny_sweep(tmp_path, overrides={"train.n_samples": 32, "train": {"lr": 0.5}}))
-    assert {t["run"]["train"]["n_samples"] for t in expand_trials(spec)} == {32}
-    assert {t["run"]["train"]["lr"] for t in expand_trials(spec)} == {0.5}
+    assert {t.run["train"]["n_samples"] for t in expand_trials(spec)} == {32}
+    assert {t.run["train"]["lr"] for t in expand_trials(spec)} == {0.5}
 
 
 def test_log_space_values():

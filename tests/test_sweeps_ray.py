@@ -17,7 +17,7 @@ from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 from ray_fixtures import REPO, ray_free_env
 from sweeps.cli import EXIT_INTERRUPTED
-from sweeps.report import load_trials
+from sweeps.results import load_trials
 from sweeps.spec import expand_trials, sweep_from_dict, trial_names
 from sweep_fixtures import tiny_sweep, write_sweep
 

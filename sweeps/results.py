@@ -1,0 +1,129 @@
+"""Reading an experiment directory: its trials (params.json, result.json, error.txt, and Tune's
+experiment state for trials without a directory yet) and the sweep's settings (sweep.yaml).
+
+Works on a sweep another machine ran, one still running, or one that partly failed: a truncated
+result line is skipped, a missing file is a missing value.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES
+from sweeps.trial import Trial, model_label
+
+# Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
+TUNE_KEYS = frozenset({
+    "training_iteration", "trial_id", "timestamp", "done", "date", "time_this_iter_s", "time_total_s",
+    "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
+    "checkpoint_dir_name", "config", "experiment_tag", "should_checkpoint", "timesteps_total",
+    "episodes_total", "timesteps_since_restore", "experiment_id",
+})
+
+
+
+def read_result_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a result.json; a truncated or corrupt line (a sweep still writing) is skipped."""
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                warnings.warn(f"{path}: line {i + 1} is not valid JSON; skipped")
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _load_trial_dir(path: Path) -> Trial:
+    params: dict[str, Any] = {}
+    if (path / "params.json").is_file():
+        try:
+            params = json.loads((path / "params.json").read_text())
+        except json.JSONDecodeError:
+            warnings.warn(f"{path / 'params.json'} is not valid JSON; the trial's parameters are unknown")
+    trial = Trial.from_config(params if isinstance(params, dict) else {}, trial_id=path.name)
+    trial.path = path
+    rows = read_result_rows(path / "result.json")
+    finals = [r for r in rows if r.get("final") is True]
+    trial.n_rows = len(rows)
+    if (path / "error.txt").is_file():
+        lines = (path / "error.txt").read_text(errors="replace").strip().splitlines()
+        trial.error = lines[-1][:300] if lines else "error.txt is empty"
+    if finals:  # a final row wins over error.txt: its metrics are complete
+        trial.state, trial.metrics = "finished", finals[-1]
+    elif trial.error is not None:
+        trial.state, trial.metrics = "errored", rows[-1] if rows else {}
+    elif rows:
+        trial.state, trial.metrics = "incomplete", rows[-1]
+    return trial
+
+
+def _trials_from_experiment_state(exp_dir: Path, seen: set[str]) -> list[Trial]:
+    """Trials Ray Tune knows about but has not given a directory yet (pending in a running sweep),
+    from the newest experiment_state-*.json. Only plain JSON is read (never the pickled fields)."""
+    states = sorted(exp_dir.glob(EXPERIMENT_STATE_GLOB), key=lambda p: p.stat().st_mtime)
+    if not states:
+        return []
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"]
+        out = []
+        for entry in trial_data:
+            state = json.loads(entry[0])
+            trial_id = state.get("relative_logdir") or str(state["trial_id"])
+            if trial_id in seen:
+                continue
+            config = state.get("config") if isinstance(state.get("config"), dict) else {}
+            trial = Trial.from_config(config, trial_id=trial_id)
+            if state.get("status") == "ERROR":
+                trial.state, trial.error = "errored", "Ray Tune marked the trial ERROR; it has no directory"
+            out.append(trial)
+        return out
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        warnings.warn(f"{states[-1]}: could not read the pending trials ({e}); only trial dirs are listed")
+        return []
+
+
+def load_trials(exp_dir: str | Path) -> list[Trial]:
+    """Every trial of an experiment directory, sorted by trial id. A trial dir is a subdirectory
+    holding params.json, result.json or error.txt; trials Tune has not started yet come from its
+    experiment_state file."""
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise FileNotFoundError(f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>")
+    dirs = [p for p in exp_dir.iterdir()
+            if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
+    trials = [_load_trial_dir(p) for p in dirs]
+    trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def read_sweep_meta(exp_dir: Path, trials: list[Trial]) -> dict[str, Any]:
+    """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values)."""
+    spec: Any = {}
+    if (exp_dir / SWEEP_FILE).is_file():
+        try:
+            spec = yaml.safe_load((exp_dir / SWEEP_FILE).read_text()) or {}
+        except yaml.YAMLError as e:
+            warnings.warn(f"{exp_dir / SWEEP_FILE} is not valid YAML ({e}); using the trials' run configs")
+    spec = spec if isinstance(spec, dict) else {}
+    finished = [t for t in trials if t.state == "finished"]
+    model = model_label(spec.get("model")) or next((t.model for t in trials if t.model), None)
+
+    def distinct(key: str) -> list[Any]:
+        return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
+
+    return {"sweep": str(spec.get("name") or exp_dir.name), "model": model,
+            "eval_tokens": distinct("eval_tokens"), "n_ctx": distinct("n_ctx")}

@@ -182,7 +182,8 @@ def test_bad_input_is_one_line_naming_the_field(hf_assets, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_short_sweep_on_the_tiny_hf_model(hf_assets, tmp_path):
-    from ray_fixtures import ray_free_env, write_sweep
+    from ray_fixtures import ray_free_env
+    from sweep_fixtures import write_sweep
     from sweeps.results import load_trials
 
     run = hf_run(hf_assets)

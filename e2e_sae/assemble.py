@@ -29,6 +29,12 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     model = load_language_model(cfg.model.name, cfg.model.native, device=device)
     check_hooks_in_model(cfg, model.hook_dict, model.cfg.n_layers)  # preflight may not have known the shape
     check_n_ctx(cfg.data.n_ctx, model.cfg.n_ctx)
+    return splice_sae(cfg, model, device)
+
+
+def splice_sae(cfg: RunConfig, model, device: torch.device) -> SplicedModel:
+    """A fresh (seeded by ``cfg.seed``) or loaded SAE spliced into an already loaded ``model``; the
+    members of a group (:mod:`e2e_sae.group`) share one model this way."""
     d_in = model.cfg.d_model
     torch.manual_seed(cfg.seed)
     sae = SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))

@@ -72,6 +72,165 @@ def eval_metrics(spliced: SplicedModel, eval_tokens: torch.Tensor, batch_size: i
             "n_dict_elements": spliced.sae.n_dict_elements}
 
 
+class Run:
+    """One SAE run's own state and outputs: SAE (in its spliced model), optimizer, schedule,
+    activation-frequency window, step counters, ``metrics.jsonl``, W&B run and checkpoints.
+
+    :func:`run_loop` drives one (:func:`train`) or several in lockstep on one data stream
+    (:mod:`e2e_sae.group`); everything a user sees of a run lives here, so a group member is a run.
+    """
+
+    def __init__(self, cfg: RunConfig, spliced: SplicedModel, reporter: Reporter | None = None):
+        self.cfg, self.spliced, self.reporter = cfg, spliced, reporter
+        self.sae = spliced.sae
+        self.optimizer, self.scheduler = make_optimizer(self.sae, cfg.train)
+        device = next(self.sae.parameters()).device
+        self.act_freq = ActivationFrequency(self.sae.n_dict_elements, cfg.train.act_frequency_n_tokens, device)
+        self.step, self.n_samples = 0, 0
+        self.final: dict[str, Any] | None = None
+        self.error: str | None = None  # why the run stopped early (a non-finite loss)
+        self.wandb_run: WandbRun | None = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Everything of this run the next step depends on (the data stream and RNG are the loop's)."""
+        self.sae.load_state_dict(state["sae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.act_freq.load_state_dict(state["act_frequency"])
+        self.step, self.n_samples = int(state["step"]), int(state["n_samples"])
+
+    def open_outputs(self, resume: bool) -> None:
+        out = self.cfg.output_dir
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        self.log = MetricsLog(out / "metrics.jsonl")
+        self.wandb_run = WandbRun(self.cfg, resume=resume)
+
+    def save(self, stream_state: dict[str, Any]) -> Path:
+        state = {
+            "sae": self.sae.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "step": self.step, "n_samples": self.n_samples,
+            "data": stream_state, "rng": rng_state(), "act_frequency": self.act_freq.state_dict(),
+            "config": self.cfg.to_dict(),
+        }
+        return save_checkpoint(self.cfg.output_dir / "checkpoints", self.n_samples, state,
+                               self.cfg.train.keep_checkpoints)
+
+    def end_step(self, stats: StepStats, tokens_per_s: Callable[[], float], eval_tokens: torch.Tensor,
+                 stream_state: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """After the step's micro-batches: refuse a non-finite loss, step Adam and the schedule, then
+        log, evaluate, checkpoint and report as this step owes. Returns the train row."""
+        tc = self.cfg.train
+        means = stats.means()
+        loss_value = means.pop("loss")
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(
+                f"loss is {loss_value} at step {self.step} ({self.n_samples} samples); stopped. The last good "
+                f"checkpoint in {self.cfg.output_dir / 'checkpoints'} is kept; lower train.lr or loss "
+                "coefficients and resume or restart"
+            )
+        lr = self.scheduler.get_last_lr()[0]
+        optimizer_step(self.sae, self.optimizer, self.scheduler, tc.max_grad_norm)
+        samples_before = self.n_samples
+        self.n_samples, self.step = self.n_samples + tc.effective_batch_size, self.step + 1
+        row = {"n_samples": self.n_samples, "step": self.step, "loss": loss_value, "lr": lr, **means}
+
+        # What this step owes: the last step's eval and checkpoint come after the loop, once.
+        is_last_step = self.step == tc.total_steps
+        is_eval_step = crossed(tc.eval_every_n_samples, samples_before, self.n_samples) and not is_last_step
+        is_checkpoint_step = (crossed(tc.checkpoint_every_n_samples, samples_before, self.n_samples)
+                              and not is_last_step)
+        if self.step % LOG_EVERY_N_STEPS == 0 or is_eval_step or is_checkpoint_step:
+            row["tokens_per_s"] = tokens_per_s()
+            self.log.write({"kind": "train", **row})
+            self.wandb_run.log(row, self.step)
+        if is_eval_step:
+            row.update(eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq))
+            self.log.write({"kind": "eval", **row, "final": False})
+            self.wandb_run.log({**row, "final": False}, self.step)
+        checkpoint_dir = self.save(stream_state()) if is_checkpoint_step else None
+        if self.reporter is not None and (is_eval_step or is_checkpoint_step):
+            self.reporter({**row, "final": False}, checkpoint_dir)
+        return row
+
+    def finish(self, eval_tokens: torch.Tensor, stream_state: dict[str, Any]) -> dict[str, Any]:
+        """The end of the run: final eval, checkpoint, metrics.json (atomically), one last report."""
+        final = {"n_samples": self.n_samples, "step": self.step,
+                 **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
+                 "final": True}
+        self.log.write({"kind": "eval", **final})
+        self.wandb_run.log(final, self.step)
+        self.wandb_run.summary(final)
+        checkpoint_dir = self.save(stream_state)
+        out = self.cfg.output_dir
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(final, indent=2))
+        tmp.replace(out / "metrics.json")
+        if self.reporter is not None:
+            self.reporter(final, checkpoint_dir)
+        self.final = final
+        return final
+
+    def close(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+# A micro-batch of every live run: (runs, tokens, each run's StepStats) -> None, gradients accumulated.
+MicroStep = Callable[[list[Run], torch.Tensor, list[StepStats]], None]
+
+
+def single_micro_step(runs: list[Run], tokens: torch.Tensor, stats: list[StepStats]) -> None:
+    (run,) = runs
+    micro_step(run.spliced, run.cfg, tokens, stats[0], run.act_freq)
+
+
+def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.device, micro: MicroStep,
+             *, stop_alone: bool = False, progress: bool = True) -> None:
+    """Train ``runs`` in lockstep on one data stream (they share n_samples and batch sizes): each
+    optimizer step accumulates micro-batches (``micro``), then each run ends its step on its own.
+
+    A run whose loss turns non-finite raises :class:`TrainingDiverged`; with ``stop_alone`` (a group)
+    it stops alone with ``run.error`` set and the others go on. Runs that finish get ``run.final``.
+    """
+    tc = runs[0].cfg.train
+    live = [r for r in runs if r.error is None and r.final is None]
+    step = live[0].step if live else tc.total_steps
+    bar = tqdm(total=tc.n_samples, initial=live[0].n_samples if live else tc.n_samples, unit="samples",
+               disable=not progress, dynamic_ncols=True)
+    t0, tokens_seen = time.perf_counter(), 0
+
+    def tokens_per_s() -> float:
+        elapsed = time.perf_counter() - t0
+        return tokens_seen / elapsed if elapsed > 0 else float("nan")
+
+    try:
+        while step < tc.total_steps and live:
+            stats = [StepStats() for _ in live]
+            for _ in range(tc.grad_accum_steps):
+                tokens = stream.next_batch(tc.batch_size).to(device)
+                micro(live, tokens, stats)
+                tokens_seen += tokens.numel()
+            for run, run_stats in zip(list(live), stats):
+                try:
+                    row = run.end_step(run_stats, tokens_per_s, eval_tokens, stream.state)
+                except TrainingDiverged as err:
+                    if not stop_alone:
+                        raise
+                    run.error = str(err)
+                    live.remove(run)
+                    continue
+                if run is live[0]:
+                    bar.set_postfix(loss=f"{row['loss']:.4g}", L0=f"{row['train_l0']:.1f}")
+            step += 1
+            bar.update(tc.effective_batch_size)
+        bar.close()
+        for run in live:
+            run.finish(eval_tokens, stream.state())
+    finally:
+        bar.close()
+
+
 def train(
     cfg: RunConfig,
     *,
@@ -84,101 +243,24 @@ def train(
     preflight(cfg, resume=resume_from is not None)
     device = resolve_device(cfg.train.device)
     spliced = build_spliced_model(cfg, device)
-    sae, tc = spliced.sae, cfg.train
     tokenizer = resolve_tokenizer(cfg, spliced.model)
-    stream = open_train_stream(cfg.data.train, cfg.data.n_ctx, cfg.seed, tokenizer)
+    stream = open_train_stream(cfg.data.train, cfg.data.n_ctx, cfg.data_seed, tokenizer)
     eval_tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, tokenizer)
-    optimizer, scheduler = make_optimizer(sae, tc)
-    act_freq = ActivationFrequency(sae.n_dict_elements, tc.act_frequency_n_tokens, device)
+    run = Run(cfg, spliced, reporter)
 
     # Resume: everything the next step depends on comes back, so the run continues bit for bit.
-    step, n_samples = 0, 0
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        sae.load_state_dict(state["sae"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        run.restore(state)
         stream.restore(state["data"])
-        act_freq.load_state_dict(state["act_frequency"])
         set_rng_state(state["rng"])
-        step, n_samples = int(state["step"]), int(state["n_samples"])
-
-    out = cfg.output_dir
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    log = MetricsLog(out / "metrics.jsonl")
-    wandb_run = WandbRun(cfg, resume=resume_from is not None)
-
-    def save(at_step: int, at_samples: int) -> Path:
-        state = {
-            "sae": sae.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "step": at_step, "n_samples": at_samples, "data": stream.state(), "rng": rng_state(),
-            "act_frequency": act_freq.state_dict(), "config": cfg.to_dict(),
-        }
-        return save_checkpoint(out / "checkpoints", at_samples, state, tc.keep_checkpoints)
-
-    bar = tqdm(total=tc.n_samples, initial=n_samples, unit="samples", disable=not progress, dynamic_ncols=True)
-    t0, tokens_seen = time.perf_counter(), 0
     try:
-        while step < tc.total_steps:
-            # One optimizer step: accumulate micro-batches, then refuse to step on a non-finite loss.
-            stats = StepStats()
-            for _ in range(tc.grad_accum_steps):
-                tokens = stream.next_batch(tc.batch_size).to(device)
-                micro_step(spliced, cfg, tokens, stats, act_freq)
-                tokens_seen += tokens.numel()
-            means = stats.means()
-            loss_value = means.pop("loss")
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"loss is {loss_value} at step {step} ({n_samples} samples); stopped. The last good "
-                    f"checkpoint in {out / 'checkpoints'} is kept; lower train.lr or loss coefficients and "
-                    "resume or restart"
-                )
-            lr = scheduler.get_last_lr()[0]
-            optimizer_step(sae, optimizer, scheduler, tc.max_grad_norm)
-            samples_before, n_samples, step = n_samples, n_samples + tc.effective_batch_size, step + 1
-            train_row = {"n_samples": n_samples, "step": step, "loss": loss_value, "lr": lr, **means}
-            bar.update(tc.effective_batch_size)
-            bar.set_postfix(loss=f"{loss_value:.4g}", L0=f"{train_row['train_l0']:.1f}")
-
-            # What this step owes: the last step's eval and checkpoint come after the loop, once.
-            is_last_step = step == tc.total_steps
-            is_eval_step = crossed(tc.eval_every_n_samples, samples_before, n_samples) and not is_last_step
-            is_checkpoint_step = (crossed(tc.checkpoint_every_n_samples, samples_before, n_samples)
-                                  and not is_last_step)
-            is_log_step = step % LOG_EVERY_N_STEPS == 0 or is_eval_step or is_checkpoint_step
-
-            if is_log_step:
-                elapsed = time.perf_counter() - t0
-                train_row["tokens_per_s"] = tokens_seen / elapsed if elapsed > 0 else float("nan")
-                log.write({"kind": "train", **train_row})
-                wandb_run.log(train_row, step)
-            if is_eval_step:
-                train_row.update(eval_metrics(spliced, eval_tokens, cfg.data.eval_batch_size, act_freq))
-                log.write({"kind": "eval", **train_row, "final": False})
-                wandb_run.log({**train_row, "final": False}, step)
-            checkpoint_dir = save(step, n_samples) if is_checkpoint_step else None
-            if reporter is not None and (is_eval_step or is_checkpoint_step):
-                reporter({**train_row, "final": False}, checkpoint_dir)
-        bar.close()
-
-        # The end of the run: final eval, checkpoint, metrics.json (atomically), one last report.
-        final = {"n_samples": n_samples, "step": step,
-                 **eval_metrics(spliced, eval_tokens, cfg.data.eval_batch_size, act_freq), "final": True}
-        log.write({"kind": "eval", **final})
-        wandb_run.log(final, step)
-        wandb_run.summary(final)
-        checkpoint_dir = save(step, n_samples)
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(final, indent=2))
-        tmp.replace(out / "metrics.json")
-        if reporter is not None:
-            reporter(final, checkpoint_dir)
-        return final
+        run.open_outputs(resume=resume_from is not None)
+        run_loop([run], stream, eval_tokens, device, single_micro_step, progress=progress)
     finally:
-        bar.close()
-        wandb_run.finish()
+        run.close()
+    assert run.final is not None
+    return run.final
 
 
 def main(argv: list[str] | None = None) -> int:

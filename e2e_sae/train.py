@@ -1,10 +1,11 @@
 """Train one SAE spliced into a frozen language model: ``python -m e2e_sae.train CONFIG.yaml``.
 
-The loop, top to bottom: each optimizer step accumulates micro-batches (clean pass -> SAE -> spliced
-pass -> loss -> backward; :mod:`e2e_sae.step`), then clips, steps Adam and the schedule; every so many
-samples it logs, evaluates on the held-out tokens and checkpoints. A caller (e.g. the Ray Tune sweep
-layer) passes ``reporter(metrics, checkpoint_dir)``, called at every eval/checkpoint and once at the
-end with ``metrics["final"] = True``; the library knows nothing of Ray.
+The loop itself (:mod:`e2e_sae.loop`), top to bottom: each optimizer step accumulates micro-batches
+(clean pass -> SAE -> spliced pass -> loss -> backward; :mod:`e2e_sae.step`), then clips, steps Adam
+and the schedule; every so many samples it logs, evaluates on the held-out tokens and checkpoints. A
+caller (e.g. the Ray Tune sweep layer) passes ``reporter(metrics, checkpoint_dir)``, called at every
+eval/checkpoint and once at the end with ``metrics["final"] = True``; the library knows nothing of Ray.
+A config with a ``group:`` section trains several SAEs on one clean pass (:mod:`e2e_sae.group`).
 
 Output directory: ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object per train log /
 eval row), ``checkpoints/samples_<n>/checkpoint.pt``, ``metrics.json`` (final eval).
@@ -13,222 +14,21 @@ eval row), ``checkpoints/samples_<n>/checkpoint.pt``, ``metrics.json`` (final ev
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
-import yaml
-from tqdm.auto import tqdm
+from typing import Any
 
 from e2e_sae.assemble import build_spliced_model, resolve_device
-from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides
+from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint, set_rng_state
+from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, read_yaml_mapping
 from e2e_sae.data import load_eval_tokens, open_train_stream
+from e2e_sae.group import DIVERGED_FILE, member_configs, train_group
+from e2e_sae.loop import Reporter, Run, TrainingDiverged, run_loop, single_micro_step
 from e2e_sae.metric_names import HEADLINE
-from e2e_sae.metrics import ActivationFrequency, evaluate
-from e2e_sae.optim import make_optimizer
-from e2e_sae.spliced import SplicedModel
-from e2e_sae.step import StepStats, micro_step, optimizer_step
 from e2e_sae.tokenizer import resolve_tokenizer
 from e2e_sae.validate import preflight
-from e2e_sae.wandb_log import WandbRun
 
-Reporter = Callable[[dict[str, Any], "Path | None"], None]
-LOG_EVERY_N_STEPS = 10
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept untouched."""
-
-
-class MetricsLog:
-    """Append-only JSON lines, flushed per row so a crash loses nothing written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def crossed(every_n_samples: int | None, samples_before: int, samples_after: int) -> bool:
-    """Whether a multiple of ``every_n_samples`` lies in ``(samples_before, samples_after]``."""
-    return every_n_samples is not None and samples_after // every_n_samples > samples_before // every_n_samples
-
-
-def eval_metrics(spliced: SplicedModel, eval_tokens: torch.Tensor, batch_size: int,
-                 act_freq: ActivationFrequency) -> dict[str, Any]:
-    """The held-out metrics (docs/metrics.md) plus the alive count of the activation-frequency window."""
-    spliced.sae.eval()
-    metrics = evaluate(spliced, eval_tokens, batch_size)
-    spliced.sae.train()
-    alive, window = act_freq.alive()
-    return {**metrics, "alive_dict_elements": alive, "alive_window_tokens": window,
-            "n_dict_elements": spliced.sae.n_dict_elements}
-
-
-class Run:
-    """One SAE run's own state and outputs: SAE (in its spliced model), optimizer, schedule,
-    activation-frequency window, step counters, ``metrics.jsonl``, W&B run and checkpoints.
-
-    :func:`run_loop` drives one (:func:`train`) or several in lockstep on one data stream
-    (:mod:`e2e_sae.group`); everything a user sees of a run lives here, so a group member is a run.
-    """
-
-    def __init__(self, cfg: RunConfig, spliced: SplicedModel, reporter: Reporter | None = None):
-        self.cfg, self.spliced, self.reporter = cfg, spliced, reporter
-        self.sae = spliced.sae
-        self.optimizer, self.scheduler = make_optimizer(self.sae, cfg.train)
-        device = next(self.sae.parameters()).device
-        self.act_freq = ActivationFrequency(self.sae.n_dict_elements, cfg.train.act_frequency_n_tokens, device)
-        self.step, self.n_samples = 0, 0
-        self.final: dict[str, Any] | None = None
-        self.error: str | None = None  # why the run stopped early (a non-finite loss)
-        self.wandb_run: WandbRun | None = None
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Everything of this run the next step depends on (the data stream and RNG are the loop's)."""
-        self.sae.load_state_dict(state["sae"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.act_freq.load_state_dict(state["act_frequency"])
-        self.step, self.n_samples = int(state["step"]), int(state["n_samples"])
-
-    def open_outputs(self, resume: bool) -> None:
-        out = self.cfg.output_dir
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(out / "metrics.jsonl")
-        self.wandb_run = WandbRun(self.cfg, resume=resume)
-
-    def save(self, stream_state: dict[str, Any]) -> Path:
-        state = {
-            "sae": self.sae.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step, "n_samples": self.n_samples,
-            "data": stream_state, "rng": rng_state(), "act_frequency": self.act_freq.state_dict(),
-            "config": self.cfg.to_dict(),
-        }
-        return save_checkpoint(self.cfg.output_dir / "checkpoints", self.n_samples, state,
-                               self.cfg.train.keep_checkpoints)
-
-    def end_step(self, stats: StepStats, tokens_per_s: Callable[[], float], eval_tokens: torch.Tensor,
-                 stream_state: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """After the step's micro-batches: refuse a non-finite loss, step Adam and the schedule, then
-        log, evaluate, checkpoint and report as this step owes. Returns the train row."""
-        tc = self.cfg.train
-        means = stats.means()
-        loss_value = means.pop("loss")
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss is {loss_value} at step {self.step} ({self.n_samples} samples); stopped. The last good "
-                f"checkpoint in {self.cfg.output_dir / 'checkpoints'} is kept; lower train.lr or loss "
-                "coefficients and resume or restart"
-            )
-        lr = self.scheduler.get_last_lr()[0]
-        optimizer_step(self.sae, self.optimizer, self.scheduler, tc.max_grad_norm)
-        samples_before = self.n_samples
-        self.n_samples, self.step = self.n_samples + tc.effective_batch_size, self.step + 1
-        row = {"n_samples": self.n_samples, "step": self.step, "loss": loss_value, "lr": lr, **means}
-
-        # What this step owes: the last step's eval and checkpoint come after the loop, once.
-        is_last_step = self.step == tc.total_steps
-        is_eval_step = crossed(tc.eval_every_n_samples, samples_before, self.n_samples) and not is_last_step
-        is_checkpoint_step = (crossed(tc.checkpoint_every_n_samples, samples_before, self.n_samples)
-                              and not is_last_step)
-        if self.step % LOG_EVERY_N_STEPS == 0 or is_eval_step or is_checkpoint_step:
-            row["tokens_per_s"] = tokens_per_s()
-            self.log.write({"kind": "train", **row})
-            self.wandb_run.log(row, self.step)
-        if is_eval_step:
-            row.update(eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq))
-            self.log.write({"kind": "eval", **row, "final": False})
-            self.wandb_run.log({**row, "final": False}, self.step)
-        checkpoint_dir = self.save(stream_state()) if is_checkpoint_step else None
-        if self.reporter is not None and (is_eval_step or is_checkpoint_step):
-            self.reporter({**row, "final": False}, checkpoint_dir)
-        return row
-
-    def finish(self, eval_tokens: torch.Tensor, stream_state: dict[str, Any]) -> dict[str, Any]:
-        """The end of the run: final eval, checkpoint, metrics.json (atomically), one last report."""
-        final = {"n_samples": self.n_samples, "step": self.step,
-                 **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
-                 "final": True}
-        self.log.write({"kind": "eval", **final})
-        self.wandb_run.log(final, self.step)
-        self.wandb_run.summary(final)
-        checkpoint_dir = self.save(stream_state)
-        out = self.cfg.output_dir
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(final, indent=2))
-        tmp.replace(out / "metrics.json")
-        if self.reporter is not None:
-            self.reporter(final, checkpoint_dir)
-        self.final = final
-        return final
-
-    def close(self) -> None:
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
-
-
-# A micro-batch of every live run: (runs, tokens, each run's StepStats) -> None, gradients accumulated.
-MicroStep = Callable[[list[Run], torch.Tensor, list[StepStats]], None]
-
-
-def single_micro_step(runs: list[Run], tokens: torch.Tensor, stats: list[StepStats]) -> None:
-    (run,) = runs
-    micro_step(run.spliced, run.cfg, tokens, stats[0], run.act_freq)
-
-
-def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.device, micro: MicroStep,
-             *, stop_alone: bool = False, progress: bool = True) -> None:
-    """Train ``runs`` in lockstep on one data stream (they share n_samples and batch sizes): each
-    optimizer step accumulates micro-batches (``micro``), then each run ends its step on its own.
-
-    A run whose loss turns non-finite raises :class:`TrainingDiverged`; with ``stop_alone`` (a group)
-    it stops alone with ``run.error`` set and the others go on. Runs that finish get ``run.final``.
-    """
-    tc = runs[0].cfg.train
-    live = [r for r in runs if r.error is None and r.final is None]
-    step = live[0].step if live else tc.total_steps
-    bar = tqdm(total=tc.n_samples, initial=live[0].n_samples if live else tc.n_samples, unit="samples",
-               disable=not progress, dynamic_ncols=True)
-    t0, tokens_seen = time.perf_counter(), 0
-
-    def tokens_per_s() -> float:
-        elapsed = time.perf_counter() - t0
-        return tokens_seen / elapsed if elapsed > 0 else float("nan")
-
-    try:
-        while step < tc.total_steps and live:
-            stats = [StepStats() for _ in live]
-            for _ in range(tc.grad_accum_steps):
-                tokens = stream.next_batch(tc.batch_size).to(device)
-                micro(live, tokens, stats)
-                tokens_seen += tokens.numel()
-            for run, run_stats in zip(list(live), stats):
-                try:
-                    row = run.end_step(run_stats, tokens_per_s, eval_tokens, stream.state)
-                except TrainingDiverged as err:
-                    if not stop_alone:
-                        raise
-                    run.error = str(err)
-                    live.remove(run)
-                    continue
-                if run is live[0]:
-                    bar.set_postfix(loss=f"{row['loss']:.4g}", L0=f"{row['train_l0']:.1f}")
-            step += 1
-            bar.update(tc.effective_batch_size)
-        bar.close()
-        for run in live:
-            run.finish(eval_tokens, stream.state())
-    finally:
-        bar.close()
+__all__ = ["train", "main", "TrainingDiverged"]
 
 
 def train(
@@ -265,14 +65,18 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.train", description=__doc__.split("\n")[0])
-    parser.add_argument("config", help="run config YAML")
+    parser.add_argument("config", help="run config YAML (with a group: section: a grouped run)")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
                         help="override a config field, value parsed as YAML (repeatable)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        cfg = load_run_config(args.config, parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
+        raw = read_yaml_mapping(args.config)
+        if "group" in raw:
+            return _main_group(raw, overrides, args.resume, not args.no_progress)
+        cfg = load_run_config(args.config, overrides)
         resume_from = None
         if args.resume:
             resume_from = latest_checkpoint(cfg.output_dir)
@@ -288,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE))
     print(f"wrote {cfg.output_dir / 'metrics.json'}")
     return 0
+
+
+def _main_group(raw: dict[str, Any], overrides: dict[str, Any], resume: bool, progress: bool) -> int:
+    """A grouped run: one line per member; exit 3 if a member diverged (the others still finish)."""
+    spec, cfgs = member_configs(raw, overrides)
+    runs = train_group(spec, cfgs, resume=resume, progress=progress)
+    for member, run in zip(spec.members, runs):
+        if run.final is not None:
+            print(f"{member.name}: " + " ".join(f"{k}={run.final[k]:.4g}" for k in HEADLINE)
+                  + f" (wrote {run.cfg.output_dir / 'metrics.json'})")
+        else:
+            print(f"{member.name}: error: {run.error} ({run.cfg.output_dir / DIVERGED_FILE})", file=sys.stderr)
+    return 3 if any(run.final is None for run in runs) else 0
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class Run:
         self.final: dict[str, Any] | None = None
         self.error: str | None = None  # why the run stopped early (a non-finite loss)
         self.wandb_run: WandbRun | None = None
+        self.pending_report: tuple[dict[str, Any], Path | None] | None = None
 
     def restore(self, state: dict[str, Any]) -> None:
         """Everything of this run the next step depends on (the data stream and RNG are the loop's)."""
@@ -142,8 +143,15 @@ class Run:
             self.wandb_run.log({**row, "final": False}, self.step)
         checkpoint_dir = self.save(stream_state()) if is_checkpoint_step else None
         if self.reporter is not None and (is_eval_step or is_checkpoint_step):
-            self.reporter({**row, "final": False}, checkpoint_dir)
+            self.pending_report = ({**row, "final": False}, checkpoint_dir)
         return row
+
+    def report(self) -> None:
+        """Hand this step's eval/checkpoint to the reporter: called once every run of the loop has
+        saved its checkpoint of the step, so a group killed in a report resumes at a common step."""
+        if self.pending_report is not None:
+            pending, self.pending_report = self.pending_report, None
+            self.reporter(*pending)
 
     def finish(self, eval_tokens: torch.Tensor, stream_state: dict[str, Any]) -> dict[str, Any]:
         """The end of the run: final eval, checkpoint, metrics.json (atomically), one last report."""
@@ -214,6 +222,8 @@ def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.d
                     continue
                 if run is live[0]:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", L0=f"{row['train_l0']:.1f}")
+            for run in live:
+                run.report()
             step += 1
             bar.update(tc.effective_batch_size)
         bar.close()

@@ -85,7 +85,7 @@ def check_members(cfgs: list[RunConfig], names: list[str]) -> None:
         return {k: v for k, v in flat.items() if k not in _PER_MEMBER}
 
     first = shared(cfgs[0])
-    for name, cfg in zip(names[1:], cfgs[1:]):
+    for name, cfg in zip(names[1:], cfgs[1:], strict=True):
         other = shared(cfg)
         for key in sorted(first.keys() | other.keys()):
             if first.get(key) != other.get(key):
@@ -165,12 +165,12 @@ def group_micro_step(stacked: bool):
         clean = runs[0].spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
         passes = spliced_passes([r.spliced for r in runs], tokens, clean, cfg.loss.needs_logits, stacked)
         scaled, results = [], []
-        for run, sp in zip(runs, passes):
+        for run, sp in zip(runs, passes, strict=True):
             loss, terms = member_loss(run.cfg, clean, sp)
             scaled.append(loss / cfg.train.grad_accum_steps)
             results.append((loss, terms, sp))
         sum(scaled).backward()
-        for run, run_stats, (loss, terms, sp) in zip(runs, stats, results):
+        for run, run_stats, (loss, terms, sp) in zip(runs, stats, results, strict=True):
             record(run_stats, run.act_freq, loss, terms, sp, tokens.numel())
 
     return micro
@@ -205,7 +205,7 @@ def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
     check_output_dir(group_dir, resume)  # a fresh group never writes into an existing one
     for cfg in cfgs:
         preflight(cfg, resume=resume)
-    active = [c for c, d in zip(cfgs, diverged) if not d]
+    active = [c for c, d in zip(cfgs, diverged, strict=True) if not d]
     at = common_checkpoint(active, names) if resume and active else None
     if resume and at is None and active:
         raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
@@ -221,7 +221,7 @@ def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
     eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
     mode = splice_mode(spec.splice, base, runs[0].spliced)
 
-    for run, was_diverged in zip(runs, diverged):
+    for run, was_diverged in zip(runs, diverged, strict=True):
         if was_diverged:
             run.error = (run.cfg.output_dir / DIVERGED_FILE).read_text().strip()
         elif at is not None:

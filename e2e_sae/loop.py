@@ -211,7 +211,7 @@ def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.d
                 tokens = stream.next_batch(tc.batch_size).to(device)
                 micro(live, tokens, stats)
                 tokens_seen += tokens.numel()
-            for run, run_stats in zip(list(live), stats):
+            for run, run_stats in zip(list(live), stats, strict=True):
                 try:
                     row = run.end_step(run_stats, tokens_per_s, eval_tokens, stream.state)
                 except TrainingDiverged as err:

@@ -98,7 +98,7 @@ def _main_group(raw: dict[str, Any], overrides: dict[str, Any], resume: bool, pr
     """A grouped run: one line per member; exit 3 if a member diverged (the others still finish)."""
     spec, cfgs = member_configs(raw, overrides)
     runs = train_group(spec, cfgs, resume=resume, progress=progress)
-    for member, run in zip(spec.members, runs):
+    for member, run in zip(spec.members, runs, strict=True):
         if run.final is not None:
             print(f"{member.name}: " + " ".join(f"{k}={run.final[k]:.4g}" for k in HEADLINE)
                   + f" (wrote {run.cfg.output_dir / 'metrics.json'})")

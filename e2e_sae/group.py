@@ -24,6 +24,7 @@ YAML: a run config plus a ``group:`` section (README, "Grouped runs")::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -192,15 +193,21 @@ def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
 
 
 def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
-                reporters: list[Reporter | None] | None = None, progress: bool = True) -> list[Run]:
+                reporters: list[Reporter | None] | None = None, group_dir: Path | None = None,
+                progress: bool = True) -> list[Run]:
     """Train the members in one process; returns their :class:`Run` (``final`` or ``error`` set).
 
+    ``cfgs``: one complete run config per member of ``spec`` (:func:`member_configs`, or a caller's
+    own, e.g. a sweep's trials: any output_dirs). ``reporters``: one per member (or None), called as
+    a single run's. ``group_dir`` (default: the first member's parent directory) gets ``group.yaml``.
     ``resume``: every member continues from its checkpoint at the newest sample count all share;
     diverged members stay stopped.
     """
     names = [m.name for m in spec.members]
+    if len(names) != len(cfgs):
+        raise ConfigError(f"group: {len(names)} members in the spec but {len(cfgs)} member configs")
     check_members(cfgs, names)
-    group_dir = cfgs[0].output_dir.parent
+    group_dir = Path(group_dir) if group_dir is not None else cfgs[0].output_dir.parent
     diverged = [resume and (c.output_dir / DIVERGED_FILE).is_file() for c in cfgs]
     check_output_dir(group_dir, resume)  # a fresh group never writes into an existing one
     for cfg in cfgs:

@@ -8,8 +8,9 @@ Every variant times the same training step the library runs (:mod:`e2e_sae.group
 - ``group_stacked``: one clean pass, the K spliced suffixes as one batch (modes with a loss past the SAE);
 - ``group_loop``: one clean pass, the K suffixes one after another.
 
-The variants alternate ``repeats`` times, so a noisy shared machine slows all alike; the result holds
-each repeat's tokens/s (summed over members) and the medians and ratios.
+The variants alternate step by step (``repeats`` x ``steps`` rounds, the order rotating each round),
+so a noisy shared machine slows all alike; the result holds each step's tokens/s (summed over
+members), each round's ratio to ``separate``, and their medians.
 """
 
 from __future__ import annotations
@@ -83,49 +84,54 @@ def group_benchmark(cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, rep
     if can_stack:
         variants["group_stacked"] = lambda runs, b: _group_step(runs, b, group_micro_step(True))
     tokens_per_step = k * tc.batch_size * cfg.data.n_ctx * accum  # summed over members
-    per_repeat: dict[str, list[float]] = {name: [] for name in variants}
-    memory: dict[str, float] = {}
-    for _ in range(repeats):
+    # Alternate step by step (the order rotating), so load from other jobs hits every variant alike.
+    states = {name: fresh_runs() for name in variants}
+    for i in range(warmup):
         for name, step_fn in variants.items():
-            runs = fresh_runs()
+            step_fn(states[name], batches[i])
+    names = list(variants)
+    step_s: dict[str, list[float]] = {name: [] for name in names}
+    memory: dict[str, float] = {}
+    for rnd in range(repeats * steps):
+        batch = batches[warmup + rnd % steps]
+        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            for i in range(warmup):
-                step_fn(runs, batches[i])
             _sync(device)
             t0 = time.perf_counter()
-            for i in range(warmup, warmup + steps):
-                step_fn(runs, batches[i])
+            variants[name](states[name], batch)
             _sync(device)
-            per_repeat[name].append(tokens_per_step * steps / (time.perf_counter() - t0))
+            step_s[name].append(time.perf_counter() - t0)
             if device.type == "cuda":
                 memory[name] = max(memory.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
-            del runs
-    median = {name: statistics.median(v) for name, v in per_repeat.items()}
-    ratios = {name: [g / s for g, s in zip(v, per_repeat["separate"], strict=True)]
-              for name, v in per_repeat.items() if name != "separate"}
+    per_step = {name: [tokens_per_step / t for t in v] for name, v in step_s.items()}
+    median = {name: tokens_per_step / statistics.median(v) for name, v in step_s.items()}
+    ratios = {name: [s / g for g, s in zip(v, step_s["separate"], strict=True)]
+              for name, v in step_s.items() if name != "separate"}
     return {
         "group_size": k, "mode": cfg.mode, "position": cfg.sae.position,
         "n_dict_elements": round(cfg.sae.dict_size_to_input_ratio * shape.d_model),
         "pretrained_sae": str(cfg.sae.pretrained_path) if cfg.sae.pretrained_path else None,
         "batch_size": tc.batch_size, "n_ctx": cfg.data.n_ctx, "grad_accum_steps": accum,
         "steps": steps, "warmup_steps": warmup, "repeats": repeats,
-        "tokens_per_s_summed": per_repeat, "tokens_per_s_median": median,
-        "speedup_per_repeat": ratios, "speedup_median": {n: statistics.median(r) for n, r in ratios.items()},
+        "tokens_per_s_summed": per_step, "tokens_per_s_median": median,
+        "speedup_per_round": ratios, "speedup_median": {n: statistics.median(r) for n, r in ratios.items()},
         "peak_memory_mib_per_variant": memory or None, **peak_memory(device), **hardware(device),
     }
 
 
 def group_summary(r: dict[str, Any]) -> str:
     lines = [f"{r['mode']} at {r['position']}, K={r['group_size']} members, n_dict {r['n_dict_elements']}, "
-             f"batch {r['batch_size']} x {r['n_ctx']}, {r['repeats']} alternating repeats of {r['steps']} steps; "
+             f"batch {r['batch_size']} x {r['n_ctx']}, {r['repeats'] * r['steps']} alternating rounds; "
              f"{r['device_name']}, {r['torch_threads']} threads"]
     for name, values in r["tokens_per_s_summed"].items():
-        spread = ", ".join(f"{v:,.0f}" for v in values)
+        spread = f"{min(values):,.0f}-{max(values):,.0f}"
         extra = ""
         if name in r["speedup_median"]:
-            ratios = ", ".join(f"{x:.2f}" for x in r["speedup_per_repeat"][name])
-            extra = f"; vs separate: median {r['speedup_median'][name]:.2f}x ({ratios})"
+            rounds = r["speedup_per_round"][name]
+            q = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else rounds * 3
+            extra = (f"; vs separate: median {r['speedup_median'][name]:.2f}x "
+                     f"(quartiles {q[0]:.2f}-{q[2]:.2f} over {len(values)} rounds)")
         lines.append(f"  {name:14s} tokens/s summed: median {r['tokens_per_s_median'][name]:,.0f} ({spread}){extra}")
     mem = r["peak_memory_mib_per_variant"]
     lines.append(f"  peak memory: {mem}" if mem else

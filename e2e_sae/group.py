@@ -131,16 +131,19 @@ def member_configs(raw: dict[str, Any], overrides: dict[str, Any] | None = None)
     return spec, cfgs
 
 
-def splice_mode(spec_splice: str, cfg: RunConfig, spliced: SplicedModel) -> str:
-    """``stacked`` runs the K suffixes as one batch of K x batch_size from block L (faster on CPU and
-    GPU in docs/performance.md); only possible for an SAE at a ``hook_resid_pre`` with a loss past the
-    SAE. Otherwise (``local`` mode, other hooks) the members run one after another."""
+def splice_mode(spec_splice: str, cfg: RunConfig, spliced: SplicedModel, device: torch.device) -> str:
+    """``stacked`` runs the K suffixes as one batch of K x batch_size from block L; only possible for
+    an SAE at a ``hook_resid_pre`` with a loss past the SAE (``local`` mode and other hooks loop).
+    ``auto``: ``loop`` on CPU, where it measured faster (docs/performance.md, "Grouped runs"), and
+    ``stacked`` on CUDA, where one large batch replaces K small launches (not measured here)."""
     can_stack = spliced.sae_layer is not None and cfg.loss.needs_logits
     if spec_splice == "stacked" and not can_stack:
         raise ConfigError(
             "group.splice: stacked needs an SAE at blocks.L.hook_resid_pre and an e2e loss; use auto or loop"
         )
-    return "stacked" if spec_splice in ("auto", "stacked") and can_stack else "loop"
+    if spec_splice == "auto":
+        return "stacked" if can_stack and device.type == "cuda" else "loop"
+    return spec_splice if can_stack else "loop"
 
 
 def spliced_passes(models: list[SplicedModel], tokens: torch.Tensor, clean: CleanPass, need_logits: bool,
@@ -226,7 +229,7 @@ def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
     tokenizer = resolve_tokenizer(base, model)
     stream = open_train_stream(base.data.train, base.data.n_ctx, base.data_seed, tokenizer)
     eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
-    mode = splice_mode(spec.splice, base, runs[0].spliced)
+    mode = splice_mode(spec.splice, base, runs[0].spliced, device)
 
     for run, was_diverged in zip(runs, diverged, strict=True):
         if was_diverged:

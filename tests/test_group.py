@@ -70,6 +70,7 @@ def test_nan_in_one_member_stops_it_alone(tiny_config, monkeypatch):
     assert runs[0].final == metrics  # the other member went on, unaffected
 
 
+@pytest.mark.slow
 def test_group_resume_is_exact(tiny_config, tmp_path):
     spec, straight_cfgs = member_configs(grouped(tiny_config, "e2e+ds", output_dir=str(tmp_path / "straight")))
     straight = train_group(spec, straight_cfgs, progress=False)

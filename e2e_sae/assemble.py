@@ -61,11 +61,23 @@ def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in:
 
 def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     """Load the frozen model, check the hook points against it, and splice a fresh (or loaded) SAE."""
-    pretrained = read_pretrained_sae(cfg)
+    pretrained = read_pretrained_sae(cfg)  # before the model loads: a mismatch costs nothing
+    return splice_sae(cfg, load_checked_model(cfg, device), device, pretrained)
+
+
+def load_checked_model(cfg: RunConfig, device: torch.device):
+    """The run's frozen language model (with its weight processing), its hook points and context
+    checked against the loaded model (preflight may not have known its shape)."""
     model = load_language_model(cfg.model.name, cfg.model.native, device=device,
                                 weight_processing=cfg.model.weight_processing or "none")
-    check_hooks_in_model(cfg, model.hook_dict, model.cfg.n_layers)  # preflight may not have known the shape
+    check_hooks_in_model(cfg, model.hook_dict, model.cfg.n_layers)
     check_n_ctx(cfg.data.n_ctx, model.cfg.n_ctx)
+    return model
+
+
+def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile | None = None) -> SplicedModel:
+    """A fresh (seeded by ``cfg.seed``) or ``pretrained`` SAE spliced into an already loaded ``model``;
+    the members of a group (:mod:`e2e_sae.group`) share one model this way."""
     d_in = model.cfg.d_model
     torch.manual_seed(cfg.seed)
     sae = SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))

@@ -80,6 +80,7 @@ class DataConfig(Strict):
     tokenizer: str | None = None  # HF tokenizer name for raw text; default: the model's tokenizer
     n_eval_samples: int = Field(default=64, gt=0)  # held-out sequences of n_ctx tokens, fixed per run
     eval_batch_size: int = Field(default=16, gt=0)
+    seed: int | None = None  # order of the training samples; default: the run's seed (a group shares one)
 
 
 class SAEConfig(Strict):
@@ -178,6 +179,11 @@ class RunConfig(Strict):
         if not self.loss.active():
             raise ValueError("loss: every reconstruction term is off; set loss.out_to_in, logits_kl or in_to_orig")
         return self
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the training-sample order: ``data.seed``, else the run's ``seed``."""
+        return self.seed if self.data.seed is None else self.data.seed
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -69,7 +69,8 @@ class SplicedModel(nn.Module):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _run_sae(self, acts: Tensor) -> SAEOutput:
+    def run_sae(self, acts: Tensor) -> SAEOutput:
+        """The SAE on the clean activations, in fp32 (outside any autocast)."""
         with torch.autocast(device_type=acts.device.type, enabled=False):
             return self.sae.forward_with_stats(acts.float(), self.p_norm, self.sae_kernel)
 
@@ -109,25 +110,34 @@ class SplicedModel(nn.Module):
     def spliced_forward(self, tokens: Tensor, clean: CleanPass, need_logits: bool = True) -> SplicedPass:
         """Run the SAE on the clean activations and, if needed, the model onward from its output."""
         if not need_logits:
-            out = self._run_sae(clean.acts)
+            out = self.run_sae(clean.acts)
             return SplicedPass(**vars(out))
-        downstream: dict[str, Tensor] = {}
-        hooks = self._capture_hooks(downstream)
         if self.sae_layer is not None:
-            out = self._run_sae(clean.acts)
-            with self._lm_context():
-                logits = self.model.run_with_hooks(out.acts_hat, start_at_layer=self.sae_layer, fwd_hooks=hooks)
+            out = self.run_sae(clean.acts)
+            logits, downstream = self.run_suffix(out.acts_hat)
         else:
+            downstream: dict[str, Tensor] = {}
+            hooks = self._capture_hooks(downstream)
             result: dict[str, SAEOutput] = {}
 
             def splice(act: Tensor, hook) -> Tensor:
-                result["out"] = self._run_sae(act)
+                result["out"] = self.run_sae(act)
                 return result["out"].acts_hat.to(act.dtype)
 
             with self._lm_context():
                 logits = self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, splice), *hooks])
             out = result["out"]
         return SplicedPass(**vars(out), logits=logits, downstream=downstream)
+
+    def run_suffix(self, acts_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and downstream activations of the model from block ``sae_layer`` on, given the
+        residual stream there (``[batch, pos, d_model]``; a grouped run stacks its members along batch)."""
+        assert self.sae_layer is not None, "run_suffix needs an SAE at a hook_resid_pre"
+        downstream: dict[str, Tensor] = {}
+        with self._lm_context():
+            logits = self.model.run_with_hooks(acts_hat, start_at_layer=self.sae_layer,
+                                               fwd_hooks=self._capture_hooks(downstream))
+        return logits, downstream
 
     @torch.no_grad()
     def replaced_logits(self, tokens: Tensor, acts: Tensor) -> Tensor:

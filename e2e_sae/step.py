@@ -15,7 +15,7 @@ import torch
 from e2e_sae.config import RunConfig
 from e2e_sae.losses import total_loss
 from e2e_sae.metrics import ActivationFrequency
-from e2e_sae.spliced import SplicedModel
+from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
 
 
 def _no_lap(phase: str) -> None:
@@ -40,6 +40,21 @@ class StepStats:
         return {key: value / self.n for key, value in zip(self.sums, values)}
 
 
+def member_loss(cfg: RunConfig, clean: CleanPass, sp: SplicedPass) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The run's loss (and its unweighted terms) from the clean and the spliced pass."""
+    return total_loss(
+        cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
+        logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
+    )
+
+
+def record(stats: StepStats, act_freq: ActivationFrequency, loss: torch.Tensor, terms: dict[str, torch.Tensor],
+           sp: SplicedPass, n_tokens: int) -> None:
+    """The loop's bookkeeping of one micro-batch: activation frequency and the step's sums."""
+    act_freq.update(sp.fired, n_tokens)
+    stats.add(loss, terms, sp.fired, n_tokens)
+
+
 def micro_step(
     spliced: SplicedModel, cfg: RunConfig, tokens: torch.Tensor, stats: StepStats, act_freq: ActivationFrequency,
     lap: Callable[[str], None] = _no_lap,
@@ -49,15 +64,11 @@ def micro_step(
     clean = spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
     lap("clean_forward")
     sp = spliced.spliced_forward(tokens, clean, need_logits=cfg.loss.needs_logits)
-    loss, terms = total_loss(
-        cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
-        logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
-    )
+    loss, terms = member_loss(cfg, clean, sp)
     lap("spliced_forward")
     (loss / cfg.train.grad_accum_steps).backward()
     lap("backward")
-    act_freq.update(sp.fired, tokens.numel())
-    stats.add(loss, terms, sp.fired, tokens.numel())
+    record(stats, act_freq, loss, terms, sp, tokens.numel())
     lap("bookkeeping")
     return loss, terms
 

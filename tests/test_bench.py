@@ -125,3 +125,12 @@ def test_reference_sees_the_same_weights_and_tokens(tmp_path, tiny_config, mode)
     assert result["equivalence"]["max_rel_diff"] < 1e-5
     assert result["ratios"][0] > 0 and result["reference_tokens_per_s_median"] > 0
     assert result["last_loss"]["ours"] == pytest.approx(result["last_loss"]["reference"], rel=1e-4)
+
+
+def test_group_bench_times_group_and_separate_runs_alternating(tmp_path, tiny_config):
+    r = run_bench(tmp_path, tiny_config("e2e"), "--group", "2", "--repeats", "2")
+    assert r["group_size"] == 2 and set(r["tokens_per_s_summed"]) == {"separate", "group_loop", "group_stacked"}
+    assert all(len(v) == 2 * 2 and min(v) > 0 for v in r["tokens_per_s_summed"].values())
+    assert set(r["speedup_median"]) == {"group_loop", "group_stacked"} and r["peak_memory_mib"] > 0
+    local = run_bench(tmp_path, tiny_config("local"), "--group", "2", "--repeats", "1")
+    assert set(local["tokens_per_s_summed"]) == {"separate", "group_loop"}  # no suffix to stack

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from e2e_sae.bench import __doc__ as BENCH_DOC
+from e2e_sae.bench.group import group_benchmark, group_summary
 from e2e_sae.bench.reference import compare, describe, setup_reference
 from e2e_sae.bench.throughput import PRESETS, benchmark, compare_bf16, load_bench_config, pack, summary
 from e2e_sae.config import ConfigError
@@ -31,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the result as JSON")
     p.add_argument("--setup-reference", metavar="DIR", help="create DIR/venv with the authors' e2e_sae and exit")
     p.add_argument("--reference", metavar="DIR", help="compare with the reference venv in DIR, alternating")
-    p.add_argument("--repeats", type=int, default=5, help="ours/theirs pairs with --reference (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="alternating repeats with --reference/--group (default 5)")
     p.add_argument("--compare-bf16", action="store_true", help="CE-loss increase fp32 vs bf16 autocast")
     p.add_argument("--sae", help="trained SAE checkpoint (= --set sae.pretrained_path=...), e.g. for --compare-bf16")
+    p.add_argument("--group", type=int, metavar="K", help="K-member grouped run vs K separate runs, alternating")
     p.add_argument("--pack", help="comma-separated trial counts, e.g. 1,2,4: makespan of N concurrent runs")
     args = p.parse_args(argv)
     if args.threads:
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             result = compare_bf16(cfg)
             text = (f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
                     f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}")
+        elif args.group:
+            if args.group < 1:
+                raise ConfigError(f"--group: K must be at least 1, got {args.group}")
+            result = group_benchmark(cfg, args.group, args.steps, args.warmup, args.repeats, args.seed)
+            text = group_summary(result)
         elif args.pack:
             result = pack(cfg, [int(n) for n in args.pack.split(",")], worker_args)
             text = "\n".join(f"{r['n_trials']} trials: makespan {r['makespan_s']:.1f} s, "

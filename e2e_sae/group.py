@@ -1,0 +1,257 @@
+"""Grouped runs: K member SAEs at one hook trained in one process on one clean forward pass.
+
+Members of a group share the model, hook, mode, data (and its order), batch sizes and schedule
+shape; they may differ only in :data:`MEMBER_FIELDS` (sparsity coefficient, dictionary ratio, seed,
+learning rate). A step: one clean pass (SAE input, clean logits, downstream targets) -> each member's
+SAE -> the K spliced suffixes, stacked along the batch dimension in one ``start_at_layer`` pass
+(``splice: stacked``) or one after another (``loop``) -> per-member losses -> one backward of their
+sum (members are independent, so each SAE gets exactly its own gradient).
+
+Each member is a run of its own (:class:`e2e_sae.train.Run`): its own ``output_dir``
+(``<group output_dir>/<member name>``), optimizer, schedule, activation-frequency window,
+``metrics.jsonl``/``metrics.json``, checkpoints and W&B run; its ``config.yaml`` trains the same SAE
+as a separate run. A member whose loss turns non-finite stops alone (``diverged.txt`` in its
+directory); the others go on.
+
+YAML: a run config plus a ``group:`` section (README, "Grouped runs")::
+
+    group:
+      splice: auto          # auto | stacked | loop
+      members:
+        - {name: c0.5, set: {loss.sparsity.coeff: 0.5}}
+        - {name: c2, set: {loss.sparsity.coeff: 2.0, seed: 1}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import Field, ValidationError
+
+from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
+from e2e_sae.checkpoint import list_checkpoints, load_checkpoint, set_rng_state
+from e2e_sae.config import ConfigError, RunConfig, apply_overrides, format_validation_error, run_config_from_dict
+from e2e_sae.data import load_eval_tokens, open_train_stream
+from e2e_sae.loop import Reporter, Run, run_loop
+from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
+from e2e_sae.step import StepStats, member_loss, record
+from e2e_sae.strict import Strict
+from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
+from e2e_sae.validate import check_output_dir, preflight
+
+# The fields in which members of a group may differ (dotted names, as in ``--set``); every other
+# field is shared. ``output_dir`` and ``wandb.name`` are set per member by the group.
+MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
+_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name")
+DIVERGED_FILE = "diverged.txt"
+
+
+class GroupMember(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._=-]+$")  # the member's subdirectory of output_dir
+    set: dict[str, Any] = {}  # dotted overrides of the run config, among MEMBER_FIELDS
+
+
+class GroupSpec(Strict):
+    """The ``group:`` section of a grouped run config."""
+
+    splice: Literal["auto", "stacked", "loop"] = "auto"  # how the K spliced suffixes run (see splice_mode)
+    members: list[GroupMember] = Field(min_length=1)
+
+
+def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_members(cfgs: list[RunConfig], names: list[str]) -> None:
+    """Members may differ only in :data:`MEMBER_FIELDS`; one-line ConfigError otherwise."""
+    if len(set(names)) != len(names):
+        raise ConfigError(f"group.members: member names must be unique, got {names}")
+    dirs = [c.output_dir for c in cfgs]
+    if len(set(dirs)) != len(dirs):
+        raise ConfigError("group members: two members share an output_dir; give each its own")
+
+    def shared(cfg: RunConfig) -> dict[str, Any]:
+        flat = _flatten(cfg.to_dict())
+        flat["data.seed"] = cfg.data_seed  # the sample order is shared, whatever each member's seed
+        return {k: v for k, v in flat.items() if k not in _PER_MEMBER}
+
+    first = shared(cfgs[0])
+    for name, cfg in zip(names[1:], cfgs[1:], strict=True):
+        other = shared(cfg)
+        for key in sorted(first.keys() | other.keys()):
+            if first.get(key) != other.get(key):
+                raise ConfigError(
+                    f"group member {name}: {key} is {other.get(key)!r} but member {names[0]} has "
+                    f"{first.get(key)!r}; members may differ only in {', '.join(MEMBER_FIELDS)} "
+                    "(train the others as separate runs or groups)"
+                )
+
+
+def member_configs(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> tuple[GroupSpec, list[RunConfig]]:
+    """A grouped run config (a run config with a ``group:`` section) -> its spec and member configs.
+
+    Each member's config is complete: ``output_dir`` is ``<output_dir>/<name>``, ``data.seed`` is the
+    group's sample order, ``wandb.name`` is ``<wandb.name or output_dir name>/<name>``.
+    """
+    raw = apply_overrides(raw, overrides)
+    if "group" not in raw:
+        raise ConfigError("group: missing; a grouped run config needs a group: section with members")
+    try:
+        spec = GroupSpec.model_validate(raw.pop("group"))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "group.")) from None
+    base = run_config_from_dict(raw)  # the shared fields, checked once with the usual messages
+    cfgs = []
+    for m in spec.members:
+        for key in m.set:
+            if key not in MEMBER_FIELDS:
+                raise ConfigError(
+                    f"group.members.{m.name}.set: {key} is shared by all members; members may set only "
+                    f"{', '.join(MEMBER_FIELDS)}"
+                )
+        member = apply_overrides(raw, m.set)
+        member["output_dir"] = str(base.output_dir / m.name)
+        member.setdefault("data", {})["seed"] = base.data_seed
+        member.setdefault("wandb", {})["name"] = f"{base.wandb.name or base.output_dir.name}/{m.name}"
+        try:
+            cfgs.append(run_config_from_dict(member))
+        except ConfigError as err:
+            raise ConfigError(f"group member {m.name}: {err}") from None
+    check_members(cfgs, [m.name for m in spec.members])
+    return spec, cfgs
+
+
+def splice_mode(spec_splice: str, cfg: RunConfig, spliced: SplicedModel, device: torch.device) -> str:
+    """``stacked`` runs the K suffixes as one batch of K x batch_size from block L; only possible for
+    an SAE at a ``hook_resid_pre`` with a loss past the SAE (``local`` mode and other hooks loop).
+    ``auto``: ``loop`` on CPU, where it measured faster (docs/performance.md, "Grouped runs"), and
+    ``stacked`` on CUDA, where one large batch replaces K small launches (not measured here)."""
+    can_stack = spliced.sae_layer is not None and cfg.loss.needs_logits
+    if spec_splice == "stacked" and not can_stack:
+        raise ConfigError(
+            "group.splice: stacked needs an SAE at blocks.L.hook_resid_pre and an e2e loss; use auto or loop"
+        )
+    if spec_splice == "auto":
+        return "stacked" if can_stack and device.type == "cuda" else "loop"
+    return spec_splice if can_stack else "loop"
+
+
+def spliced_passes(models: list[SplicedModel], tokens: torch.Tensor, clean: CleanPass, need_logits: bool,
+                   stacked: bool) -> list[SplicedPass]:
+    """Each member's spliced pass from one shared clean pass."""
+    if not stacked:
+        return [m.spliced_forward(tokens, clean, need_logits=need_logits) for m in models]
+    outs = [m.run_sae(clean.acts) for m in models]
+    logits, downstream = models[0].run_suffix(torch.cat([o.acts_hat for o in outs]))
+    b = tokens.shape[0]
+    return [
+        SplicedPass(**vars(o), logits=logits[i * b:(i + 1) * b],
+                    downstream={h: v[i * b:(i + 1) * b] for h, v in downstream.items()})
+        for i, o in enumerate(outs)
+    ]
+
+
+def group_micro_step(stacked: bool):
+    """The :data:`e2e_sae.train.MicroStep` of a group: one clean pass, K spliced passes, one backward."""
+
+    def micro(runs: list[Run], tokens: torch.Tensor, stats: list[StepStats]) -> None:
+        cfg = runs[0].cfg
+        clean = runs[0].spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
+        passes = spliced_passes([r.spliced for r in runs], tokens, clean, cfg.loss.needs_logits, stacked)
+        scaled, results = [], []
+        for run, sp in zip(runs, passes, strict=True):
+            loss, terms = member_loss(run.cfg, clean, sp)
+            scaled.append(loss / cfg.train.grad_accum_steps)
+            results.append((loss, terms, sp))
+        sum(scaled).backward()
+        for run, run_stats, (loss, terms, sp) in zip(runs, stats, results, strict=True):
+            record(run_stats, run.act_freq, loss, terms, sp, tokens.numel())
+
+    return micro
+
+
+def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
+    """The newest sample count at which every member (not diverged) has a checkpoint; None if none has any."""
+    per_member = [{int(p.name.removeprefix("samples_")) for p in list_checkpoints(c.output_dir / "checkpoints")}
+                  for c in cfgs]
+    if not any(per_member):
+        return None
+    common = set.intersection(*per_member)
+    if not common:
+        raise ConfigError(
+            f"--resume: members {names} have no checkpoint at a common sample count; raise "
+            "train.keep_checkpoints, or restart in a new output_dir"
+        )
+    return max(common)
+
+
+def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
+                reporters: list[Reporter | None] | None = None, group_dir: Path | None = None,
+                progress: bool = True) -> list[Run]:
+    """Train the members in one process; returns their :class:`Run` (``final`` or ``error`` set).
+
+    ``cfgs``: one complete run config per member of ``spec`` (:func:`member_configs`, or a caller's
+    own, e.g. a sweep's trials: any output_dirs). ``reporters``: one per member (or None), called as
+    a single run's. ``group_dir`` (default: the first member's parent directory) gets ``group.yaml``.
+    ``resume``: every member continues from its checkpoint at the newest sample count all share;
+    diverged members stay stopped.
+    """
+    names = [m.name for m in spec.members]
+    if len(names) != len(cfgs):
+        raise ConfigError(f"group: {len(names)} members in the spec but {len(cfgs)} member configs")
+    check_members(cfgs, names)
+    group_dir = Path(group_dir) if group_dir is not None else cfgs[0].output_dir.parent
+    diverged = [resume and (c.output_dir / DIVERGED_FILE).is_file() for c in cfgs]
+    check_output_dir(group_dir, resume)  # a fresh group never writes into an existing one
+    for cfg in cfgs:
+        preflight(cfg, resume=resume)
+    active = [c for c, d in zip(cfgs, diverged, strict=True) if not d]
+    at = common_checkpoint(active, names) if resume and active else None
+    if resume and at is None and active:
+        raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
+
+    base = cfgs[0]
+    device = resolve_device(base.train.device)
+    pretrained = [read_pretrained_sae(c) for c in cfgs]  # before the model loads: a mismatch costs nothing
+    model = load_checked_model(base, device)
+    runs = [Run(c, splice_sae(c, model, device, p), (reporters or [None] * len(cfgs))[i])
+            for i, (c, p) in enumerate(zip(cfgs, pretrained, strict=True))]
+    tokenizer = resolve_tokenizer(base, model)
+    check_tokenizer(base, tokenizer)
+    stream = open_train_stream(base.data.train, base.data.n_ctx, base.data_seed, tokenizer)
+    eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
+    mode = splice_mode(spec.splice, base, runs[0].spliced, device)
+
+    for run, was_diverged in zip(runs, diverged, strict=True):
+        if was_diverged:
+            run.error = (run.cfg.output_dir / DIVERGED_FILE).read_text().strip()
+        elif at is not None:
+            state = load_checkpoint(run.cfg.output_dir / "checkpoints" / f"samples_{at:010d}")
+            run.restore(state)
+            stream.restore(state["data"])  # the same in every member's checkpoint
+            set_rng_state(state["rng"])
+    group_dir.mkdir(parents=True, exist_ok=True)
+    (group_dir / "group.yaml").write_text(yaml.safe_dump(
+        {"splice": spec.splice, "splice_used": mode, "members": [m.model_dump() for m in spec.members]},
+        sort_keys=False))
+    try:
+        for run in runs:
+            if run.error is None:
+                run.open_outputs(resume=resume)
+        run_loop(runs, stream, eval_tokens, device, group_micro_step(mode == "stacked"),
+                 stop_alone=True, progress=progress)
+    finally:
+        for run in runs:
+            if run.error is not None and not (run.cfg.output_dir / DIVERGED_FILE).is_file():
+                (run.cfg.output_dir / DIVERGED_FILE).write_text(run.error + "\n")
+            run.close()
+    return runs

@@ -20,16 +20,16 @@ pytestmark = pytest.mark.slow
 
 
 def _submit(address: str, env: dict[str, str], sweep_file: Path, timeout: float = 400) -> subprocess.CompletedProcess:
-    for _ in range(10):  # the head's job agent comes up a few seconds after the job server
+    deadline = time.monotonic() + 180  # the head's job agent comes up after the job server (slowly under load)
+    while True:
         submit = subprocess.run(
             [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
              sys.executable, "-m", "sweeps", "run", str(sweep_file)],
             env=env, capture_output=True, text=True, timeout=timeout,
         )
-        if "No available agent" not in submit.stdout + submit.stderr:
+        if "No available agent" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
             return submit
         time.sleep(3)
-    return submit
 
 
 def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):

@@ -10,10 +10,17 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "ConfigError": "e2e_sae.config", "RunConfig": "e2e_sae.config", "load_run_config": "e2e_sae.config",
-    "run_config_from_dict": "e2e_sae.config", "SAE": "e2e_sae.sae", "load_sae": "e2e_sae.sae",
-    "SplicedModel": "e2e_sae.spliced", "TrainingDiverged": "e2e_sae.loop",
-    "train_group": "e2e_sae.group", "member_configs": "e2e_sae.group", "GroupSpec": "e2e_sae.group",
+    "ConfigError": "e2e_sae.config",
+    "RunConfig": "e2e_sae.config",
+    "load_run_config": "e2e_sae.config",
+    "run_config_from_dict": "e2e_sae.config",
+    "SAE": "e2e_sae.sae",
+    "load_sae": "e2e_sae.sae",
+    "SplicedModel": "e2e_sae.spliced",
+    "TrainingDiverged": "e2e_sae.loop",
+    "train_group": "e2e_sae.group",
+    "member_configs": "e2e_sae.group",
+    "GroupSpec": "e2e_sae.group",
 }
 __all__ = [*_EXPORTS, "train_sae"]
 

@@ -34,7 +34,7 @@ def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
     except ValueError as err:
         raise ConfigError(f"sae.pretrained_path: {err}") from None
     ours = cfg.model.weight_processing
-    if (sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch):
+    if sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch:
         raise ConfigError(
             f"sae.pretrained_path: the SAE was trained under model.weight_processing={sae_file.weight_processing}, "
             f"this model uses {ours}; set model.weight_processing={sae_file.weight_processing}, or "
@@ -68,8 +68,9 @@ def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
 def load_checked_model(cfg: RunConfig, device: torch.device):
     """The run's frozen language model (with its weight processing), its hook points and context
     checked against the loaded model (preflight may not have known its shape)."""
-    model = load_language_model(cfg.model.name, cfg.model.native, device=device,
-                                weight_processing=cfg.model.weight_processing or "none")
+    model = load_language_model(
+        cfg.model.name, cfg.model.native, device=device, weight_processing=cfg.model.weight_processing or "none"
+    )
     check_hooks_in_model(cfg, model.hook_dict, model.cfg.n_layers)
     check_n_ctx(cfg.data.n_ctx, model.cfg.n_ctx)
     return model
@@ -92,5 +93,6 @@ def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile 
     autocast = cfg.train.autocast_bf16 if cfg.train.autocast_bf16 is not None else device.type == "cuda"
     p_norm = cfg.loss.sparsity.p_norm
     kernel = resolve_kernel(cfg.train.sae_kernel, device.type, p_norm, cfg.train.compile)
-    return SplicedModel(model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast,
-                        p_norm=p_norm, sae_kernel=kernel)
+    return SplicedModel(
+        model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast, p_norm=p_norm, sae_kernel=kernel
+    )

@@ -49,13 +49,15 @@ class ModelConfig(Strict):
         return self.native is not None or name.startswith("builtin:") or name.endswith(".pt")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelConfig":
+    def _one_source(self) -> ModelConfig:
         if (self.name is None) == (self.native is None):
             raise ValueError("set exactly one of model.name or model.native")
         if self.is_native:
             if self.weight_processing == "hooked_transformer":
-                raise ValueError("model.weight_processing: hooked_transformer applies to HF models only; "
-                                 "TL-native models are used as they are, drop the field or set none")
+                raise ValueError(
+                    "model.weight_processing: hooked_transformer applies to HF models only; "
+                    "TL-native models are used as they are, drop the field or set none"
+                )
             self.weight_processing = "none"
         elif self.weight_processing is None:
             self.weight_processing = "hooked_transformer"
@@ -110,7 +112,7 @@ class TrainConfig(Strict):
     compile: bool = False  # torch.compile the autograd SAE path (slow first step); needs sae_kernel auto|autograd
 
     @model_validator(mode="after")
-    def _accumulation(self) -> "TrainConfig":
+    def _accumulation(self) -> TrainConfig:
         if self.effective_batch_size is None:
             self.effective_batch_size = self.batch_size
         if self.compile and self.sae_kernel in ("sparse", "dense"):
@@ -170,12 +172,12 @@ class RunConfig(Strict):
         return {**raw, "loss": loss}
 
     @model_validator(mode="after")
-    def _kernel_supports_p_norm(self) -> "RunConfig":
+    def _kernel_supports_p_norm(self) -> RunConfig:
         check_kernel_supports(self.train.sae_kernel, self.loss.sparsity.p_norm)
         return self
 
     @model_validator(mode="after")
-    def _has_reconstruction_term(self) -> "RunConfig":
+    def _has_reconstruction_term(self) -> RunConfig:
         if not self.loss.active():
             raise ValueError("loss: every reconstruction term is off; set loss.out_to_in, logits_kl or in_to_orig")
         return self
@@ -284,4 +286,3 @@ def read_yaml_mapping(path: str | Path, what: str = "run config") -> dict[str, A
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     return run_config_from_dict(read_yaml_mapping(path), overrides)
-

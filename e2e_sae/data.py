@@ -13,8 +13,9 @@ rows of exactly ``n_ctx`` tokens pass through unchanged. The position in the str
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -18,17 +18,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.sae import read_sae_file
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
-from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.validate import check_hook, check_n_ctx, model_shape
 
 
-def eval_config(config: str | Path, sae_path: str | Path, out: str | Path, position: str | None = None,
-                overrides: dict[str, Any] | None = None) -> RunConfig:
+def eval_config(
+    config: str | Path,
+    sae_path: str | Path,
+    out: str | Path,
+    position: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
     """The run config with ``sae.pretrained_path``, ``output_dir`` and ``sae.position`` set, and the
     dictionary size taken from the SAE file (so the config's ratio need not match it)."""
     overrides = dict(overrides or {})
@@ -67,10 +72,16 @@ def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
     act_freq = ActivationFrequency(sae.n_dict_elements, eval_tokens.numel() + 1, device)
     metrics = evaluate(spliced, eval_tokens, cfg.data.eval_batch_size, act_freq=act_freq)
     alive, window = act_freq.alive()
-    result = {**metrics, "alive_dict_elements": alive, "alive_window_tokens": window,
-              "n_dict_elements": sae.n_dict_elements, "sae": str(cfg.sae.pretrained_path),
-              "position": cfg.sae.position, "model": cfg.model.name or "model.native",
-              "weight_processing": cfg.model.weight_processing}
+    result = {
+        **metrics,
+        "alive_dict_elements": alive,
+        "alive_window_tokens": window,
+        "n_dict_elements": sae.n_dict_elements,
+        "sae": str(cfg.sae.pretrained_path),
+        "position": cfg.sae.position,
+        "model": cfg.model.name or "model.native",
+        "weight_processing": cfg.model.weight_processing,
+    }
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     tmp = metrics_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2))
@@ -84,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sae", required=True, help="SAE file: our checkpoint or the authors' saes.state_dict()")
     parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
     parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
-    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                        help="override a config field, value parsed as YAML (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, value parsed as YAML (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
         cfg = eval_config(args.config, args.sae, args.out, args.position, parse_overrides(args.overrides))
@@ -93,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    keys = ["l0", "alive_dict_elements", "ce_loss_increase", "kl", "explained_variance",
-            "explained_variance_per_token_mean"]
+    keys = [
+        "l0",
+        "alive_dict_elements",
+        "ce_loss_increase",
+        "kl",
+        "explained_variance",
+        "explained_variance_per_token_mean",
+    ]
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in keys))
     print(f"wrote {cfg.output_dir / 'metrics.json'}")
     return 0

@@ -145,8 +145,9 @@ def splice_mode(spec_splice: str, cfg: RunConfig, spliced: SplicedModel, device:
     return spec_splice if can_stack else "loop"
 
 
-def spliced_passes(models: list[SplicedModel], tokens: torch.Tensor, clean: CleanPass, need_logits: bool,
-                   stacked: bool) -> list[SplicedPass]:
+def spliced_passes(
+    models: list[SplicedModel], tokens: torch.Tensor, clean: CleanPass, need_logits: bool, stacked: bool
+) -> list[SplicedPass]:
     """Each member's spliced pass from one shared clean pass."""
     if not stacked:
         return [m.spliced_forward(tokens, clean, need_logits=need_logits) for m in models]
@@ -154,8 +155,11 @@ def spliced_passes(models: list[SplicedModel], tokens: torch.Tensor, clean: Clea
     logits, downstream = models[0].run_suffix(torch.cat([o.acts_hat for o in outs]))
     b = tokens.shape[0]
     return [
-        SplicedPass(**vars(o), logits=logits[i * b:(i + 1) * b],
-                    downstream={h: v[i * b:(i + 1) * b] for h, v in downstream.items()})
+        SplicedPass(
+            **vars(o),
+            logits=logits[i * b : (i + 1) * b],
+            downstream={h: v[i * b : (i + 1) * b] for h, v in downstream.items()},
+        )
         for i, o in enumerate(outs)
     ]
 
@@ -181,8 +185,9 @@ def group_micro_step(stacked: bool):
 
 def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
     """The newest sample count at which every member (not diverged) has a checkpoint; None if none has any."""
-    per_member = [{int(p.name.removeprefix("samples_")) for p in list_checkpoints(c.output_dir / "checkpoints")}
-                  for c in cfgs]
+    per_member = [
+        {int(p.name.removeprefix("samples_")) for p in list_checkpoints(c.output_dir / "checkpoints")} for c in cfgs
+    ]
     if not any(per_member):
         return None
     common = set.intersection(*per_member)
@@ -194,9 +199,15 @@ def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
     return max(common)
 
 
-def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
-                reporters: list[Reporter | None] | None = None, group_dir: Path | None = None,
-                progress: bool = True) -> list[Run]:
+def train_group(
+    spec: GroupSpec,
+    cfgs: list[RunConfig],
+    *,
+    resume: bool = False,
+    reporters: list[Reporter | None] | None = None,
+    group_dir: Path | None = None,
+    progress: bool = True,
+) -> list[Run]:
     """Train the members in one process; returns their :class:`Run` (``final`` or ``error`` set).
 
     ``cfgs``: one complete run config per member of ``spec`` (:func:`member_configs`, or a caller's
@@ -223,8 +234,10 @@ def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
     device = resolve_device(base.train.device)
     pretrained = [read_pretrained_sae(c) for c in cfgs]  # before the model loads: a mismatch costs nothing
     model = load_checked_model(base, device)
-    runs = [Run(c, splice_sae(c, model, device, p), (reporters or [None] * len(cfgs))[i])
-            for i, (c, p) in enumerate(zip(cfgs, pretrained, strict=True))]
+    runs = [
+        Run(c, splice_sae(c, model, device, p), (reporters or [None] * len(cfgs))[i])
+        for i, (c, p) in enumerate(zip(cfgs, pretrained, strict=True))
+    ]
     tokenizer = resolve_tokenizer(base, model)
     check_tokenizer(base, tokenizer)
     stream = open_train_stream(base.data.train, base.data.n_ctx, base.data_seed, tokenizer)
@@ -240,15 +253,19 @@ def train_group(spec: GroupSpec, cfgs: list[RunConfig], *, resume: bool = False,
             stream.restore(state["data"])  # the same in every member's checkpoint
             set_rng_state(state["rng"])
     group_dir.mkdir(parents=True, exist_ok=True)
-    (group_dir / "group.yaml").write_text(yaml.safe_dump(
-        {"splice": spec.splice, "splice_used": mode, "members": [m.model_dump() for m in spec.members]},
-        sort_keys=False))
+    (group_dir / "group.yaml").write_text(
+        yaml.safe_dump(
+            {"splice": spec.splice, "splice_used": mode, "members": [m.model_dump() for m in spec.members]},
+            sort_keys=False,
+        )
+    )
     try:
         for run in runs:
             if run.error is None:
                 run.open_outputs(resume=resume)
-        run_loop(runs, stream, eval_tokens, device, group_micro_step(mode == "stacked"),
-                 stop_alone=True, progress=progress)
+        run_loop(
+            runs, stream, eval_tokens, device, group_micro_step(mode == "stacked"), stop_alone=True, progress=progress
+        )
     finally:
         for run in runs:
             if run.error is not None and not (run.cfg.output_dir / DIVERGED_FILE).is_file():

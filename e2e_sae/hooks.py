@@ -11,8 +11,13 @@ import re
 
 # Hook points of a TransformerLens block, as named by TransformerBridge's aliases.
 BLOCK_HOOKS = (
-    "hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
-    "hook_mlp_in", "hook_attn_in",
+    "hook_resid_pre",
+    "hook_resid_mid",
+    "hook_resid_post",
+    "hook_attn_out",
+    "hook_mlp_out",
+    "hook_mlp_in",
+    "hook_attn_in",
 )
 GLOBAL_HOOKS = ("hook_embed", "hook_pos_embed")
 

@@ -53,15 +53,20 @@ def crossed(every_n_samples: int | None, samples_before: int, samples_after: int
     return every_n_samples is not None and samples_after // every_n_samples > samples_before // every_n_samples
 
 
-def eval_metrics(spliced: SplicedModel, eval_tokens: torch.Tensor, batch_size: int,
-                 act_freq: ActivationFrequency) -> dict[str, Any]:
+def eval_metrics(
+    spliced: SplicedModel, eval_tokens: torch.Tensor, batch_size: int, act_freq: ActivationFrequency
+) -> dict[str, Any]:
     """The held-out metrics (docs/metrics.md) plus the alive count of the activation-frequency window."""
     spliced.sae.eval()
     metrics = evaluate(spliced, eval_tokens, batch_size)
     spliced.sae.train()
     alive, window = act_freq.alive()
-    return {**metrics, "alive_dict_elements": alive, "alive_window_tokens": window,
-            "n_dict_elements": spliced.sae.n_dict_elements}
+    return {
+        **metrics,
+        "alive_dict_elements": alive,
+        "alive_window_tokens": window,
+        "n_dict_elements": spliced.sae.n_dict_elements,
+    }
 
 
 class Run:
@@ -101,16 +106,28 @@ class Run:
 
     def save(self, stream_state: dict[str, Any]) -> Path:
         state = {
-            "sae": self.sae.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "step": self.step, "n_samples": self.n_samples,
-            "data": stream_state, "rng": rng_state(), "act_frequency": self.act_freq.state_dict(),
-            "config": self.cfg.to_dict(), "weight_processing": self.cfg.model.weight_processing,
+            "sae": self.sae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "n_samples": self.n_samples,
+            "data": stream_state,
+            "rng": rng_state(),
+            "act_frequency": self.act_freq.state_dict(),
+            "config": self.cfg.to_dict(),
+            "weight_processing": self.cfg.model.weight_processing,
         }
-        return save_checkpoint(self.cfg.output_dir / "checkpoints", self.n_samples, state,
-                               self.cfg.train.keep_checkpoints)
+        return save_checkpoint(
+            self.cfg.output_dir / "checkpoints", self.n_samples, state, self.cfg.train.keep_checkpoints
+        )
 
-    def end_step(self, stats: StepStats, tokens_per_s: Callable[[], float], eval_tokens: torch.Tensor,
-                 stream_state: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def end_step(
+        self,
+        stats: StepStats,
+        tokens_per_s: Callable[[], float],
+        eval_tokens: torch.Tensor,
+        stream_state: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any]:
         """After the step's micro-batches: refuse a non-finite loss, step Adam and the schedule, then
         log, evaluate, checkpoint and report as this step owes. Returns the train row."""
         tc = self.cfg.train
@@ -131,8 +148,7 @@ class Run:
         # What this step owes: the last step's eval and checkpoint come after the loop, once.
         is_last_step = self.step == tc.total_steps
         is_eval_step = crossed(tc.eval_every_n_samples, samples_before, self.n_samples) and not is_last_step
-        is_checkpoint_step = (crossed(tc.checkpoint_every_n_samples, samples_before, self.n_samples)
-                              and not is_last_step)
+        is_checkpoint_step = crossed(tc.checkpoint_every_n_samples, samples_before, self.n_samples) and not is_last_step
         if self.step % LOG_EVERY_N_STEPS == 0 or is_eval_step or is_checkpoint_step:
             row["tokens_per_s"] = tokens_per_s()
             self.log.write({"kind": "train", **row})
@@ -155,9 +171,12 @@ class Run:
 
     def finish(self, eval_tokens: torch.Tensor, stream_state: dict[str, Any]) -> dict[str, Any]:
         """The end of the run: final eval, checkpoint, metrics.json (atomically), one last report."""
-        final = {"n_samples": self.n_samples, "step": self.step,
-                 **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
-                 "final": True}
+        final = {
+            "n_samples": self.n_samples,
+            "step": self.step,
+            **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
+            "final": True,
+        }
         self.log.write({"kind": "eval", **final})
         self.wandb_run.log(final, self.step)
         self.wandb_run.summary(final)
@@ -185,8 +204,16 @@ def single_micro_step(runs: list[Run], tokens: torch.Tensor, stats: list[StepSta
     micro_step(run.spliced, run.cfg, tokens, stats[0], run.act_freq)
 
 
-def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.device, micro: MicroStep,
-             *, stop_alone: bool = False, progress: bool = True) -> None:
+def run_loop(
+    runs: list[Run],
+    stream,
+    eval_tokens: torch.Tensor,
+    device: torch.device,
+    micro: MicroStep,
+    *,
+    stop_alone: bool = False,
+    progress: bool = True,
+) -> None:
     """Train ``runs`` in lockstep on one data stream (they share n_samples and batch sizes): each
     optimizer step accumulates micro-batches (``micro``), then each run ends its step on its own.
 
@@ -196,8 +223,13 @@ def run_loop(runs: list[Run], stream, eval_tokens: torch.Tensor, device: torch.d
     tc = runs[0].cfg.train
     live = [r for r in runs if r.error is None and r.final is None]
     step = live[0].step if live else tc.total_steps
-    bar = tqdm(total=tc.n_samples, initial=live[0].n_samples if live else tc.n_samples, unit="samples",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.n_samples,
+        initial=live[0].n_samples if live else tc.n_samples,
+        unit="samples",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     t0, tokens_seen = time.perf_counter(), 0
 
     def tokens_per_s() -> float:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from e2e_sae.strict import Strict
 
+
 class SparsityLoss(Strict):
     coeff: float = Field(ge=0)
     p_norm: float = Field(default=1.0, gt=0)

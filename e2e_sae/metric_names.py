@@ -7,8 +7,17 @@ loading the training stack.
 # What one evaluation on the held-out tokens measures (e2e_sae.metrics.evaluate, plus the
 # activation-frequency window's alive count).
 EVAL_METRICS = (
-    "l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced",
-    "ce_loss_zero_ablated", "ce_loss_score", "kl", "mse", "explained_variance", "explained_variance_per_token_mean",
+    "l0",
+    "alive_dict_elements",
+    "ce_loss_increase",
+    "ce_loss_original",
+    "ce_loss_spliced",
+    "ce_loss_zero_ablated",
+    "ce_loss_score",
+    "kl",
+    "mse",
+    "explained_variance",
+    "explained_variance_per_token_mean",
     "top1_agreement",
 )
 # What those numbers were measured on: they do not compare across different values of these.

@@ -16,9 +16,7 @@ from e2e_sae.spliced import SplicedModel
 
 def next_token_ce(logits: Tensor, tokens: Tensor) -> Tensor:
     """Sum of next-token cross-entropy over all predicted positions (``pos 0..n-2``)."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum"
-    )
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="sum")
 
 
 def l0_per_token(c: Tensor) -> Tensor:
@@ -57,9 +55,12 @@ class ActivationFrequency:
         return int((self.counts > 0).sum()), self.tokens
 
     def state_dict(self) -> dict:
-        return {"counts": self.counts.cpu(), "tokens": self.tokens,
-                "last_alive": -1 if self.last_alive is None else self.last_alive,
-                "last_window_tokens": self.last_window_tokens}
+        return {
+            "counts": self.counts.cpu(),
+            "tokens": self.tokens,
+            "last_alive": -1 if self.last_alive is None else self.last_alive,
+            "last_window_tokens": self.last_window_tokens,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.counts.copy_(state["counts"])
@@ -87,7 +88,7 @@ def evaluate(
     a_sum = a_sq = None
     token_err: list[Tensor] = []
     for start in range(0, len(eval_tokens), batch_size):
-        tokens = eval_tokens[start:start + batch_size].to(device)
+        tokens = eval_tokens[start : start + batch_size].to(device)
         clean = spliced.clean_forward(tokens, need_logits=True)
         out = spliced.spliced_forward(tokens, clean, need_logits=True)
         zero_logits = spliced.replaced_logits(tokens, torch.zeros_like(clean.acts))
@@ -137,7 +138,7 @@ def _per_token_explained_variance(
     device = next(spliced.sae.parameters()).device
     ratios = []
     for start in range(0, len(eval_tokens), batch_size):
-        tokens = eval_tokens[start:start + batch_size].to(device)
+        tokens = eval_tokens[start : start + batch_size].to(device)
         a = spliced.clean_forward(tokens, need_logits=False).acts.double()
         ratios.append(((a - mean).pow(2).sum(-1).flatten()).cpu())
     var = torch.cat(ratios)

@@ -24,16 +24,25 @@ class ModelShape:
     @classmethod
     def from_tl(cls, cfg: Any) -> ModelShape:
         """From a TransformerLens config object or a TL-native boot dict (``model.native``)."""
+
         def get(key: str) -> Any:
             return cfg.get(key) if isinstance(cfg, dict) else getattr(cfg, key, None)
 
         d_model, n_heads = int(get("d_model")), int(get("n_heads"))
-        return cls(int(get("n_layers")), int(get("n_ctx")), d_model, n_heads, int(get("d_head") or d_model // n_heads),
-                   int(get("d_mlp") or 4 * d_model), int(get("d_vocab")))
+        return cls(
+            int(get("n_layers")),
+            int(get("n_ctx")),
+            d_model,
+            n_heads,
+            int(get("d_head") or d_model // n_heads),
+            int(get("d_mlp") or 4 * d_model),
+            int(get("d_vocab")),
+        )
 
     @classmethod
     def from_hf(cls, hf: Any) -> ModelShape | None:
         """From a ``transformers`` config (GPT-2 or Llama/NeoX-style names); None if layers or context are unknown."""
+
         def first(*names: str) -> Any:
             return next((getattr(hf, n) for n in names if getattr(hf, n, None) is not None), None)
 
@@ -43,5 +52,12 @@ class ModelShape:
         d_model = int(first("n_embd", "hidden_size") or 0)
         n_heads = int(first("n_head", "num_attention_heads") or 0)
         d_head = int(first("head_dim") or (d_model // n_heads if n_heads else 0))
-        return cls(int(n_layers), int(n_ctx), d_model, n_heads, d_head,
-                   int(first("n_inner", "intermediate_size") or 4 * d_model), int(first("vocab_size") or 0))
+        return cls(
+            int(n_layers),
+            int(n_ctx),
+            d_model,
+            n_heads,
+            d_head,
+            int(first("n_inner", "intermediate_size") or 4 * d_model),
+            int(first("vocab_size") or 0),
+        )

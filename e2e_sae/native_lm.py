@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens.model_bridge import TransformerBridge
-
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
+from transformer_lens.model_bridge import TransformerBridge
 
 NATIVE_LM_FORMAT = "e2e_sae.native_lm/1"
 

@@ -121,7 +121,7 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
             f"{sorted({k.split('.')[0] for k in blob})}"
         )
     prefix = prefixes[0] + "."
-    return SAEFile({k[len(prefix):]: v for k, v in blob.items() if k.startswith(prefix)}, "hooked_transformer")
+    return SAEFile({k[len(prefix) :]: v for k, v in blob.items() if k.startswith(prefix)}, "hooked_transformer")
 
 
 def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[str, Tensor]:

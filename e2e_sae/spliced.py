@@ -98,9 +98,7 @@ class SplicedModel(nn.Module):
             names = {self.position, *self.downstream_hooks} if need_logits else {self.position}
             layer = hook_layer(self.position)
             stop = None if need_logits or layer is None else layer + 1
-            logits, cache = self.model.run_with_cache(
-                tokens, names_filter=lambda n: n in names, stop_at_layer=stop
-            )
+            logits, cache = self.model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=stop)
         return CleanPass(
             acts=cache[self.position].float(),
             logits=logits if need_logits else None,
@@ -135,8 +133,9 @@ class SplicedModel(nn.Module):
         assert self.sae_layer is not None, "run_suffix needs an SAE at a hook_resid_pre"
         downstream: dict[str, Tensor] = {}
         with self._lm_context():
-            logits = self.model.run_with_hooks(acts_hat, start_at_layer=self.sae_layer,
-                                               fwd_hooks=self._capture_hooks(downstream))
+            logits = self.model.run_with_hooks(
+                acts_hat, start_at_layer=self.sae_layer, fwd_hooks=self._capture_hooks(downstream)
+            )
         return logits, downstream
 
     @torch.no_grad()
@@ -146,4 +145,3 @@ class SplicedModel(nn.Module):
             if self.sae_layer is not None:
                 return self.model(acts, start_at_layer=self.sae_layer)
             return self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, lambda a, hook: acts.to(a.dtype))])
-

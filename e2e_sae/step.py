@@ -8,7 +8,7 @@ back with one host sync, so the bookkeeping costs no extra synchronisation per t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,26 +37,42 @@ class StepStats:
 
     def means(self) -> dict[str, float]:
         values = torch.stack(list(self.sums.values())).tolist()
-        return {key: value / self.n for key, value in zip(self.sums, values)}
+        return {key: value / self.n for key, value in zip(self.sums, values, strict=True)}
 
 
 def member_loss(cfg: RunConfig, clean: CleanPass, sp: SplicedPass) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The run's loss (and its unweighted terms) from the clean and the spliced pass."""
     return total_loss(
-        cfg.loss, c_norm=sp.c_norm, acts=clean.acts, acts_hat=sp.acts_hat, logits_orig=clean.logits,
-        logits_spliced=sp.logits, downstream_orig=clean.downstream, downstream_spliced=sp.downstream,
+        cfg.loss,
+        c_norm=sp.c_norm,
+        acts=clean.acts,
+        acts_hat=sp.acts_hat,
+        logits_orig=clean.logits,
+        logits_spliced=sp.logits,
+        downstream_orig=clean.downstream,
+        downstream_spliced=sp.downstream,
     )
 
 
-def record(stats: StepStats, act_freq: ActivationFrequency, loss: torch.Tensor, terms: dict[str, torch.Tensor],
-           sp: SplicedPass, n_tokens: int) -> None:
+def record(
+    stats: StepStats,
+    act_freq: ActivationFrequency,
+    loss: torch.Tensor,
+    terms: dict[str, torch.Tensor],
+    sp: SplicedPass,
+    n_tokens: int,
+) -> None:
     """The loop's bookkeeping of one micro-batch: activation frequency and the step's sums."""
     act_freq.update(sp.fired, n_tokens)
     stats.add(loss, terms, sp.fired, n_tokens)
 
 
 def micro_step(
-    spliced: SplicedModel, cfg: RunConfig, tokens: torch.Tensor, stats: StepStats, act_freq: ActivationFrequency,
+    spliced: SplicedModel,
+    cfg: RunConfig,
+    tokens: torch.Tensor,
+    stats: StepStats,
+    act_freq: ActivationFrequency,
     lap: Callable[[str], None] = _no_lap,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One micro-batch of the training step: clean pass, spliced pass, loss, backward (scaled for

@@ -67,8 +67,13 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="run config YAML (with a group: section: a grouped run)")
-    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                        help="override a config field, value parsed as YAML (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, value parsed as YAML (repeatable)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -82,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             resume_from = latest_checkpoint(cfg.output_dir)
             if resume_from is None:
-                raise ConfigError(f"--resume: no checkpoint in {cfg.output_dir / 'checkpoints'}; drop --resume to start")
+                raise ConfigError(
+                    f"--resume: no checkpoint in {cfg.output_dir / 'checkpoints'}; drop --resume to start"
+                )
         metrics = train(cfg, resume_from=resume_from, progress=not args.no_progress)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -101,8 +108,11 @@ def _main_group(raw: dict[str, Any], overrides: dict[str, Any], resume: bool, pr
     runs = train_group(spec, cfgs, resume=resume, progress=progress)
     for member, run in zip(spec.members, runs, strict=True):
         if run.final is not None:
-            print(f"{member.name}: " + " ".join(f"{k}={run.final[k]:.4g}" for k in HEADLINE)
-                  + f" (wrote {run.cfg.output_dir / 'metrics.json'})")
+            print(
+                f"{member.name}: "
+                + " ".join(f"{k}={run.final[k]:.4g}" for k in HEADLINE)
+                + f" (wrote {run.cfg.output_dir / 'metrics.json'})"
+            )
         else:
             print(f"{member.name}: error: {run.error} ({run.cfg.output_dir / DIVERGED_FILE})", file=sys.stderr)
     return 3 if any(run.final is None for run in runs) else 0

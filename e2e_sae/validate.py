@@ -12,8 +12,8 @@ from e2e_sae.builtin.assets import builtin_model_path
 from e2e_sae.builtin.catalog import parse_name
 from e2e_sae.config import ConfigError, ModelConfig, RunConfig
 from e2e_sae.data import check_held_out, check_source_exists
-from e2e_sae.model_shape import ModelShape
 from e2e_sae.hooks import BLOCK_HOOKS, GLOBAL_HOOKS, hook_layer, is_known_hook, valid_hook_names
+from e2e_sae.model_shape import ModelShape
 
 
 def model_shape(model: ModelConfig) -> ModelShape | None:
@@ -47,9 +47,7 @@ def model_shape(model: ModelConfig) -> ModelShape | None:
 def check_hook(name: str, field: str, shape: ModelShape | None) -> None:
     layer = hook_layer(name)
     if layer is not None and shape is not None and layer >= shape.n_layers:
-        raise ConfigError(
-            f"{field}: layer {layer} is out of range; the model has layers 0..{shape.n_layers - 1}"
-        )
+        raise ConfigError(f"{field}: layer {layer} is out of range; the model has layers 0..{shape.n_layers - 1}")
     if not is_known_hook(name):
         raise ConfigError(
             f"{field}: unknown hook point {name!r}; use one of {', '.join(GLOBAL_HOOKS)} or "

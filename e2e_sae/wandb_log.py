@@ -19,8 +19,13 @@ class WandbRun:
         import wandb
 
         self.run = wandb.init(
-            project=cfg.wandb.project or "e2e-sae", entity=cfg.wandb.entity, group=cfg.wandb.group,
-            name=cfg.wandb.name, mode=cfg.wandb.mode, config=cfg.to_dict(), dir=str(cfg.output_dir),
+            project=cfg.wandb.project or "e2e-sae",
+            entity=cfg.wandb.entity,
+            group=cfg.wandb.group,
+            name=cfg.wandb.name,
+            mode=cfg.wandb.mode,
+            config=cfg.to_dict(),
+            dir=str(cfg.output_dir),
             resume="allow" if resume else None,
         )
 

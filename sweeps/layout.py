@@ -198,8 +198,9 @@ def job_placement(environ: Mapping[str, str] = os.environ, cwd: str | None = Non
         runtime_env = json.loads(environ[RAY_JOB_ENV_VAR]).get("runtime_env") or {}
     except (ValueError, AttributeError):
         runtime_env = {}
-    return Placement(job_working_dir=str(Path(cwd or os.getcwd()).resolve()),
-                     job_package=bool(runtime_env.get("working_dir")))
+    return Placement(
+        job_working_dir=str(Path(cwd or os.getcwd()).resolve()), job_package=bool(runtime_env.get("working_dir"))
+    )
 
 
 def cluster_placement(environ: Mapping[str, str] = os.environ) -> Placement:
@@ -238,8 +239,11 @@ def ray_up_max_workers(config_path: Path) -> int:
     if not isinstance(config, dict):
         return 0
     head = config.get("head_node_type")
-    per_type = sum(int(t.get("max_workers", 0) or 0) for name, t in (config.get("available_node_types") or {}).items()
-                   if name != head and isinstance(t, dict))
+    per_type = sum(
+        int(t.get("max_workers", 0) or 0)
+        for name, t in (config.get("available_node_types") or {}).items()
+        if name != head and isinstance(t, dict)
+    )
     top = int(config.get("max_workers", 0) or 0)
     return min(top, per_type) if top and per_type else max(top, per_type)
 
@@ -267,25 +271,33 @@ def placement_problem(raw_path: str, facts: Placement, shared: bool) -> str | No
         return None
     local = Path(storage_uri(raw_path))
     if facts.job_working_dir is not None:
-        where = ("Ray's unpacked copy of the job's --working-dir, deleted with the job's files" if facts.job_package
-                 else "the directory the job server started the driver in, on the head node, not your machine")
+        where = (
+            "Ray's unpacked copy of the job's --working-dir, deleted with the job's files"
+            if facts.job_package
+            else "the directory the job server started the driver in, on the head node, not your machine"
+        )
         given = Path(raw_path.removeprefix("file://")).expanduser()
         if not given.is_absolute():
             resolved = Path(facts.job_working_dir, given).resolve()
             return f"{raw_path} is relative, so under this Ray job it resolves to {resolved}, in {where}"
         if facts.job_package and local.is_relative_to(facts.job_working_dir):
-            return (f"{local} is inside this Ray job's working directory {facts.job_working_dir}, "
-                    f"which Ray deletes with the job's files")
+            return (
+                f"{local} is inside this Ray job's working directory {facts.job_working_dir}, "
+                f"which Ray deletes with the job's files"
+            )
     if facts.ray_temp_dir is not None and local.is_relative_to(facts.ray_temp_dir):
         return f"{local} is inside Ray's temporary directory {facts.ray_temp_dir}, which Ray deletes"
     if shared:
         return None
     if facts.n_nodes is not None and facts.n_nodes > 1:
-        return (f"{local} is a local path, but this Ray cluster has {facts.n_nodes} nodes: trials on "
-                f"the others cannot write their checkpoints there")
+        return (
+            f"{local} is a local path, but this Ray cluster has {facts.n_nodes} nodes: trials on "
+            f"the others cannot write their checkpoints there"
+        )
     if facts.growth is not None:
-        return (f"{local} is a local path, but {facts.growth}: trials on those nodes cannot write "
-                f"their checkpoints there")
+        return (
+            f"{local} is a local path, but {facts.growth}: trials on those nodes cannot write their checkpoints there"
+        )
     return None
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def pareto_front(points: Iterable[Any] | np.ndarray) -> list[FrontPoint]:
             warnings.warn(f"{name}: dropped from the frontier, x={p.x} y={p.y} is not finite")
     finite.sort(key=lambda t: t[:3])
     front: list[FrontPoint] = []
-    for x, y, _, p in finite:  # x ascending: keep a point only if it beats every y to its left
+    for _x, y, _, p in finite:  # x ascending: keep a point only if it beats every y to its left
         if not front or y < front[-1].y:
             front.append(p)
     return front

@@ -24,8 +24,9 @@ def _cell(v: str) -> Any:
     return v
 
 
-def log_report_to_wandb(report_dir: str | Path, project: str, group: str, entity: str | None = None,
-                        mode: str = "offline") -> Path | None:
+def log_report_to_wandb(
+    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: str = "offline"
+) -> Path | None:
     """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
     Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
     passed here. Returns the run's local directory, or None with ``mode="disabled"`` (a no-op)."""
@@ -40,34 +41,87 @@ def log_report_to_wandb(report_dir: str | Path, project: str, group: str, entity
     with (report_dir / "trials.csv").open(newline="") as f:
         header, *rows = list(csv.reader(f))
     # Local run files beside the report (not in whatever directory the command ran from); WANDB_DIR wins.
-    run = wandb.init(project=project, group=group, entity=entity, name=f"{doc['sweep']}-report",
-                     dir=os.environ.get("WANDB_DIR") or str(report_dir),
-                     job_type="report", mode=mode, config={k: doc[k] for k in
-                                                            ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")})
+    run = wandb.init(
+        project=project,
+        group=group,
+        entity=entity,
+        name=f"{doc['sweep']}-report",
+        dir=os.environ.get("WANDB_DIR") or str(report_dir),
+        job_type="report",
+        mode=mode,
+        config={k: doc[k] for k in ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")},
+    )
     try:
         front_rows, matched_rows = [], []
         for hook, h in doc["hooks"].items():
             for mode_name, m in h["modes"].items():
                 for x, front in m["frontiers"].items():
-                    front_rows += [[hook, mode_name, x, p["trial_id"], p["sparsity_coeff"], p["metrics"].get("l0"),
-                                    p["metrics"].get("alive_dict_elements"), p["metrics"].get(Y_METRIC)] for p in front]
+                    front_rows += [
+                        [
+                            hook,
+                            mode_name,
+                            x,
+                            p["trial_id"],
+                            p["sparsity_coeff"],
+                            p["metrics"].get("l0"),
+                            p["metrics"].get("alive_dict_elements"),
+                            p["metrics"].get(Y_METRIC),
+                        ]
+                        for p in front
+                    ]
             for mode_name, m in h["matched"]["modes"].items():
                 ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
-                matched_rows.append([hook, mode_name, h["matched"][Y_METRIC],
-                                     *(m[x]["value"] if x in m else None for x in X_METRICS),
-                                     *(m[x]["clipped"] if x in m else None for x in X_METRICS),
-                                     *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS)])
-        images = {f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{hook_slug(hook)}.png"), caption=hook)
-                  for hook in doc["hooks"]}
-        run.log({
-            **images,
-            "trials": wandb.Table(columns=header, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True),
-            "frontier": wandb.Table(columns=["hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0",
-                                             "alive_dict_elements", Y_METRIC], data=front_rows, allow_mixed_types=True),
-            "matched": wandb.Table(columns=["hook", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped",
-                                            "alive_clipped", "l0_ratio_to_local", "alive_ratio_to_local"],
-                                   data=matched_rows, allow_mixed_types=True),
-        })
+                matched_rows.append(
+                    [
+                        hook,
+                        mode_name,
+                        h["matched"][Y_METRIC],
+                        *(m[x]["value"] if x in m else None for x in X_METRICS),
+                        *(m[x]["clipped"] if x in m else None for x in X_METRICS),
+                        *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
+                    ]
+                )
+        images = {
+            f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{hook_slug(hook)}.png"), caption=hook)
+            for hook in doc["hooks"]
+        }
+        run.log(
+            {
+                **images,
+                "trials": wandb.Table(
+                    columns=header, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True
+                ),
+                "frontier": wandb.Table(
+                    columns=[
+                        "hook",
+                        "mode",
+                        "x_metric",
+                        "trial_id",
+                        "sparsity_coeff",
+                        "l0",
+                        "alive_dict_elements",
+                        Y_METRIC,
+                    ],
+                    data=front_rows,
+                    allow_mixed_types=True,
+                ),
+                "matched": wandb.Table(
+                    columns=[
+                        "hook",
+                        "mode",
+                        Y_METRIC,
+                        "l0",
+                        "alive_dict_elements",
+                        "l0_clipped",
+                        "alive_clipped",
+                        "l0_ratio_to_local",
+                        "alive_ratio_to_local",
+                    ],
+                    data=matched_rows,
+                    allow_mixed_types=True,
+                ),
+            }
+        )
         return Path(run.dir).parent
     finally:
         run.finish()

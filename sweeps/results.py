@@ -18,13 +18,30 @@ from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES
 from sweeps.trial import Trial, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
-TUNE_KEYS = frozenset({
-    "training_iteration", "trial_id", "timestamp", "done", "date", "time_this_iter_s", "time_total_s",
-    "pid", "hostname", "node_ip", "time_since_restore", "iterations_since_restore",
-    "checkpoint_dir_name", "config", "experiment_tag", "should_checkpoint", "timesteps_total",
-    "episodes_total", "timesteps_since_restore", "experiment_id",
-})
-
+TUNE_KEYS = frozenset(
+    {
+        "training_iteration",
+        "trial_id",
+        "timestamp",
+        "done",
+        "date",
+        "time_this_iter_s",
+        "time_total_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "checkpoint_dir_name",
+        "config",
+        "experiment_tag",
+        "should_checkpoint",
+        "timesteps_total",
+        "episodes_total",
+        "timesteps_since_restore",
+        "experiment_id",
+    }
+)
 
 
 def read_result_rows(path: Path) -> list[dict[str, Any]]:
@@ -102,9 +119,10 @@ def load_trials(exp_dir: str | Path) -> list[Trial]:
     experiment_state file."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
-        raise FileNotFoundError(f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>")
-    dirs = [p for p in exp_dir.iterdir()
-            if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
+        raise FileNotFoundError(
+            f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>"
+        )
+    dirs = [p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
     trials = [_load_trial_dir(p) for p in dirs]
     trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
     return sorted(trials, key=lambda t: t.trial_id)
@@ -125,5 +143,9 @@ def read_sweep_meta(exp_dir: Path, trials: list[Trial]) -> dict[str, Any]:
     def distinct(key: str) -> list[Any]:
         return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
 
-    return {"sweep": str(spec.get("name") or exp_dir.name), "model": model,
-            "eval_tokens": distinct("eval_tokens"), "n_ctx": distinct("n_ctx")}
+    return {
+        "sweep": str(spec.get("name") or exp_dir.name),
+        "model": model,
+        "eval_tokens": distinct("eval_tokens"),
+        "n_ctx": distinct("n_ctx"),
+    }

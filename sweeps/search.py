@@ -99,8 +99,11 @@ class GroupSearch:
         return out
 
     def _tried(self) -> list[float]:
-        return [math.log(c) for c, _ in self.finished] + [math.log(c) for c in self.failed] + [
-            math.log(p.coeff) for p in self.pending.values()]
+        return (
+            [math.log(c) for c, _ in self.finished]
+            + [math.log(c) for c in self.failed]
+            + [math.log(p.coeff) for p in self.pending.values()]
+        )
 
     def _next_log_coeff(self, t: float, dry_run: bool, taken: list[float]) -> float | None:
         tried = self._tried() + taken
@@ -163,8 +166,16 @@ class GroupSearch:
         rows = []
         for t in self.targets:
             best = self.closest(t)
-            rows.append({"group": self.key, "target": t, "met": self.is_met(t), "settled": t in self.settled,
-                         "closest_coeff": best[0] if best else None, "closest_value": best[1] if best else None})
+            rows.append(
+                {
+                    "group": self.key,
+                    "target": t,
+                    "met": self.is_met(t),
+                    "settled": t in self.settled,
+                    "closest_coeff": best[0] if best else None,
+                    "closest_value": best[1] if best else None,
+                }
+            )
         return rows
 
 
@@ -179,7 +190,7 @@ def _near(x: float, xs: list[float]) -> bool:
 def _tightest_bracket(points: list[tuple[float, float]], t: float):
     """Of the neighbouring (by coefficient) trials whose values lie on both sides of ``t``, the pair
     closest together; None if no pair straddles it."""
-    pairs = [(a, b) for a, b in zip(points, points[1:]) if (a[1] - t) * (b[1] - t) < 0]
+    pairs = [(a, b) for a, b in zip(points, points[1:], strict=False) if (a[1] - t) * (b[1] - t) < 0]
     return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
 
 

@@ -8,8 +8,9 @@ failure, resumes from ``tune.get_checkpoint()`` exactly where the checkpoint lef
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import torch

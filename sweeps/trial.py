@@ -41,8 +41,7 @@ class Trial:
     def name(self) -> str:
         """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
         layer = self.layer if self.layer is not None else self.hook
-        name = (f"{self.mode}_L{layer}_r{self.dict_size_to_input_ratio:g}"
-                f"_s{self.sparsity_coeff:.4g}_seed{self.seed}")
+        name = f"{self.mode}_L{layer}_r{self.dict_size_to_input_ratio:g}_s{self.sparsity_coeff:.4g}_seed{self.seed}"
         return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
     @property
@@ -75,10 +74,15 @@ class Trial:
         if layer is None and isinstance(hook, str):
             layer = hook_layer(hook)
         return cls(
-            mode=pick("mode", "mode"), hook=hook, layer=layer,
+            mode=pick("mode", "mode"),
+            hook=hook,
+            layer=layer,
             dict_size_to_input_ratio=pick("dict_size_to_input_ratio", "sae", "dict_size_to_input_ratio"),
-            sparsity_coeff=pick("sparsity_coeff", "loss", "sparsity", "coeff"), seed=pick("seed", "seed"),
-            run=run or None, trial_id=trial_id, state=state,
+            sparsity_coeff=pick("sparsity_coeff", "loss", "sparsity", "coeff"),
+            seed=pick("seed", "seed"),
+            run=run or None,
+            trial_id=trial_id,
+            state=state,
         )
 
 

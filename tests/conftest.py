@@ -16,8 +16,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TINY_MODEL = dict(
-    n_layers=3, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=40,
-    act_fn="gelu", normalization_type="LN", seed=0,
+    n_layers=3,
+    d_model=16,
+    n_ctx=16,
+    d_head=4,
+    n_heads=4,
+    d_mlp=32,
+    d_vocab=40,
+    act_fn="gelu",
+    normalization_type="LN",
+    seed=0,
 )
 
 
@@ -49,7 +57,9 @@ def tiny_run(data: dict[str, Path], mode: str = "e2e", output_dir: str = "set-by
         "data": {
             "train": {"name": str(data["train"])},
             "eval": {"name": str(data["eval"])},
-            "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4,
+            "n_ctx": 16,
+            "n_eval_samples": 8,
+            "eval_batch_size": 4,
         },
         "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
         "loss": {"sparsity": {"coeff": 0.1}},
@@ -69,8 +79,9 @@ def tiny_config(tmp_path: Path, tiny_data: dict[str, Path]):
     def make(mode: str = "e2e", **dotted: Any) -> dict[str, Any]:
         raw = tiny_run(tiny_data, mode, str(tmp_path / f"run_{mode}"))
         raw["seed"] = 0
-        raw["train"].update(warmup_samples=8, checkpoint_every_n_samples=32, eval_every_n_samples=32,
-                            act_frequency_n_tokens=256)
+        raw["train"].update(
+            warmup_samples=8, checkpoint_every_n_samples=32, eval_every_n_samples=32, act_frequency_n_tokens=256
+        )
         raw["wandb"] = {"mode": "disabled"}
         from e2e_sae.config import set_dotted
 
@@ -114,22 +125,37 @@ def hf_assets(tmp_path_factory) -> dict[str, Path]:
         "gpt2": build_gpt2(root / "gpt2", root / "tokenizer"),
         "neox": build_neox(root / "neox", root / "tokenizer"),
         "notok": build_gpt2(root / "notok", None),
-        "train": train, "eval": evalf, "root": root,
+        "train": train,
+        "eval": evalf,
+        "root": root,
     }
 
 
-def hf_run(assets: dict[str, Path], model: str = "gpt2", mode: str = "e2e", output_dir: str = "set-by-the-trial",
-           **top: Any) -> dict[str, Any]:
+def hf_run(
+    assets: dict[str, Path], model: str = "gpt2", mode: str = "e2e", output_dir: str = "set-by-the-trial", **top: Any
+) -> dict[str, Any]:
     """A small run config on one of the tiny HF models with raw-text data (its own tokenizer)."""
     raw = {
-        "mode": mode, "output_dir": output_dir, "seed": 0,
+        "mode": mode,
+        "output_dir": output_dir,
+        "seed": 0,
         "model": {"name": str(assets[model])},
-        "data": {"train": {"name": str(assets["train"])}, "eval": {"name": str(assets["eval"])},
-                 "n_ctx": 16, "n_eval_samples": 8, "eval_batch_size": 4},
+        "data": {
+            "train": {"name": str(assets["train"])},
+            "eval": {"name": str(assets["eval"])},
+            "n_ctx": 16,
+            "n_eval_samples": 8,
+            "eval_batch_size": 4,
+        },
         "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0},
         "loss": {"sparsity": {"coeff": 0.05}},
-        "train": {"n_samples": 96, "batch_size": 4, "lr": 3e-3, "checkpoint_every_n_samples": 48,
-                  "act_frequency_n_tokens": 256},
+        "train": {
+            "n_samples": 96,
+            "batch_size": 4,
+            "lr": 3e-3,
+            "checkpoint_every_n_samples": 48,
+            "act_frequency_n_tokens": 256,
+        },
         "wandb": {"mode": "disabled"},
     }
     raw.update(top)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
-WORDS = ("the quick brown fox jumps over a lazy dog while small birds sing in tall green trees near "
-         "the old river and children play with red balls").split()
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while small birds sing in tall green trees near "
+    "the old river and children play with red balls"
+).split()
 
 
 def write_text_corpus(path: Path, n_rows: int, seed: int) -> Path:
@@ -36,11 +38,13 @@ def build_tokenizer(corpus: Path, out_dir: Path, vocab_size: int = 512):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   unk_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
     fast.save_pretrained(out_dir)
     return fast
 
@@ -61,8 +65,9 @@ def build_gpt2(out_dir: Path, tokenizer_dir: Path | None = None, seed: int = 0) 
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=512, n_positions=128,
-                                       bos_token_id=0, eos_token_id=0))
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=3, n_embd=64, n_head=4, vocab_size=512, n_positions=128, bos_token_id=0, eos_token_id=0)
+    )
     _perturb_norms(model, seed)
     model.save_pretrained(out_dir)
     _copy_tokenizer(tokenizer_dir, out_dir)
@@ -74,9 +79,19 @@ def build_neox(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(
-        num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, vocab_size=512,
-        max_position_embeddings=128, rotary_pct=0.25, bos_token_id=0, eos_token_id=0))
+    model = GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            num_attention_heads=4,
+            intermediate_size=128,
+            vocab_size=512,
+            max_position_embeddings=128,
+            rotary_pct=0.25,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     _perturb_norms(model, seed)
     model.save_pretrained(out_dir)
     _copy_tokenizer(tokenizer_dir, out_dir)

@@ -16,10 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,8 +28,7 @@ def ray_free_env() -> dict[str, str]:
     """This process's environment without any pointer to a Ray cluster or its auth token, so a
     subprocess never joins someone else's Ray and only uses the auth settings a test gives it."""
     env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
-                "RAY_AUTH_MODE"):
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         env.pop(key, None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env.setdefault("WANDB_MODE", "disabled")
@@ -101,8 +100,13 @@ def _stop_process_groups(groups: list[int], grace_s: float = 5.0) -> None:
 def _ray_start(args: list[str], env: dict[str, str], groups: list[int]) -> str:
     """Run `ray start ARGS` in a new session; record its process group; return its output."""
     proc = subprocess.Popen(
-        RAY_CLI + ["start", *args], env=env, cwd=REPO, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        RAY_CLI + ["start", *args],
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     groups.append(proc.pid)  # session leader: its pid is the group id its daemons inherit
     try:
@@ -110,7 +114,7 @@ def _ray_start(args: list[str], env: dict[str, str], groups: list[int]) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        raise RuntimeError(f"`ray start` did not return in {START_TIMEOUT_S}s:\n{out[-3000:]}")
+        raise RuntimeError(f"`ray start` did not return in {START_TIMEOUT_S}s:\n{out[-3000:]}") from None
     if proc.returncode != 0:
         raise RuntimeError(f"`ray start {' '.join(args)}` failed:\n{out[-3000:]}")
     return out
@@ -132,22 +136,57 @@ def two_node_cluster() -> Iterator[LocalCluster]:
     c = LocalCluster(
         gcs_address=f"127.0.0.1:{gcs_port}",
         dashboard_url=f"http://127.0.0.1:{dashboard_port}",
-        token=token, token_path=token_path, temp_dirs=[head_dir, worker_dir, str(token_dir)],
+        token=token,
+        token_path=token_path,
+        temp_dirs=[head_dir, worker_dir, str(token_dir)],
     )
     node_env = ray_free_env()
-    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
-                    HOME=str(token_dir / "home"))
-    common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
-              "--object-store-memory", str(OBJECT_STORE_BYTES), "--disable-usage-stats"]
+    node_env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), HOME=str(token_dir / "home"))
+    common = [
+        "--node-ip-address",
+        "127.0.0.1",
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "0",
+        "--object-store-memory",
+        str(OBJECT_STORE_BYTES),
+        "--disable-usage-stats",
+    ]
     try:
-        _ray_start(["--head", "--port", str(gcs_port), "--temp-dir", head_dir,
-                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port),
-                    "--ray-client-server-port", str(free_port()),
-                    "--dashboard-agent-listen-port", str(free_port()), *common],
-                   node_env, c.process_groups)
-        _ray_start(["--address", c.gcs_address, "--temp-dir", worker_dir,
-                    "--dashboard-agent-listen-port", str(free_port()), *common],
-                   node_env, c.process_groups)
+        _ray_start(
+            [
+                "--head",
+                "--port",
+                str(gcs_port),
+                "--temp-dir",
+                head_dir,
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(dashboard_port),
+                "--ray-client-server-port",
+                str(free_port()),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                *common,
+            ],
+            node_env,
+            c.process_groups,
+        )
+        _ray_start(
+            [
+                "--address",
+                c.gcs_address,
+                "--temp-dir",
+                worker_dir,
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                *common,
+            ],
+            node_env,
+            c.process_groups,
+        )
         yield c
     finally:
         _stop_process_groups(c.process_groups)
@@ -168,10 +207,23 @@ def token_head() -> Iterator[tuple[str, dict[str, str], str]]:
     env = ray_free_env()
     env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "WANDB_MODE": "disabled"})
     head = subprocess.Popen(
-        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp_dir}",
-         "--include-dashboard=true"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=2",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=true",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
     try:

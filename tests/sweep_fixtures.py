@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from conftest import tiny_run, write_tiny_data
 
 
 def tiny_sweep(tmp: Path, **top: Any) -> dict[str, Any]:
     run = tiny_run(write_tiny_data(tmp))
     spec = {
-        "name": "tiny", "run": run,
+        "name": "tiny",
+        "run": run,
         "axes": {"mode": ["local", "e2e"], "layer": [1], "sparsity_coeff": {"local": [0.1, 1.0], "e2e": [0.1]}},
-        "resources_per_trial": {"cpu": 1}, "storage_path": str(tmp / "results"),
-        "checkpoint_every_n_samples": 32, "max_failures": 2,
+        "resources_per_trial": {"cpu": 1},
+        "storage_path": str(tmp / "results"),
+        "checkpoint_every_n_samples": 32,
+        "max_failures": 2,
     }
     spec.update(top)
     return spec

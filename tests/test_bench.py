@@ -16,10 +16,30 @@ from e2e_sae.bench.throughput import load_bench_config, peak_tflops, train_flops
 from e2e_sae.model_shape import ModelShape
 
 DOCUMENTED_KEYS = {
-    "mode", "position", "n_dict_elements", "batch_size", "n_ctx", "grad_accum_steps", "steps", "tokens_per_step",
-    "tokens_per_s", "ms_per_step", "peak_memory_mib", "peak_memory_kind", "flops_per_step", "achieved_tflops",
-    "peak_tflops", "mfu", "first_step", "device_name", "cpu_model", "torch_version", "torch_threads", "command",
-    "sae_kernel", "train_l0",
+    "mode",
+    "position",
+    "n_dict_elements",
+    "batch_size",
+    "n_ctx",
+    "grad_accum_steps",
+    "steps",
+    "tokens_per_step",
+    "tokens_per_s",
+    "ms_per_step",
+    "peak_memory_mib",
+    "peak_memory_kind",
+    "flops_per_step",
+    "achieved_tflops",
+    "peak_tflops",
+    "mfu",
+    "first_step",
+    "device_name",
+    "cpu_model",
+    "torch_version",
+    "torch_threads",
+    "command",
+    "sae_kernel",
+    "train_l0",
 }
 
 # The conftest tiny model (3 layers, d_model 16, 4 heads of 4, d_mlp 32, vocab 40), n_ctx 16, n_dict 32.
@@ -112,14 +132,27 @@ def test_pack_runs_concurrent_benchmark_processes(tmp_path, tiny_config):
     assert row["n_trials"] == 1 and row["makespan_s"] > 0 and row["tokens_per_s_total"] > 0
 
 
-@pytest.mark.skipif(not os.environ.get("E2E_SAE_REFERENCE_DIR"),
-                    reason="set E2E_SAE_REFERENCE_DIR to a dir prepared by --setup-reference")
+@pytest.mark.skipif(
+    not os.environ.get("E2E_SAE_REFERENCE_DIR"),
+    reason="set E2E_SAE_REFERENCE_DIR to a dir prepared by --setup-reference",
+)
 @pytest.mark.parametrize("mode", ["e2e", "local", "e2e+ds"])
 def test_reference_sees_the_same_weights_and_tokens(tmp_path, tiny_config, mode):
     out = tmp_path / "cmp.json"
     config = write_config(tmp_path, tiny_config(mode, train__warmup_samples=0))  # same LR at every step
-    argv = [config, "--reference", os.environ["E2E_SAE_REFERENCE_DIR"],
-            "--repeats", "1", "--steps", "2", "--warmup", "1", "--out", str(out)]
+    argv = [
+        config,
+        "--reference",
+        os.environ["E2E_SAE_REFERENCE_DIR"],
+        "--repeats",
+        "1",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["equivalence"]["max_rel_diff"] < 1e-5

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -24,8 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 RAY_UP_CONFIGS = {"aws": CLUSTER / "aws.yaml", "gcp": CLUSTER / "gcp.yaml"}
-KUBERAY = {"raycluster": CLUSTER / "kuberay" / "raycluster.yaml",
-           "rayjob": CLUSTER / "kuberay" / "rayjob.yaml"}
+KUBERAY = {"raycluster": CLUSTER / "kuberay" / "raycluster.yaml", "rayjob": CLUSTER / "kuberay" / "rayjob.yaml"}
 BUCKET_SCHEME = {"aws": "s3://", "gcp": "gs://"}
 PUBLIC_SERVICE_TYPES = {"LoadBalancer", "NodePort"}
 
@@ -107,8 +107,9 @@ def test_ray_up_turns_token_auth_on_for_every_node_and_ships_the_token(ray_up):
 
 def test_the_project_pins_the_ray_version_the_cluster_files_run():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert re.findall(r'"ray\[[a-z,]+\]([^"]*)"', pyproject) == [f"=={ray.__version__}"], \
+    assert re.findall(r'"ray\[[a-z,]+\]([^"]*)"', pyproject) == [f"=={ray.__version__}"], (
         "pyproject.toml must pin the Ray version that cluster/ installs"
+    )
 
 
 def test_ray_up_installs_pinned_versions_of_ray_torch_and_this_checkout(ray_up):
@@ -126,8 +127,9 @@ def test_ray_up_has_a_cpu_head_and_an_autoscaling_gpu_worker_type(ray_up):
     types = config["available_node_types"]
     head = types[config["head_node_type"]]
     assert head["resources"].get("CPU") == 0 and not head["resources"].get("GPU")
-    gpu_types = [t for name, t in types.items()
-                 if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1]
+    gpu_types = [
+        t for name, t in types.items() if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1
+    ]
     assert gpu_types, "no worker type declares a GPU"
     for t in gpu_types:
         assert t.get("min_workers", 0) == 0 < t["max_workers"] <= config["max_workers"]
@@ -147,22 +149,69 @@ def test_ray_up_points_the_sweep_storage_at_a_bucket(ray_up):
 
 # Field names of the ray.io/v1 types we write (KubeRay 1.6); a typo here is silently ignored by
 # the API server's pruning, so the test catches it instead.
-RAYCLUSTER_SPEC = {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
-                   "autoscalerOptions", "headServiceAnnotations", "suspend", "managedBy",
-                   "gcsFaultToleranceOptions", "authOptions", "upgradeStrategy"}
+RAYCLUSTER_SPEC = {
+    "headGroupSpec",
+    "workerGroupSpecs",
+    "rayVersion",
+    "enableInTreeAutoscaling",
+    "autoscalerOptions",
+    "headServiceAnnotations",
+    "suspend",
+    "managedBy",
+    "gcsFaultToleranceOptions",
+    "authOptions",
+    "upgradeStrategy",
+}
 AUTH_OPTIONS = {"mode", "secretName", "enableK8sTokenAuth"}
-AUTOSCALER_OPTIONS = {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
-                      "securityContext", "idleTimeoutSeconds", "upscalingMode", "version"}
-HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template",
-              "resources", "labels"}
-WORKER_GROUP = {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts",
-                "rayStartParams", "template", "scaleStrategy", "suspend", "idleTimeoutSeconds",
-                "resources", "labels"}
-RAYJOB_SPEC = {"activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate",
-               "metadata", "clusterSelector", "submitterConfig", "managedBy", "deletionStrategy",
-               "entrypoint", "runtimeEnvYAML", "jobId", "submissionMode", "entrypointResources",
-               "entrypointNumCpus", "entrypointNumGpus", "ttlSecondsAfterFinished",
-               "shutdownAfterJobFinishes", "suspend", "schedule"}
+AUTOSCALER_OPTIONS = {
+    "resources",
+    "image",
+    "imagePullPolicy",
+    "env",
+    "envFrom",
+    "volumeMounts",
+    "securityContext",
+    "idleTimeoutSeconds",
+    "upscalingMode",
+    "version",
+}
+HEAD_GROUP = {"serviceType", "headService", "enableIngress", "rayStartParams", "template", "resources", "labels"}
+WORKER_GROUP = {
+    "groupName",
+    "replicas",
+    "minReplicas",
+    "maxReplicas",
+    "numOfHosts",
+    "rayStartParams",
+    "template",
+    "scaleStrategy",
+    "suspend",
+    "idleTimeoutSeconds",
+    "resources",
+    "labels",
+}
+RAYJOB_SPEC = {
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "rayClusterSpec",
+    "submitterPodTemplate",
+    "metadata",
+    "clusterSelector",
+    "submitterConfig",
+    "managedBy",
+    "deletionStrategy",
+    "entrypoint",
+    "runtimeEnvYAML",
+    "jobId",
+    "submissionMode",
+    "entrypointResources",
+    "entrypointNumCpus",
+    "entrypointNumGpus",
+    "ttlSecondsAfterFinished",
+    "shutdownAfterJobFinishes",
+    "suspend",
+    "schedule",
+}
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -221,19 +270,23 @@ def test_kuberay_cluster_has_a_head_and_gpu_workers_with_resources(name, spec):
         assert 0 <= group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"]
         assert group["maxReplicas"] > 0
         pod = group["template"]["spec"]
-        assert any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", [])), \
+        assert any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", [])), (
             f"{name}/{group['groupName']}: no toleration for GPU node taints"
+        )
         for container in _containers(group):
             res = container["resources"]
             assert int(res["limits"]["nvidia.com/gpu"]) >= 1
-            assert res["requests"].get("nvidia.com/gpu", res["limits"]["nvidia.com/gpu"]) == \
-                res["limits"]["nvidia.com/gpu"], "GPU requests must equal limits"
+            assert (
+                res["requests"].get("nvidia.com/gpu", res["limits"]["nvidia.com/gpu"])
+                == res["limits"]["nvidia.com/gpu"]
+            ), "GPU requests must equal limits"
             assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"])
             images.add(container["image"])
     assert len(images) == 1, f"{name}: head and workers must run one image, got {images}"
     (image,) = images
-    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), \
+    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), (
         "pin the image to a tag built from a commit"
+    )
 
 
 @pytest.mark.parametrize("name,spec", CLUSTER_SPECS, ids=CLUSTER_SPEC_IDS)
@@ -242,8 +295,7 @@ def test_kuberay_head_is_not_exposed_outside_the_cluster(name, spec):
     assert head.get("serviceType", "ClusterIP") not in PUBLIC_SERVICE_TYPES
     assert head.get("headService", {}).get("spec", {}).get("type", "ClusterIP") not in PUBLIC_SERVICE_TYPES
     assert head.get("enableIngress", False) is False
-    assert "headServiceAnnotations" not in spec or not any(
-        "load-balancer" in k for k in spec["headServiceAnnotations"])
+    assert "headServiceAnnotations" not in spec or not any("load-balancer" in k for k in spec["headServiceAnnotations"])
 
 
 @pytest.mark.parametrize("path", sorted(KUBERAY.values()), ids=lambda p: p.name)

@@ -17,7 +17,10 @@ CASES = [
     ({"sae.position": "blocks.1.hook_resid_pree"}, "sae.position: unknown hook point"),
     ({"data.n_ctx": 32}, "data.n_ctx: 32 exceeds the model's context 16"),
     ({"train.batch_size": 3}, "train.effective_batch_size (8) must be a multiple of train.batch_size (3)"),
-    ({"data.train.name": "/nonexistent/train.jsonl"}, "data.train.name: dataset path /nonexistent/train.jsonl does not exist"),
+    (
+        {"data.train.name": "/nonexistent/train.jsonl"},
+        "data.train.name: dataset path /nonexistent/train.jsonl does not exist",
+    ),
     ({"mode": "e2e-ds"}, "mode:"),
 ]
 
@@ -41,8 +44,9 @@ def test_cli_exits_nonzero_and_leaves_existing_run_untouched(tiny_config, tmp_pa
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(raw))
     for extra in ([], ["--set", "sae.dict_size_to_input_ratio=-2"]):
-        proc = subprocess.run([sys.executable, "-m", "e2e_sae.train", str(path), *extra],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "e2e_sae.train", str(path), *extra], capture_output=True, text=True
+        )
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
     assert "output_dir" in proc.stderr or "dict_size_to_input_ratio" in proc.stderr

@@ -17,8 +17,9 @@ def text_tokenizer(tmp_path):
 
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["the cat sat on the mat . a dog ran"] * 4,
-                            trainers.WordLevelTrainer(special_tokens=["[UNK]", "<eos>"]))
+    tok.train_from_iterator(
+        ["the cat sat on the mat . a dog ran"] * 4, trainers.WordLevelTrainer(special_tokens=["[UNK]", "<eos>"])
+    )
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", unk_token="[UNK]")
     fast.save_pretrained(tmp_path / "tok")
     return fast

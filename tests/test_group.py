@@ -32,8 +32,7 @@ def separate(run):
     return cfg, train(cfg, progress=False)
 
 
-@pytest.mark.parametrize("mode,splice", [("local", "auto"), ("e2e", "stacked"), ("e2e", "loop"),
-                                         ("e2e+ds", "stacked")])
+@pytest.mark.parametrize("mode,splice", [("local", "auto"), ("e2e", "stacked"), ("e2e", "loop"), ("e2e+ds", "stacked")])
 def test_member_equals_separate_run(tiny_config, mode, splice):
     spec, cfgs = member_configs(grouped(tiny_config, mode, splice))
     runs = train_group(spec, cfgs, progress=False)
@@ -93,12 +92,15 @@ def test_group_resume_is_exact(tiny_config, tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("members,match", [
-    ([{"name": "a", "set": {"data.n_ctx": 8}}], r"group.members.a.set: data.n_ctx is shared by all members"),
-    ([{"name": "a"}, {"name": "a"}], r"member names must be unique"),
-    ([], r"group.members: List should have at least 1 item"),
-    ([{"name": "a/b"}], r"group.members.0.name"),
-])
+@pytest.mark.parametrize(
+    "members,match",
+    [
+        ([{"name": "a", "set": {"data.n_ctx": 8}}], r"group.members.a.set: data.n_ctx is shared by all members"),
+        ([{"name": "a"}, {"name": "a"}], r"member names must be unique"),
+        ([], r"group.members: List should have at least 1 item"),
+        ([{"name": "a/b"}], r"group.members.0.name"),
+    ],
+)
 def test_config_errors(tiny_config, members, match):
     with pytest.raises(ConfigError, match=match):
         member_configs(grouped(tiny_config, "e2e", members=members))

@@ -10,13 +10,14 @@ import sys
 import pytest
 import torch
 import yaml
-
 from conftest import hf_run
+
 from e2e_sae.config import ConfigError, run_config_from_dict
 from e2e_sae.lm import load_language_model
 from e2e_sae.sae import SAE
 from e2e_sae.spliced import SplicedModel
-from e2e_sae.train import main as train_main, train
+from e2e_sae.train import main as train_main
+from e2e_sae.train import train
 
 
 def loss_rows(out_dir):
@@ -51,10 +52,15 @@ def test_splice_fast_path_equals_full_hooked_forward(hf_assets, model):
     torch.testing.assert_close(a.acts, b.acts)
     sa, sb = fast.spliced_forward(tokens, a), full.spliced_forward(tokens, b)
     torch.testing.assert_close(sa.logits, sb.logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(sa.downstream["blocks.1.hook_resid_post"], sb.downstream["blocks.1.hook_resid_post"],
-                               atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fast.replaced_logits(tokens, torch.zeros_like(a.acts)),
-                               full.replaced_logits(tokens, torch.zeros_like(a.acts)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sa.downstream["blocks.1.hook_resid_post"], sb.downstream["blocks.1.hook_resid_post"], atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        fast.replaced_logits(tokens, torch.zeros_like(a.acts)),
+        full.replaced_logits(tokens, torch.zeros_like(a.acts)),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.slow
@@ -131,15 +137,26 @@ def test_pretrained_sae_under_other_processing_is_refused_unless_forced(hf_asset
     raw["train"].update(n_samples=8)
     train(run_config_from_dict(raw), progress=False)
     ckpt = next((tmp_path / "first" / "checkpoints").glob("*/checkpoint.pt"))
-    other = run_config_from_dict(raw, {"output_dir": str(tmp_path / "second"), "sae.pretrained_path": str(ckpt),
-                                       "model.weight_processing": "none"})
-    with pytest.raises(ConfigError, match="trained under model.weight_processing=hooked_transformer, this model "
-                                          "uses none.*ignore_weight_processing_mismatch"):
+    other = run_config_from_dict(
+        raw,
+        {"output_dir": str(tmp_path / "second"), "sae.pretrained_path": str(ckpt), "model.weight_processing": "none"},
+    )
+    with pytest.raises(
+        ConfigError,
+        match="trained under model.weight_processing=hooked_transformer, this model "
+        "uses none.*ignore_weight_processing_mismatch",
+    ):
         train(other, progress=False)
     assert not (tmp_path / "second").exists()
-    forced = run_config_from_dict(raw, {"output_dir": str(tmp_path / "forced"), "sae.pretrained_path": str(ckpt),
-                                        "model.weight_processing": "none",
-                                        "sae.ignore_weight_processing_mismatch": True})
+    forced = run_config_from_dict(
+        raw,
+        {
+            "output_dir": str(tmp_path / "forced"),
+            "sae.pretrained_path": str(ckpt),
+            "model.weight_processing": "none",
+            "sae.ignore_weight_processing_mismatch": True,
+        },
+    )
     assert train(forced, progress=False)["n_samples"] == 8
 
 
@@ -172,7 +189,8 @@ def test_bad_input_is_one_line_naming_the_field(hf_assets, tmp_path, capsys):
     assert err.startswith("error: sae.pretrained_path:") and "d_in=32" in err and "d_model=64" in err
 
     XLNetLMHeadModel(XLNetConfig(n_layer=2, d_model=32, n_head=2, d_inner=64, vocab_size=100)).save_pretrained(
-        tmp_path / "xlnet")
+        tmp_path / "xlnet"
+    )
     raw = hf_run(hf_assets, output_dir=str(tmp_path / "c"))
     raw["model"]["name"] = str(tmp_path / "xlnet")
     err = _cli_error(tmp_path, raw, capsys)
@@ -184,16 +202,28 @@ def test_bad_input_is_one_line_naming_the_field(hf_assets, tmp_path, capsys):
 def test_short_sweep_on_the_tiny_hf_model(hf_assets, tmp_path):
     from ray_fixtures import ray_free_env
     from sweep_fixtures import write_sweep
+
     from sweeps.results import load_trials
 
     run = hf_run(hf_assets)
     run["train"].update(n_samples=32, checkpoint_every_n_samples=16)
-    spec = {"name": "hf", "run": run, "axes": {"mode": ["local", "e2e"], "layer": [1], "sparsity_coeff": [0.05]},
-            "resources_per_trial": {"cpu": 1}, "storage_path": str(tmp_path / "results"),
-            "checkpoint_every_n_samples": 16, "max_failures": 0}
+    spec = {
+        "name": "hf",
+        "run": run,
+        "axes": {"mode": ["local", "e2e"], "layer": [1], "sparsity_coeff": [0.05]},
+        "resources_per_trial": {"cpu": 1},
+        "storage_path": str(tmp_path / "results"),
+        "checkpoint_every_n_samples": 16,
+        "max_failures": 0,
+    }
     path = write_sweep(tmp_path, spec)
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path)], capture_output=True, text=True,
-                          env=ray_free_env(), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=ray_free_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = load_trials(tmp_path / "results" / "hf")
     assert [t.state for t in trials] == ["finished", "finished"]

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from ray_fixtures import RAY, REPO
-from sweeps.results import load_trials
 from sweep_fixtures import tiny_sweep, write_sweep
+
+from sweeps.results import load_trials
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,25 @@ def _submit(address: str, env: dict[str, str], sweep_file: Path, timeout: float 
     deadline = time.monotonic() + 180  # the head's job agent comes up after the job server (slowly under load)
     while True:
         submit = subprocess.run(
-            [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             sys.executable, "-m", "sweeps", "run", str(sweep_file)],
-            env=env, capture_output=True, text=True, timeout=timeout,
+            [
+                RAY,
+                "job",
+                "submit",
+                "--address",
+                address,
+                "--working-dir",
+                str(REPO),
+                "--",
+                sys.executable,
+                "-m",
+                "sweeps",
+                "run",
+                str(sweep_file),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if "No available agent" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
             return submit
@@ -36,8 +52,13 @@ def test_ray_job_submit_runs_the_sweep_to_success(ray_head, tmp_path):
     address, env, _ = ray_head
     path = write_sweep(tmp_path, tiny_sweep(tmp_path, name="submitted"))
     no_token = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
-    refused = subprocess.run([RAY, "job", "list", "--address", address], env={**no_token, "HOME": str(tmp_path)},
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [RAY, "job", "list", "--address", address],
+        env={**no_token, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode != 0  # the job server refuses a client without the token
 
     submit = _submit(address, env, path)

@@ -56,9 +56,13 @@ def test_ray_temp_dir_is_refused_even_when_shared(tmp_path):
 
 
 def test_several_nodes_or_an_autoscaler_refuse_a_local_path_unless_shared():
-    for facts, expected in ((Placement(n_nodes=2), "this Ray cluster has 2 nodes"),
-                            (Placement(n_nodes=1, growth="its autoscaler may add up to 8 worker nodes"),
-                             "its autoscaler may add up to 8 worker nodes")):
+    for facts, expected in (
+        (Placement(n_nodes=2), "this Ray cluster has 2 nodes"),
+        (
+            Placement(n_nodes=1, growth="its autoscaler may add up to 8 worker nodes"),
+            "its autoscaler may add up to 8 worker nodes",
+        ),
+    ):
         with pytest.raises(ConfigError) as err:
             check_placement("/data/results", facts, shared=False)
         line = str(err.value)
@@ -85,13 +89,19 @@ def test_run_prints_where_results_go_first_and_last(tmp_path):
     spec = tiny_sweep(tmp_path, name="where", axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1]})
     path = write_sweep(tmp_path, spec)
     env = ray_free_env()
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "run", str(path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", str(path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "results" / "where"
     lines = proc.stdout.splitlines()
     first = lines.index(f"experiment: {exp}")
-    assert lines[first + 1:first + 4] == [f"  python -m sweeps {c} {exp}" for c in ("status", "report", "resume")]
+    assert lines[first + 1 : first + 4] == [f"  python -m sweeps {c} {exp}" for c in ("status", "report", "resume")]
     assert not any("Trial" in ln for ln in lines[:first])  # before Tune's own output
     assert lines[-1] == f"experiment: {exp}  (python -m sweeps status|report|resume {exp})"
     assert (exp / "report" / "report.md").is_file()

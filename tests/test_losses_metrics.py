@@ -55,9 +55,7 @@ def test_total_loss_weights_the_mode_terms():
 def test_next_token_ce_uses_all_predicted_positions():
     logits = torch.randn(2, 4, 7)
     tokens = torch.randint(0, 7, (2, 4))
-    manual = sum(
-        -F.log_softmax(logits[b, t], -1)[tokens[b, t + 1]].item() for b in range(2) for t in range(3)
-    )
+    manual = sum(-F.log_softmax(logits[b, t], -1)[tokens[b, t + 1]].item() for b in range(2) for t in range(3))
     assert math.isclose(next_token_ce(logits, tokens).item(), manual, rel_tol=1e-5)
 
 

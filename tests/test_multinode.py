@@ -23,15 +23,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from ray_fixtures import RAY_CLI, REPO, LocalCluster, ray_free_env
 from sweep_fixtures import tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow
 
+
 def _run_driver(code: str, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 NODE_PROBE = """
@@ -61,7 +67,7 @@ NODE_PROBE = """
 def _probe_result(proc: subprocess.CompletedProcess) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"driver failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_two_nodes_join_and_each_runs_a_pinned_task(cluster: LocalCluster):
@@ -115,15 +121,22 @@ def _local_ipv4_addresses() -> list[str]:
 
 
 def _ray_job(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(RAY_CLI + ["job", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(RAY_CLI + ["job", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def test_ray_job_submit_needs_auth_mode_and_token_on_the_client(cluster: LocalCluster, tmp_path: Path):
     # The documented flow: `ray job submit --address http://127.0.0.1:8265 --working-dir . -- ...`
     (tmp_path / "probe.py").write_text(textwrap.dedent(NODE_PROBE))
-    submit = ["submit", "--address", cluster.dashboard_url, "--working-dir", str(tmp_path),
-              "--", sys.executable, "probe.py"]
+    submit = [
+        "submit",
+        "--address",
+        cluster.dashboard_url,
+        "--working-dir",
+        str(tmp_path),
+        "--",
+        sys.executable,
+        "probe.py",
+    ]
 
     # A token alone is not enough: without RAY_AUTH_MODE=token the client sends no header.
     no_mode = _ray_job(submit, cluster.client_env(mode=None, token="env"), timeout=90)
@@ -147,12 +160,20 @@ def test_local_storage_on_two_nodes_is_refused_before_any_trial(cluster: LocalCl
     sweep_file = write_sweep(tmp_path, tiny_sweep(tmp_path, name="unshared"), "unshared.yaml")
     env = cluster.client_env(token="file")
     env["RAY_ADDRESS"] = cluster.gcs_address
-    run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(sweep_file)], env=env,
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", str(sweep_file)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     error = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
     assert len(error) == 1 and "Traceback" not in run.stderr
-    assert error[0].startswith(f"error: storage_path: {tmp_path / 'results'} is a local path, but this Ray cluster has 2 nodes")
+    assert error[0].startswith(
+        f"error: storage_path: {tmp_path / 'results'} is a local path, but this Ray cluster has 2 nodes"
+    )
     assert "--set storage_path=s3://" in error[0] and "--set storage_shared=true" in error[0]
     assert not (tmp_path / "results" / "unshared").exists()  # nothing written, no trial started
     assert "experiment: " not in run.stdout
@@ -162,14 +183,26 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
     # Four 1-CPU trials, two at a time, on two 1-CPU nodes: each node has to take trials.
     # storage_path is local: both nodes share this machine's filesystem, as an NFS mount would, and
     # the sweep says so (storage_shared), which lifts the multi-node refusal above.
-    spec = tiny_sweep(tmp_path, name="multinode", max_concurrent_trials=2, max_failures=0, storage_shared=True,
-                      axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1, 0.3, 1.0, 3.0]},
-                      resources_per_trial={"cpu": 1, "gpu": 0})
+    spec = tiny_sweep(
+        tmp_path,
+        name="multinode",
+        max_concurrent_trials=2,
+        max_failures=0,
+        storage_shared=True,
+        axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1, 0.3, 1.0, 3.0]},
+        resources_per_trial={"cpu": 1, "gpu": 0},
+    )
     sweep_file = write_sweep(tmp_path, spec, "multinode.yaml")
     env = cluster.client_env(token="file")
     env["RAY_ADDRESS"] = cluster.gcs_address
-    run = subprocess.run([sys.executable, "-m", "sweeps", "run", str(sweep_file)], env=env,
-                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "sweeps", "run", str(sweep_file)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
 
     exp = Path(spec["storage_path"]) / "multinode"
@@ -184,8 +217,14 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
 
     # The report is made from the experiment directory alone, with no cluster.
     out = tmp_path / "report"
-    report = subprocess.run([sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(out)],
-                            env=ray_free_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(out)],
+        env=ray_free_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, f"{report.stdout[-3000:]}\n{report.stderr[-3000:]}"
     for name in ("report.md", "pareto.json", "trials.csv"):
         assert (out / name).is_file(), f"report did not write {name}"

@@ -95,5 +95,5 @@ def test_matched_comparison_known_answer():
     y = matched_target([local, e2e])
     assert y == 0.12
     x_local = interpolate_at(local, y).x
-    assert x_local == pytest.approx(40 * 2.5 ** 0.9)
-    assert interpolate_at(e2e, y).x / x_local == pytest.approx(30 / (40 * 2.5 ** 0.9))
+    assert x_local == pytest.approx(40 * 2.5**0.9)
+    assert interpolate_at(e2e, y).x / x_local == pytest.approx(30 / (40 * 2.5**0.9))

@@ -12,8 +12,12 @@ from e2e_sae import load_run_config
 from e2e_sae.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHORT = {"train.n_samples": 32, "train.checkpoint_every_n_samples": 16, "data.n_eval_samples": 4,
-         "train.act_frequency_n_tokens": 1024}
+SHORT = {
+    "train.n_samples": 32,
+    "train.checkpoint_every_n_samples": 16,
+    "data.n_eval_samples": 4,
+    "train.act_frequency_n_tokens": 1024,
+}
 
 
 def _assert_quickstart_metrics(metrics: dict) -> None:
@@ -26,8 +30,9 @@ def _assert_quickstart_metrics(metrics: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["local", "e2e_ds"])
 def test_quickstart_mode_trains_a_few_steps(tmp_path, mode):
-    cfg = load_run_config(ROOT / "e2e_sae" / "configs" / f"quickstart_{mode}.yaml",
-                          {**SHORT, "output_dir": str(tmp_path / mode)})
+    cfg = load_run_config(
+        ROOT / "e2e_sae" / "configs" / f"quickstart_{mode}.yaml", {**SHORT, "output_dir": str(tmp_path / mode)}
+    )
     metrics = train(cfg, progress=False)
     _assert_quickstart_metrics(metrics)
 
@@ -35,10 +40,18 @@ def test_quickstart_mode_trains_a_few_steps(tmp_path, mode):
 @pytest.mark.slow
 def test_train_cli_runs_offline(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"})
+    env.update(
+        {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    )
     args = [f"--set={k}={v}" for k, v in {**SHORT, "output_dir": str(tmp_path / "run")}.items()]
-    proc = subprocess.run([sys.executable, "-m", "e2e_sae.train", "e2e_sae/configs/quickstart_e2e.yaml", *args,
-                           "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "e2e_sae.train", "e2e_sae/configs/quickstart_e2e.yaml", *args, "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"] is True and "ce_loss_increase" in metrics

@@ -19,8 +19,10 @@ from e2e_sae.metrics import evaluate
 from e2e_sae.sae import SAE
 from e2e_sae.spliced import SplicedModel
 
-pytestmark = pytest.mark.skipif(not os.environ.get("E2E_SAE_REFERENCE_DIR"),
-                                reason="set E2E_SAE_REFERENCE_DIR to a dir prepared by --setup-reference")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("E2E_SAE_REFERENCE_DIR"),
+    reason="set E2E_SAE_REFERENCE_DIR to a dir prepared by --setup-reference",
+)
 HF_WORKER = Path(__file__).resolve().parents[1] / "e2e_sae" / "bench" / "reference_hf_worker.py"
 POSITION = "blocks.1.hook_resid_pre"
 
@@ -35,12 +37,18 @@ def reference(hf_assets, tmp_path_factory):
     with torch.no_grad():  # zero encoder bias: about half the elements fire (L0 ~ 64 of 128)
         sae.encoder[0].bias.zero_()
     torch.save({"tokens": tokens, "sae": sae.state_dict()}, work / "inputs.pt")
-    (work / "spec.json").write_text(json.dumps({"model_dir": str(hf_assets["gpt2"]), "inputs": str(work / "inputs.pt"),
-                                                "position": POSITION}))
+    (work / "spec.json").write_text(
+        json.dumps({"model_dir": str(hf_assets["gpt2"]), "inputs": str(work / "inputs.pt"), "position": POSITION})
+    )
     python = reference_python(Path(os.environ["E2E_SAE_REFERENCE_DIR"]))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    proc = subprocess.run([str(python), "-P", "-s", str(HF_WORKER), str(work / "spec.json"), str(work / "out.pt")],
-                          cwd=work, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(python), "-P", "-s", str(HF_WORKER), str(work / "spec.json"), str(work / "out.pt")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tokens, sae, torch.load(work / "out.pt", weights_only=True)
 
@@ -57,8 +65,10 @@ def test_processed_model_matches_hooked_transformer(hf_assets, reference):
     raw = load_language_model(str(hf_assets["gpt2"]), weight_processing="none")
     resid, logp = max_diffs(ours, tokens, ref)
     raw_resid, raw_logp = max_diffs(raw, tokens, ref)
-    print(f"\nvs HookedTransformer: processed resid_pre {resid:.1e}, log-probs {logp:.1e}; "
-          f"unprocessed resid_pre {raw_resid:.1e}, log-probs {raw_logp:.1e}")
+    print(
+        f"\nvs HookedTransformer: processed resid_pre {resid:.1e}, log-probs {logp:.1e}; "
+        f"unprocessed resid_pre {raw_resid:.1e}, log-probs {raw_logp:.1e}"
+    )
     assert resid < 1e-5 and logp < 1e-5
     assert raw_resid > 1e-3  # without processing the residual stream is not HookedTransformer's
 
@@ -68,8 +78,10 @@ def test_sae_scores_the_same_on_both_sides(hf_assets, reference):
     model = load_language_model(str(hf_assets["gpt2"]), weight_processing="hooked_transformer")
     ours = evaluate(SplicedModel(model, sae, POSITION), tokens, batch_size=len(tokens))
     theirs = ref["metrics"]
-    print(f"\nours {ours['ce_loss_increase']:.6g} {ours['l0']:.6g} {ours['kl']:.6g}; theirs "
-          f"{theirs['ce_loss_increase']:.6g} {theirs['l0']:.6g} {theirs['kl']:.6g}")
+    print(
+        f"\nours {ours['ce_loss_increase']:.6g} {ours['l0']:.6g} {ours['kl']:.6g}; theirs "
+        f"{theirs['ce_loss_increase']:.6g} {theirs['l0']:.6g} {theirs['kl']:.6g}"
+    )
     assert 0 < ours["l0"] < 128 and ours["kl"] > 0
     for key in ("ce_loss_original", "ce_loss_spliced", "ce_loss_increase", "l0", "kl"):
         assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key

@@ -1,7 +1,5 @@
 import csv
 import json
-import math
-import shutil
 
 import pytest
 import yaml
@@ -30,10 +28,22 @@ TRIALS = [
 
 
 def metric_row(l0, alive, ce_inc, n_samples, final, i):
-    return {**EVAL, "l0": l0, "alive_dict_elements": alive, "ce_loss_increase": ce_inc,
-            "ce_loss_spliced": 3.0 + ce_inc, "kl": ce_inc / 2, "explained_variance": 0.9, "step": i,
-            "n_samples": n_samples, "final": final, "training_iteration": i + 1, "trial_id": "abc",
-            "done": final, "config": {"mode": "ignored"}}
+    return {
+        **EVAL,
+        "l0": l0,
+        "alive_dict_elements": alive,
+        "ce_loss_increase": ce_inc,
+        "ce_loss_spliced": 3.0 + ce_inc,
+        "kl": ce_inc / 2,
+        "explained_variance": 0.9,
+        "step": i,
+        "n_samples": n_samples,
+        "final": final,
+        "training_iteration": i + 1,
+        "trial_id": "abc",
+        "done": final,
+        "config": {"mode": "ignored"},
+    }
 
 
 def build_experiment(root, trials=TRIALS, name="toy"):
@@ -44,8 +54,15 @@ def build_experiment(root, trials=TRIALS, name="toy"):
     for trial_dir, hook, mode, coeff, state, (l0, alive, ce) in trials:
         d = exp / trial_dir
         d.mkdir()
-        params = {"mode": mode, "layer": int(hook.split(".")[1]), "hook": hook, "dict_size_to_input_ratio": 4.0,
-                  "sparsity_coeff": coeff, "seed": 0, "run": {"model": {"name": "toy-lm"}}}
+        params = {
+            "mode": mode,
+            "layer": int(hook.split(".")[1]),
+            "hook": hook,
+            "dict_size_to_input_ratio": 4.0,
+            "sparsity_coeff": coeff,
+            "seed": 0,
+            "run": {"model": {"name": "toy-lm"}},
+        }
         (d / "params.json").write_text(json.dumps(params))
         if state == "pending":
             continue
@@ -121,7 +138,9 @@ def test_pareto_json_frontiers(report):
     assert point["sparsity_coeff"] == 4.0 and point["metrics"]["l0"] == 10 and point["metrics"]["final"] is True
     assert doc["hooks"][A]["ce_loss_original"] == 3.0
     assert {t["trial_id"]: t["state"] for t in doc["missing_trials"]} == {
-        "train_00009": "errored", "train_00010": "incomplete"}
+        "train_00009": "errored",
+        "train_00010": "incomplete",
+    }
 
 
 def test_pareto_json_matched_comparison(report):
@@ -129,14 +148,14 @@ def test_pareto_json_matched_comparison(report):
     m = doc["hooks"][A]["matched"]
     assert m["ce_loss_increase"] == pytest.approx(0.12)  # max of the modes' minimal CE increases
     local, e2e, ds = (m["modes"][k] for k in ("local", "e2e", "e2e+ds"))
-    assert local["l0"]["value"] == pytest.approx(40 * 2.5 ** 0.9)  # log-x interpolation, t = 0.9
+    assert local["l0"]["value"] == pytest.approx(40 * 2.5**0.9)  # log-x interpolation, t = 0.9
     assert local["alive_dict_elements"]["value"] == pytest.approx(870)  # plain interpolation
     assert local["l0"]["lower_x_trial"]["trial_id"] == "train_00001"
     assert local["l0"]["higher_x_trial"]["trial_id"] == "train_00000"
     assert e2e["l0"]["value"] == 30 and e2e["l0"]["lower_x_trial"]["trial_id"] == "train_00003"
     assert ds["l0"]["value"] == pytest.approx(20 * 2.5 ** (2 / 3))
     assert ds["alive_dict_elements"]["value"] == pytest.approx(600)
-    assert m["ratios"]["e2e/local"]["l0"] == pytest.approx(30 / (40 * 2.5 ** 0.9))
+    assert m["ratios"]["e2e/local"]["l0"] == pytest.approx(30 / (40 * 2.5**0.9))
     assert m["ratios"]["e2e+ds/local"]["alive_dict_elements"] == pytest.approx(600 / 870)
     mb = doc["hooks"][B]["matched"]
     assert mb["ce_loss_increase"] == pytest.approx(0.07)
@@ -159,10 +178,15 @@ def test_partially_failed_and_running_sweep_still_reports(tmp_path):
     exp = build_experiment(tmp_path, trials, name="running")
     (exp / "sweep.yaml").unlink()  # name and model then come from the dir and the run configs
     # Tune knows one more trial that has no directory yet
-    state = {"trial_id": "zz999", "relative_logdir": None, "status": "PENDING",
-             "config": {"mode": "e2e+ds", "hook": B, "sparsity_coeff": 3.0}}
+    state = {
+        "trial_id": "zz999",
+        "relative_logdir": None,
+        "status": "PENDING",
+        "config": {"mode": "e2e+ds", "hook": B, "sparsity_coeff": 3.0},
+    }
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(
-        json.dumps({"trial_data": [[json.dumps(state), "{}"]], "runner_data": {}}))
+        json.dumps({"trial_data": [[json.dumps(state), "{}"]], "runner_data": {}})
+    )
     out = write_report(exp, tmp_path / "out").parent
     doc = json.loads((out / "pareto.json").read_text())
     assert doc["sweep"] == "running" and doc["model"] == "toy-lm"

@@ -33,8 +33,10 @@ def test_decoder_init_is_orthogonal():
 def test_parameter_names_match_reference_library():
     shapes = {k: tuple(v.shape) for k, v in SAE(8, 24).state_dict().items()}
     assert shapes == {
-        "encoder.0.weight": (24, 8), "encoder.0.bias": (24,),
-        "decoder.weight": (8, 24), "decoder.bias": (8,),
+        "encoder.0.weight": (24, 8),
+        "encoder.0.bias": (24,),
+        "decoder.weight": (8, 24),
+        "decoder.bias": (8,),
     }
 
 

@@ -77,8 +77,7 @@ def test_sparse_training_matches_autograd_training(tiny_config, tmp_path, monkey
     monkeypatch.setattr(sae_kernels, "SPARSE_BELOW", 1.01)
     runs = {}
     for kernel in ("autograd", "sparse"):
-        cfg = tiny_config(mode, output_dir=str(tmp_path / f"run_{mode}_{kernel}"),
-                          **{"train.sae_kernel": kernel})
+        cfg = tiny_config(mode, output_dir=str(tmp_path / f"run_{mode}_{kernel}"), **{"train.sae_kernel": kernel})
         runs[kernel] = train(run_config_from_dict(cfg), progress=False)
     a, s = runs["autograd"], runs["sparse"]
     assert s["alive_dict_elements"] == a["alive_dict_elements"]

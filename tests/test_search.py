@@ -12,7 +12,7 @@ from sweeps.search import DUPLICATE, FrontierSearcher, GroupSearch, Searcher
 def l0_response(noise: float = 0.03, seed: int = 0):
     """L0 = 150 c^-0.7, times log-normal noise: monotone in expectation, wiggly per trial."""
     rng = random.Random(seed)
-    return lambda c: 150 * c ** -0.7 * math.exp(rng.gauss(0, noise))
+    return lambda c: 150 * c**-0.7 * math.exp(rng.gauss(0, noise))
 
 
 def run(group: GroupSearch, response, fail=lambda c: False, max_rounds: int = 50) -> list[float]:
@@ -34,7 +34,7 @@ def run(group: GroupSearch, response, fail=lambda c: False, max_rounds: int = 50
 
 def no_duplicates(coeffs: list[float]) -> bool:
     logs = sorted(math.log(c) for c in coeffs)
-    return all(b - a >= DUPLICATE for a, b in zip(logs, logs[1:]))
+    return all(b - a >= DUPLICATE for a, b in zip(logs, logs[1:], strict=False))
 
 
 def test_reaches_every_l0_target_within_tolerance_in_few_trials():
@@ -46,7 +46,7 @@ def test_reaches_every_l0_target_within_tolerance_in_few_trials():
 
 def test_ce_loss_increase_targets_rise_with_the_coefficient():
     group = GroupSearch("local_L2", "ce_loss_increase", [0.1, 0.2, 0.4], tolerance=0.1, budget=12, start=3.0)
-    tried = run(group, lambda c: 0.05 * c ** 1.3)
+    tried = run(group, lambda c: 0.05 * c**1.3)
     assert all(group.is_met(t) for t in group.targets) and len(tried) <= 9 and no_duplicates(tried)
 
 
@@ -65,7 +65,7 @@ def test_failed_trials_carry_no_information_and_are_not_retried():
 
 def test_budget_is_a_hard_limit_and_unreachable_targets_stay_unmet():
     group = GroupSearch("e2e_L1", "l0", [1e6], tolerance=0.1, budget=5, start=1.0)  # L0 above any reachable
-    tried = run(group, lambda c: min(500.0, 150 * c ** -0.7))
+    tried = run(group, lambda c: min(500.0, 150 * c**-0.7))
     assert len(tried) == 5 and group.is_done() and not group.summary()[0]["met"]
 
 
@@ -98,7 +98,7 @@ def drive(s: FrontierSearcher, suggestions: list, n_steps: int, next_id: int, ru
             break
         done = running.pop(0)
         coeff = {t: c for t, _, c in suggestions}[done]
-        s.on_trial_complete(done, {"l0": 150 * coeff ** -0.7, "final": True})
+        s.on_trial_complete(done, {"l0": 150 * coeff**-0.7, "final": True})
     return next_id
 
 

@@ -5,14 +5,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from e2e_sae.native_lm import boot_native_lm
-from e2e_sae.metrics import evaluate
-from e2e_sae.sae import SAE
-from e2e_sae.hooks import downstream_hooks
-from e2e_sae.spliced import SplicedModel
-
 from conftest import TINY_MODEL
+
+from e2e_sae.hooks import downstream_hooks
+from e2e_sae.metrics import evaluate
+from e2e_sae.native_lm import boot_native_lm
+from e2e_sae.sae import SAE
+from e2e_sae.spliced import SplicedModel
 
 
 def _models(position="blocks.1.hook_resid_pre"):
@@ -34,8 +33,9 @@ def test_start_at_layer_equals_full_spliced_forward():
     s_fast, s_full = fast.spliced_forward(tokens, c_fast), full.spliced_forward(tokens, c_full)
     torch.testing.assert_close(s_fast.logits, s_full.logits, atol=1e-5, rtol=1e-5)
     assert list(s_fast.downstream) == ["blocks.2.hook_resid_pre"]
-    torch.testing.assert_close(s_fast.downstream["blocks.2.hook_resid_pre"],
-                               s_full.downstream["blocks.2.hook_resid_pre"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        s_fast.downstream["blocks.2.hook_resid_pre"], s_full.downstream["blocks.2.hook_resid_pre"], atol=1e-5, rtol=1e-5
+    )
     # the gradient reaches the SAE through the partial forward, and not the frozen model
     s_fast.logits.sum().backward()
     assert sae.encoder[0].weight.grad is not None and sae.encoder[0].weight.grad.abs().sum() > 0
@@ -65,7 +65,10 @@ def test_eval_metrics_match_hand_computation():
             return holder["a_hat"]
 
         spliced = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_pre", splice)])
-    ce = lambda lg: F.cross_entropy(lg[:, :-1].reshape(-1, lg.shape[-1]), tokens[:, 1:].reshape(-1)).item()
+
+    def ce(lg):
+        return F.cross_entropy(lg[:, :-1].reshape(-1, lg.shape[-1]), tokens[:, 1:].reshape(-1)).item()
+
     assert math.isclose(metrics["ce_loss_original"], ce(logits), rel_tol=1e-5)
     assert math.isclose(metrics["ce_loss_increase"], ce(spliced) - ce(logits), rel_tol=1e-4, abs_tol=1e-6)
     assert math.isclose(metrics["l0"], (holder["c"] > 0).sum(-1).float().mean().item(), rel_tol=1e-6)
@@ -86,5 +89,6 @@ def test_last_layer_e2e_ds_splices_and_matches_full_forward():
     tokens = torch.randint(0, TINY_MODEL["d_vocab"], (2, 16))
     a = fast.spliced_forward(tokens, fast.clean_forward(tokens))
     b = full.spliced_forward(tokens, full.clean_forward(tokens))
-    torch.testing.assert_close(a.downstream["blocks.2.hook_resid_post"], b.downstream["blocks.2.hook_resid_post"],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        a.downstream["blocks.2.hook_resid_post"], b.downstream["blocks.2.hook_resid_post"], atol=1e-5, rtol=1e-5
+    )

@@ -2,22 +2,30 @@
 
 import re
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
+from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
 from sweeps.layout import check_storage, storage_uri
 from sweeps.spec import LogSpace, expand_trials, sweep_from_dict, trial_name, trial_names, validate_trials
-from sweep_fixtures import tiny_sweep, write_sweep
 
 
 def test_axes_expand_per_mode_coefficients(tmp_path):
-    spec = sweep_from_dict(tiny_sweep(tmp_path, axes={
-        "mode": ["local", "e2e", "e2e+ds"], "layer": [0, 1], "dict_size_to_input_ratio": [2, 4],
-        "sparsity_coeff": {"local": {"log_space": [0.5, 20], "num": 3}, "e2e": [0.1], "e2e+ds": [1, 2]},
-        "seed": [0, 1]}))
+    spec = sweep_from_dict(
+        tiny_sweep(
+            tmp_path,
+            axes={
+                "mode": ["local", "e2e", "e2e+ds"],
+                "layer": [0, 1],
+                "dict_size_to_input_ratio": [2, 4],
+                "sparsity_coeff": {"local": {"log_space": [0.5, 20], "num": 3}, "e2e": [0.1], "e2e+ds": [1, 2]},
+                "seed": [0, 1],
+            },
+        )
+    )
     trials = expand_trials(spec)
     assert len(trials) == (3 + 1 + 2) * 2 * 2 * 2
     local = sorted({t.sparsity_coeff for t in trials if t.mode == "local"})
@@ -75,8 +83,14 @@ def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
 
     exp = tmp_path / "remote" / "exp"
     (exp / "trial_0" / "checkpoint_000001").mkdir(parents=True)
-    for rel in ["sweep.yaml", "experiment_state-1.json", "trial_0/params.json", "trial_0/result.json",
-                "trial_0/checkpoint_000001/checkpoint.pt", "tuner.pkl"]:
+    for rel in [
+        "sweep.yaml",
+        "experiment_state-1.json",
+        "trial_0/params.json",
+        "trial_0/result.json",
+        "trial_0/checkpoint_000001/checkpoint.pt",
+        "tuner.pkl",
+    ]:
         (exp / rel).write_text("x")
     monkeypatch.setattr(layout, "is_remote", lambda uri: True)  # a file:// URI through the pyarrow code path
     local = Path(layout.local_copy(f"file://{exp}"))
@@ -115,9 +129,16 @@ def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_pa
 
 
 def test_trial_names_are_unique_and_safe_as_file_names(tmp_path):
-    spec = sweep_from_dict(tiny_sweep(tmp_path, axes={
-        "mode": ["e2e", "e2e+ds"], "layer": [1], "sparsity_coeff": [0.5, 1.00001, 1.00002, 2],
-    }))
+    spec = sweep_from_dict(
+        tiny_sweep(
+            tmp_path,
+            axes={
+                "mode": ["e2e", "e2e+ds"],
+                "layer": [1],
+                "sparsity_coeff": [0.5, 1.00001, 1.00002, 2],
+            },
+        )
+    )
     names = trial_names(expand_trials(spec))
     assert names[:2] == ["e2e_L1_r2_s0.5_seed0", "e2e_L1_r2_s1_seed0_1"]  # 1.00001 and 1.00002 coincide at 4 digits
     assert names[2] == "e2e_L1_r2_s1_seed0_2" and names[4] == "e2e+ds_L1_r2_s0.5_seed0"

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from e2e_sae import run_config_from_dict
-from e2e_sae.train import train
-from e2e_sae.checkpoint import load_checkpoint
-from e2e_sae.checkpoint import latest_checkpoint
+from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.optim import lr_factor
+from e2e_sae.train import train
 
 
 class Interrupt(Exception):
@@ -25,8 +24,19 @@ def test_each_mode_trains_and_lowers_its_loss(tiny_config, mode):
     rows = [json.loads(line) for line in (cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if r["kind"] == "train"]
     assert losses[-1] < losses[0]
-    for key in ["l0", "alive_dict_elements", "ce_loss_increase", "ce_loss_original", "ce_loss_spliced", "kl",
-                "explained_variance", "mse", "ce_loss_score", "eval_tokens", "n_ctx"]:
+    for key in [
+        "l0",
+        "alive_dict_elements",
+        "ce_loss_increase",
+        "ce_loss_original",
+        "ce_loss_spliced",
+        "kl",
+        "explained_variance",
+        "mse",
+        "ce_loss_score",
+        "eval_tokens",
+        "n_ctx",
+    ]:
         assert key in metrics
     assert json.loads((cfg.output_dir / "metrics.json").read_text()) == metrics
     assert (cfg.output_dir / "config.yaml").is_file() and latest_checkpoint(cfg.output_dir) is not None
@@ -84,7 +94,10 @@ def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monk
     with pytest.raises(train_mod.TrainingDiverged, match="last good checkpoint"):
         train(cfg, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir)
-    assert load_checkpoint(ckpt)["n_samples"] == 32 and torch.isfinite(load_checkpoint(ckpt)["sae"]["decoder.weight"]).all()
+    assert (
+        load_checkpoint(ckpt)["n_samples"] == 32
+        and torch.isfinite(load_checkpoint(ckpt)["sae"]["decoder.weight"]).all()
+    )
 
 
 def test_lr_schedule_warmup_then_cosine_to_min():

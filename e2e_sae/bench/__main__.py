@@ -53,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_bench_config(args.config, overrides, args.model, args.mode)
         check_pretrained_path(cfg)
         if args.reference:
-            result = compare(cfg, Path(args.reference), args.repeats, worker_args, args.steps, args.warmup,
-                             args.threads, args.seed)
+            result = compare(
+                cfg, Path(args.reference), args.repeats, worker_args, args.steps, args.warmup, args.threads, args.seed
+            )
             text = describe(result)
         elif args.compare_bf16:
             result = compare_bf16(cfg)
-            text = (f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
-                    f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}")
+            text = (
+                f"ce_loss_increase fp32 {result['fp32']['ce_loss_increase']:.5f}, bf16 "
+                f"{result['bf16']['ce_loss_increase']:.5f}, diff {result['ce_loss_increase_diff']:+.5f}"
+            )
         elif args.group:
             if args.group < 1:
                 raise ConfigError(f"--group: K must be at least 1, got {args.group}")
@@ -67,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
             text = group_summary(result)
         elif args.pack:
             result = pack(cfg, [int(n) for n in args.pack.split(",")], worker_args)
-            text = "\n".join(f"{r['n_trials']} trials: makespan {r['makespan_s']:.1f} s, "
-                             f"{r['tokens_per_s_total']:,.0f} tokens/s in total" for r in result["pack"])
+            text = "\n".join(
+                f"{r['n_trials']} trials: makespan {r['makespan_s']:.1f} s, "
+                f"{r['tokens_per_s_total']:,.0f} tokens/s in total"
+                for r in result["pack"]
+            )
         else:
             result = benchmark(cfg, args.steps, args.warmup, args.seed, args.peak_tflops)
             text = summary(result)

@@ -33,8 +33,10 @@ from e2e_sae.step import StepStats, micro_step, optimizer_step
 
 def member_configs(cfg: RunConfig, k: int) -> list[RunConfig]:
     raw = cfg.to_dict()
-    return [run_config_from_dict(apply_overrides(raw, {"loss.sparsity.coeff": cfg.loss.sparsity.coeff * 2**i}))
-            for i in range(k)]
+    return [
+        run_config_from_dict(apply_overrides(raw, {"loss.sparsity.coeff": cfg.loss.sparsity.coeff * 2**i}))
+        for i in range(k)
+    ]
 
 
 def _sync(device: torch.device) -> None:
@@ -63,8 +65,9 @@ def _separate_step(runs: list[Run], batches: torch.Tensor) -> None:
         _end_step(run, stats)
 
 
-def group_benchmark(cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, repeats: int = 3,
-                    seed: int = 0) -> dict[str, Any]:
+def group_benchmark(
+    cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, repeats: int = 3, seed: int = 0
+) -> dict[str, Any]:
     device = resolve_device(cfg.train.device)
     model = load_checked_model(cfg, device)
     cfgs = member_configs(cfg, k)
@@ -78,8 +81,10 @@ def group_benchmark(cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, rep
     def fresh_runs() -> list[Run]:
         return [Run(c, splice_sae(c, model, device, p)) for c, p in zip(cfgs, pretrained, strict=True)]
 
-    variants: dict[str, Any] = {"separate": lambda runs, b: _separate_step(runs, b),
-                                "group_loop": lambda runs, b: _group_step(runs, b, group_micro_step(False))}
+    variants: dict[str, Any] = {
+        "separate": lambda runs, b: _separate_step(runs, b),
+        "group_loop": lambda runs, b: _group_step(runs, b, group_micro_step(False)),
+    }
     can_stack = cfg.loss.needs_logits and fresh_runs()[0].spliced.sae_layer is not None
     if can_stack:
         variants["group_stacked"] = lambda runs, b: _group_step(runs, b, group_micro_step(True))
@@ -94,7 +99,7 @@ def group_benchmark(cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, rep
     memory: dict[str, float] = {}
     for rnd in range(repeats * steps):
         batch = batches[warmup + rnd % steps]
-        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
@@ -106,34 +111,54 @@ def group_benchmark(cfg: RunConfig, k: int, steps: int = 5, warmup: int = 2, rep
                 memory[name] = max(memory.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
     per_step = {name: [tokens_per_step / t for t in v] for name, v in step_s.items()}
     median = {name: tokens_per_step / statistics.median(v) for name, v in step_s.items()}
-    ratios = {name: [s / g for g, s in zip(v, step_s["separate"], strict=True)]
-              for name, v in step_s.items() if name != "separate"}
+    ratios = {
+        name: [s / g for g, s in zip(v, step_s["separate"], strict=True)]
+        for name, v in step_s.items()
+        if name != "separate"
+    }
     return {
-        "group_size": k, "mode": cfg.mode, "position": cfg.sae.position,
+        "group_size": k,
+        "mode": cfg.mode,
+        "position": cfg.sae.position,
         "n_dict_elements": round(cfg.sae.dict_size_to_input_ratio * shape.d_model),
         "pretrained_sae": str(cfg.sae.pretrained_path) if cfg.sae.pretrained_path else None,
-        "batch_size": tc.batch_size, "n_ctx": cfg.data.n_ctx, "grad_accum_steps": accum,
-        "steps": steps, "warmup_steps": warmup, "repeats": repeats,
-        "tokens_per_s_summed": per_step, "tokens_per_s_median": median,
-        "speedup_per_round": ratios, "speedup_median": {n: statistics.median(r) for n, r in ratios.items()},
-        "peak_memory_mib_per_variant": memory or None, **peak_memory(device), **hardware(device),
+        "batch_size": tc.batch_size,
+        "n_ctx": cfg.data.n_ctx,
+        "grad_accum_steps": accum,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "repeats": repeats,
+        "tokens_per_s_summed": per_step,
+        "tokens_per_s_median": median,
+        "speedup_per_round": ratios,
+        "speedup_median": {n: statistics.median(r) for n, r in ratios.items()},
+        "peak_memory_mib_per_variant": memory or None,
+        **peak_memory(device),
+        **hardware(device),
     }
 
 
 def group_summary(r: dict[str, Any]) -> str:
-    lines = [f"{r['mode']} at {r['position']}, K={r['group_size']} members, n_dict {r['n_dict_elements']}, "
-             f"batch {r['batch_size']} x {r['n_ctx']}, {r['repeats'] * r['steps']} alternating rounds; "
-             f"{r['device_name']}, {r['torch_threads']} threads"]
+    lines = [
+        f"{r['mode']} at {r['position']}, K={r['group_size']} members, n_dict {r['n_dict_elements']}, "
+        f"batch {r['batch_size']} x {r['n_ctx']}, {r['repeats'] * r['steps']} alternating rounds; "
+        f"{r['device_name']}, {r['torch_threads']} threads"
+    ]
     for name, values in r["tokens_per_s_summed"].items():
         spread = f"{min(values):,.0f}-{max(values):,.0f}"
         extra = ""
         if name in r["speedup_median"]:
             rounds = r["speedup_per_round"][name]
             q = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else rounds * 3
-            extra = (f"; vs separate: median {r['speedup_median'][name]:.2f}x "
-                     f"(quartiles {q[0]:.2f}-{q[2]:.2f} over {len(values)} rounds)")
+            extra = (
+                f"; vs separate: median {r['speedup_median'][name]:.2f}x "
+                f"(quartiles {q[0]:.2f}-{q[2]:.2f} over {len(values)} rounds)"
+            )
         lines.append(f"  {name:14s} tokens/s summed: median {r['tokens_per_s_median'][name]:,.0f} ({spread}){extra}")
     mem = r["peak_memory_mib_per_variant"]
-    lines.append(f"  peak memory: {mem}" if mem else
-                 f"  peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}, whole process)")
+    lines.append(
+        f"  peak memory: {mem}"
+        if mem
+        else f"  peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}, whole process)"
+    )
     return "\n".join(lines)

@@ -33,9 +33,17 @@ def hooked_gpt2(model_dir: str) -> HookedTransformer:
     hf = GPT2LMHeadModel.from_pretrained(model_dir).float()
     c = hf.config
     cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, d_head=c.n_embd // c.n_head, n_heads=c.n_head,
-        d_mlp=c.n_inner or 4 * c.n_embd, d_vocab=c.vocab_size, n_ctx=c.n_positions, act_fn=c.activation_function,
-        normalization_type="LN", eps=c.layer_norm_epsilon, original_architecture="GPT2LMHeadModel",
+        n_layers=c.n_layer,
+        d_model=c.n_embd,
+        d_head=c.n_embd // c.n_head,
+        n_heads=c.n_head,
+        d_mlp=c.n_inner or 4 * c.n_embd,
+        d_vocab=c.vocab_size,
+        n_ctx=c.n_positions,
+        act_fn=c.activation_function,
+        normalization_type="LN",
+        eps=c.layer_norm_epsilon,
+        original_architecture="GPT2LMHeadModel",
     )
     model = HookedTransformer(cfg)
     model.load_and_process_state_dict(convert_gpt2_weights(hf, cfg))

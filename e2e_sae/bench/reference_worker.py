@@ -42,9 +42,14 @@ def to_hooked_transformer(shape: dict, state: dict[str, torch.Tensor]) -> Hooked
     """
     cfg = HookedTransformerConfig(**shape)
     h, dh, d = cfg.n_heads, cfg.d_head, cfg.d_model
-    new = {"embed.W_E": state["embed.weight"], "pos_embed.W_pos": state["pos_embed.weight"],
-           "ln_final.w": state["ln_final.weight"], "ln_final.b": state["ln_final.bias"],
-           "unembed.W_U": state["unembed.weight"].T, "unembed.b_U": state["unembed.bias"]}
+    new = {
+        "embed.W_E": state["embed.weight"],
+        "pos_embed.W_pos": state["pos_embed.weight"],
+        "ln_final.w": state["ln_final.weight"],
+        "ln_final.b": state["ln_final.bias"],
+        "unembed.W_U": state["unembed.weight"].T,
+        "unembed.b_U": state["unembed.bias"],
+    }
     for i in range(cfg.n_layers):
         p = f"blocks.{i}."
         for x in "qkv":
@@ -89,8 +94,9 @@ def main(spec_path: str, out_path: str) -> None:
     device = torch.device(spec["device"])
     blob = torch.load(spec["weights"], map_location="cpu", weights_only=True)
     position = spec["position"]
-    model = SAETransformer(to_hooked_transformer(spec["lm_shape"], blob["lm"]), [position],
-                           spec["n_dict"] / spec["lm_shape"]["d_model"])
+    model = SAETransformer(
+        to_hooked_transformer(spec["lm_shape"], blob["lm"]), [position], spec["n_dict"] / spec["lm_shape"]["d_model"]
+    )
     key = position.replace(".", "-")
     if model.saes[key].n_dict_components != spec["n_dict"]:
         model.saes[key] = SAE(spec["lm_shape"]["d_model"], spec["n_dict"])
@@ -105,8 +111,9 @@ def main(spec_path: str, out_path: str) -> None:
     is_local = loss_configs.logits_kl is None and cache_positions is None
     final_layer = int(position.split(".")[1]) + 1 if is_local and position.startswith("blocks.") else None
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=spec["lr"])
-    scheduler = get_cosine_schedule_with_warmup(optimizer, spec["warmup_lr_steps"], spec["total_steps"],
-                                                min_lr_factor=spec["min_lr_factor"])
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, spec["warmup_lr_steps"], spec["total_steps"], min_lr_factor=spec["min_lr_factor"]
+    )
     tokens = blob["tokens"].to(device)
     accum, steps, warmup = spec["grad_accum_steps"], spec["steps"], spec["warmup"]
     cuda = device.type == "cuda"
@@ -127,16 +134,23 @@ def main(spec_path: str, out_path: str) -> None:
         for micro in range(accum):
             batch = tokens[step * accum + micro]
             t0 = now()
-            orig_logits, orig_acts = model.forward_raw(batch, run_entire_model=not is_local,
-                                                       final_layer=final_layer, cache_positions=cache_positions)
+            orig_logits, orig_acts = model.forward_raw(
+                batch, run_entire_model=not is_local, final_layer=final_layer, cache_positions=cache_positions
+            )
             t1 = now()
-            new_logits, new_acts = model.forward(batch, sae_positions=model.raw_sae_positions,
-                                                 cache_positions=cache_positions,
-                                                 orig_acts=orig_acts if is_local else None)
+            new_logits, new_acts = model.forward(
+                batch,
+                sae_positions=model.raw_sae_positions,
+                cache_positions=cache_positions,
+                orig_acts=orig_acts if is_local else None,
+            )
             loss, loss_dict = calc_loss(
-                orig_acts=orig_acts, new_acts=new_acts,
+                orig_acts=orig_acts,
+                new_acts=new_acts,
                 orig_logits=None if new_logits is None else orig_logits.detach().clone(),
-                new_logits=new_logits, loss_configs=loss_configs, is_log_step=False,
+                new_logits=new_logits,
+                loss_configs=loss_configs,
+                is_log_step=False,
             )
             t2 = now()
             (loss / accum).backward()
@@ -164,23 +178,35 @@ def main(spec_path: str, out_path: str) -> None:
     timed_s = sum(totals.values())
     tokens_per_step = tokens.shape[1] * tokens.shape[2] * accum
     if cuda:
-        memory = {"peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
-                  "peak_memory_kind": "cuda_max_memory_allocated"}
+        memory = {
+            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "peak_memory_kind": "cuda_max_memory_allocated",
+        }
     else:
-        memory = {"peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "peak_memory_kind": "cpu_peak_rss"}
+        memory = {
+            "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_kind": "cpu_peak_rss",
+        }
     import importlib.metadata as md
 
     result = {
-        "side": "reference", "reference_version": md.version("e2e-sae"),
+        "side": "reference",
+        "reference_version": md.version("e2e-sae"),
         "transformer_lens_version": md.version("transformer-lens"),
-        "steps": steps, "warmup_steps": warmup, "tokens_per_step": tokens_per_step,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "tokens_per_step": tokens_per_step,
         "tokens_per_s": tokens_per_step * steps / timed_s,
         "ms_per_step": {**{k: 1000 * v / steps for k, v in totals.items()}, "total": 1000 * timed_s / steps},
-        "ms_per_step_median": 1000 * statistics.median(step_times), **memory,
-        "first_step": first, "last_loss": last_loss,
-        "device": str(device), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
-        "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "ms_per_step_median": 1000 * statistics.median(step_times),
+        **memory,
+        "first_step": first,
+        "last_loss": last_loss,
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor(),
     }
     Path(out_path).write_text(json.dumps(result, indent=2))

@@ -11,23 +11,33 @@ from typing import Any
 
 import torch
 
+from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.bench.common import PHASES, bench_tokens, finish_worker, hardware, run_worker
 from e2e_sae.builtin.catalog import MODEL_CFG, VOCAB_SIZE
 from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, run_config_from_dict
 from e2e_sae.data import load_eval_tokens
 from e2e_sae.hooks import hook_layer
-from e2e_sae.model_shape import ModelShape
 from e2e_sae.metrics import ActivationFrequency, evaluate
+from e2e_sae.model_shape import ModelShape
 from e2e_sae.optim import make_optimizer
-from e2e_sae.tokenizer import resolve_tokenizer
-from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.step import StepStats, micro_step, optimizer_step
+from e2e_sae.tokenizer import resolve_tokenizer
 
 # Randomly initialised TL-native models of known shapes (``--model NAME``); SAE at the middle layer.
 PRESETS: dict[str, dict[str, Any]] = {
     "small-random": {**MODEL_CFG, "d_vocab": VOCAB_SIZE},  # the built-in model's shape
-    "gpt2-small-random": dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, n_ctx=1024,
-                              d_vocab=50257, act_fn="gelu_new", normalization_type="LN", seed=0),
+    "gpt2-small-random": dict(
+        n_layers=12,
+        d_model=768,
+        n_heads=12,
+        d_head=64,
+        d_mlp=3072,
+        n_ctx=1024,
+        d_vocab=50257,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=0,
+    ),
 }
 
 # Dense peak TFLOP/s from NVIDIA's datasheets: (substring of the device name, bf16 tensor core, fp32).
@@ -41,11 +51,12 @@ PEAK_TFLOPS: tuple[tuple[str, float, float], ...] = (
 )
 
 
-
 def bench_config_dict(native: dict[str, Any]) -> dict[str, Any]:
     """The run config used when no CONFIG is given: the paper's e2e settings on a given model shape."""
     return {
-        "mode": "e2e", "output_dir": "runs/bench", "seed": 0,
+        "mode": "e2e",
+        "output_dir": "runs/bench",
+        "seed": 0,
         "model": {"native": dict(native)},
         "data": {"train": {"name": "unused-by-bench"}, "eval": {"name": "unused-by-bench"}, "n_ctx": native["n_ctx"]},
         "sae": {"position": f"blocks.{native['n_layers'] // 2}.hook_resid_pre", "dict_size_to_input_ratio": 60},
@@ -54,8 +65,9 @@ def bench_config_dict(native: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_bench_config(path: str | None, overrides: list[str] | None, model: str | None = None,
-                      mode: str | None = None) -> RunConfig:
+def load_bench_config(
+    path: str | None, overrides: list[str] | None, model: str | None = None, mode: str | None = None
+) -> RunConfig:
     """A run config as training loads it (YAML + ``--set``), with ``--model``/``--mode`` shorthands."""
     extra: dict[str, Any] = {}
     if model is not None:
@@ -108,10 +120,14 @@ def peak_tflops(device_name: str, bf16: bool) -> float | None:
 
 def peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
-        return {"peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
-                "peak_memory_kind": "cuda_max_memory_allocated"}
-    return {"peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_memory_kind": "cpu_peak_rss"}
+        return {
+            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+            "peak_memory_kind": "cuda_max_memory_allocated",
+        }
+    return {
+        "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_memory_kind": "cpu_peak_rss",
+    }
 
 
 # ---- the timed training step ---------------------------------------------------------------------
@@ -139,8 +155,9 @@ class PhaseTimer:
         self.t = now
 
 
-def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
-              peak: float | None = None) -> dict[str, Any]:
+def benchmark(
+    cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0, peak: float | None = None
+) -> dict[str, Any]:
     """Time ``steps`` optimizer steps after ``warmup`` untimed ones, built as ``e2e_sae.train`` builds them."""
     device = resolve_device(cfg.train.device)
     spliced = build_spliced_model(cfg, device)
@@ -190,18 +207,31 @@ def benchmark(cfg: RunConfig, steps: int = 10, warmup: int = 3, seed: int = 0,
         peak = peak_tflops(hw["device_name"], spliced.autocast_bf16)
     achieved = flops_per_step * steps / timed_s / 1e12
     return {
-        "side": "ours", "mode": cfg.mode, "position": cfg.sae.position, "lm_shape": vars(shape),
-        "n_dict_elements": sae.n_dict_elements, "batch_size": tc.batch_size, "n_ctx": cfg.data.n_ctx,
-        "grad_accum_steps": accum, "autocast_bf16": spliced.autocast_bf16,
-        "steps": steps, "warmup_steps": warmup, "tokens_per_step": tokens_per_step,
+        "side": "ours",
+        "mode": cfg.mode,
+        "position": cfg.sae.position,
+        "lm_shape": vars(shape),
+        "n_dict_elements": sae.n_dict_elements,
+        "batch_size": tc.batch_size,
+        "n_ctx": cfg.data.n_ctx,
+        "grad_accum_steps": accum,
+        "autocast_bf16": spliced.autocast_bf16,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "tokens_per_step": tokens_per_step,
         "tokens_per_s": tokens_per_step * steps / timed_s,
         "ms_per_step": {**{k: 1000 * v / steps for k, v in timer.totals.items()}, "total": 1000 * timed_s / steps},
         "ms_per_step_median": 1000 * statistics.median(step_times),
         **peak_memory(device),
-        "flops_per_step": flops_per_step, "achieved_tflops": achieved, "peak_tflops": peak,
+        "flops_per_step": flops_per_step,
+        "achieved_tflops": achieved,
+        "peak_tflops": peak,
         "mfu": achieved / peak if peak else None,
-        "first_step": first, "last_loss": last_loss, "sae_kernel": spliced.sae_kernel,
-        "train_l0": statistics.mean(l0s) if l0s else None, **hw,
+        "first_step": first,
+        "last_loss": last_loss,
+        "sae_kernel": spliced.sae_kernel,
+        "train_l0": statistics.mean(l0s) if l0s else None,
+        **hw,
     }
 
 
@@ -217,12 +247,15 @@ def pack(cfg: RunConfig, counts: list[int], worker_args: list[str]) -> dict[str,
             procs = [run_worker(cfg, Path(tmp), f"pack{n}_{i}", worker_args) for i in range(n)]
             results = [finish_worker(p, Path(tmp) / f"pack{n}_{i}.json") for i, p in enumerate(procs)]
             makespan = time.perf_counter() - t0
-            rows.append({
-                "n_trials": n, "makespan_s": makespan,
-                "tokens_per_s_per_trial": [r["tokens_per_s"] for r in results],
-                "tokens_per_s_total": sum(r["tokens_per_s"] for r in results),
-                "peak_memory_mib_per_trial": [r["peak_memory_mib"] for r in results],
-            })
+            rows.append(
+                {
+                    "n_trials": n,
+                    "makespan_s": makespan,
+                    "tokens_per_s_per_trial": [r["tokens_per_s"] for r in results],
+                    "tokens_per_s_total": sum(r["tokens_per_s"] for r in results),
+                    "peak_memory_mib_per_trial": [r["peak_memory_mib"] for r in results],
+                }
+            )
     return {"pack": rows, "worker_args": worker_args, **hardware(resolve_device(cfg.train.device))}
 
 
@@ -234,8 +267,9 @@ def compare_bf16(cfg: RunConfig) -> dict[str, Any]:
     if cfg.sae.pretrained_path is None:
         raise ConfigError("--compare-bf16: needs a trained SAE; pass --sae CHECKPOINT or set sae.pretrained_path")
     spliced = build_spliced_model(cfg, device)
-    tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples,
-                              resolve_tokenizer(cfg, spliced.model))
+    tokens = load_eval_tokens(
+        cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, resolve_tokenizer(cfg, spliced.model)
+    )
     out: dict[str, Any] = {}
     for name, bf16 in (("fp32", False), ("bf16", True)):
         spliced.autocast_bf16 = bf16

@@ -7,14 +7,14 @@ import contextlib
 import logging
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
-from e2e_sae.builtin.build import build, encode_files
 from e2e_sae.builtin import catalog
+from e2e_sae.builtin.build import build, encode_files
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ def builtin_tokenizer(name: str = "pycode"):
     path = _resolve(name, need_model=False) / catalog.TOKENIZER_FILE
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_file(str(path)),
-        eos_token=catalog.EOS, pad_token=catalog.EOS, bos_token=catalog.EOS, clean_up_tokenization_spaces=False,
+        eos_token=catalog.EOS,
+        pad_token=catalog.EOS,
+        bos_token=catalog.EOS,
+        clean_up_tokenization_spaces=False,
     )
 
 
@@ -86,12 +89,19 @@ def _resolve(name: str, need_model: bool) -> Path:
     with _build_lock(out):
         cached, cache_why = _usable(out, fingerprint, need_model)
         if cached:
-            logger.warning("builtin:%s: not using the shipped assets: %s. Using the matching cache build in %s.",
-                           name, why, out)
+            logger.warning(
+                "builtin:%s: not using the shipped assets: %s. Using the matching cache build in %s.", name, why, out
+            )
         else:
             what = "model (5-10 min on 2 CPU cores)" if need_model else "tokenizer (seconds)"
-            logger.warning("builtin:%s: not using the shipped assets: %s. Building the %s into %s (%s).",
-                           name, why, what, out, cache_why)
+            logger.warning(
+                "builtin:%s: not using the shipped assets: %s. Building the %s into %s (%s).",
+                name,
+                why,
+                what,
+                out,
+                cache_why,
+            )
             build(out, with_model=need_model, reuse_tokenizer=True)
     return out
 
@@ -116,5 +126,3 @@ def _build_lock(directory: Path) -> Iterator[None]:
 def builtin_model_path(name: str = "pycode") -> Path:
     """Path of the built-in checkpoint (a :func:`e2e_sae.native_lm.save_native_lm` file) for this interpreter."""
     return _resolve(name, need_model=True) / catalog.MODEL_FILE
-
-

@@ -41,7 +41,9 @@ def train_tokenizer(texts: list[str], vocab_size: int = catalog.VOCAB_SIZE):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[catalog.EOS], show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=[catalog.EOS],
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer)
@@ -58,14 +60,15 @@ def encode_files(tok, files: list[str], root: Path | None = None) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- training and evaluation
 @torch.no_grad()
-def eval_ce(model, tokens: torch.Tensor, n_ctx: int = 128, max_chunks: int | None = None,
-            batch_size: int = 64) -> tuple[float, torch.Tensor]:
+def eval_ce(
+    model, tokens: torch.Tensor, n_ctx: int = 128, max_chunks: int | None = None, batch_size: int = 64
+) -> tuple[float, torch.Tensor]:
     """Mean next-token CE (nats) over all predicted positions of the non-overlapping ``n_ctx``
     chunks of ``tokens`` (the tail shorter than n_ctx is dropped). Also returns the targets."""
     chunks = tokens[: len(tokens) // n_ctx * n_ctx].view(-1, n_ctx)[:max_chunks]
     total = 0.0
     for i in range(0, len(chunks), batch_size):
-        x = chunks[i: i + batch_size]
+        x = chunks[i : i + batch_size]
         total += next_token_ce(model(x), x).item()
     targets = chunks[:, 1:].reshape(-1)
     return total / max(1, targets.numel()), targets
@@ -96,8 +99,11 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
     net.train()
     decay = [p for p in net.parameters() if p.dim() >= 2]
     no_decay = [p for p in net.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": hp["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=hp["lr"], betas=hp["betas"])
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": hp["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=hp["lr"],
+        betas=hp["betas"],
+    )
     gen = torch.Generator().manual_seed(hp["seed"])
     n_ctx, bs = cfg["n_ctx"], hp["batch_size"]
     window = torch.arange(n_ctx + 1)
@@ -123,8 +129,13 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
 
 
 # ----------------------------------------------------------------------------- build
-def build(out: Path | str, steps: int | None = None, with_model: bool = True,
-          reuse_tokenizer: bool = False, command: str | None = None) -> dict[str, Any]:
+def build(
+    out: Path | str,
+    steps: int | None = None,
+    with_model: bool = True,
+    reuse_tokenizer: bool = False,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Build tokenizer.json, model.pt and manifest.json into ``out``; returns the manifest.
 
     ``reuse_tokenizer`` keeps an existing tokenizer in ``out`` built from the same stdlib (the
@@ -161,17 +172,26 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
         "corpus": {
             "excluded_dirs": sorted(catalog.EXCLUDED_DIRS),
             "split_rule": f"eval iff int(sha256(relpath)[:8 bytes]) % 10000 < {catalog.EVAL_PER_10K}",
-            "n_train_files": len(train_files), "n_eval_files": len(eval_files),
+            "n_train_files": len(train_files),
+            "n_eval_files": len(eval_files),
             "train_bytes": sum((root / f).stat().st_size for f in train_files),
             "eval_bytes": sum((root / f).stat().st_size for f in eval_files),
         },
-        "tokenizer": {"file": catalog.TOKENIZER_FILE, "sha256": tok_sha, "vocab_size": tok.get_vocab_size(),
-                      "eos_token": catalog.EOS, "eos_id": tok.token_to_id(catalog.EOS),
-                      "file_bytes": tok_path.stat().st_size},
+        "tokenizer": {
+            "file": catalog.TOKENIZER_FILE,
+            "sha256": tok_sha,
+            "vocab_size": tok.get_vocab_size(),
+            "eos_token": catalog.EOS,
+            "eos_id": tok.token_to_id(catalog.EOS),
+            "file_bytes": tok_path.stat().st_size,
+        },
         "model": None,
         "command": command or f"build(out={str(out)!r}, steps={steps})",
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "tokenizers": __import__("tokenizers").__version__},
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "tokenizers": __import__("tokenizers").__version__,
+        },
     }
     if not with_model:
         manifest["timings_s"] = timings
@@ -181,8 +201,11 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
     t = time.perf_counter()
     train, eval_ = (torch.from_numpy(encode_files(tok, fs, root).astype(np.int64)) for fs in (train_files, eval_files))
     timings["tokenise_s"] = time.perf_counter() - t
-    manifest["corpus"].update(train_tokens=len(train), eval_tokens=len(eval_),
-                              train_bytes_per_token=manifest["corpus"]["train_bytes"] / max(1, len(train)))
+    manifest["corpus"].update(
+        train_tokens=len(train),
+        eval_tokens=len(eval_),
+        train_bytes_per_token=manifest["corpus"]["train_bytes"] / max(1, len(train)),
+    )
 
     hp = dict(catalog.TRAIN_HPARAMS, bf16=_cpu_bf16())
     cfg = dict(catalog.MODEL_CFG, d_vocab=tok.get_vocab_size())
@@ -201,16 +224,29 @@ def build(out: Path | str, steps: int | None = None, with_model: bool = True,
         torch.set_num_threads(threads)
     base = unigram_baselines(train, targets, cfg["d_vocab"])
     timings["total_s"] = time.perf_counter() - t0
-    manifest["model"] = {"file": catalog.MODEL_FILE, "cfg": cfg, "dtype": "float16",
-                         "n_params": sum(p.numel() for p in bridge.parameters()),
-                         "file_bytes": (out / catalog.MODEL_FILE).stat().st_size}
-    manifest["training"] = {**hp, "steps": steps, "n_ctx": cfg["n_ctx"],
-                            "tokens": steps * hp["batch_size"] * cfg["n_ctx"],
-                            "epochs": steps * hp["batch_size"] * cfg["n_ctx"] / max(1, len(train)),
-                            "final_train_loss_ema": final_loss}
-    manifest["eval"] = {"n_ctx": cfg["n_ctx"], "n_chunks": len(targets) // (cfg["n_ctx"] - 1),
-                        "predicted_tokens": len(targets), "ce_loss": ce, **base,
-                        "ce_over_unigram_ce_train": ce / base["unigram_ce_train"]}
+    manifest["model"] = {
+        "file": catalog.MODEL_FILE,
+        "cfg": cfg,
+        "dtype": "float16",
+        "n_params": sum(p.numel() for p in bridge.parameters()),
+        "file_bytes": (out / catalog.MODEL_FILE).stat().st_size,
+    }
+    manifest["training"] = {
+        **hp,
+        "steps": steps,
+        "n_ctx": cfg["n_ctx"],
+        "tokens": steps * hp["batch_size"] * cfg["n_ctx"],
+        "epochs": steps * hp["batch_size"] * cfg["n_ctx"] / max(1, len(train)),
+        "final_train_loss_ema": final_loss,
+    }
+    manifest["eval"] = {
+        "n_ctx": cfg["n_ctx"],
+        "n_chunks": len(targets) // (cfg["n_ctx"] - 1),
+        "predicted_tokens": len(targets),
+        "ce_loss": ce,
+        **base,
+        "ce_over_unigram_ce_train": ce / base["unigram_ce_train"],
+    }
     manifest["timings_s"] = timings
     _write_json(out / catalog.MANIFEST_FILE, manifest)
     return manifest
@@ -227,17 +263,23 @@ def _info(directory: Path) -> str:
     man = catalog.read_manifest(directory)
     if man is None:
         return f"no manifest in {directory}"
-    lines = [f"builtin:{man['name']} in {directory}",
-             f"  Python {man['python_version']}, stdlib fingerprint {man['stdlib_fingerprint'][:16]}"
-             f" ({'matches' if man['stdlib_fingerprint'] == catalog.stdlib_fingerprint() else 'does NOT match'} this interpreter)",
-             f"  tokenizer: vocab {man['tokenizer']['vocab_size']}, {man['tokenizer']['file_bytes'] / 1e6:.2f} MB"]
+    matches = man["stdlib_fingerprint"] == catalog.stdlib_fingerprint()
+    lines = [
+        f"builtin:{man['name']} in {directory}",
+        f"  Python {man['python_version']}, stdlib fingerprint {man['stdlib_fingerprint'][:16]}"
+        f" ({'matches' if matches else 'does NOT match'} this interpreter)",
+        f"  tokenizer: vocab {man['tokenizer']['vocab_size']}, {man['tokenizer']['file_bytes'] / 1e6:.2f} MB",
+    ]
     if man.get("model"):
         m, tr, ev = man["model"], man["training"], man["eval"]
-        lines += [f"  model: {m['n_params'] / 1e6:.2f}M params, {m['file_bytes'] / 1e6:.2f} MB ({m['dtype']})",
-                  f"  trained: {tr['steps']} steps x {tr['batch_size']} x {tr['n_ctx']} = {tr['tokens'] / 1e6:.1f}M tokens"
-                  f" ({tr['epochs']:.2f} epochs), build {man['timings_s']['total_s'] / 60:.1f} min",
-                  f"  held-out CE {ev['ce_loss']:.3f} nats/token over {ev['predicted_tokens']} tokens (n_ctx {ev['n_ctx']});"
-                  f" unigram CE (train dist) {ev['unigram_ce_train']:.3f}, eval unigram entropy {ev['unigram_entropy_eval']:.3f}"]
+        lines += [
+            f"  model: {m['n_params'] / 1e6:.2f}M params, {m['file_bytes'] / 1e6:.2f} MB ({m['dtype']})",
+            f"  trained: {tr['steps']} steps x {tr['batch_size']} x {tr['n_ctx']} = {tr['tokens'] / 1e6:.1f}M tokens"
+            f" ({tr['epochs']:.2f} epochs), build {man['timings_s']['total_s'] / 60:.1f} min",
+            f"  held-out CE {ev['ce_loss']:.3f} nats/token over {ev['predicted_tokens']} tokens (n_ctx {ev['n_ctx']});"
+            f" unigram CE (train dist) {ev['unigram_ce_train']:.3f},"
+            f" eval unigram entropy {ev['unigram_entropy_eval']:.3f}",
+        ]
     return "\n".join(lines) + "\n\n" + json.dumps(man, indent=2)
 
 
@@ -245,9 +287,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.builtin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="train the tokenizer and model from this interpreter's stdlib")
-    b.add_argument("--out", type=Path, default=None,
-                   help="output dir (default <cache>/builtin/pycode; e2e_sae/builtin_assets refreshes the shipped files)")
-    b.add_argument("--steps", type=int, default=catalog.DEFAULT_STEPS, help=f"training steps (default {catalog.DEFAULT_STEPS})")
+    b.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output dir (default <cache>/builtin/pycode; e2e_sae/builtin_assets refreshes the shipped files)",
+    )
+    b.add_argument(
+        "--steps", type=int, default=catalog.DEFAULT_STEPS, help=f"training steps (default {catalog.DEFAULT_STEPS})"
+    )
     i = sub.add_parser("info", help="print a build's manifest (default: the shipped assets)")
     i.add_argument("--dir", type=Path, default=catalog.ASSETS_DIR)
     args = parser.parse_args(argv)
@@ -260,5 +308,3 @@ def main(argv: list[str] | None = None) -> None:
         print(_info(Path(out)))
     else:
         print(_info(args.dir))
-
-

@@ -22,19 +22,33 @@ EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "i
 TOKENIZER_FILE, MODEL_FILE, MANIFEST_FILE = "tokenizer.json", "model.pt", "manifest.json"
 
 MODEL_CFG: dict[str, Any] = dict(
-    n_layers=3, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=128,
-    act_fn="gelu", normalization_type="LN", seed=0,
+    n_layers=3,
+    d_model=128,
+    n_heads=4,
+    d_head=32,
+    d_mlp=512,
+    n_ctx=128,
+    act_fn="gelu",
+    normalization_type="LN",
+    seed=0,
 )  # d_vocab is filled in from the trained tokenizer
 DEFAULT_STEPS = 3000
 TRAIN_HPARAMS: dict[str, Any] = dict(
-    batch_size=16, lr=3e-3, warmup_steps=100, min_lr_factor=0.1, weight_decay=0.1,
-    betas=(0.9, 0.95), grad_clip=1.0, seed=0, threads=2,
+    batch_size=16,
+    lr=3e-3,
+    warmup_steps=100,
+    min_lr_factor=0.1,
+    weight_decay=0.1,
+    betas=(0.9, 0.95),
+    grad_clip=1.0,
+    seed=0,
+    threads=2,
 )
 
 
 def parse_name(name: str | None) -> str | None:
     """``"builtin:pycode"`` -> ``"pycode"``; None for any other name."""
-    return name[len(PREFIX):] if name is not None and name.startswith(PREFIX) else None
+    return name[len(PREFIX) :] if name is not None and name.startswith(PREFIX) else None
 
 
 def check_name(name: str) -> None:
@@ -99,5 +113,3 @@ def sha256_file(path: Path) -> str:
 def read_manifest(directory: Path | str) -> dict[str, Any] | None:
     path = Path(directory) / MANIFEST_FILE
     return json.loads(path.read_text()) if path.is_file() else None
-
-

@@ -80,9 +80,6 @@ class Axes(_Strict):
             unknown = set(self.sparsity_coeff) - set(MODES)
             if unknown:
                 raise ValueError(f"sparsity_coeff: unknown mode(s) {sorted(unknown)}; use {', '.join(MODES)}")
-            missing = [m for m in self.mode if m not in self.sparsity_coeff]
-            if missing:
-                raise ValueError(f"sparsity_coeff: no coefficients for mode(s) {missing}; add them")
             coeffs = [_coeff_values(c) for c in self.sparsity_coeff.values()]
         else:
             coeffs = [_coeff_values(self.sparsity_coeff)]
@@ -141,6 +138,9 @@ def check_search(search: Search, axes: Axes) -> None:
         if axes.sparsity_coeff is None:
             raise ConfigError("axes.sparsity_coeff: missing; give coefficients per mode, or use "
                               "search: {kind: frontier, targets: ...} to have them placed")
+        missing = [m for m in axes.mode if not axes.has_grid_for(m)]
+        if missing:
+            raise ConfigError(f"axes: sparsity_coeff: no coefficients for mode(s) {missing}; add them")
         return
     if not search.targets:
         raise ConfigError("search.targets: a frontier search needs targets, e.g. {l0: [20, 40, 80]} "

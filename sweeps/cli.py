@@ -25,7 +25,8 @@ from sweeps import layout
 from sweeps.layout import is_remote, local_copy, storage_uri
 from sweeps.trial import Trial
 from sweeps.spec import (
-    SweepSpec, base_run_dict, config_diff, expand_trials, load_sweep, sweep_from_dict, trial_names, validate_trials,
+    SweepSpec, base_run_dict, config_diff, expand_trials, group_key, load_sweep, sweep_from_dict,
+    trial_names, validate_trials,
 )
 
 # sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
@@ -114,9 +115,28 @@ def _status_table():
 def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
     from ray import tune
 
+    if spec.search.kind == "frontier":
+        from sweeps.frontier import build_groups, total_budget
+        from sweeps.search import FrontierSearcher
+
+        groups, templates = build_groups(spec)
+        search_name = _SearchTrialName()
+        # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED.
+        return tune.TuneConfig(search_alg=FrontierSearcher(groups, templates), num_samples=total_budget(spec),
+                               max_concurrent_trials=spec.max_concurrent_trials,
+                               trial_name_creator=search_name, trial_dirname_creator=search_name)
     name = _TrialName(trial_names(trials))
     return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
                            trial_name_creator=name, trial_dirname_creator=name)
+
+
+class _SearchTrialName:
+    """A frontier-search trial's name: the name of its config's trial (``e2e_L1_r8_s0.7413_seed0``). Unique:
+    the searcher never proposes coefficients within 1% of each other in a group, and 4 significant
+    digits tell apart any two that are 1% apart."""
+
+    def __call__(self, trial) -> str:
+        return Trial.from_config(trial.config).name
 
 
 class _TrialName:
@@ -145,7 +165,7 @@ _TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 
 
-def _fit(tuner, exp_path: str, n_trials: int) -> bool:
+def _fit(tuner, exp_path: str, n_trials: int | None) -> bool:
     """``tuner.fit()``; False when Ctrl-C (SIGINT) stopped it, after printing how to continue.
 
     A first Ctrl-C lets Tune save the experiment state and return early (its trials then count as
@@ -157,7 +177,7 @@ def _fit(tuner, exp_path: str, n_trials: int) -> bool:
         logging.getLogger(name).addFilter(hints)
     try:
         grid = tuner.fit()
-        finished = len(grid) == n_trials and all(r.error or r.metrics.get("final") for r in grid)
+        finished = (n_trials is None or len(grid) == n_trials) and all(r.error or r.metrics.get("final") for r in grid)
     except KeyboardInterrupt:
         finished = False
     finally:
@@ -233,6 +253,19 @@ def _fmt(v: Any) -> str:
 def cmd_plan(args: argparse.Namespace) -> int:
     spec, trials = _prepare(args.file, args.set)
     base = base_run_dict(spec)
+    if spec.search.kind == "frontier":
+        from sweeps.frontier import plan_lines
+
+        print(f"sweep {spec.name}: frontier search -> {spec.experiment_path}")
+        print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
+        print("\n".join(plan_lines(spec)))
+        print("groups (their run config; the search sets loss.sparsity.coeff):")
+        for t in trials:
+            diff = config_diff(base, t.run)
+            for key in ("wandb.mode", "loss.sparsity.coeff"):
+                diff.pop(key, None)
+            print(f"    {group_key(t):<36} " + " ".join(f"{k}={v}" for k, v in diff.items()))
+        return 0
     print(f"sweep {spec.name}: {len(trials)} trials -> {spec.experiment_path}")
     print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
     for i, (t, name) in enumerate(zip(trials, trial_names(trials))):
@@ -259,14 +292,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_sweep_file(spec, trials, exp_path)
     tuner = tune.Tuner(
         _trainable(spec),
-        param_space=_param_space(trials),
+        param_space={} if spec.search.kind == "frontier" else _param_space(trials),
         tune_config=_tune_config(spec, trials),
         run_config=_tune_run_config(spec),
     )
-    return _fit_and_finish(tuner, spec, exp_path, len(trials))
+    return _fit_and_finish(tuner, spec, exp_path, _n_trials(spec, trials))
 
 
-def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int) -> int:
+def _n_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> int | None:
+    """The grid's trial count; None for a frontier search (it ends when its searcher says so)."""
+    return None if spec.search.kind == "frontier" else len(trials)
+
+
+def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int | None) -> int:
     """Say where the results go before Tune prints anything, and again as the last line: the resume
     command after a Ctrl-C, else the experiment and its commands, whatever else happens."""
     print("\n".join(layout.where_lines(exp_path)), flush=True)
@@ -313,16 +351,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
                            resume=True)
     # Finished trials stay finished; interrupted and errored ones continue from their checkpoints.
     # param_space again: Tune cannot unpickle sample_from functions for trials not yet created.
+    # A frontier search's searcher (and its state, saved in the experiment) comes back with the Tuner.
     trials = expand_trials(spec)
+    space = {} if spec.search.kind == "frontier" else _param_space(trials)
     tuner = Tuner.restore(exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True,
-                          param_space=_param_space(trials))
-    return _fit_and_finish(tuner, spec, exp_path, len(trials))
+                          param_space=space)
+    return _fit_and_finish(tuner, spec, exp_path, _n_trials(spec, trials))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from sweeps.results import load_trials
 
-    _print_table(load_trials(local_copy(args.path)))
+    local = local_copy(args.path)
+    trials = load_trials(local)
+    _print_table(trials)
+    if (Path(local) / layout.SWEEP_FILE).is_file():
+        spec = _read_sweep_file(local, shown=args.path)
+        if spec.search.kind == "frontier":
+            from sweeps.frontier import status_lines
+
+            print()
+            print("\n".join(status_lines(spec, trials)))
     return 0
 
 

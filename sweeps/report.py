@@ -96,9 +96,77 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
     return {Y_METRIC: target, "modes": modes_out, "ratios": ratios}
 
 
+# A trial is degenerate (no better than zero ablation, or no active element) when its CE-loss score
+# ((CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)) is below this, or its L0 below 1.
+# Such SAEs (e.g. local SAEs at the embedding with coefficients >= 1) would put a "matched" level
+# where every mode is as bad as deleting the activation; they are kept out of frontiers and matching.
+DEGENERATE_CE_SCORE = 0.1
+DEGENERATE_FIX = ("lower the sparsity coefficient for this mode and hook (a frontier search with "
+                  "search.targets does it: docs/report.md)")
+
+
+def degenerate_reason(t: Trial) -> str | None:
+    """Why a finished trial's SAE is no use on a frontier, or None."""
+    score, l0 = _num(t.metrics.get("ce_loss_score")), _num(t.metrics.get("l0"))
+    if math.isfinite(score) and score < DEGENERATE_CE_SCORE:
+        return f"CE-loss score {score:.3g} < {DEGENERATE_CE_SCORE} (barely better than zero ablation)"
+    if math.isfinite(l0) and l0 < 1:
+        return f"L0 {l0:.3g} < 1 (almost no active dictionary element)"
+    return None
+
+
+def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: list[float]) -> list[dict[str, Any]]:
+    """Matched comparisons at CE-loss increase levels the user names (``report.match_at``): per mode
+    the L0 read off its frontier, None where the level lies outside that frontier's CE range (no
+    extrapolation, no clipping), and the ratios to local."""
+    out = []
+    for level in levels:
+        l0 = {mode: _read_inside(by_x.get("l0", []), level) for mode, by_x in fronts.items()}
+        ratios = {f"{m}/local": (v / l0["local"] if v is not None and l0.get("local") else None)
+                  for m, v in l0.items() if m != "local"}
+        out.append({Y_METRIC: level, "l0": l0, "ratios": ratios})
+    return out
+
+
+def _read_inside(front: list[FrontPoint], level: float) -> float | None:
+    """L0 at ``level`` when the frontier's CE range covers it, else None."""
+    if not front or not (front[-1].y <= level <= front[0].y):
+        return None
+    return interpolate_at(front, level, log_x=True).x
+
+
+def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) -> dict[str, Any]:
+    """Per non-local mode, its L0 / local's L0 at ``n`` CE-loss increase levels evenly spread over
+    the range where both frontiers reach (so the comparison does not hinge on one level)."""
+    local = fronts.get("local", {}).get("l0", [])
+    out: dict[str, Any] = {}
+    for mode, by_x in fronts.items():
+        front = by_x.get("l0", [])
+        if mode == "local" or not front or not local:
+            continue
+        lo, hi = max(front[-1].y, local[-1].y), min(front[0].y, local[0].y)
+        if lo > hi:
+            out[f"{mode}/local"] = []
+            continue
+        levels = [lo] if hi == lo else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+        out[f"{mode}/local"] = [{Y_METRIC: y, "ratio": _read_inside(front, y) / _read_inside(local, y)}
+                                for y in levels if _read_inside(local, y)]
+    return out
+
+
+def _degenerate_groups(usable: list[Trial], degenerate: list[tuple[Trial, str]]) -> list[dict[str, Any]]:
+    """(hook, mode) groups all of whose finished trials are degenerate: that mode has no frontier there."""
+    bad = {t.trial_id for t, _ in degenerate}
+    groups = sorted({(t.hook, t.mode) for t in usable})
+    return [{"hook": h, "mode": m, "fix": DEGENERATE_FIX} for h, m in groups
+            if all(t.trial_id in bad for t in usable if t.hook == h and t.mode == m)]
+
+
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """The pareto.json document (schema in docs/report.md) from loaded trials."""
-    finished = [t for t in trials if t.state == "finished" and t.hook and t.mode]
+    usable = [t for t in trials if t.state == "finished" and t.hook and t.mode]
+    degenerate = [(t, r) for t in usable if (r := degenerate_reason(t))]
+    finished = [t for t in usable if not degenerate_reason(t)]
     for t in trials:
         if t.state == "finished" and not (t.hook and t.mode):
             warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
@@ -119,6 +187,8 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
                              "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()}}
                       for mode, by_x in fronts.items()},
             "matched": _matched(fronts),
+            "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
+            "l0_ratio_curve": _l0_ratio_curve(fronts),
         }
     counts = {s: sum(t.state == s for t in trials) for s in STATES}
     return {
@@ -126,6 +196,10 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         "matched_rule": MATCHED_RULE, "trial_counts": {**counts, "total": len(trials)},
         "missing_trials": [{"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook,
                             "error": t.error} for t in trials if t.state != "finished"],
+        "degenerate_rule": f"CE-loss score < {DEGENERATE_CE_SCORE} or L0 < 1",
+        "degenerate_trials": [{"trial_id": t.trial_id, "mode": t.mode, "hook": t.hook,
+                               "sparsity_coeff": t.sparsity_coeff, "reason": r} for t, r in degenerate],
+        "degenerate_groups": _degenerate_groups(usable, degenerate),
         "hooks": hooks_out,
     }
 
@@ -184,6 +258,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
                     ax.plot(read["value"], h["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
             if h["matched"][Y_METRIC] is not None:
                 ax.axhline(h["matched"][Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
+            _mark_targets(ax, doc.get("search_targets", {}), x_metric)
             if LOG_X[x_metric]:
                 ax.set_xscale("log")
             ax.set_xlabel("L0" if x_metric == "l0" else "alive dictionary elements")
@@ -197,6 +272,78 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
         fig.savefig(png.with_suffix(".svg"), metadata={"Date": None})
         pngs.append(png)
     return pngs
+
+
+def _mark_targets(ax, targets: dict[str, list[float]], x_metric: str) -> None:
+    """The frontier search's targets: CE-loss increase ones as horizontal lines, L0 ones as vertical
+    lines on the L0 panel."""
+    for i, y in enumerate(targets.get(Y_METRIC, [])):
+        ax.axhline(y, color="black", ls="--", lw=0.8, alpha=0.5, label="search target" if i == 0 else None)
+    if x_metric == "l0":
+        for i, x in enumerate(targets.get("l0", [])):
+            ax.axvline(x, color="black", ls="--", lw=0.8, alpha=0.5, label="search target" if i == 0 else None)
+
+
+def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
+    """One small plot: per hook and non-local mode, L0 / local L0 across the CE range where the two
+    frontiers overlap (1 = no better than local)."""
+    from matplotlib.figure import Figure
+
+    curves = [(hook, name, c) for hook, h in doc["hooks"].items()
+              for name, c in h.get("l0_ratio_curve", {}).items() if c]
+    if not curves:
+        return None
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for hook, name, c in curves:
+        ax.plot([p[Y_METRIC] for p in c], [p["ratio"] for p in c], "o-", ms=3, label=f"{name} {hook}")
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.set_xlabel("CE loss increase")
+    ax.set_ylabel("L0 / local L0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    png = out_dir / "l0_ratio.png"
+    fig.savefig(png, dpi=120)
+    return png
+
+
+def _comparison_lines(h: dict[str, Any]) -> list[str]:
+    """report.md: matched comparisons at the user's levels and the L0-ratio table across the overlap."""
+    lines: list[str] = []
+    if h.get("matched_at"):
+        modes = list(h["modes"])
+        lines += ["### Matched comparison at the levels named in report.match_at", "",
+                  "| CE-loss increase | " + " | ".join(f"{m} L0" for m in modes) + " | "
+                  + " | ".join(f"{m}/local" for m in modes if m != "local") + " |",
+                  "| --- " * (1 + len(modes) + sum(m != "local" for m in modes)) + "|"]
+        for row in h["matched_at"]:
+            cells = [_fmt(row["l0"].get(m)) if row["l0"].get(m) is not None else "out of range" for m in modes]
+            cells += [_fmt(row["ratios"].get(f"{m}/local"), 3) for m in modes if m != "local"]
+            lines.append(f"| {_fmt(row[Y_METRIC])} | " + " | ".join(cells) + " |")
+        lines += ["", "\"out of range\": that mode's frontier does not span the level (no extrapolation).", ""]
+    curve = h.get("l0_ratio_curve", {})
+    if curve:
+        lines += ["### L0 ratio to local across the CE range where the frontiers overlap", "",
+                  "| modes | L0 ratio at CE-loss increase (level: ratio) |", "| --- | --- |"]
+        for name, c in curve.items():
+            body = ", ".join(f"{_fmt(p[Y_METRIC], 3)}: {_fmt(p['ratio'], 3)}" for p in c) or "no overlap"
+            lines.append(f"| {name} | {body} |")
+        lines.append("")
+    return lines
+
+
+def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
+    if not doc.get("degenerate_trials"):
+        return []
+    lines = ["## Degenerate trials", "",
+             f"Left out of the frontiers and never used as a matched level ({doc['degenerate_rule']}).", ""]
+    for g in doc["degenerate_groups"]:
+        lines.append(f"**{g['mode']} at {g['hook']}: every trial is degenerate, so this mode has no frontier "
+                     f"there.** Fix: {g['fix']}.  ")
+    lines += ["", "| trial | mode | hook | sparsity coeff | reason |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {t['trial_id']} | {t['mode']} | {t['hook']} | {_fmt(t['sparsity_coeff'])} | {t['reason']} |"
+              for t in doc["degenerate_trials"]]
+    return lines + [""]
 
 
 def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
@@ -229,6 +376,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
             lines += [f"{name}: L0 ratio {_fmt(r['l0'], 3)}, alive-elements ratio "
                       f"{_fmt(r['alive_dict_elements'], 3)}.  " for name, r in mt["ratios"].items()]
             lines.append("")
+        lines += _comparison_lines(h)
         lines += ["### Frontier trials", "",
                   "| mode | on frontier | trial | sparsity coeff | dict ratio | L0 | alive elements | CE-loss increase |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -245,6 +393,9 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
                              f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
                              f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |")
         lines.append("")
+    if pngs.get("_l0_ratio"):
+        lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
+    lines += _degenerate_lines(doc)
     lines += ["## Missing trials", ""]
     if doc["missing_trials"]:
         lines += ["| trial | state | mode | hook | error |", "| --- | --- | --- | --- | --- |"]
@@ -268,6 +419,9 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
     write_trials_csv(trials, out_dir / "trials.csv")
     (out_dir / "pareto.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     pngs = dict(zip(doc["hooks"], plot_frontiers(doc, trials, out_dir)))
+    ratio_png = plot_l0_ratios(doc, out_dir)
+    if ratio_png is not None:
+        pngs["_l0_ratio"] = ratio_png
     report = out_dir / "report.md"
     report.write_text(render_markdown(doc, pngs))
     return report

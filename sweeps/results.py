@@ -143,9 +143,15 @@ def read_sweep_meta(exp_dir: Path, trials: list[Trial]) -> dict[str, Any]:
     def distinct(key: str) -> list[Any]:
         return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
 
+    report_opts = spec.get("report") if isinstance(spec.get("report"), dict) else {}
+    search = spec.get("search") if isinstance(spec.get("search"), dict) else {}
+    is_frontier = search.get("kind") == "frontier" and isinstance(search.get("targets"), dict)
+    targets = search["targets"] if is_frontier else {}
     return {
         "sweep": str(spec.get("name") or exp_dir.name),
         "model": model,
         "eval_tokens": distinct("eval_tokens"),
         "n_ctx": distinct("n_ctx"),
+        "match_at": sorted(float(v) for v in report_opts.get("match_at") or []),
+        "search_targets": {k: sorted(float(v) for v in vs) for k, vs in targets.items()},
     }

@@ -71,18 +71,17 @@ class Axes(_Strict):
     mode: list[Mode] = Field(min_length=1)
     layer: list[int] | None = Field(default=None, min_length=1)
     dict_size_to_input_ratio: list[float] | None = Field(default=None, min_length=1)
-    sparsity_coeff: Coeffs | dict[str, Coeffs]
+    sparsity_coeff: Coeffs | dict[str, Coeffs] | None = None  # None: a frontier search places them
     seed: list[int] = Field(default=[0], min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> "Axes":
-        if isinstance(self.sparsity_coeff, dict):
+        if self.sparsity_coeff is None:
+            coeffs = []
+        elif isinstance(self.sparsity_coeff, dict):
             unknown = set(self.sparsity_coeff) - set(MODES)
             if unknown:
                 raise ValueError(f"sparsity_coeff: unknown mode(s) {sorted(unknown)}; use {', '.join(MODES)}")
-            missing = [m for m in self.mode if m not in self.sparsity_coeff]
-            if missing:
-                raise ValueError(f"sparsity_coeff: no coefficients for mode(s) {missing}; add them")
             coeffs = [_coeff_values(c) for c in self.sparsity_coeff.values()]
         else:
             coeffs = [_coeff_values(self.sparsity_coeff)]
@@ -100,6 +99,82 @@ class Axes(_Strict):
         c = self.sparsity_coeff
         return _coeff_values(c[mode] if isinstance(c, dict) else c)
 
+    def has_grid_for(self, mode: str) -> bool:
+        c = self.sparsity_coeff
+        return c is not None and (not isinstance(c, dict) or mode in c)
+
+
+# The metrics a frontier search may target: the report's y metric and its log-x metric.
+SEARCH_METRICS = ("l0", "ce_loss_increase")
+
+
+class Search(_Strict):
+    """``kind: grid`` (default): the axes' coefficient grid. ``kind: frontier``: per group (the other
+    axes), coefficients placed by sweeps/search.py until every target is met within ``tolerance``
+    (|log(achieved / target)|) or ``max_trials_per_group`` trials have started."""
+
+    kind: Literal["grid", "frontier"] = "grid"
+    targets: dict[str, list[float]] | None = None
+    tolerance: float = 0.15
+    max_trials_per_group: int | None = None  # default: twice the number of targets
+    start: dict[str, float] = {}  # first coefficient per mode (default 1.0)
+
+    @property
+    def metric(self) -> str:
+        return next(iter(self.targets or {"l0": []}))
+
+    @property
+    def target_values(self) -> list[float]:
+        return sorted((self.targets or {}).get(self.metric, []))
+
+    @property
+    def budget(self) -> int:
+        return self.max_trials_per_group or 2 * len(self.target_values)
+
+
+def check_search(search: Search, axes: Axes) -> None:
+    """One-line errors for a search block that cannot work (raised before any compute)."""
+    if search.kind == "grid":
+        if search.targets is not None:
+            raise ConfigError("search.targets: only a frontier search has targets; set search.kind: frontier or remove them")
+        if axes.sparsity_coeff is None:
+            raise ConfigError("axes.sparsity_coeff: missing; give coefficients per mode, or use "
+                              "search: {kind: frontier, targets: ...} to have them placed")
+        missing = [m for m in axes.mode if not axes.has_grid_for(m)]
+        if missing:
+            raise ConfigError(f"axes: sparsity_coeff: no coefficients for mode(s) {missing}; add them")
+        return
+    if not search.targets:
+        raise ConfigError("search.targets: a frontier search needs targets, e.g. {l0: [20, 40, 80]} "
+                          "or {ce_loss_increase: [0.2, 0.4]}")
+    if len(search.targets) > 1:
+        raise ConfigError(f"search.targets: one metric per search, got {sorted(search.targets)}; keep one of them")
+    metric = search.metric
+    if metric not in SEARCH_METRICS:
+        raise ConfigError(f"search.targets: unknown metric {metric!r}; use one of {', '.join(SEARCH_METRICS)}")
+    values = search.targets[metric]
+    if not values:
+        raise ConfigError(f"search.targets.{metric}: empty; give at least one target value")
+    if any(not (v > 0) or not math.isfinite(v) for v in values):
+        raise ConfigError(f"search.targets.{metric}: targets must be finite and > 0, got {values}")
+    if len(set(values)) != len(values):
+        raise ConfigError(f"search.targets.{metric}: repeated target in {values}; list each once")
+    if not search.tolerance > 0:
+        raise ConfigError(f"search.tolerance: must be > 0 (|log(achieved / target)|, e.g. 0.15), got {search.tolerance}")
+    if search.budget < len(values):
+        raise ConfigError(f"search.max_trials_per_group: {search.budget} is fewer than the {len(values)} targets; "
+                          f"raise it to at least {len(values)} (about 2 per target)")
+    grid = [m for m in axes.mode if axes.has_grid_for(m)]
+    if grid:
+        raise ConfigError(f"axes.sparsity_coeff: both a coefficient grid and search.kind: frontier for mode(s) "
+                          f"{grid}; remove axes.sparsity_coeff (use search.start for first guesses)")
+    unknown = sorted(set(search.start) - set(axes.mode))
+    if unknown:
+        raise ConfigError(f"search.start: mode(s) {unknown} are not in axes.mode; remove them")
+    bad = {m: v for m, v in search.start.items() if not v > 0}
+    if bad:
+        raise ConfigError(f"search.start: coefficients must be > 0, got {bad}")
+
 
 class Resources(_Strict):
     cpu: float = Field(default=1.0, gt=0)
@@ -110,6 +185,19 @@ class SweepWandb(_Strict):
     project: str = "e2e-sae"
     entity: str | None = None
     mode: Literal["online", "offline", "disabled"] = "disabled"
+
+
+class ReportOptions(_Strict):
+    """``match_at``: CE-loss increase levels for matched comparisons, besides the automatic one."""
+
+    match_at: list[float] = []
+
+    @field_validator("match_at")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(not x > 0 for x in v):
+            raise ValueError("CE-loss increase levels must be > 0")
+        return sorted(v)
 
 
 class SweepSpec(_Strict):
@@ -131,6 +219,8 @@ class SweepSpec(_Strict):
     # counts those in its local output_dir). A resume after a driver crash restores the checkpoint named in
     # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
     checkpoints_per_trial: int = Field(default=3, ge=1)
+    search: Search = Search()
+    report: ReportOptions = ReportOptions()
     wandb: SweepWandb = SweepWandb()
     _base_run: dict[str, Any] | None = PrivateAttr(default=None)  # the base run config, read once
 
@@ -183,6 +273,7 @@ def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
+    check_search(spec.search, spec.axes)
     spec.overrides = _flatten(spec.overrides)
     if spec.base is not None and not spec.base.is_absolute() and not spec.base.is_file() and base_dir is not None:
         # relative to the current directory first (the README's commands), then to the sweep file
@@ -206,7 +297,26 @@ def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
 
 
 def expand_trials(spec: SweepSpec) -> list[Trial]:
-    """One planned trial per point of the axes, with its full run config."""
+    """One planned trial per point of the axes, with its full run config. For a frontier search: one
+    per group, its coefficient the search's start (the template each proposal fills)."""
+    if spec.search.kind == "frontier":
+        return _expand(spec, lambda mode: [spec.search.start.get(mode, 1.0)])
+    return _expand(spec, spec.axes.coeffs_for)
+
+
+def expand_groups(spec: SweepSpec) -> dict[str, dict[str, Any]]:
+    """A frontier search's groups: group key (``e2e_L1_r8_seed0``) -> template trial config."""
+    return {group_key(t): t.tune_config() for t in _expand(spec, lambda mode: [spec.search.start.get(mode, 1.0)])}
+
+
+def group_key(trial: Trial) -> str:
+    """The trial's name without its coefficient: the frontier-search group it belongs to."""
+    layer = trial.layer if trial.layer is not None else trial.hook
+    name = f"{trial.mode}_L{layer}_r{float(trial.dict_size_to_input_ratio):g}_seed{trial.seed}"
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
     base = base_run_dict(spec)
     ax = spec.axes
     # Set on every trial after its axis values (W&B logging is Tune's callback, not the trial's).
@@ -218,7 +328,7 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     trials = []
     for mode in ax.mode:
         combos = itertools.product(
-            ax.layer or [None], ax.dict_size_to_input_ratio or [None], ax.coeffs_for(mode), ax.seed
+            ax.layer or [None], ax.dict_size_to_input_ratio or [None], coeffs_for(mode), ax.seed
         )
         for layer, ratio, coeff, seed in combos:
             dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}

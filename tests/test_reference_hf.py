@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from e2e_sae.bench.reference import reference_python
+from e2e_sae.bench.reference import reference_env, reference_python
 from e2e_sae.lm import load_language_model
 from e2e_sae.metrics import evaluate
 from e2e_sae.sae import SAE
@@ -41,7 +41,7 @@ def reference(hf_assets, tmp_path_factory):
         json.dumps({"model_dir": str(hf_assets["gpt2"]), "inputs": str(work / "inputs.pt"), "position": POSITION})
     )
     python = reference_python(Path(os.environ["E2E_SAE_REFERENCE_DIR"]))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env = reference_env()
     proc = subprocess.run(
         [str(python), "-P", "-s", str(HF_WORKER), str(work / "spec.json"), str(work / "out.pt")],
         cwd=work,

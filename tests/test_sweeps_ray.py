@@ -157,3 +157,60 @@ def test_ctrl_c_ends_with_the_resume_command(tmp_path):
     for text in ("Tuner.restore", "FileNotFoundError", "Traceback"):
         assert text not in out, out[-3000:]
     assert not (exp / "report").exists()  # no report of a sweep that was stopped
+
+
+def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or_budget(tmp_path):
+    """One Ray run of a tiny frontier search, its driver killed after the first trial finished, then
+    ``sweeps resume``: no finished trial re-runs, the searcher's state comes back from the experiment
+    (the resumed search proposes what a search fed the same results proposes: replayed below with
+    the Ray-free GroupSearch), and the search ends with its targets met or its budget spent."""
+    from sweeps.frontier import build_groups
+
+    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="frontier-crash")
+    spec["axes"] = {"mode": ["local"], "layer": [1]}
+    spec["search"] = {"kind": "frontier", "targets": {"l0": [2, 11]}, "tolerance": 0.1,
+                      "max_trials_per_group": 3, "start": {"local": 0.5}}
+    spec["run"]["train"]["n_samples"] = 256  # a few seconds per trial
+    spec["checkpoint_every_n_samples"] = 128
+    path = write_sweep(tmp_path, spec)
+    exp = tmp_path / "results" / "frontier-crash"
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if exp.exists() and any(t.state == "finished" for t in load_trials(exp)):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
+    assert 1 <= len(finished) < 3
+
+    proc = _sweeps("resume", str(exp))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = load_trials(exp)
+    assert all(t.state == "finished" for t in trials)
+    for trial_id, rows in finished.items():  # finished trials were not trained again
+        after = (exp / trial_id / "result.json").read_text()
+        assert after.startswith(rows)
+        assert all(json.loads(line)["n_samples"] == 256 for line in after[len(rows):].splitlines())
+    # The set of trials is the one an uninterrupted search fed the same results proposes (a searcher
+    # that lost its state would propose the start coefficient again, and more than 3 trials).
+    by_coeff = {round(t.sparsity_coeff, 9): t.metrics["l0"] for t in trials}
+    (group,) = build_groups(sweep_from_dict(spec))[0].values()
+    replayed = []
+    while (proposals := group.proposals()):
+        coeff = proposals[0].coeff
+        replayed.append(coeff)
+        group.start_trial(str(len(replayed)), proposals[0])
+        group.record(str(len(replayed)), by_coeff.get(round(coeff, 9)))
+    assert sorted(t.sparsity_coeff for t in trials) == pytest.approx(sorted(replayed), rel=1e-9)
+    assert group.is_done() and (len(trials) == 3 or all(group.is_met(t) for t in (2, 11)))  # targets or budget
+    status = _sweeps("status", str(exp))  # from the trials on disk and sweep.yaml's search settings
+    rows = [line.split() for line in status.stdout.splitlines() if line.startswith("local_L1_r2_seed0 ")]
+    assert [r[1:3] for r in rows] == [[str(t), "yes" if group.is_met(t) else "no"] for t in (2, 11)]
+    assert (exp / "report" / "report.md").is_file()

@@ -68,6 +68,13 @@ def reference_python(ref_dir: Path) -> Path:
     return python
 
 
+def reference_env() -> dict[str, str]:
+    """The environment for a process in the reference venv: none of our Python paths, and no ``CI``:
+    the reference's ``e2e_sae.settings`` reads ``CI`` as "on GitHub Actions" and then requires
+    ``GITHUB_WORKSPACE`` (its import fails under any other CI)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "CI")}
+
+
 def setup_reference(ref_dir: Path) -> Path:
     """Create ``ref_dir/venv`` with e2e-sae 2.1.1, the same torch as ours, and the import shim."""
     ref_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +95,7 @@ def setup_reference(ref_dir: Path) -> Path:
     (shim_dir / "__init__.py").write_text("")
     (shim_dir / "run_train_tlens.py").write_text(SHIM)
     check = "from e2e_sae.models.transformers import SAETransformer; from e2e_sae.losses import calc_loss"
-    subprocess.run([str(venv / "bin" / "python"), "-P", "-s", "-c", check], check=True, cwd=ref_dir)
+    subprocess.run([str(venv / "bin" / "python"), "-P", "-s", "-c", check], check=True, cwd=ref_dir, env=reference_env())
     return venv
 
 
@@ -206,7 +213,7 @@ def compare(
         spec = reference_spec(cfg, spliced, device, work, tokens, steps, warmup, threads)
         del spliced
         (work / "spec.json").write_text(json.dumps(spec))
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env = reference_env()
         env.setdefault("WANDB_MODE", "disabled")
 
         def run_ours(i: int) -> None:

@@ -23,11 +23,18 @@ from e2e_sae.config import ConfigError
 from e2e_sae.metric_names import SWEEP_STATUS
 from sweeps import layout
 from sweeps.layout import is_remote, local_copy, storage_uri
-from sweeps.trial import Trial
 from sweeps.spec import (
-    SweepSpec, base_run_dict, config_diff, expand_trials, group_key, load_sweep, sweep_from_dict,
-    trial_names, validate_trials,
+    SweepSpec,
+    base_run_dict,
+    config_diff,
+    expand_trials,
+    group_key,
+    load_sweep,
+    sweep_from_dict,
+    trial_names,
+    validate_trials,
 )
+from sweeps.trial import Trial
 
 # sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
 
@@ -84,10 +91,16 @@ def _tune_run_config(spec: SweepSpec):
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         # Never an api_key= here: it would be pickled into the experiment's tuner.pkl.
-        callbacks.append(WandbLoggerCallback(
-            project=spec.wandb.project, group=spec.name, entity=spec.wandb.entity, mode=spec.wandb.mode,
-            resume="allow", excludes=["node_id"],
-        ))
+        callbacks.append(
+            WandbLoggerCallback(
+                project=spec.wandb.project,
+                group=spec.name,
+                entity=spec.wandb.entity,
+                mode=spec.wandb.mode,
+                resume="allow",
+                excludes=["node_id"],
+            )
+        )
     return tune.RunConfig(
         name=spec.name,
         storage_path=storage_uri(spec.storage_path),
@@ -108,7 +121,8 @@ def _status_table():
     return CLIReporter(
         parameter_columns={"mode": "mode", "layer": "layer", "sparsity_coeff": "coeff"},
         metric_columns={"n_samples": "samples", "l0": "L0", "ce_loss_increase": "CE increase"},
-        max_report_frequency=30, sort_by_metric=False,
+        max_report_frequency=30,
+        sort_by_metric=False,
     )
 
 
@@ -122,12 +136,17 @@ def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
         groups, templates = build_groups(spec)
         search_name = _SearchTrialName()
         # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED.
-        return tune.TuneConfig(search_alg=FrontierSearcher(groups, templates), num_samples=total_budget(spec),
-                               max_concurrent_trials=spec.max_concurrent_trials,
-                               trial_name_creator=search_name, trial_dirname_creator=search_name)
+        return tune.TuneConfig(
+            search_alg=FrontierSearcher(groups, templates),
+            num_samples=total_budget(spec),
+            max_concurrent_trials=spec.max_concurrent_trials,
+            trial_name_creator=search_name,
+            trial_dirname_creator=search_name,
+        )
     name = _TrialName(trial_names(trials))
-    return tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
-                           trial_name_creator=name, trial_dirname_creator=name)
+    return tune.TuneConfig(
+        max_concurrent_trials=spec.max_concurrent_trials, trial_name_creator=name, trial_dirname_creator=name
+    )
 
 
 class _SearchTrialName:
@@ -190,8 +209,11 @@ def _fit(tuner, exp_path: str, n_trials: int | None) -> bool:
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the state is saved: a further Ctrl-C must not cut the line below
         ray.shutdown()  # workers' last log lines print now, not after the line below
-        print(f"\ninterrupted; finished trials and checkpoints are kept in {exp_path}\n"
-              f"continue with: python -m sweeps resume {exp_path}", flush=True)
+        print(
+            f"\ninterrupted; finished trials and checkpoints are kept in {exp_path}\n"
+            f"continue with: python -m sweeps resume {exp_path}",
+            flush=True,
+        )
     return finished
 
 
@@ -221,8 +243,9 @@ def _finish(spec: SweepSpec, exp_path: str) -> int:
     trials = load_trials(local)
     print()
     _print_table(trials)
-    report = write_report(local, None if local == exp_path else layout.default_report_dir(exp_path, spec.name),
-                          trials=trials)
+    report = write_report(
+        local, None if local == exp_path else layout.default_report_dir(exp_path, spec.name), trials=trials
+    )
     print(f"report: {report}")
     if spec.wandb.mode != "disabled":
         log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity, spec.wandb.mode)
@@ -268,7 +291,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(f"sweep {spec.name}: {len(trials)} trials -> {spec.experiment_path}")
     print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
-    for i, (t, name) in enumerate(zip(trials, trial_names(trials))):
+    for i, (t, name) in enumerate(zip(trials, trial_names(trials), strict=True)):
         diff = config_diff(base, t.run)
         diff.pop("wandb.mode", None)
         print(f"{i:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
@@ -347,15 +370,17 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise ConfigError(f"{exp_path}: no Tune experiment state to restore; start it with `python -m sweeps run`")
     _wandb_env(spec)
     _init_ray()
-    layout.check_placement(args.path, layout.cluster_placement(), spec.storage_shared or args.storage_shared,
-                           resume=True)
+    layout.check_placement(
+        args.path, layout.cluster_placement(), spec.storage_shared or args.storage_shared, resume=True
+    )
     # Finished trials stay finished; interrupted and errored ones continue from their checkpoints.
     # param_space again: Tune cannot unpickle sample_from functions for trials not yet created.
     # A frontier search's searcher (and its state, saved in the experiment) comes back with the Tuner.
     trials = expand_trials(spec)
     space = {} if spec.search.kind == "frontier" else _param_space(trials)
-    tuner = Tuner.restore(exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True,
-                          param_space=space)
+    tuner = Tuner.restore(
+        exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True, param_space=space
+    )
     return _fit_and_finish(tuner, spec, exp_path, _n_trials(spec, trials))
 
 
@@ -385,29 +410,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"report: {report}")
     if args.wandb:
         spec = _read_sweep_file(local, shown=args.path)  # the copy local_copy made of a remote one
-        log_report_to_wandb(report.parent, spec.wandb.project, spec.name, spec.wandb.entity,
-                            os.environ.get("WANDB_MODE", spec.wandb.mode))
+        log_report_to_wandb(
+            report.parent,
+            spec.wandb.project,
+            spec.name,
+            spec.wandb.entity,
+            os.environ.get("WANDB_MODE", spec.wandb.mode),
+        )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description="Ray Tune sweeps of e2e_sae runs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in [("plan", "print the expanded trial table; starts nothing"),
-                        ("run", "run every trial of a sweep file with Ray Tune")]:
+    for name, help_ in [
+        ("plan", "print the expanded trial table; starts nothing"),
+        ("run", "run every trial of a sweep file with Ray Tune"),
+    ]:
         p = sub.add_parser(name, help=help_)
         p.add_argument("file", help="sweep YAML")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a sweep-file field (YAML value)")
     p = sub.add_parser("resume", help="continue an interrupted sweep from its experiment directory")
     p.add_argument("path")
-    p.add_argument("--storage-shared", action="store_true",
-                   help="PATH is on a filesystem every node of the cluster mounts (as storage_shared: true)")
+    p.add_argument(
+        "--storage-shared",
+        action="store_true",
+        help="PATH is on a filesystem every node of the cluster mounts (as storage_shared: true)",
+    )
     p = sub.add_parser("status", help="trials by state with their latest metrics")
     p.add_argument("path")
     p = sub.add_parser("report", help="Pareto report of an experiment directory")
     p.add_argument("path")
-    p.add_argument("--out", default=None, help=f"output directory (default: PATH/{layout.REPORT_DIR}; "
-                   f"./{layout.REPORT_DIR} for s3:// or gs:// paths)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help=f"output directory (default: PATH/{layout.REPORT_DIR}; ./{layout.REPORT_DIR} for s3:// or gs:// paths)",
+    )
     p.add_argument("--wandb", action="store_true", help="also upload the report to the sweep's W&B group")
     args = parser.parse_args(argv)
     commands = {"plan": cmd_plan, "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}

@@ -15,9 +15,17 @@ def build_groups(spec: SweepSpec) -> tuple[dict[str, GroupSearch], dict[str, dic
     """One GroupSearch per group (mode, layer, dict ratio, seed) and its trial-config template."""
     s = spec.search
     templates = expand_groups(spec)
-    groups = {key: GroupSearch(key=key, metric=s.metric, targets=s.target_values, tolerance=s.tolerance,
-                               budget=s.budget, start=s.start.get(t["mode"], 1.0))
-              for key, t in templates.items()}
+    groups = {
+        key: GroupSearch(
+            key=key,
+            metric=s.metric,
+            targets=s.target_values,
+            tolerance=s.tolerance,
+            budget=s.budget,
+            start=s.start.get(t["mode"], 1.0),
+        )
+        for key, t in templates.items()
+    }
     return groups, templates
 
 
@@ -29,8 +37,9 @@ def groups_from_trials(spec: SweepSpec, trials: list[Any]) -> dict[str, GroupSea
     """The groups as the trials on disk (sweeps.trial.Trial) leave them: finished trials with their
     metric, errored ones as failed; running or pending ones are not counted."""
     groups, templates = build_groups(spec)
-    by_axes = {_axes(t["mode"], t["hook"], t["dict_size_to_input_ratio"], t["seed"]): key
-               for key, t in templates.items()}
+    by_axes = {
+        _axes(t["mode"], t["hook"], t["dict_size_to_input_ratio"], t["seed"]): key for key, t in templates.items()
+    }
     for t in trials:
         if t.mode is None or t.sparsity_coeff is None:
             continue
@@ -53,16 +62,20 @@ def status_lines(spec: SweepSpec, trials: list[Any]) -> list[str]:
     """Per group and target: met or not, and the closest finished trial."""
     groups = groups_from_trials(spec, trials)
     s = spec.search
-    lines = [f"frontier search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g} "
-             f"(|log(achieved/target)|), budget {s.budget} trials per group"]
+    lines = [
+        f"frontier search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g} "
+        f"(|log(achieved/target)|), budget {s.budget} trials per group"
+    ]
     lines.append(f"{'group':<28} {'target':>8} {'met':>5} {'closest coeff':>14} {s.metric:>16} {'trials':>7}")
     for key, g in groups.items():
         for row in g.summary():
             coeff, value = row["closest_coeff"], row["closest_value"]
-            lines.append(f"{key:<28} {row['target']:>8g} {'yes' if row['met'] else 'no':>5} "
-                         f"{'-' if coeff is None else format(coeff, '.4g'):>14} "
-                         f"{'-' if value is None else format(value, '.4g'):>16} "
-                         f"{len(g.finished) + len(g.failed):>7}")
+            lines.append(
+                f"{key:<28} {row['target']:>8g} {'yes' if row['met'] else 'no':>5} "
+                f"{'-' if coeff is None else format(coeff, '.4g'):>14} "
+                f"{'-' if value is None else format(value, '.4g'):>16} "
+                f"{len(g.finished) + len(g.failed):>7}"
+            )
     return lines
 
 
@@ -70,8 +83,10 @@ def plan_lines(spec: SweepSpec) -> list[str]:
     """Groups, targets, budget and each group's first proposal."""
     groups, _ = build_groups(spec)
     s = spec.search
-    lines = [f"frontier search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g}, "
-             f"at most {s.budget} trials per group, {len(groups)} groups: at most {s.budget * len(groups)} trials"]
+    lines = [
+        f"frontier search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g}, "
+        f"at most {s.budget} trials per group, {len(groups)} groups: at most {s.budget * len(groups)} trials"
+    ]
     for key, g in groups.items():
         first = g.proposals()
         lines.append(f"  {key:<28} first coefficient {first[0].coeff:.4g}" if first else f"  {key}")

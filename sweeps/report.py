@@ -29,8 +29,18 @@ MODE_ORDER = MODES
 Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
-PARAM_COLUMNS = ("trial_id", "state", "mode", "hook", "layer", "dict_size_to_input_ratio",
-                 "n_dict_elements", "sparsity_coeff", "seed", "n_samples")
+PARAM_COLUMNS = (
+    "trial_id",
+    "state",
+    "mode",
+    "hook",
+    "layer",
+    "dict_size_to_input_ratio",
+    "n_dict_elements",
+    "sparsity_coeff",
+    "seed",
+    "n_samples",
+)
 METRIC_COLUMNS = (*EVAL_METRICS, *EVAL_CONTEXT, *PROGRESS)
 MATCHED_RULE = (
     "Per hook, the target CE-loss increase is the largest of the frontiers' minimal CE-loss "
@@ -44,6 +54,7 @@ MATCHED_RULE = (
 
 # ---------------------------------------------------------------- frontiers and matched comparison
 
+
 def _num(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
@@ -54,15 +65,23 @@ def _clean(v: Any) -> Any:
 
 
 def _metrics(t: Trial) -> dict[str, Any]:
-    return {k: _clean(v) for k, v in t.metrics.items()
-            if k not in TUNE_KEYS and (v is None or isinstance(v, (int, float, str, bool)))}
+    return {
+        k: _clean(v)
+        for k, v in t.metrics.items()
+        if k not in TUNE_KEYS and (v is None or isinstance(v, (int, float, str, bool)))
+    }
 
 
 def _front_entry(p: FrontPoint) -> dict[str, Any]:
     t: Trial = p.payload
-    return {"trial_id": t.trial_id, "sparsity_coeff": t.sparsity_coeff,
-            "dict_size_to_input_ratio": t.dict_size_to_input_ratio, "seed": t.seed,
-            "n_samples": t.n_samples, "metrics": _metrics(t)}
+    return {
+        "trial_id": t.trial_id,
+        "sparsity_coeff": t.sparsity_coeff,
+        "dict_size_to_input_ratio": t.dict_size_to_input_ratio,
+        "seed": t.seed,
+        "n_samples": t.n_samples,
+        "metrics": _metrics(t),
+    }
 
 
 def _neighbour(p: FrontPoint, x_metric: str) -> dict[str, Any]:
@@ -86,13 +105,18 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
                 continue
             r = interpolate_at(front, target, log_x=LOG_X[x_metric])
             modes_out.setdefault(mode, {})[x_metric] = {
-                "value": r.x, "clipped": r.clipped, "interpolation": "log" if LOG_X[x_metric] else "linear",
-                "lower_x_trial": _neighbour(r.lower_x, x_metric), "higher_x_trial": _neighbour(r.higher_x, x_metric)}
+                "value": r.x,
+                "clipped": r.clipped,
+                "interpolation": "log" if LOG_X[x_metric] else "linear",
+                "lower_x_trial": _neighbour(r.lower_x, x_metric),
+                "higher_x_trial": _neighbour(r.higher_x, x_metric),
+            }
     ratios: dict[str, Any] = {}
     for mode in modes_out:
         if mode != "local":
-            ratios[f"{mode}/local"] = {x: _ratio(modes_out[mode].get(x), modes_out.get("local", {}).get(x))
-                                       for x in X_METRICS}
+            ratios[f"{mode}/local"] = {
+                x: _ratio(modes_out[mode].get(x), modes_out.get("local", {}).get(x)) for x in X_METRICS
+            }
     return {Y_METRIC: target, "modes": modes_out, "ratios": ratios}
 
 
@@ -101,8 +125,10 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
 # Such SAEs (e.g. local SAEs at the embedding with coefficients >= 1) would put a "matched" level
 # where every mode is as bad as deleting the activation; they are kept out of frontiers and matching.
 DEGENERATE_CE_SCORE = 0.1
-DEGENERATE_FIX = ("lower the sparsity coefficient for this mode and hook (a frontier search with "
-                  "search.targets does it: docs/report.md)")
+DEGENERATE_FIX = (
+    "lower the sparsity coefficient for this mode and hook (a frontier search with "
+    "search.targets does it: docs/report.md)"
+)
 
 
 def degenerate_reason(t: Trial) -> str | None:
@@ -122,8 +148,11 @@ def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: l
     out = []
     for level in levels:
         l0 = {mode: _read_inside(by_x.get("l0", []), level) for mode, by_x in fronts.items()}
-        ratios = {f"{m}/local": (v / l0["local"] if v is not None and l0.get("local") else None)
-                  for m, v in l0.items() if m != "local"}
+        ratios = {
+            f"{m}/local": (v / l0["local"] if v is not None and l0.get("local") else None)
+            for m, v in l0.items()
+            if m != "local"
+        }
         out.append({Y_METRIC: level, "l0": l0, "ratios": ratios})
     return out
 
@@ -149,8 +178,11 @@ def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) 
             out[f"{mode}/local"] = []
             continue
         levels = [lo] if hi == lo else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-        out[f"{mode}/local"] = [{Y_METRIC: y, "ratio": _read_inside(front, y) / _read_inside(local, y)}
-                                for y in levels if _read_inside(local, y)]
+        out[f"{mode}/local"] = [
+            {Y_METRIC: y, "ratio": _read_inside(front, y) / _read_inside(local, y)}
+            for y in levels
+            if _read_inside(local, y)
+        ]
     return out
 
 
@@ -158,8 +190,11 @@ def _degenerate_groups(usable: list[Trial], degenerate: list[tuple[Trial, str]])
     """(hook, mode) groups all of whose finished trials are degenerate: that mode has no frontier there."""
     bad = {t.trial_id for t, _ in degenerate}
     groups = sorted({(t.hook, t.mode) for t in usable})
-    return [{"hook": h, "mode": m, "fix": DEGENERATE_FIX} for h, m in groups
-            if all(t.trial_id in bad for t in usable if t.hook == h and t.mode == m)]
+    return [
+        {"hook": h, "mode": m, "fix": DEGENERATE_FIX}
+        for h, m in groups
+        if all(t.trial_id in bad for t in usable if t.hook == h and t.mode == m)
+    ]
 
 
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
@@ -170,41 +205,63 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     for t in trials:
         if t.state == "finished" and not (t.hook and t.mode):
             warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
-    hooks = sorted({t.hook for t in finished}, key=lambda h: (min(
-        (t.layer for t in finished if t.hook == h and t.layer is not None), default=-1), h))
+    hooks = sorted(
+        {t.hook for t in finished},
+        key=lambda h: (min((t.layer for t in finished if t.hook == h and t.layer is not None), default=-1), h),
+    )
     hooks_out: dict[str, Any] = {}
     for hook in hooks:
         in_hook = [t for t in finished if t.hook == hook]
-        fronts = {mode: {x: pareto_front([(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t)
-                                          for t in in_hook if t.mode == mode]) for x in X_METRICS}
-                  for mode in _ordered_modes({t.mode for t in in_hook})}
+        fronts = {
+            mode: {
+                x: pareto_front(
+                    [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.mode == mode]
+                )
+                for x in X_METRICS
+            }
+            for mode in _ordered_modes({t.mode for t in in_hook})
+        }
         originals = [_num(t.metrics.get("ce_loss_original")) for t in in_hook]
         originals = [v for v in originals if math.isfinite(v)]
         hooks_out[hook] = {
             "layer": next((t.layer for t in in_hook if t.layer is not None), None),
             "ce_loss_original": statistics.median(originals) if originals else None,
-            "modes": {mode: {"n_finished": sum(t.mode == mode for t in in_hook),
-                             "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()}}
-                      for mode, by_x in fronts.items()},
+            "modes": {
+                mode: {
+                    "n_finished": sum(t.mode == mode for t in in_hook),
+                    "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()},
+                }
+                for mode, by_x in fronts.items()
+            },
             "matched": _matched(fronts),
             "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
             "l0_ratio_curve": _l0_ratio_curve(fronts),
         }
     counts = {s: sum(t.state == s for t in trials) for s in STATES}
     return {
-        "schema_version": SCHEMA_VERSION, **meta, "y_metric": Y_METRIC, "x_metrics": list(X_METRICS),
-        "matched_rule": MATCHED_RULE, "trial_counts": {**counts, "total": len(trials)},
-        "missing_trials": [{"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook,
-                            "error": t.error} for t in trials if t.state != "finished"],
+        "schema_version": SCHEMA_VERSION,
+        **meta,
+        "y_metric": Y_METRIC,
+        "x_metrics": list(X_METRICS),
+        "matched_rule": MATCHED_RULE,
+        "trial_counts": {**counts, "total": len(trials)},
+        "missing_trials": [
+            {"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook, "error": t.error}
+            for t in trials
+            if t.state != "finished"
+        ],
         "degenerate_rule": f"CE-loss score < {DEGENERATE_CE_SCORE} or L0 < 1",
-        "degenerate_trials": [{"trial_id": t.trial_id, "mode": t.mode, "hook": t.hook,
-                               "sparsity_coeff": t.sparsity_coeff, "reason": r} for t, r in degenerate],
+        "degenerate_trials": [
+            {"trial_id": t.trial_id, "mode": t.mode, "hook": t.hook, "sparsity_coeff": t.sparsity_coeff, "reason": r}
+            for t, r in degenerate
+        ],
         "degenerate_groups": _degenerate_groups(usable, degenerate),
         "hooks": hooks_out,
     }
 
 
 # ---------------------------------------------------------------- writing files
+
 
 def write_trials_csv(trials: list[Trial], path: Path) -> None:
     """One row per trial: its parameters, then every metric of its final (or latest) row."""
@@ -229,8 +286,11 @@ def _fmt(v: Any, digits: int = 4) -> str:
 def _settings_line(doc: dict[str, Any]) -> str:
     def join(vals: list[Any]) -> str:
         return " / ".join(f"{v:,}" for v in vals) if vals else "unknown"
-    return (f"model {doc['model'] or 'unknown'}, {join(doc['eval_tokens'])} eval tokens, "
-            f"context length (n_ctx) {join(doc['n_ctx'])}")
+
+    return (
+        f"model {doc['model'] or 'unknown'}, {join(doc['eval_tokens'])} eval tokens, "
+        f"context length (n_ctx) {join(doc['n_ctx'])}"
+    )
 
 
 def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> list[Path]:
@@ -243,16 +303,25 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
     for hook, h in doc["hooks"].items():
         fig = Figure(figsize=(11, 4.4), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
-        for ax, x_metric in zip(axes, X_METRICS):
+        for ax, x_metric in zip(axes, X_METRICS, strict=True):
             for i, (mode, m) in enumerate(h["modes"].items()):
                 c = colours.get(mode, f"C{len(MODE_ORDER) + i}")
-                pts = [(_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC))) for t in trials
-                       if t.state == "finished" and t.hook == hook and t.mode == mode]
+                pts = [
+                    (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
+                    for t in trials
+                    if t.state == "finished" and t.hook == hook and t.mode == mode
+                ]
                 if pts:
-                    ax.scatter(*zip(*pts), color=c, alpha=0.3, s=18, linewidths=0)
+                    ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
                 front = m["frontiers"][x_metric]
-                ax.plot([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front],
-                        "o-", color=c, ms=4, label=mode)
+                ax.plot(
+                    [p["metrics"][x_metric] for p in front],
+                    [p["metrics"][Y_METRIC] for p in front],
+                    "o-",
+                    color=c,
+                    ms=4,
+                    label=mode,
+                )
                 read = h["matched"]["modes"].get(mode, {}).get(x_metric)
                 if read:  # where the matched comparison reads this frontier
                     ax.plot(read["value"], h["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
@@ -265,8 +334,10 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("CE loss increase")
         axes[0].legend()
-        fig.suptitle(f"{doc['sweep']}: {hook}. Original model CE loss {_fmt(h['ce_loss_original'], 5)}\n"
-                     f"({_settings_line(doc)})", fontsize=10)
+        fig.suptitle(
+            f"{doc['sweep']}: {hook}. Original model CE loss {_fmt(h['ce_loss_original'], 5)}\n({_settings_line(doc)})",
+            fontsize=10,
+        )
         png = out_dir / f"frontier_{hook_slug(hook)}.png"
         fig.savefig(png, dpi=120)
         fig.savefig(png.with_suffix(".svg"), metadata={"Date": None})
@@ -289,8 +360,9 @@ def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     frontiers overlap (1 = no better than local)."""
     from matplotlib.figure import Figure
 
-    curves = [(hook, name, c) for hook, h in doc["hooks"].items()
-              for name, c in h.get("l0_ratio_curve", {}).items() if c]
+    curves = [
+        (hook, name, c) for hook, h in doc["hooks"].items() for name, c in h.get("l0_ratio_curve", {}).items() if c
+    ]
     if not curves:
         return None
     fig = Figure(figsize=(6, 3.6), layout="constrained")
@@ -312,19 +384,29 @@ def _comparison_lines(h: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     if h.get("matched_at"):
         modes = list(h["modes"])
-        lines += ["### Matched comparison at the levels named in report.match_at", "",
-                  "| CE-loss increase | " + " | ".join(f"{m} L0" for m in modes) + " | "
-                  + " | ".join(f"{m}/local" for m in modes if m != "local") + " |",
-                  "| --- " * (1 + len(modes) + sum(m != "local" for m in modes)) + "|"]
+        lines += [
+            "### Matched comparison at the levels named in report.match_at",
+            "",
+            "| CE-loss increase | "
+            + " | ".join(f"{m} L0" for m in modes)
+            + " | "
+            + " | ".join(f"{m}/local" for m in modes if m != "local")
+            + " |",
+            "| --- " * (1 + len(modes) + sum(m != "local" for m in modes)) + "|",
+        ]
         for row in h["matched_at"]:
             cells = [_fmt(row["l0"].get(m)) if row["l0"].get(m) is not None else "out of range" for m in modes]
             cells += [_fmt(row["ratios"].get(f"{m}/local"), 3) for m in modes if m != "local"]
             lines.append(f"| {_fmt(row[Y_METRIC])} | " + " | ".join(cells) + " |")
-        lines += ["", "\"out of range\": that mode's frontier does not span the level (no extrapolation).", ""]
+        lines += ["", '"out of range": that mode\'s frontier does not span the level (no extrapolation).', ""]
     curve = h.get("l0_ratio_curve", {})
     if curve:
-        lines += ["### L0 ratio to local across the CE range where the frontiers overlap", "",
-                  "| modes | L0 ratio at CE-loss increase (level: ratio) |", "| --- | --- |"]
+        lines += [
+            "### L0 ratio to local across the CE range where the frontiers overlap",
+            "",
+            "| modes | L0 ratio at CE-loss increase (level: ratio) |",
+            "| --- | --- |",
+        ]
         for name, c in curve.items():
             body = ", ".join(f"{_fmt(p[Y_METRIC], 3)}: {_fmt(p['ratio'], 3)}" for p in c) or "no overlap"
             lines.append(f"| {name} | {body} |")
@@ -335,51 +417,87 @@ def _comparison_lines(h: dict[str, Any]) -> list[str]:
 def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
     if not doc.get("degenerate_trials"):
         return []
-    lines = ["## Degenerate trials", "",
-             f"Left out of the frontiers and never used as a matched level ({doc['degenerate_rule']}).", ""]
+    lines = [
+        "## Degenerate trials",
+        "",
+        f"Left out of the frontiers and never used as a matched level ({doc['degenerate_rule']}).",
+        "",
+    ]
     for g in doc["degenerate_groups"]:
-        lines.append(f"**{g['mode']} at {g['hook']}: every trial is degenerate, so this mode has no frontier "
-                     f"there.** Fix: {g['fix']}.  ")
+        lines.append(
+            f"**{g['mode']} at {g['hook']}: every trial is degenerate, so this mode has no frontier "
+            f"there.** Fix: {g['fix']}.  "
+        )
     lines += ["", "| trial | mode | hook | sparsity coeff | reason |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {t['trial_id']} | {t['mode']} | {t['hook']} | {_fmt(t['sparsity_coeff'])} | {t['reason']} |"
-              for t in doc["degenerate_trials"]]
+    lines += [
+        f"| {t['trial_id']} | {t['mode']} | {t['hook']} | {_fmt(t['sparsity_coeff'])} | {t['reason']} |"
+        for t in doc["degenerate_trials"]
+    ]
     return lines + [""]
 
 
 def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
     c = doc["trial_counts"]
     mixed = len(doc["eval_tokens"]) > 1 or len(doc["n_ctx"]) > 1
-    lines = [f"# Sweep report: {doc['sweep']}", "",
-             f"Evaluation: {_settings_line(doc)}. CE-loss values at different context lengths or on "
-             "different eval tokens are not comparable." + (" **These trials used more than one eval "
-                                                              "setting.**" if mixed else ""), "",
-             f"Trials: {c['total']} in all: " + ", ".join(f"{c[s]} {s}" for s in STATES) + ". "
-             "Only finished trials enter the frontiers.", "",
-             "Data: [trials.csv](trials.csv) (every trial), [pareto.json](pareto.json) (frontiers, "
-             "matched comparison).", "", "Matched comparison: " + doc["matched_rule"], ""]
+    lines = [
+        f"# Sweep report: {doc['sweep']}",
+        "",
+        f"Evaluation: {_settings_line(doc)}. CE-loss values at different context lengths or on "
+        "different eval tokens are not comparable."
+        + (" **These trials used more than one eval setting.**" if mixed else ""),
+        "",
+        f"Trials: {c['total']} in all: " + ", ".join(f"{c[s]} {s}" for s in STATES) + ". "
+        "Only finished trials enter the frontiers.",
+        "",
+        "Data: [trials.csv](trials.csv) (every trial), [pareto.json](pareto.json) (frontiers, matched comparison).",
+        "",
+        "Matched comparison: " + doc["matched_rule"],
+        "",
+    ]
     for hook, h in doc["hooks"].items():
         png, svg = pngs[hook].name, pngs[hook].with_suffix(".svg").name
-        lines += [f"## {hook}", "", f"![{hook} frontiers]({png})", "",
-                  f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).", ""]
+        lines += [
+            f"## {hook}",
+            "",
+            f"![{hook} frontiers]({png})",
+            "",
+            f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
+            "",
+        ]
         mt = h["matched"]
         if mt["modes"]:
-            lines += [f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}", "",
-                      "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
-                      "| --- | --- | --- | --- | --- |"]
+            lines += [
+                f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
+                "",
+                "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for mode, m in mt["modes"].items():
-                values = ["–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"])
-                          for x in X_METRICS]
-                sources = ["–" if x not in m else " / ".join(dict.fromkeys(
-                    (m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"]))) for x in X_METRICS]
+                values = [
+                    "–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"]) for x in X_METRICS
+                ]
+                sources = [
+                    "–"
+                    if x not in m
+                    else " / ".join(
+                        dict.fromkeys((m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"]))
+                    )
+                    for x in X_METRICS
+                ]
                 lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
             lines.append("")
-            lines += [f"{name}: L0 ratio {_fmt(r['l0'], 3)}, alive-elements ratio "
-                      f"{_fmt(r['alive_dict_elements'], 3)}.  " for name, r in mt["ratios"].items()]
+            lines += [
+                f"{name}: L0 ratio {_fmt(r['l0'], 3)}, alive-elements ratio {_fmt(r['alive_dict_elements'], 3)}.  "
+                for name, r in mt["ratios"].items()
+            ]
             lines.append("")
         lines += _comparison_lines(h)
-        lines += ["### Frontier trials", "",
-                  "| mode | on frontier | trial | sparsity coeff | dict ratio | L0 | alive elements | CE-loss increase |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "### Frontier trials",
+            "",
+            "| mode | on frontier | trial | sparsity coeff | dict ratio | L0 | alive elements | CE-loss increase |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for mode, m in h["modes"].items():
             on: dict[str, list[str]] = {}
             points = {}
@@ -389,9 +507,11 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
                     points[p["trial_id"]] = p
             for tid, p in sorted(points.items(), key=lambda kv: _num(kv[1]["metrics"].get("l0"))):
                 mm = p["metrics"]
-                lines.append(f"| {mode} | {', '.join(on[tid])} | {tid} | {_fmt(p['sparsity_coeff'])} | "
-                             f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
-                             f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |")
+                lines.append(
+                    f"| {mode} | {', '.join(on[tid])} | {tid} | {_fmt(p['sparsity_coeff'])} | "
+                    f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
+                    f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |"
+                )
         lines.append("")
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
@@ -399,15 +519,17 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
     lines += ["## Missing trials", ""]
     if doc["missing_trials"]:
         lines += ["| trial | state | mode | hook | error |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {t['trial_id']} | {t['state']} | {t['mode'] or '–'} | {t['hook'] or '–'} | "
-                  f"{(t['error'] or '').replace('|', '/')} |" for t in doc["missing_trials"]]
+        lines += [
+            f"| {t['trial_id']} | {t['state']} | {t['mode'] or '–'} | {t['hook'] or '–'} | "
+            f"{(t['error'] or '').replace('|', '/')} |"
+            for t in doc["missing_trials"]
+        ]
     else:
         lines.append("None: every trial finished.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
-                 trials: list[Trial] | None = None) -> Path:
+def write_report(exp_dir: str | Path, out_dir: str | Path | None = None, trials: list[Trial] | None = None) -> Path:
     """Write trials.csv, pareto.json, frontier_<hook>.png/.svg and report.md; return report.md's path.
     ``out_dir`` defaults to ``exp_dir/report``; ``trials``: ``load_trials(exp_dir)`` when the caller
     already has them."""
@@ -418,7 +540,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
     write_trials_csv(trials, out_dir / "trials.csv")
     (out_dir / "pareto.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    pngs = dict(zip(doc["hooks"], plot_frontiers(doc, trials, out_dir)))
+    pngs = dict(zip(doc["hooks"], plot_frontiers(doc, trials, out_dir), strict=True))
     ratio_png = plot_l0_ratios(doc, out_dir)
     if ratio_png is not None:
         pngs["_l0_ratio"] = ratio_png
@@ -428,4 +550,3 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None,
 
 
 # ---------------------------------------------------------------- W&B
-

@@ -27,11 +27,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from e2e_sae.config import (
-    MODES, ConfigError, Mode, RunConfig, apply_overrides, format_validation_error, parse_overrides,
-    read_yaml_mapping, run_config_from_dict,
+    MODES,
+    ConfigError,
+    Mode,
+    RunConfig,
+    apply_overrides,
+    format_validation_error,
+    parse_overrides,
+    read_yaml_mapping,
+    run_config_from_dict,
 )
-from e2e_sae.validate import check_config, model_shape
 from e2e_sae.hooks import resid_pre
+from e2e_sae.validate import check_config, model_shape
 from sweeps.layout import check_storage, experiment_path
 from sweeps.trial import Trial, trial_name, trial_names  # noqa: F401  (trial_name(s): the plan's names)
 
@@ -75,7 +82,7 @@ class Axes(_Strict):
     seed: list[int] = Field(default=[0], min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "Axes":
+    def _check(self) -> Axes:
         if self.sparsity_coeff is None:
             coeffs = []
         elif isinstance(self.sparsity_coeff, dict):
@@ -136,17 +143,22 @@ def check_search(search: Search, axes: Axes) -> None:
     """One-line errors for a search block that cannot work (raised before any compute)."""
     if search.kind == "grid":
         if search.targets is not None:
-            raise ConfigError("search.targets: only a frontier search has targets; set search.kind: frontier or remove them")
+            raise ConfigError(
+                "search.targets: only a frontier search has targets; set search.kind: frontier or remove them"
+            )
         if axes.sparsity_coeff is None:
-            raise ConfigError("axes.sparsity_coeff: missing; give coefficients per mode, or use "
-                              "search: {kind: frontier, targets: ...} to have them placed")
+            raise ConfigError(
+                "axes.sparsity_coeff: missing; give coefficients per mode, or use "
+                "search: {kind: frontier, targets: ...} to have them placed"
+            )
         missing = [m for m in axes.mode if not axes.has_grid_for(m)]
         if missing:
             raise ConfigError(f"axes: sparsity_coeff: no coefficients for mode(s) {missing}; add them")
         return
     if not search.targets:
-        raise ConfigError("search.targets: a frontier search needs targets, e.g. {l0: [20, 40, 80]} "
-                          "or {ce_loss_increase: [0.2, 0.4]}")
+        raise ConfigError(
+            "search.targets: a frontier search needs targets, e.g. {l0: [20, 40, 80]} or {ce_loss_increase: [0.2, 0.4]}"
+        )
     if len(search.targets) > 1:
         raise ConfigError(f"search.targets: one metric per search, got {sorted(search.targets)}; keep one of them")
     metric = search.metric
@@ -160,14 +172,20 @@ def check_search(search: Search, axes: Axes) -> None:
     if len(set(values)) != len(values):
         raise ConfigError(f"search.targets.{metric}: repeated target in {values}; list each once")
     if not search.tolerance > 0:
-        raise ConfigError(f"search.tolerance: must be > 0 (|log(achieved / target)|, e.g. 0.15), got {search.tolerance}")
+        raise ConfigError(
+            f"search.tolerance: must be > 0 (|log(achieved / target)|, e.g. 0.15), got {search.tolerance}"
+        )
     if search.budget < len(values):
-        raise ConfigError(f"search.max_trials_per_group: {search.budget} is fewer than the {len(values)} targets; "
-                          f"raise it to at least {len(values)} (about 2 per target)")
+        raise ConfigError(
+            f"search.max_trials_per_group: {search.budget} is fewer than the {len(values)} targets; "
+            f"raise it to at least {len(values)} (about 2 per target)"
+        )
     grid = [m for m in axes.mode if axes.has_grid_for(m)]
     if grid:
-        raise ConfigError(f"axes.sparsity_coeff: both a coefficient grid and search.kind: frontier for mode(s) "
-                          f"{grid}; remove axes.sparsity_coeff (use search.start for first guesses)")
+        raise ConfigError(
+            f"axes.sparsity_coeff: both a coefficient grid and search.kind: frontier for mode(s) "
+            f"{grid}; remove axes.sparsity_coeff (use search.start for first guesses)"
+        )
     unknown = sorted(set(search.start) - set(axes.mode))
     if unknown:
         raise ConfigError(f"search.start: mode(s) {unknown} are not in axes.mode; remove them")
@@ -232,7 +250,7 @@ class SweepSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _one_base(self) -> "SweepSpec":
+    def _one_base(self) -> SweepSpec:
         if (self.base is None) == (self.run is None):
             raise ValueError("set exactly one of base (a run config path) or run (an inline run config)")
         return self
@@ -264,8 +282,9 @@ def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpe
     return sweep_from_dict(raw, parse_overrides(set_items), base_dir=Path(path).parent)
 
 
-def sweep_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None,
-                    base_dir: Path | None = None) -> SweepSpec:
+def sweep_from_dict(
+    raw: dict[str, Any], overrides: dict[str, Any] | None = None, base_dir: Path | None = None
+) -> SweepSpec:
     raw = apply_overrides(raw, overrides)
     if "keep_checkpoints" in raw and "checkpoints_per_trial" not in raw:  # sweep.yaml saved before the rename
         raw["checkpoints_per_trial"] = raw.pop("keep_checkpoints")
@@ -327,9 +346,7 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
         fixed["train.eval_every_n_samples"] = spec.eval_every_n_samples
     trials = []
     for mode in ax.mode:
-        combos = itertools.product(
-            ax.layer or [None], ax.dict_size_to_input_ratio or [None], coeffs_for(mode), ax.seed
-        )
+        combos = itertools.product(ax.layer or [None], ax.dict_size_to_input_ratio or [None], coeffs_for(mode), ax.seed)
         for layer, ratio, coeff, seed in combos:
             dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}
             if layer is not None:
@@ -337,11 +354,17 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
             if ratio is not None:
                 dotted["sae.dict_size_to_input_ratio"] = ratio
             run = apply_overrides(base, {**dotted, **fixed})
-            trials.append(Trial(
-                mode=mode, layer=layer, hook=run["sae"]["position"],
-                dict_size_to_input_ratio=run["sae"]["dict_size_to_input_ratio"],
-                sparsity_coeff=coeff, seed=seed, run=run,
-            ))
+            trials.append(
+                Trial(
+                    mode=mode,
+                    layer=layer,
+                    hook=run["sae"]["position"],
+                    dict_size_to_input_ratio=run["sae"]["dict_size_to_input_ratio"],
+                    sparsity_coeff=coeff,
+                    seed=seed,
+                    run=run,
+                )
+            )
     return trials
 
 
@@ -357,8 +380,10 @@ def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
     shape = model_shape(configs[0].model)
     layers = sorted({t.layer for t in trials if t.layer is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
-        raise ConfigError(f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}")
-    for t, cfg in zip(trials, configs):
+        raise ConfigError(
+            f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}"
+        )
+    for t, cfg in zip(trials, configs, strict=True):
         try:
             check_config(cfg, shape)
         except ConfigError as err:

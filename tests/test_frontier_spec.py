@@ -7,36 +7,45 @@ import subprocess
 import sys
 
 import pytest
+from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
 from sweeps.frontier import build_groups, groups_from_trials, status_lines, total_budget
 from sweeps.report import compute_pareto
-from sweeps.trial import Trial
 from sweeps.spec import expand_groups, sweep_from_dict
-from sweep_fixtures import tiny_sweep, write_sweep
+from sweeps.trial import Trial
 
 
 def frontier_sweep(tmp_path, **search):
     spec = tiny_sweep(tmp_path)
     spec["axes"].pop("sparsity_coeff")
     spec["axes"]["seed"] = [0, 1]
-    spec["search"] = {"kind": "frontier", "targets": {"l0": [10, 20, 40]}, "tolerance": 0.15,
-                      "max_trials_per_group": 6, "start": {"local": 2.0, "e2e": 0.5}, **search}
+    spec["search"] = {
+        "kind": "frontier",
+        "targets": {"l0": [10, 20, 40]},
+        "tolerance": 0.15,
+        "max_trials_per_group": 6,
+        "start": {"local": 2.0, "e2e": 0.5},
+        **search,
+    }
     return spec
 
 
-@pytest.mark.parametrize("search, message", [
-    ({"targets": {"l0": []}}, "search.targets.l0: empty"),
-    ({"targets": {"l0": [10, -5]}}, "search.targets.l0: targets must be finite and > 0"),
-    ({"targets": {"l0": [10, 10]}}, "search.targets.l0: repeated target"),
-    ({"targets": {}}, "search.targets: a frontier search needs targets"),
-    ({"targets": {"kl": [0.1]}}, "search.targets: unknown metric 'kl'; use one of l0, ce_loss_increase"),
-    ({"targets": {"l0": [10], "ce_loss_increase": [0.2]}}, "search.targets: one metric per search"),
-    ({"tolerance": 0}, "search.tolerance: must be > 0"),
-    ({"max_trials_per_group": 2}, "search.max_trials_per_group: 2 is fewer than the 3 targets"),
-    ({"start": {"e2e+ds": 1.0}}, "search.start: mode(s) ['e2e+ds'] are not in axes.mode"),
-    ({"start": {"e2e": 0}}, "search.start: coefficients must be > 0"),
-])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"targets": {"l0": []}}, "search.targets.l0: empty"),
+        ({"targets": {"l0": [10, -5]}}, "search.targets.l0: targets must be finite and > 0"),
+        ({"targets": {"l0": [10, 10]}}, "search.targets.l0: repeated target"),
+        ({"targets": {}}, "search.targets: a frontier search needs targets"),
+        ({"targets": {"kl": [0.1]}}, "search.targets: unknown metric 'kl'; use one of l0, ce_loss_increase"),
+        ({"targets": {"l0": [10], "ce_loss_increase": [0.2]}}, "search.targets: one metric per search"),
+        ({"tolerance": 0}, "search.tolerance: must be > 0"),
+        ({"max_trials_per_group": 2}, "search.max_trials_per_group: 2 is fewer than the 3 targets"),
+        ({"start": {"e2e+ds": 1.0}}, "search.start: mode(s) ['e2e+ds'] are not in axes.mode"),
+        ({"start": {"e2e": 0}}, "search.start: coefficients must be > 0"),
+    ],
+)
 def test_bad_frontier_search_fails_in_one_line(tmp_path, search, message):
     with pytest.raises(ConfigError) as err:
         sweep_from_dict(frontier_sweep(tmp_path, **search))
@@ -46,8 +55,11 @@ def test_bad_frontier_search_fails_in_one_line(tmp_path, search, message):
 def test_a_coefficient_grid_and_a_frontier_search_for_one_mode_is_refused(tmp_path):
     spec = frontier_sweep(tmp_path)
     spec["axes"]["sparsity_coeff"] = {"local": [1.0]}
-    with pytest.raises(ConfigError, match=r"axes.sparsity_coeff: both a coefficient grid and search.kind: "
-                                          r"frontier for mode\(s\) \['local'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"axes.sparsity_coeff: both a coefficient grid and search.kind: "
+        r"frontier for mode\(s\) \['local'\]",
+    ):
         sweep_from_dict(spec)
     grid = tiny_sweep(tmp_path)
     grid["axes"].pop("sparsity_coeff")
@@ -71,24 +83,41 @@ def test_groups_are_the_other_axes_and_plan_prints_budget_and_first_proposals(tm
     assert [g.start for g in groups.values()] == [2.0, 2.0, 0.5, 0.5]
     assert all(g.targets == [10, 20, 40] and g.budget == 6 for g in groups.values())
     assert total_budget(spec) == 24
-    proc = subprocess.run([sys.executable, "-m", "sweeps", "plan", str(write_sweep(tmp_path, frontier_sweep(tmp_path)))],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps", "plan", str(write_sweep(tmp_path, frontier_sweep(tmp_path)))],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "targets [10.0, 20.0, 40.0], tolerance 0.15, at most 6 trials per group, 4 groups: at most 24 trials" \
+    assert (
+        "targets [10.0, 20.0, 40.0], tolerance 0.15, at most 6 trials per group, 4 groups: at most 24 trials"
         in proc.stdout
+    )
     assert "e2e_L1_r2_seed1              first coefficient 0.5" in proc.stdout
 
 
 def _record(tid, mode, coeff, l0, ce, state="finished", seed=0, score=0.8):
-    return Trial(trial_id=tid, state=state, mode=mode, hook="blocks.1.hook_resid_pre", layer=1,
-                       dict_size_to_input_ratio=2.0, sparsity_coeff=coeff, seed=seed,
-                       metrics={"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": 30, "ce_loss_score": score})
+    return Trial(
+        trial_id=tid,
+        state=state,
+        mode=mode,
+        hook="blocks.1.hook_resid_pre",
+        layer=1,
+        dict_size_to_input_ratio=2.0,
+        sparsity_coeff=coeff,
+        seed=seed,
+        metrics={"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": 30, "ce_loss_score": score},
+    )
 
 
 def test_status_reads_met_targets_and_closest_trials_from_disk_records(tmp_path):
     spec = sweep_from_dict(frontier_sweep(tmp_path))
-    trials = [_record("a", "local", 1.0, 41.0, 0.1), _record("b", "local", 4.0, 11.5, 0.5),
-              _record("c", "local", 9.0, None, None, state="errored"), _record("d", "e2e", 1.0, 19.0, 0.3, seed=1)]
+    trials = [
+        _record("a", "local", 1.0, 41.0, 0.1),
+        _record("b", "local", 4.0, 11.5, 0.5),
+        _record("c", "local", 9.0, None, None, state="errored"),
+        _record("d", "e2e", 1.0, 19.0, 0.3, seed=1),
+    ]
     groups = groups_from_trials(spec, trials)
     local = groups["local_L1_r2_seed0"]
     assert local.finished == [(1.0, 41.0), (4.0, 11.5)] and local.failed == [9.0]
@@ -99,12 +128,22 @@ def test_status_reads_met_targets_and_closest_trials_from_disk_records(tmp_path)
 
 
 def test_report_matches_at_named_levels_and_never_on_degenerate_trials():
-    trials = [_record("l1", "local", 1, 100, 0.1), _record("l2", "local", 4, 20, 0.8),
-              _record("e1", "e2e", 1, 50, 0.1), _record("e2", "e2e", 4, 10, 0.8),
-              # no better than zero ablation: would pull the automatic level up to 4.5
-              _record("dead", "e2e", 64, 0.5, 4.5, score=0.02)]
-    meta = {"sweep": "t", "model": None, "eval_tokens": [], "n_ctx": [], "match_at": [0.45, 2.0],
-            "search_targets": {"l0": [20.0]}}
+    trials = [
+        _record("l1", "local", 1, 100, 0.1),
+        _record("l2", "local", 4, 20, 0.8),
+        _record("e1", "e2e", 1, 50, 0.1),
+        _record("e2", "e2e", 4, 10, 0.8),
+        # no better than zero ablation: would pull the automatic level up to 4.5
+        _record("dead", "e2e", 64, 0.5, 4.5, score=0.02),
+    ]
+    meta = {
+        "sweep": "t",
+        "model": None,
+        "eval_tokens": [],
+        "n_ctx": [],
+        "match_at": [0.45, 2.0],
+        "search_targets": {"l0": [20.0]},
+    }
     doc = compute_pareto(trials, meta)
     h = doc["hooks"]["blocks.1.hook_resid_pre"]
     assert h["matched"]["ce_loss_increase"] == pytest.approx(0.1)

@@ -12,14 +12,14 @@ import sys
 import time
 
 import pytest
+from ray_fixtures import REPO, ray_free_env
+from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from ray_fixtures import REPO, ray_free_env
 from sweeps.cli import EXIT_INTERRUPTED
 from sweeps.results import load_trials
 from sweeps.spec import expand_trials, sweep_from_dict, trial_names
-from sweep_fixtures import tiny_sweep, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _sweeps(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps", *args], capture_output=True, text=True,
-                          env=env or _env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout
+    )
 
 
 def _plan_names(spec: dict) -> list[str]:
@@ -48,8 +49,13 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     marker = tmp_path / "killed-once"
     env = _env(WANDB_MODE="offline", WANDB_SILENT="true")
     # tests/trial_killer.py: `python -m sweeps` whose trials SIGKILL themselves once after a checkpoint
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker),
-                           "run", str(path)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker), "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "results" / "tiny"
     assert marker.exists()  # one trial process was SIGKILLed mid-training
@@ -66,8 +72,7 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     assert len(resumed) == 1  # ... and Tune restarted it from its checkpoint, not from scratch
     for t in trials:  # same final metrics as an uninterrupted run of the same config and seed
         params = json.loads((t.path / "params.json").read_text())
-        direct = train(run_config_from_dict(params["run"], {"output_dir": str(tmp_path / t.trial_id)}),
-                       progress=False)
+        direct = train(run_config_from_dict(params["run"], {"output_dir": str(tmp_path / t.trial_id)}), progress=False)
         for k in METRICS:
             assert t.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), (t.trial_id, k)
     for t in trials:  # one W&B run per trial through Ray's callback, its id the trial's (resumed, not new)
@@ -99,8 +104,13 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
     spec["checkpoint_every_n_samples"] = 400  # checkpoints far apart relative to Tune's state snapshots
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "driver-crash"
-    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(path)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -127,7 +137,7 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
         # marked it terminated, is restored from its final checkpoint: it re-reports the same final
         # metrics without a training step.
         before_final = json.loads(rows.splitlines()[-1])
-        for line in after[len(rows):].splitlines():
+        for line in after[len(rows) :].splitlines():
             row = json.loads(line)
             assert row["final"] and row["n_samples"] == before_final["n_samples"]
             assert all(row[k] == before_final[k] for k in METRICS)
@@ -140,8 +150,14 @@ def test_ctrl_c_ends_with_the_resume_command(tmp_path):
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "ctrl-c"
     # Its own session, so the SIGINT goes to its whole process group, as a terminal's Ctrl-C does.
-    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(path)],
+        env=_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not any(p.stat().st_size for p in exp.glob("*/result.json")):
@@ -168,14 +184,24 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
 
     spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="frontier-crash")
     spec["axes"] = {"mode": ["local"], "layer": [1]}
-    spec["search"] = {"kind": "frontier", "targets": {"l0": [2, 11]}, "tolerance": 0.1,
-                      "max_trials_per_group": 3, "start": {"local": 0.5}}
+    spec["search"] = {
+        "kind": "frontier",
+        "targets": {"l0": [2, 11]},
+        "tolerance": 0.1,
+        "max_trials_per_group": 3,
+        "start": {"local": 0.5},
+    }
     spec["run"]["train"]["n_samples"] = 256  # a few seconds per trial
     spec["checkpoint_every_n_samples"] = 128
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "frontier-crash"
-    driver = subprocess.Popen([sys.executable, "-m", "sweeps", "run", str(path)], env=_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "sweeps", "run", str(path)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -197,13 +223,13 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     for trial_id, rows in finished.items():  # finished trials were not trained again
         after = (exp / trial_id / "result.json").read_text()
         assert after.startswith(rows)
-        assert all(json.loads(line)["n_samples"] == 256 for line in after[len(rows):].splitlines())
+        assert all(json.loads(line)["n_samples"] == 256 for line in after[len(rows) :].splitlines())
     # The set of trials is the one an uninterrupted search fed the same results proposes (a searcher
     # that lost its state would propose the start coefficient again, and more than 3 trials).
     by_coeff = {round(t.sparsity_coeff, 9): t.metrics["l0"] for t in trials}
     (group,) = build_groups(sweep_from_dict(spec))[0].values()
     replayed = []
-    while (proposals := group.proposals()):
+    while proposals := group.proposals():
         coeff = proposals[0].coeff
         replayed.append(coeff)
         group.start_trial(str(len(replayed)), proposals[0])

@@ -95,7 +95,9 @@ def setup_reference(ref_dir: Path) -> Path:
     (shim_dir / "__init__.py").write_text("")
     (shim_dir / "run_train_tlens.py").write_text(SHIM)
     check = "from e2e_sae.models.transformers import SAETransformer; from e2e_sae.losses import calc_loss"
-    subprocess.run([str(venv / "bin" / "python"), "-P", "-s", "-c", check], check=True, cwd=ref_dir, env=reference_env())
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-P", "-s", "-c", check], check=True, cwd=ref_dir, env=reference_env()
+    )
     return venv
 
 

@@ -205,6 +205,17 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def add_set_argument(parser) -> None:
+    """The ``--set KEY=VALUE`` option every command line of the project takes (see parse_overrides)."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field, value parsed as YAML (repeatable)",
+    )
+
+
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     """``["a.b=1", "c=[1, 2]"]`` -> ``{"a.b": 1, "c": [1, 2]}``; values are parsed as YAML."""
     out: dict[str, Any] = {}

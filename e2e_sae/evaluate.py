@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.assemble import build_spliced_model, resolve_device
-from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides
+from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.sae import read_sae_file
@@ -95,13 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sae", required=True, help="SAE file: our checkpoint or the authors' saes.state_dict()")
     parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
     parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config field, value parsed as YAML (repeatable)",
-    )
+    add_set_argument(parser)
     args = parser.parse_args(argv)
     try:
         cfg = eval_config(args.config, args.sae, args.out, args.position, parse_overrides(args.overrides))

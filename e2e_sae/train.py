@@ -20,7 +20,7 @@ from typing import Any
 
 from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint, set_rng_state
-from e2e_sae.config import ConfigError, RunConfig, load_run_config, parse_overrides, read_yaml_mapping
+from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides, read_yaml_mapping
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.group import DIVERGED_FILE, member_configs, train_group
 from e2e_sae.loop import Reporter, Run, TrainingDiverged, run_loop, single_micro_step
@@ -67,13 +67,7 @@ def train(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.train", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="run config YAML (with a group: section: a grouped run)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a config field, value parsed as YAML (repeatable)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

@@ -98,14 +98,11 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     assert all(f"\n{n} " in status.stdout for n in names)
 
 
-def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
-    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="driver-crash")
-    spec["run"]["train"]["n_samples"] = 800  # a few seconds per trial
-    spec["checkpoint_every_n_samples"] = 400  # checkpoints far apart relative to Tune's state snapshots
-    path = write_sweep(tmp_path, spec)
-    exp = tmp_path / "results" / "driver-crash"
+def _kill_driver_after_first_finished_trial(sweep_file, exp) -> None:
+    """Start ``python -m sweeps run`` and SIGKILL it (the driver and the local Ray it started) as soon
+    as one trial of ``exp`` has finished."""
     driver = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "run", str(path)],
+        [sys.executable, "-m", "sweeps", "run", str(sweep_file)],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -120,8 +117,17 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
         else:
             pytest.fail("no trial finished in time")
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+
+
+def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
+    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="driver-crash")
+    spec["run"]["train"]["n_samples"] = 800  # a few seconds per trial
+    spec["checkpoint_every_n_samples"] = 400  # checkpoints far apart relative to Tune's state snapshots
+    path = write_sweep(tmp_path, spec)
+    exp = tmp_path / "results" / "driver-crash"
+    _kill_driver_after_first_finished_trial(path, exp)
     finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
     assert 1 <= len(finished) < 3
 
@@ -195,24 +201,7 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     spec["checkpoint_every_n_samples"] = 128
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "frontier-crash"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "sweeps", "run", str(path)],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            if exp.exists() and any(t.state == "finished" for t in load_trials(exp)):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    _kill_driver_after_first_finished_trial(path, exp)
     finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
     assert 1 <= len(finished) < 3
 

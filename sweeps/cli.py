@@ -62,14 +62,17 @@ def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: s
     doc = spec.model_dump(mode="json")
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
     doc["model"] = trials[0].run["model"].get("name") or "native (random init)"
-    doc["n_trials"] = len(trials)
+    if spec.search.kind == "frontier":  # the searcher decides how many; record the groups and the budget
+        doc["n_groups"], doc["max_trials"] = len(trials), len(trials) * spec.search.budget
+    else:
+        doc["n_trials"] = len(trials)
     layout.write_sweep_file(exp_path, yaml.safe_dump(doc, sort_keys=False))
 
 
 def _read_sweep_file(exp_path: str, shown: str | None = None) -> SweepSpec:
     """The spec saved by ``run``; ``shown`` names the experiment in errors (default ``exp_path``)."""
     raw = layout.read_sweep_file(exp_path, shown)
-    for key in ("model", "n_trials"):
+    for key in ("model", "n_trials", "n_groups", "max_trials"):
         raw.pop(key, None)
     return sweep_from_dict(raw)
 

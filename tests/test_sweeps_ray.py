@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from ray_fixtures import REPO, ray_free_env
 from sweep_fixtures import tiny_sweep, write_sweep
 
@@ -228,4 +229,6 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     status = _sweeps("status", str(exp))  # from the trials on disk and sweep.yaml's search settings
     rows = [line.split() for line in status.stdout.splitlines() if line.startswith("local_L1_r2_seed0 ")]
     assert [r[1:3] for r in rows] == [[str(t), "yes" if group.is_met(t) else "no"] for t in (2, 11)]
+    saved = yaml.safe_load((exp / "sweep.yaml").read_text())  # the search's size, not a grid's trial count
+    assert (saved["n_groups"], saved["max_trials"]) == (1, 3) and "n_trials" not in saved
     assert (exp / "report" / "report.md").is_file()

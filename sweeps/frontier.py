@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sweeps.grid_cost import grid_costs
 from sweeps.search import GroupSearch
 from sweeps.spec import SweepSpec, expand_groups
 
@@ -76,6 +77,29 @@ def status_lines(spec: SweepSpec, trials: list[Any]) -> list[str]:
                 f"{'-' if value is None else format(value, '.4g'):>16} "
                 f"{len(g.finished) + len(g.failed):>7}"
             )
+    return lines + grid_cost_lines(spec, groups)
+
+
+def grid_cost_lines(spec: SweepSpec, groups: dict[str, GroupSearch]) -> list[str]:
+    """Per mode: the trials this search spent against the smallest log-spaced grid meeting every target
+    (sweeps.grid_cost: sized with hindsight from the search's own curves, so it flatters the grid)."""
+    templates = expand_groups(spec)
+    by_mode: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for key, g in groups.items():
+        by_mode.setdefault(templates[key]["mode"], {})[key] = list(g.finished)
+    lines = [
+        "against a grid (one log-spaced coefficient list per mode, the smallest that meets every target "
+        "on these trials' curves):"
+    ]
+    for cost in grid_costs(by_mode, spec.search.target_values, spec.search.tolerance):
+        spent = sum(len(groups[k].finished) + len(groups[k].failed) for k in by_mode[cost.mode])
+        grid = (
+            "no grid meets every target within the measured range (it needs trials on both sides of each)"
+            if cost.n_trials is None
+            else f"{cost.n_coeffs} coefficients x {cost.n_groups} groups = {cost.n_trials} trials "
+            f"({', '.join(format(c, '.3g') for c in cost.coeffs)})"
+        )
+        lines.append(f"  {cost.mode:<8} search {spent} trials; grid {grid}")
     return lines
 
 

@@ -125,6 +125,13 @@ def test_status_reads_met_targets_and_closest_trials_from_disk_records(tmp_path)
     lines = status_lines(spec, trials)
     assert any(line.split()[:5] == ["local_L1_r2_seed0", "20", "no", "4", "11.5"] for line in lines)
     assert any(line.split()[:5] == ["e2e_L1_r2_seed1", "20", "yes", "1", "19"] for line in lines)
+    # Against the smallest grid meeting every target on these curves: local's 3 targets (a factor 2
+    # apart, window +-0.15) need 3 coefficients in each of its 2 groups (seeds); e2e's one finished
+    # trial sizes no grid.
+    more = [_record("e", "local", 1.0, 41.0, 0.1, seed=1), _record("f", "local", 4.0, 11.5, 0.5, seed=1)]
+    grid = {line.split()[0]: line for line in status_lines(spec, trials + more) if line.startswith("  ")}
+    assert "search 5 trials; grid 3 coefficients x 2 groups = 6 trials" in grid["local"]
+    assert "search 1 trials; grid no grid" in grid["e2e"]
 
 
 def test_report_matches_at_named_levels_and_never_on_degenerate_trials():

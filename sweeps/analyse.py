@@ -215,7 +215,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
     hooks: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     ordered = sorted(results, key=lambda r: (r[0].trial.layer or 0, str(r[0].trial.hook)))
-    for p, tr, _ctx, res in ordered:
+    for p, _tr, _ctx, res in ordered:
         hook = str(p.trial.hook)
         h = hooks.setdefault(
             hook, {"layer": p.trial.layer, "within": {}, "cross": [], "norm_ratio": {}, "local_minus": {}}

@@ -90,7 +90,8 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     out = []
     for hook, h in doc["hooks"].items():
         parts = [
-            f"local's mean nearest-neighbour cosine similarity minus {m}'s: {_f(d)} (paper {_f(PAPER_WITHIN_LOCAL_MINUS[m])})"
+            f"local's mean nearest-neighbour cosine similarity minus {m}'s: {_f(d)} "
+            f"(paper {_f(PAPER_WITHIN_LOCAL_MINUS[m])})"
             for m, d in h["local_minus"].items()
             if m in PAPER_WITHIN_LOCAL_MINUS
         ]

@@ -69,7 +69,10 @@ def _features(sae: dict[str, Any], ctx, res) -> list[dict[str, Any]]:
             {
                 "value": c["value"],
                 "where": f"sequence {c['seq']}, position {c['pos']}",
-                "tokens": [{"text": shown(text[t]), "act": a, "alpha": max(0.0, a) / top, "top": is_top} for t, a, is_top in c["tokens"]],
+                "tokens": [
+                    {"text": shown(text[t]), "act": a, "alpha": max(0.0, a) / top, "top": is_top}
+                    for t, a, is_top in c["tokens"]
+                ],
             }
             for c in per
         ]  # fmt: skip

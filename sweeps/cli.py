@@ -465,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
         "--trials",
         nargs="+",
         metavar="NAME",
-        help="analyse these trials (directory names) instead of the frontier SAE nearest the matched level per hook and mode",
+        help="analyse these trials (directory names) instead of, per hook and mode, the frontier SAE "
+        "nearest the matched level",
     )
     args = parser.parse_args(argv)
     commands = {

@@ -54,6 +54,18 @@ def load_trained_sae(checkpoint: str | Path) -> TrainedSAE:
     return TrainedSAE(cfg, sae.eval(), int(blob.get("n_samples", 0)), path)
 
 
+def initial_directions(cfg: RunConfig, d_in: int, n_dict: int) -> Tensor | None:
+    """The unit decoder directions the run started from: the seeded initialisation of
+    :func:`e2e_sae.assemble.splice_sae` (the global RNG is left as it was). None for a run that
+    fine-tuned a pretrained SAE. Short runs move directions little from it, and SAEs of the same
+    seed share it, so it is the reference for reading any cross-SAE similarity."""
+    if cfg.sae.pretrained_path is not None:
+        return None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return SAE(d_in, n_dict).dict_elements.detach()
+
+
 @dataclass
 class DictionaryStats:
     """What one pass over the eval tokens found (tensors on the CPU).
@@ -276,6 +288,7 @@ class SAEAnalysis:
     samples: dict[str, list[int]]  # kind -> element indices (sample_features)
     logit_effect: dict[str, Tensor] | None  # direct_logit_effect of the sampled elements, in sample order
     sampled: list[int]  # the sampled elements, in the order of logit_effect's rows
+    init_directions: Tensor | None  # [d_in, n_dict]: initial_directions, None if unknown
 
 
 def analyse_sae(
@@ -301,4 +314,5 @@ def analyse_sae(
     effect = None
     if sampled and directions.shape[0] == ctx.model.cfg.d_model:
         effect = direct_logit_effect(ctx.model, directions[:, sampled], n_logit_tokens)
-    return SAEAnalysis(stats, directions, samples, effect, sampled)
+    init = initial_directions(cfg, *directions.shape)
+    return SAEAnalysis(stats, directions, samples, effect, sampled, init)

@@ -208,6 +208,20 @@ def _summary(values) -> dict[str, Any]:
     }
 
 
+def _init_stats(res, alive) -> dict[str, Any]:
+    """Against the run's initial decoder: the within-SAE nearest-neighbour mean it started from, and
+    each alive element's cosine similarity to its own initial direction (mean)."""
+    from e2e_sae.dictionary import max_cos_sim_within
+
+    if res.init_directions is None or int(alive.sum()) < 2:
+        return {"init_mean": None, "to_init_mean": None}
+    init = res.init_directions[:, alive]
+    return {
+        "init_mean": float(max_cos_sim_within(init).double().mean()),
+        "to_init_mean": float((init * res.directions[:, alive]).sum(0).double().mean()),
+    }
+
+
 def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
     """(analysis.json's ``hooks`` part, the raw per-element similarities for the plot)."""
     from e2e_sae.dictionary import max_cos_sim_across, max_cos_sim_within
@@ -236,6 +250,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
             "n_alive": int(alive.sum()),
             "n_dict": int(alive.numel()),
             **(_summary(within) if within is not None else {"mean": None, "median": None}),
+            **_init_stats(res, alive),
         }
         h["norm_ratio"][mode] = res.stats.norm_ratio
     for hook, h in hooks.items():
@@ -267,7 +282,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
             r["cross"][label] = sims
             h["cross"].append(
                 {"label": label, "from": pa.trial.trial_id, "to": pb.trial.trial_id, **_summary(sims),
-                 "seed_baseline": "seed" in a_name}
+                 "seed_baseline": "seed" in a_name, "same_seed": pa.trial.seed == pb.trial.seed}
             )  # fmt: skip
     return hooks, raw
 

@@ -19,6 +19,11 @@ PAPER_NORM_RATIO = {
     "e2e": {2: 0.67, 6: 0.31, 10: 0.15},
     "e2e+ds": {2: 0.74, 6: 0.56, 10: 0.32},
 }
+SAME_SEED_LINE = (
+    "SAEs of the same seed start from the same decoder (the run's seeded initialisation), so their "
+    "elements are paired from the start: read cross-SAE similarities beside each SAE's similarity to "
+    "its own initial directions (the last column above) and, where there is one, the seed baseline."
+)
 NO_SEED_LINE = (
     "No second seed of any analysed mode in this sweep, so there is no seed baseline for the "
     "cross-SAE similarities: add `seed: [0, 1]` to the sweep's axes."
@@ -45,8 +50,9 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
         "same dictionary (mean and median over elements). Paper (GPT-2): local higher than e2e by "
         f"{PAPER_WITHIN_LOCAL_MINUS['e2e']} and than e2e+ds by {PAPER_WITHIN_LOCAL_MINUS['e2e+ds']}.",
         "",
-        "| hook | mode | trial | alive / elements | mean | median | local minus this mode | paper |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| hook | mode | trial | alive / elements | mean | median | local minus this mode | paper "
+        "| mean at initialisation | cos sim to own initial direction |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for hook, h in doc["hooks"].items():
         for mode, w in h["within"].items():
@@ -54,7 +60,8 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
             paper = PAPER_WITHIN_LOCAL_MINUS.get(mode)
             lines.append(
                 f"| {hook} | {mode} | {w['trial_id']} | {w['n_alive']} / {w['n_dict']} | {_f(w['mean'])} | "
-                f"{_f(w['median'])} | {_f(diff)} | {_f(paper)} |"
+                f"{_f(w['median'])} | {_f(diff)} | {_f(paper)} | {_f(w.get('init_mean'))} | "
+                f"{_f(w.get('to_init_mean'))} |"
             )
     lines += [
         "",
@@ -67,6 +74,7 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
     for hook, h in doc["hooks"].items():
         for c in h["cross"]:
             lines.append(f"| {hook} | {c['label']} | {_f(c['mean'])} | {_f(c['median'])} | {_f(c['frac_above_0.9'])} |")
+    lines += ["", SAME_SEED_LINE]
     if not doc.get("has_seed_baseline"):
         lines += ["", NO_SEED_LINE]
     modes = [m for m in ("local", "e2e", "e2e+ds") if any(m in h["norm_ratio"] for h in doc["hooks"].values())]

@@ -12,7 +12,14 @@ from typing import Any
 
 import jinja2
 
-from sweeps.analysis_doc import GEOMETRY_PNG, NO_SEED_LINE, PAPER_NORM_RATIO, PAPER_WITHIN_LOCAL_MINUS, summary_lines
+from sweeps.analysis_doc import (
+    GEOMETRY_PNG,
+    NO_SEED_LINE,
+    PAPER_NORM_RATIO,
+    PAPER_WITHIN_LOCAL_MINUS,
+    SAME_SEED_LINE,
+    summary_lines,
+)
 
 _VISIBLE = str.maketrans({"\n": "↵", "\t": "→", "\r": "␍"})
 
@@ -111,6 +118,7 @@ def write_html(out: Path, doc: dict[str, Any], results: list) -> Path:
         **common,
         summary=summary_lines(doc),
         no_seed_line=None if doc["has_seed_baseline"] else NO_SEED_LINE,
+        same_seed_line=SAME_SEED_LINE,
         paper_within=PAPER_WITHIN_LOCAL_MINUS,
         paper_norm={m: " / ".join(f"{v:.2f}" for v in r.values()) for m, r in PAPER_NORM_RATIO.items()},
     )

@@ -131,3 +131,19 @@ def test_direct_logit_effect_on_an_hf_model(hf_assets, processing):
 
     model = load_language_model(str(hf_assets["gpt2"]), weight_processing=processing)
     assert_direct_effect_is_the_linearised_logit_change(model)
+
+
+def test_initial_directions_are_the_runs_seeded_initialisation(tiny_config):
+    from e2e_sae.assemble import splice_sae
+    from e2e_sae.config import run_config_from_dict
+    from e2e_sae.dictionary import initial_directions
+
+    cfg = run_config_from_dict(tiny_config("local", seed=3))
+    model = boot_native_lm(dict(TINY_MODEL))
+    expected = splice_sae(cfg, model, torch.device("cpu")).sae.dict_elements.detach()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    init = initial_directions(cfg, 16, 32)
+    assert torch.equal(init, expected)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
+    assert not torch.equal(init, initial_directions(run_config_from_dict(tiny_config("local", seed=4)), 16, 32))

@@ -208,18 +208,21 @@ def _summary(values) -> dict[str, Any]:
     }
 
 
-def _init_stats(res, alive) -> dict[str, Any]:
-    """Against the run's initial decoder: the within-SAE nearest-neighbour mean it started from, and
-    each alive element's cosine similarity to its own initial direction (mean)."""
+def _init_stats(res, alive) -> tuple[dict[str, Any], Any]:
+    """Against the run's initial decoder: the within-SAE nearest-neighbour similarities it started
+    from (their mean, and the values for the plot), and each alive element's cosine similarity to
+    its own initial direction (mean)."""
     from e2e_sae.dictionary import max_cos_sim_within
 
     if res.init_directions is None or int(alive.sum()) < 2:
-        return {"init_mean": None, "to_init_mean": None}
+        return {"init_mean": None, "to_init_mean": None}, None
     init = res.init_directions[:, alive]
-    return {
-        "init_mean": float(max_cos_sim_within(init).double().mean()),
+    within = max_cos_sim_within(init)
+    stats = {
+        "init_mean": float(within.double().mean()),
         "to_init_mean": float((init * res.directions[:, alive]).sum(0).double().mean()),
     }
+    return stats, within
 
 
 def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -234,7 +237,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
         h = hooks.setdefault(
             hook, {"layer": p.trial.layer, "within": {}, "cross": [], "norm_ratio": {}, "local_minus": {}}
         )
-        r = raw.setdefault(hook, {"within": {}, "cross": {}, "primary": {}, "baseline": {}})
+        r = raw.setdefault(hook, {"within": {}, "cross": {}, "primary": {}, "baseline": {}, "init": {}})
         alive = res.stats.fire_counts > 0
         dirs = res.directions[:, alive]
         mode = str(p.trial.mode)
@@ -245,12 +248,15 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
         r["primary"][mode] = (p, dirs)
         within = max_cos_sim_within(dirs) if dirs.shape[1] > 1 else None
         r["within"][mode] = within
+        init_stats, init_within = _init_stats(res, alive)
+        if init_within is not None:
+            r["init"].setdefault(p.trial.seed, init_within)
         h["within"][mode] = {
             "trial_id": p.trial.trial_id,
             "n_alive": int(alive.sum()),
             "n_dict": int(alive.numel()),
             **(_summary(within) if within is not None else {"mean": None, "median": None}),
-            **_init_stats(res, alive),
+            **init_stats,
         }
         h["norm_ratio"][mode] = res.stats.norm_ratio
     for hook, h in hooks.items():
@@ -288,7 +294,8 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def plot_geometry(raw: dict[str, Any], out: Path) -> Path:
-    """Rows: hooks. Left: within-SAE nearest-neighbour cosine similarity per mode; right: each
+    """Rows: hooks. Left: within-SAE nearest-neighbour cosine similarity per mode (grey dotted: the
+    initial decoder of each seed); right: each
     cross-SAE direction (solid: a mode to local, dashed: local to it, grey: seed baseline)."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -303,6 +310,9 @@ def plot_geometry(raw: dict[str, Any], out: Path) -> Path:
                 row[0].hist(
                     v.numpy(), bins=bins, histtype="step", lw=1.5, color=colours.get(mode), label=mode, density=True
                 )
+        for seed, v in r["init"].items():
+            row[0].hist(v.numpy(), bins=bins, histtype="step", lw=1, color="grey", ls=":", density=True,
+                        label=f"initial decoder (seed {seed})")  # fmt: skip
         row[0].set_title(f"{hook}: within each SAE (max cos sim to another element)", fontsize=9)
         for label, v in r["cross"].items():
             src, dst = (s.strip() for s in label.split("->"))

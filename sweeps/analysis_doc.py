@@ -68,12 +68,15 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
         "**Across SAEs at the same hook**: for each alive element of the first SAE, its largest cosine "
         "similarity to any alive element of the second (mean, median, and the fraction above 0.9).",
         "",
-        "| hook | from -> to | mean | median | > 0.9 |",
-        "| --- | --- | --- | --- | --- |",
+        "| hook | from -> to | mean | median | > 0.9 | same seed (same initial decoder) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for hook, h in doc["hooks"].items():
         for c in h["cross"]:
-            lines.append(f"| {hook} | {c['label']} | {_f(c['mean'])} | {_f(c['median'])} | {_f(c['frac_above_0.9'])} |")
+            lines.append(
+                f"| {hook} | {c['label']} | {_f(c['mean'])} | {_f(c['median'])} | {_f(c['frac_above_0.9'])} | "
+                f"{'yes' if c.get('same_seed') else 'no'} |"
+            )
     lines += ["", SAME_SEED_LINE]
     if not doc.get("has_seed_baseline"):
         lines += ["", NO_SEED_LINE]

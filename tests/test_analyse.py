@@ -59,6 +59,7 @@ def test_cli_writes_browser_geometry_and_numbers(analysed, experiment):
     md = (analysed / "analysis.md").read_text()
     assert "| blocks.1.hook_resid_pre | e2e -> local |" in md and "0.166" in md and "0.67 / 0.31 / 0.15" in md
     assert "add `seed: [0, 1]`" not in md  # this sweep has a second seed
+    assert "| same seed (same initial decoder) |" in md and "| e2e -> local |" in md
     assert (analysed / "geometry.png").stat().st_size > 10_000
 
 

@@ -134,7 +134,7 @@ def dictionary_pass(
         torch.empty(0, width, n, device=device),
     )
     ratio_sum, ratio_n = 0.0, 0
-    offsets = torch.arange(width, device=device)[None, :, None]
+    offsets = torch.arange(-left, right + 1, device=device)[None, :, None]
     for start in range(0, n_seq, batch_size):
         batch = tokens[start : start + batch_size].to(device)
         acts = spliced.clean_forward(batch, need_logits=False).acts.float()  # [B, T, d_in]
@@ -146,10 +146,11 @@ def dictionary_pass(
         ratio_n += int(ok.sum())
         b_size = batch.shape[0]
         values, flat = c.reshape(b_size * n_ctx, n).topk(min(k, b_size * n_ctx), dim=0)  # [kk, n]
-        padded = F.pad(c, (0, 0, left, right)).reshape(-1, n)  # each sequence padded by zeros at both ends
         seq, pos = flat // n_ctx, flat % n_ctx
-        rows = (seq * (n_ctx + width - 1) + pos)[:, None, :] + offsets  # [kk, width, n]
-        windows = padded.gather(0, rows.reshape(-1, n)).reshape(len(values), width, n)
+        at = pos[:, None, :] + offsets  # [kk, width, n]: positions left .. right of each top token
+        inside = (at >= 0) & (at < n_ctx)  # 0 past the sequence's ends (no padded copy of c)
+        rows = (seq[:, None, :] * n_ctx + at.clamp(0, n_ctx - 1)).reshape(-1, n)
+        windows = c.reshape(-1, n).gather(0, rows).reshape(len(values), width, n) * inside
         kept = _merge_top(kept, (values, flat + start * n_ctx, windows), k)
     return DictionaryStats(
         n_tokens=n_seq * n_ctx,

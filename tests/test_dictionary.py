@@ -53,14 +53,17 @@ def test_pass_counts_top_k_and_windows_equal_brute_force(tiny_spliced):
     # the same token indices (ties aside: compare the activation found at each reported index)
     torch.testing.assert_close(flat.gather(0, stats.top_index), values)
     padded = torch.nn.functional.pad(c, (0, 0, left, right))
-    for f in (5, 20, 31):
+    edges = 0
+    for f in range(32):
         for j in range(k):
             if stats.top_values[j, f] == 0:
                 continue
             seq, pos = divmod(int(stats.top_index[j, f]), 16)
+            edges += pos < left or pos >= 16 - right
             expected = padded[seq, pos : pos + left + 1 + right, f]
             torch.testing.assert_close(stats.top_windows[j, :, f], expected)
             assert stats.top_windows[j, left, f] == stats.top_values[j, f]  # the token itself in the middle
+    assert edges > 0  # windows cut by a sequence's start or end were checked too
 
 
 def test_norm_ratio_is_the_mean_over_positions_after_the_first(tiny_spliced):

@@ -1,4 +1,4 @@
-"""``python -m sweeps plan | run | resume | status | report``.
+"""``python -m sweeps plan | run | resume | status | report | analyse``.
 
 ``run`` calls ``ray.init()`` with no address, which honours ``RAY_ADDRESS``: the same command runs a
 local Ray on a laptop and joins the cluster under ``ray job submit``. Everything that can be
@@ -423,6 +423,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyse(args: argparse.Namespace) -> int:
+    from sweeps.analyse import analyse_experiment
+
+    index = analyse_experiment(args.path, args.out, args.trials)
+    print(f"feature browser: {index}")
+    print(f"geometry: {index.parent / 'analysis.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps", description="Ray Tune sweeps of e2e_sae runs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -450,8 +459,27 @@ def main(argv: list[str] | None = None) -> int:
         help=f"output directory (default: PATH/{layout.REPORT_DIR}; ./{layout.REPORT_DIR} for s3:// or gs:// paths)",
     )
     p.add_argument("--wandb", action="store_true", help="also upload the report to the sweep's W&B group")
+    p = sub.add_parser("analyse", help="feature browser and decoder geometry of the frontier SAEs")
+    p.add_argument("path")
+    p.add_argument(
+        "--out", default=None, help=f"output directory, must not exist (default: PATH/{layout.ANALYSIS_DIR})"
+    )
+    p.add_argument(
+        "--trials",
+        nargs="+",
+        metavar="NAME",
+        help="analyse these trials (directory names) instead of, per hook and mode, the frontier SAE "
+        "nearest the matched level",
+    )
     args = parser.parse_args(argv)
-    commands = {"plan": cmd_plan, "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "report": cmd_report}
+    commands = {
+        "plan": cmd_plan,
+        "run": cmd_run,
+        "resume": cmd_resume,
+        "status": cmd_status,
+        "report": cmd_report,
+        "analyse": cmd_analyse,
+    }
     try:
         return commands[args.command](args)
     except (ConfigError, FileNotFoundError) as err:

@@ -40,6 +40,7 @@ SWEEP_FILE = "sweep.yaml"  # written by `sweeps run`, next to Tune's files
 TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory (Tune's)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
+ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)
 TRIAL_RUN_DIR = "run"  # the library's output_dir inside a trial directory
 RESUME_FROM_DIR = "resume_from"  # inside TRIAL_RUN_DIR: the checkpoint Tune handed back on a retry
 FAILED_RUN_PREFIX = "run.failed-"  # a retry's earlier run/ without any checkpoint, kept aside

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import statistics
 import warnings
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any
 from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import MODES
-from sweeps.layout import REPORT_DIR
+from sweeps.analysis_doc import ANALYSIS_JSON, geometry_markdown
+from sweeps.layout import ANALYSIS_DIR, REPORT_DIR
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
 from sweeps.results import TUNE_KEYS, load_trials, read_sweep_meta
 from sweeps.trial import STATES, Trial
@@ -436,7 +438,28 @@ def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
+def analysis_lines(exp_dir: Path, out_dir: Path) -> list[str]:
+    """report.md's "Inside the dictionaries": the decoder geometry that ``sweeps analyse`` left in
+    ``<experiment>/analysis/`` (read from its analysis.json, plot linked relative to the report), or
+    how to make it."""
+    analysis = exp_dir / ANALYSIS_DIR
+    lines = ["## Inside the dictionaries", ""]
+    try:
+        doc = json.loads((analysis / ANALYSIS_JSON).read_text())
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or not isinstance(doc.get("hooks"), dict):
+        return lines + [
+            f"No analysis yet: `python -m sweeps analyse {exp_dir}` writes a feature browser and the decoder "
+            f"geometry of the frontier SAEs to {analysis}, shown here by the next report.",
+            "",
+        ]
+    rel = Path(os.path.relpath(analysis, out_dir)).as_posix()
+    lines += [f"Feature browser of the analysed SAEs: [{rel}/index.html]({rel}/index.html).", ""]
+    return lines + geometry_markdown(doc, img_prefix=f"{rel}/")
+
+
+def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str] | None = None) -> str:
     c = doc["trial_counts"]
     mixed = len(doc["eval_tokens"]) > 1 or len(doc["n_ctx"]) > 1
     lines = [
@@ -515,6 +538,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path]) -> str:
         lines.append("")
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
+    lines += inside or []
     lines += _degenerate_lines(doc)
     lines += ["## Missing trials", ""]
     if doc["missing_trials"]:
@@ -545,7 +569,7 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None, trials:
     if ratio_png is not None:
         pngs["_l0_ratio"] = ratio_png
     report = out_dir / "report.md"
-    report.write_text(render_markdown(doc, pngs))
+    report.write_text(render_markdown(doc, pngs, analysis_lines(exp_dir, out_dir)))
     return report
 
 

@@ -26,7 +26,9 @@ class WandbRun:
             mode=cfg.wandb.mode,
             config=cfg.to_dict(),
             dir=str(cfg.output_dir),
-            resume="allow" if resume else None,
+            id=cfg.wandb.id,
+            # With a stable id a restarted run (e.g. a sweep trial's retry) continues its W&B run.
+            resume="allow" if resume or cfg.wandb.id else None,
         )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:

@@ -82,7 +82,7 @@ def _experiment_exists(exp_path: str) -> bool:
 
 def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: str) -> None:
     """The validated spec, with the model name the report shows, next to Tune's files."""
-    doc = spec.model_dump(mode="json")
+    doc = spec.model_dump(mode="json", exclude={"group_size"} if spec.group_size == 1 else None)  # as before groups
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
     doc["model"] = trials[0].run["model"].get("name") or "native (random init)"
     doc["n_trials"] = len(trials)

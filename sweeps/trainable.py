@@ -28,7 +28,8 @@ AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
-    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``.
+    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``, or a
+    grouped trial's (:func:`sweeps.trial.group_config`: its members train as one group).
 
     ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""

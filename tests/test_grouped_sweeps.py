@@ -94,6 +94,24 @@ def test_member_configs_are_the_planned_trials_with_their_own_dirs_and_wandb_run
         )
 
 
+def test_plan_prints_groups_and_sweep_yaml_keeps_its_old_form_for_group_size_1(tmp_path, capsys):
+    from sweep_fixtures import write_sweep
+
+    from sweeps import cli
+
+    assert cli.main(["plan", str(write_sweep(tmp_path, tiny_sweep(tmp_path, group_size=2)))]) == 0
+    out = capsys.readouterr().out
+    assert "3 trials in 2 groups of at most 2" in out and "resources per group (one Tune trial): cpu=1" in out
+    assert "group local_L1_group0 (one Tune trial):\n  0 local_L1_r2_s0.1_seed0 " in out
+    assert "group e2e_L1_group1 (one Tune trial):\n  2 e2e_L1_r2_s0.1_seed0 " in out
+    for size in (1, 2):
+        spec = sweep_from_dict(tiny_sweep(tmp_path, group_size=size))
+        cli._write_sweep_file(spec, expand_trials(spec), str(tmp_path / f"exp{size}"))
+        saved = (tmp_path / f"exp{size}" / "sweep.yaml").read_text()
+        assert ("group_size" in saved) == (size > 1)
+        assert cli._read_sweep_file(str(tmp_path / f"exp{size}")).group_size == size
+
+
 class FakeTune:
     """Stands in for tune.report: keeps each row, and a copy of each checkpoint (Tune persists it)."""
 

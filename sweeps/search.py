@@ -259,10 +259,10 @@ class FrontierSearcher(Searcher):
             return
         group = self.groups[key]
         if trial_id in self.trial_members:
-            entries = (result or {}).get("members") if not error else None
             for member_id, name in self.trial_members.pop(trial_id):
-                entry = entries.get(name) if isinstance(entries, dict) else None
-                group.record(member_id, _metric(entry, group.metric))
+                # Tune hands searchers the result flattened: members/<name>/<metric>
+                key = f"members/{name}/{group.metric}"
+                group.record(member_id, None if error else _metric(result, key))
             return
         group.record(trial_id, None if error else _metric(result, group.metric))
 

@@ -214,10 +214,11 @@ def searcher(group_size: int) -> FrontierSearcher:
 
 
 def respond(config):
-    return {
-        "final": True,
-        "members": {n: {"l0": 150 * m["sparsity_coeff"] ** -0.7, "final": True} for n, m in members_of(config)},
-    }
+    """The group's last result as Tune hands it to a searcher: flattened (``members/<name>/l0``)."""
+    from ray.tune.utils import flatten_dict
+
+    members = {n: {"l0": 150 * m["sparsity_coeff"] ** -0.7, "final": True} for n, m in members_of(config)}
+    return flatten_dict({"final": True, "members": members})
 
 
 def drive_groups(s: FrontierSearcher, next_id: int, running: dict, n_steps: int, log: list) -> int:

@@ -147,6 +147,8 @@ class WandbConfig(Strict):
     mode: Literal["online", "offline", "disabled"] = "disabled"
     group: str | None = None
     name: str | None = None
+    # A stable run id (a sweep sets one per grouped member): a resumed run continues the same W&B run.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class RunConfig(Strict):

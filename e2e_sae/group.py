@@ -24,6 +24,7 @@ YAML: a run config plus a ``group:`` section (README, "Grouped runs")::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,14 +44,14 @@ from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_output_dir, preflight
 
 # The fields in which members of a group may differ (dotted names, as in ``--set``); every other
-# field is shared. ``output_dir`` and ``wandb.name`` are set per member by the group.
+# field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id``) are per member.
 MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
-_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name")
+_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id")
 DIVERGED_FILE = "diverged.txt"
 
 
 class GroupMember(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._=-]+$")  # the member's subdirectory of output_dir
+    name: str = Field(pattern=r"^[A-Za-z0-9._=+-]+$")  # the member's subdirectory of output_dir
     set: dict[str, Any] = {}  # dotted overrides of the run config, among MEMBER_FIELDS
 
 
@@ -71,6 +72,14 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def shared_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The dotted fields members of a group must agree on (all but the per-member ones), with
+    ``data.seed`` resolved: the sample order is shared, whatever each member's seed."""
+    flat = _flatten(cfg.to_dict())
+    flat["data.seed"] = cfg.data_seed
+    return {k: v for k, v in flat.items() if k not in _PER_MEMBER}
+
+
 def check_members(cfgs: list[RunConfig], names: list[str]) -> None:
     """Members may differ only in :data:`MEMBER_FIELDS`; one-line ConfigError otherwise."""
     if len(set(names)) != len(names):
@@ -79,14 +88,9 @@ def check_members(cfgs: list[RunConfig], names: list[str]) -> None:
     if len(set(dirs)) != len(dirs):
         raise ConfigError("group members: two members share an output_dir; give each its own")
 
-    def shared(cfg: RunConfig) -> dict[str, Any]:
-        flat = _flatten(cfg.to_dict())
-        flat["data.seed"] = cfg.data_seed  # the sample order is shared, whatever each member's seed
-        return {k: v for k, v in flat.items() if k not in _PER_MEMBER}
-
-    first = shared(cfgs[0])
+    first = shared_fields(cfgs[0])
     for name, cfg in zip(names[1:], cfgs[1:], strict=True):
-        other = shared(cfg)
+        other = shared_fields(cfg)
         for key in sorted(first.keys() | other.keys()):
             if first.get(key) != other.get(key):
                 raise ConfigError(
@@ -199,14 +203,42 @@ def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
     return max(common)
 
 
+def _resume_sources(
+    cfgs: list[RunConfig],
+    names: list[str],
+    diverged: list[bool],
+    resume: bool,
+    resume_from: list[Path | None] | None,
+    group_dir: Path,
+) -> list[Path | None]:
+    """Per member, the checkpoint directory it continues from (None: starts fresh, or diverged)."""
+    if resume_from is not None:
+        if len(resume_from) != len(cfgs):
+            raise ConfigError(f"resume_from: {len(resume_from)} checkpoints for {len(cfgs)} members")
+        missing = [n for n, d, p in zip(names, diverged, resume_from, strict=True) if p is None and not d]
+        if missing:
+            raise ConfigError(f"resume_from: no checkpoint for member(s) {missing}, and they did not diverge")
+        return [None if d else Path(p) for d, p in zip(diverged, resume_from, strict=True)]
+    active = [c for c, d in zip(cfgs, diverged, strict=True) if not d]
+    at = common_checkpoint(active, names) if resume and active else None
+    if resume and at is None and active:
+        raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
+    return [
+        None if d or at is None else c.output_dir / "checkpoints" / f"samples_{at:010d}"
+        for c, d in zip(cfgs, diverged, strict=True)
+    ]
+
+
 def train_group(
     spec: GroupSpec,
     cfgs: list[RunConfig],
     *,
     resume: bool = False,
+    resume_from: list[Path | None] | None = None,
     reporters: list[Reporter | None] | None = None,
     group_dir: Path | None = None,
     progress: bool = True,
+    after_reports: Callable[[list[Run]], None] | None = None,
 ) -> list[Run]:
     """Train the members in one process; returns their :class:`Run` (``final`` or ``error`` set).
 
@@ -214,9 +246,13 @@ def train_group(
     own, e.g. a sweep's trials: any output_dirs). ``reporters``: one per member (or None), called as
     a single run's. ``group_dir`` (default: the first member's parent directory) gets ``group.yaml``.
     ``resume``: every member continues from its checkpoint at the newest sample count all share;
-    diverged members stay stopped.
+    diverged members stay stopped. ``resume_from`` (implies ``resume``): per member, the checkpoint
+    directory to continue from instead, as a single run's (a sweep's: the one Tune handed back);
+    None for a member whose ``diverged.txt`` is in its output_dir. ``after_reports(runs)``: see
+    :func:`e2e_sae.loop.run_loop` (a sweep reports the group's step there, as one).
     """
     names = [m.name for m in spec.members]
+    resume = resume or resume_from is not None
     if len(names) != len(cfgs):
         raise ConfigError(f"group: {len(names)} members in the spec but {len(cfgs)} member configs")
     check_members(cfgs, names)
@@ -225,10 +261,7 @@ def train_group(
     check_output_dir(group_dir, resume)  # a fresh group never writes into an existing one
     for cfg in cfgs:
         preflight(cfg, resume=resume)
-    active = [c for c, d in zip(cfgs, diverged, strict=True) if not d]
-    at = common_checkpoint(active, names) if resume and active else None
-    if resume and at is None and active:
-        raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
+    sources = _resume_sources(cfgs, names, diverged, resume, resume_from, group_dir)
 
     base = cfgs[0]
     device = resolve_device(base.train.device)
@@ -244,14 +277,17 @@ def train_group(
     eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
     mode = splice_mode(spec.splice, base, runs[0].spliced, device)
 
-    for run, was_diverged in zip(runs, diverged, strict=True):
+    for run, was_diverged, source in zip(runs, diverged, sources, strict=True):
         if was_diverged:
             run.error = (run.cfg.output_dir / DIVERGED_FILE).read_text().strip()
-        elif at is not None:
-            state = load_checkpoint(run.cfg.output_dir / "checkpoints" / f"samples_{at:010d}")
+        elif source is not None:
+            state = load_checkpoint(source)
             run.restore(state)
             stream.restore(state["data"])  # the same in every member's checkpoint
             set_rng_state(state["rng"])
+    restored = {run.n_samples for run, source in zip(runs, sources, strict=True) if source is not None}
+    if len(restored) > 1:
+        raise ConfigError(f"resume_from: the members' checkpoints are at different sample counts {sorted(restored)}")
     group_dir.mkdir(parents=True, exist_ok=True)
     (group_dir / "group.yaml").write_text(
         yaml.safe_dump(
@@ -264,7 +300,14 @@ def train_group(
             if run.error is None:
                 run.open_outputs(resume=resume)
         run_loop(
-            runs, stream, eval_tokens, device, group_micro_step(mode == "stacked"), stop_alone=True, progress=progress
+            runs,
+            stream,
+            eval_tokens,
+            device,
+            group_micro_step(mode == "stacked"),
+            stop_alone=True,
+            progress=progress,
+            after_reports=after_reports,
         )
     finally:
         for run in runs:

@@ -213,12 +213,15 @@ def run_loop(
     *,
     stop_alone: bool = False,
     progress: bool = True,
+    after_reports: Callable[[list[Run]], None] | None = None,
 ) -> None:
     """Train ``runs`` in lockstep on one data stream (they share n_samples and batch sizes): each
     optimizer step accumulates micro-batches (``micro``), then each run ends its step on its own.
 
     A run whose loss turns non-finite raises :class:`TrainingDiverged`; with ``stop_alone`` (a group)
     it stops alone with ``run.error`` set and the others go on. Runs that finish get ``run.final``.
+    ``after_reports(runs)`` is called after every step whose reports went out and after the final
+    reports: a caller that reports a group as one (a sweep's grouped trial) sends it there.
     """
     tc = runs[0].cfg.train
     live = [r for r in runs if r.error is None and r.final is None]
@@ -254,12 +257,17 @@ def run_loop(
                     continue
                 if run is live[0]:
                     bar.set_postfix(loss=f"{row['loss']:.4g}", L0=f"{row['train_l0']:.1f}")
-            for run in live:
+            reported = [run for run in live if run.pending_report is not None]
+            for run in reported:
                 run.report()
+            if reported and after_reports is not None:
+                after_reports(runs)
             step += 1
             bar.update(tc.effective_batch_size)
         bar.close()
         for run in live:
             run.finish(eval_tokens, stream.state())
+        if after_reports is not None:
+            after_reports(runs)
     finally:
         bar.close()

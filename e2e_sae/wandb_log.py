@@ -26,7 +26,12 @@ class WandbRun:
             mode=cfg.wandb.mode,
             config=cfg.to_dict(),
             dir=str(cfg.output_dir),
-            resume="allow" if resume else None,
+            id=cfg.wandb.id,
+            # With a stable id a restarted run (e.g. a sweep trial's retry) continues its W&B run.
+            resume="allow" if resume or cfg.wandb.id else None,
+            # A group's members are runs of one process: without this, wandb's default
+            # ("return_previous") hands every member after the first the first member's run.
+            settings=wandb.Settings(reinit="create_new"),
         )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:

@@ -34,7 +34,7 @@ from sweeps.spec import (
     trial_names,
     validate_trials,
 )
-from sweeps.trial import Trial
+from sweeps.trial import Trial, members_of
 
 # sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
 
@@ -46,7 +46,30 @@ def _prepare(path: str, set_items: list[str] | None) -> tuple[SweepSpec, list[di
     spec = load_sweep(path, set_items)
     trials = expand_trials(spec)
     validate_trials(spec, trials)
+    if spec.group_size > 1 and spec.search.kind == "grid":
+        from sweeps.grouping import member_run_configs
+
+        for config in _tune_trials(spec, trials)[1]:  # the library's own check of every group
+            member_run_configs(config, Path(spec.experiment_path))
     return spec, trials
+
+
+def _group_wandb(spec: SweepSpec) -> dict[str, Any] | None:
+    """The W&B settings a grouped trial's members log with (a W&B run each, in the sweep's group)."""
+    if spec.wandb.mode == "disabled":
+        return None
+    return {"project": spec.wandb.project, "entity": spec.wandb.entity, "mode": spec.wandb.mode, "group": spec.name}
+
+
+def _tune_trials(spec: SweepSpec, trials: list[Trial]) -> tuple[list[str], list[dict[str, Any]]]:
+    """A grid's Tune trials: names and configs; one per planned trial, or grouped (group_size > 1)."""
+    names = trial_names(trials)
+    if spec.group_size == 1:
+        return names, [t.tune_config() for t in trials]
+    from sweeps.grouping import plan_groups
+
+    configs = plan_groups(trials, names, spec.group_size, _group_wandb(spec))
+    return [c["name"] for c in configs], configs
 
 
 def _experiment_exists(exp_path: str) -> bool:
@@ -59,7 +82,7 @@ def _experiment_exists(exp_path: str) -> bool:
 
 def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: str) -> None:
     """The validated spec, with the model name the report shows, next to Tune's files."""
-    doc = spec.model_dump(mode="json")
+    doc = spec.model_dump(mode="json", exclude={"group_size"} if spec.group_size == 1 else None)  # as before groups
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
     doc["model"] = trials[0].run["model"].get("name") or "native (random init)"
     if spec.search.kind == "frontier":  # the searcher decides how many; record the groups and the budget
@@ -90,7 +113,7 @@ def _tune_run_config(spec: SweepSpec):
     from ray import tune
 
     callbacks = []
-    if spec.wandb.mode != "disabled":
+    if spec.wandb.mode != "disabled" and spec.group_size == 1:  # grouped members log their own W&B runs
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         # Never an api_key= here: it would be pickled into the experiment's tuner.pkl.
@@ -140,25 +163,25 @@ def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
         search_name = _SearchTrialName()
         # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED.
         return tune.TuneConfig(
-            search_alg=FrontierSearcher(groups, templates),
+            search_alg=FrontierSearcher(groups, templates, spec.group_size, _group_wandb(spec)),
             num_samples=total_budget(spec),
             max_concurrent_trials=spec.max_concurrent_trials,
             trial_name_creator=search_name,
             trial_dirname_creator=search_name,
         )
-    name = _TrialName(trial_names(trials))
+    name = _TrialName(_tune_trials(spec, trials)[0])
     return tune.TuneConfig(
         max_concurrent_trials=spec.max_concurrent_trials, trial_name_creator=name, trial_dirname_creator=name
     )
 
 
 class _SearchTrialName:
-    """A frontier-search trial's name: the name of its config's trial (``e2e_L1_r8_s0.7413_seed0``). Unique:
-    the searcher never proposes coefficients within 1% of each other in a group, and 4 significant
-    digits tell apart any two that are 1% apart."""
+    """A frontier-search trial's name: the name of its config's trial (``e2e_L1_r8_s0.7413_seed0``), or a
+    grouped trial's own (its group and coefficients). Unique: the searcher never proposes coefficients
+    within 1% of each other in a group, and 4 significant digits tell apart any two that are 1% apart."""
 
     def __call__(self, trial) -> str:
-        return Trial.from_config(trial.config).name
+        return trial.config.get("name") or Trial.from_config(trial.config).name
 
 
 class _TrialName:
@@ -225,7 +248,7 @@ def _trainable(spec: SweepSpec):
 
     from sweeps.trainable import run_trial
 
-    res = {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu}
+    res = {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu}  # per group when grouped
     return tune.with_resources(run_trial, res)
 
 
@@ -283,8 +306,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from sweeps.frontier import plan_lines
 
         print(f"sweep {spec.name}: frontier search -> {spec.experiment_path}")
-        print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
+        print(f"resources per {_unit(spec)}: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
         print("\n".join(plan_lines(spec)))
+        if spec.group_size > 1:
+            print(f"group_size {spec.group_size}: up to {spec.group_size} proposals of a group train as one Tune trial")
         print("groups (their run config; the search sets loss.sparsity.coeff):")
         for t in trials:
             diff = config_diff(base, t.run)
@@ -292,13 +317,27 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 diff.pop(key, None)
             print(f"    {group_key(t):<36} " + " ".join(f"{k}={v}" for k, v in diff.items()))
         return 0
-    print(f"sweep {spec.name}: {len(trials)} trials -> {spec.experiment_path}")
-    print(f"resources per trial: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
-    for i, (t, name) in enumerate(zip(trials, trial_names(trials), strict=True)):
-        diff = config_diff(base, t.run)
-        diff.pop("wandb.mode", None)
-        print(f"{i:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
+    names, configs = _tune_trials(spec, trials)
+    groups = f" in {len(configs)} groups of at most {spec.group_size}" if spec.group_size > 1 else ""
+    print(f"sweep {spec.name}: {len(trials)} trials{groups} -> {spec.experiment_path}")
+    print(f"resources per {_unit(spec)}: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
+    if spec.group_size == 1:
+        blocks = [(None, list(zip(names, configs, strict=True)))]
+    else:
+        blocks = [(c["name"], members_of(c)) for c in configs]
+    index = {name: i for i, name in enumerate(trial_names(trials))}
+    for group, members in blocks:
+        if group is not None:
+            print(f"group {group} (one Tune trial):")
+        for name, member in members:
+            diff = config_diff(base, member["run"])
+            diff.pop("wandb.mode", None)
+            print(f"{index[name]:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
     return 0
+
+
+def _unit(spec: SweepSpec) -> str:
+    return "group (one Tune trial)" if spec.group_size > 1 else "trial"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -318,7 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _write_sweep_file(spec, trials, exp_path)
     tuner = tune.Tuner(
         _trainable(spec),
-        param_space={} if spec.search.kind == "frontier" else _param_space(trials),
+        param_space={} if spec.search.kind == "frontier" else _param_space(_tune_trials(spec, trials)[1]),
         tune_config=_tune_config(spec, trials),
         run_config=_tune_run_config(spec),
     )
@@ -326,8 +365,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _n_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> int | None:
-    """The grid's trial count; None for a frontier search (it ends when its searcher says so)."""
-    return None if spec.search.kind == "frontier" else len(trials)
+    """The grid's Tune trial count (groups, when grouped); None for a frontier search (it ends when
+    its searcher says so)."""
+    return None if spec.search.kind == "frontier" else len(_tune_trials(spec, trials)[1])
 
 
 def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int | None) -> int:
@@ -343,21 +383,21 @@ def _fit_and_finish(tuner, spec: SweepSpec, exp_path: str, n_trials: int | None)
             print(layout.where_line(exp_path), flush=True)
 
 
-def _param_space(trials: list[Trial]) -> dict[str, Any]:
-    """One grid axis over trial indices; every other key is derived from it, so params.json is flat."""
+def _param_space(configs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One grid axis over Tune trial indices; every other key is derived from it, so params.json is flat."""
     from ray import tune
 
-    space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(trials))))}
-    for key in trials[0].tune_config():
-        space[key] = tune.sample_from(_pick(trials, key))
+    space: dict[str, Any] = {"trial_index": tune.grid_search(list(range(len(configs))))}
+    for key in configs[0]:
+        space[key] = tune.sample_from(_pick(configs, key))
     return space
 
 
 class _pick:
-    """``sample_from`` callable: trial ``key`` of the trial the grid index selects (picklable)."""
+    """``sample_from`` callable: ``key`` of the Tune trial config the grid index selects (picklable)."""
 
-    def __init__(self, trials: list[Trial], key: str):
-        self.values = [t.tune_config()[key] for t in trials]
+    def __init__(self, configs: list[dict[str, Any]], key: str):
+        self.values = [c[key] for c in configs]
 
     def __call__(self, config) -> Any:
         return self.values[config["trial_index"]]
@@ -380,7 +420,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     # param_space again: Tune cannot unpickle sample_from functions for trials not yet created.
     # A frontier search's searcher (and its state, saved in the experiment) comes back with the Tuner.
     trials = expand_trials(spec)
-    space = {} if spec.search.kind == "frontier" else _param_space(trials)
+    space = {} if spec.search.kind == "frontier" else _param_space(_tune_trials(spec, trials)[1])
     tuner = Tuner.restore(
         exp_path, trainable=_trainable(spec), resume_unfinished=True, resume_errored=True, param_space=space
     )

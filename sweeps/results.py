@@ -1,5 +1,6 @@
 """Reading an experiment directory: its trials (params.json, result.json, error.txt, and Tune's
-experiment state for trials without a directory yet) and the sweep's settings (sweep.yaml).
+experiment state for trials without a directory yet) and the sweep's settings (sweep.yaml). A
+grouped Tune trial (sweeps/grouping.py) is read as its members, each a trial under its plan name.
 
 Works on a sweep another machine ran, one still running, or one that partly failed: a truncated
 result line is skipped, a missing file is a missing value.
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES
-from sweeps.trial import Trial, model_label
+from sweeps.trial import Trial, is_group, members_of, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
 TUNE_KEYS = frozenset(
@@ -64,21 +65,39 @@ def read_result_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _load_trial_dir(path: Path) -> Trial:
+def _load_trial_dir(path: Path) -> list[Trial]:
+    """The trial of a Tune trial directory; a grouped trial's members, each a trial of its own."""
     params: dict[str, Any] = {}
     if (path / "params.json").is_file():
         try:
             params = json.loads((path / "params.json").read_text())
         except json.JSONDecodeError:
             warnings.warn(f"{path / 'params.json'} is not valid JSON; the trial's parameters are unknown")
-    trial = Trial.from_config(params if isinstance(params, dict) else {}, trial_id=path.name)
-    trial.path = path
+    params = params if isinstance(params, dict) else {}
     rows = read_result_rows(path / "result.json")
-    finals = [r for r in rows if r.get("final") is True]
-    trial.n_rows = len(rows)
+    error = None
     if (path / "error.txt").is_file():
         lines = (path / "error.txt").read_text(errors="replace").strip().splitlines()
-        trial.error = lines[-1][:300] if lines else "error.txt is empty"
+        error = lines[-1][:300] if lines else "error.txt is empty"
+    if not is_group(params):
+        trial = Trial.from_config(params, trial_id=path.name)
+        trial.path = path
+        return [_settle(trial, rows, error)]
+    members = []
+    for name, config in members_of(params):
+        trial = Trial.from_config(config, trial_id=name)
+        trial.path = path
+        entries = [r["members"].get(name) for r in rows if isinstance(r.get("members"), dict)]
+        entries = [e for e in entries if isinstance(e, dict)]  # none in rows before it was reported
+        own_error = next((str(e["error"])[:300] for e in reversed(entries) if "error" in e), None)
+        members.append(_settle(trial, [e for e in entries if "error" not in e], own_error or error))
+    return members
+
+
+def _settle(trial: Trial, rows: list[dict[str, Any]], error: str | None) -> Trial:
+    """State and metrics from a trial's result rows and its error, if any."""
+    finals = [r for r in rows if r.get("final") is True]
+    trial.n_rows, trial.error = len(rows), error
     if finals:  # a final row wins over error.txt: its metrics are complete
         trial.state, trial.metrics = "finished", finals[-1]
     elif trial.error is not None:
@@ -103,10 +122,12 @@ def _trials_from_experiment_state(exp_dir: Path, seen: set[str]) -> list[Trial]:
             if trial_id in seen:
                 continue
             config = state.get("config") if isinstance(state.get("config"), dict) else {}
-            trial = Trial.from_config(config, trial_id=trial_id)
-            if state.get("status") == "ERROR":
-                trial.state, trial.error = "errored", "Ray Tune marked the trial ERROR; it has no directory"
-            out.append(trial)
+            members = members_of(config) if is_group(config) else [(trial_id, config)]
+            for name, member in members:
+                trial = Trial.from_config(member, trial_id=name)
+                if state.get("status") == "ERROR":
+                    trial.state, trial.error = "errored", "Ray Tune marked the trial ERROR; it has no directory"
+                out.append(trial)
         return out
     except (ValueError, KeyError, TypeError, IndexError) as e:
         warnings.warn(f"{states[-1]}: could not read the pending trials ({e}); only trial dirs are listed")
@@ -123,8 +144,8 @@ def load_trials(exp_dir: str | Path) -> list[Trial]:
             f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>"
         )
     dirs = [p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
-    trials = [_load_trial_dir(p) for p in dirs]
-    trials += _trials_from_experiment_state(exp_dir, {t.trial_id for t in trials})
+    trials = [t for p in dirs for t in _load_trial_dir(p)]  # a grouped trial's members are trials
+    trials += _trials_from_experiment_state(exp_dir, {p.name for p in dirs})
     return sorted(trials, key=lambda t: t.trial_id)
 
 

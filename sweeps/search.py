@@ -23,6 +23,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from sweeps.trial import Trial, group_config, safe_name
+
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
 TARGET_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
 MAX_STEP = math.log(10.0)  # at most 10x the coefficient away from the nearest trial per proposal
@@ -208,38 +210,79 @@ def config_with_coeff(template: dict[str, Any], coeff: float) -> dict[str, Any]:
 class FrontierSearcher(Searcher):
     """Ray Tune searcher over groups; each group's template is a complete trial config but for the
     sparsity coefficient. Deterministic given the results, so a resumed search proposes what an
-    uninterrupted one fed the same results would."""
+    uninterrupted one fed the same results would.
 
-    def __init__(self, groups: dict[str, GroupSearch], templates: dict[str, dict[str, Any]]):
+    ``group_size`` K > 1: up to K of a group's proposals run as one grouped Tune trial
+    (sweeps/grouping.py); each member is recorded on its own when the group ends (an errored group:
+    no information for any of its members). ``wandb``: the sweep's W&B settings for such members."""
+
+    def __init__(
+        self,
+        groups: dict[str, GroupSearch],
+        templates: dict[str, dict[str, Any]],
+        group_size: int = 1,
+        wandb: dict[str, Any] | None = None,
+    ):
         super().__init__(metric=None, mode=None)
         self.groups = groups
         self.templates = templates
+        self.group_size, self.wandb = group_size, wandb
         self.trial_group: dict[str, str] = {}
+        self.trial_members: dict[str, list[tuple[str, str]]] = {}  # grouped trial -> (member id, name)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         for key, group in self.groups.items():
             proposals = group.proposals()
             if proposals:
-                group.start_trial(trial_id, proposals[0])
                 self.trial_group[trial_id] = key
-                return config_with_coeff(self.templates[key], proposals[0].coeff)
+                if self.group_size == 1:
+                    group.start_trial(trial_id, proposals[0])
+                    return config_with_coeff(self.templates[key], proposals[0].coeff)
+                return self._grouped(trial_id, key, proposals[: self.group_size])
         if all(g.is_done() for g in self.groups.values()):
             return Searcher.FINISHED
         return None  # waiting for running trials
+
+    def _grouped(self, trial_id: str, key: str, proposals: list[Proposal]) -> dict[str, Any]:
+        members = [config_with_coeff(self.templates[key], p.coeff) for p in proposals]
+        names = [Trial.from_config(m).name for m in members]  # unique: coefficients are >= 1% apart
+        ids = [f"{trial_id}/{i}" for i in range(len(proposals))]
+        for member_id, proposal in zip(ids, proposals, strict=True):
+            self.groups[key].start_trial(member_id, proposal)
+        self.trial_members[trial_id] = list(zip(ids, names, strict=True))
+        name = safe_name(f"{key}_s" + "_".join(f"{p.coeff:.4g}" for p in proposals))
+        return group_config(name, members, names, self.wandb)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         key = self.trial_group.get(trial_id)
         if key is None:
             return
         group = self.groups[key]
-        value = None if error or not result else result.get(group.metric)
-        group.record(trial_id, value if isinstance(value, (int, float)) else None)
+        if trial_id in self.trial_members:
+            for member_id, name in self.trial_members.pop(trial_id):
+                # Tune hands searchers the result flattened: members/<name>/<metric>
+                key = f"members/{name}/{group.metric}"
+                group.record(member_id, None if error else _metric(result, key))
+            return
+        group.record(trial_id, None if error else _metric(result, group.metric))
 
     def save(self, checkpoint_path: str) -> None:
+        state = {
+            "groups": self.groups,
+            "templates": self.templates,
+            "trial_group": self.trial_group,
+            "trial_members": self.trial_members,
+        }
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({"groups": self.groups, "templates": self.templates, "trial_group": self.trial_group}, f)
+            pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         self.groups, self.templates, self.trial_group = state["groups"], state["templates"], state["trial_group"]
+        self.trial_members = state.get("trial_members", {})  # absent in a search saved before groups
+
+
+def _metric(result: dict[str, Any] | None, metric: str) -> float | None:
+    value = result.get(metric) if isinstance(result, dict) else None
+    return value if isinstance(value, (int, float)) else None

@@ -237,6 +237,9 @@ class SweepSpec(_Strict):
     # counts those in its local output_dir). A resume after a driver crash restores the checkpoint named in
     # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
     checkpoints_per_trial: int = Field(default=3, ge=1)
+    # Up to this many trials that differ only in seed, dict ratio, coefficient (or lr) train in one
+    # Tune trial on one clean forward pass (sweeps/grouping.py); 1: one trial per Tune trial.
+    group_size: int = 1
     search: Search = Search()
     report: ReportOptions = ReportOptions()
     wandb: SweepWandb = SweepWandb()
@@ -247,6 +250,13 @@ class SweepSpec(_Strict):
     def _safe_name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", v):
             raise ValueError("use letters, digits and _ . + - only (it names the experiment directory)")
+        return v
+
+    @field_validator("group_size")
+    @classmethod
+    def _group_size(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be >= 1, got {v}; use 1 for one SAE per trial or K > 1 to train up to K per trial")
         return v
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""One Tune trial = one ``e2e_sae`` run, driven through the library's reporter callback.
+"""One Tune trial = one ``e2e_sae`` run (or, with ``group_size`` > 1, one group of runs trained on
+one clean pass: :mod:`sweeps.grouping`), driven through the library's reporter callback.
 
 The trial reports every eval/checkpoint with ``tune.report`` (handing the library's checkpoint
 directory to Tune, which persists it to the sweep's storage) and, when Tune restarts it after a
@@ -7,6 +8,7 @@ failure, resumes from ``tune.get_checkpoint()`` exactly where the checkpoint lef
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +20,16 @@ from ray import tune
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
+from sweeps.grouping import run_group
 from sweeps.layout import FAILED_RUN_PREFIX, RESUME_FROM_DIR, TRIAL_RUN_DIR
+from sweeps.trial import is_group
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
-    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``.
+    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``, or a
+    grouped trial's (:func:`sweeps.trial.group_config`: its members train as one group).
 
     ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""
@@ -38,10 +43,11 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         resume_from = output_dir / RESUME_FROM_DIR
+        if is_group(config):  # a group's checkpoint is a directory per member: never mix two
+            shutil.rmtree(resume_from, ignore_errors=True)
         checkpoint.to_directory(str(resume_from))
     elif output_dir.exists():  # a retry that crashed before its first checkpoint: keep, start afresh
         output_dir.rename(trial_dir / f"{FAILED_RUN_PREFIX}{int(time.time())}")
-    cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
     node_id = ray.get_runtime_context().get_node_id()
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
@@ -53,4 +59,8 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
         if after_report is not None:
             after_report(metrics, ckpt_dir)
 
+    if is_group(config):
+        run_group(config, output_dir, resume_from, ctx.get_trial_id(), report)
+        return
+    cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
     train(cfg, resume_from=resume_from, reporter=report, progress=False)

@@ -41,8 +41,9 @@ class Trial:
     def name(self) -> str:
         """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
         layer = self.layer if self.layer is not None else self.hook
-        name = f"{self.mode}_L{layer}_r{self.dict_size_to_input_ratio:g}_s{self.sparsity_coeff:.4g}_seed{self.seed}"
-        return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+        return safe_name(
+            f"{self.mode}_L{layer}_r{self.dict_size_to_input_ratio:g}_s{self.sparsity_coeff:.4g}_seed{self.seed}"
+        )
 
     @property
     def model(self) -> str | None:
@@ -84,6 +85,45 @@ class Trial:
             trial_id=trial_id,
             state=state,
         )
+
+
+# ---- grouped trials ------------------------------------------------------------------------------
+# With ``group_size: K`` one Tune trial trains up to K planned trials, its members, in one process
+# (sweeps/grouping.py). Its config (and params.json) holds each member's ``tune_config()`` and plan
+# name; the results list the members, not the group, as trials.
+
+
+def group_config(
+    name: str, members: list[dict[str, Any]], names: list[str], wandb: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A grouped Tune trial's config: its members' configs and names; the members' shared axes and
+    their coefficients on top, for Tune's live table; ``wandb``: the sweep's settings, which each
+    member then logs as a W&B run of its own."""
+    first = members[0]
+    return {
+        "name": name,
+        "mode": first.get("mode"),
+        "layer": first.get("layer"),
+        "hook": first.get("hook"),
+        "sparsity_coeff": [m.get("sparsity_coeff") for m in members],
+        "member_names": list(names),
+        "members": list(members),
+        "wandb": wandb,
+    }
+
+
+def is_group(config: dict[str, Any]) -> bool:
+    return isinstance(config.get("members"), list)
+
+
+def members_of(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(plan name, member config) of a grouped trial's config."""
+    names, members = config.get("member_names") or [], config.get("members") or []
+    return [(n, m) for n, m in zip(names, members, strict=False) if isinstance(n, str) and isinstance(m, dict)]
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
 def trial_name(trial: Trial) -> str:

@@ -232,3 +232,51 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     saved = yaml.safe_load((exp / "sweep.yaml").read_text())  # the search's size, not a grid's trial count
     assert (saved["n_groups"], saved["max_trials"]) == (1, 3) and "n_trials" not in saved
     assert (exp / "report" / "report.md").is_file()
+
+
+def test_grouped_sweep_with_a_killed_group_resumes_every_member_from_its_checkpoint(tmp_path):
+    """group_size 2: the two local trials train as one Tune trial, the e2e one alone. The group is
+    SIGKILLed after its first checkpoint; Tune's retry resumes every member from it; members are trials
+    (with their plan names) in status, trials.csv and W&B, and end with an uninterrupted run's metrics."""
+    spec = tiny_sweep(
+        tmp_path, name="grouped", group_size=2, max_concurrent_trials=1, wandb={"mode": "offline", "project": "test"}
+    )
+    path = write_sweep(tmp_path, spec)
+    marker = tmp_path / "killed-once"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker), "run", str(path)],
+        capture_output=True,
+        text=True,
+        env=_env(WANDB_MODE="offline", WANDB_SILENT="true"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert marker.exists()  # the first group (max_concurrent_trials 1: the local one) was SIGKILLed
+    exp = tmp_path / "results" / "grouped"
+    names = _plan_names(spec)
+    trials = load_trials(exp)
+    assert sorted(t.trial_id for t in trials) == sorted(names) and {t.state for t in trials} == {"finished"}
+    assert sorted(p.parent.name for p in exp.glob("*/params.json")) == ["e2e_L1_group1", "local_L1_group0"]
+    group = exp / "local_L1_group0"
+    members = json.loads((group / "params.json").read_text())["member_names"]
+    assert members == names[:2]
+    rows = [json.loads(line) for line in (group / "result.json").read_text().splitlines()]
+    assert [r["n_samples"] for r in rows] == [32, 64]  # the retry went on from 32, not from 0
+    tune_id = rows[0]["trial_id"]
+    for i, name in enumerate(members):
+        assert (group / "run" / "resume_from" / name / "checkpoint.pt").is_file()
+        log = [json.loads(line) for line in (group / "run" / name / "metrics.jsonl").read_text().splitlines()]
+        # every member resumed from 32 (a restart from 0 would log its 32-sample row twice)
+        assert [(r["kind"], r["n_samples"]) for r in log] == [("train", 32), ("eval", 64)]
+        runs = list((group / "run" / name / "wandb").glob("offline-run-*"))  # its own W&B run, resumed
+        assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {f"{tune_id}_m{i}"}
+    assert not (group / "wandb").exists()  # no W&B run of the group itself
+    for t in trials:  # same final metrics as an uninterrupted separate run of the planned trial
+        direct = train(run_config_from_dict(t.run, {"output_dir": str(tmp_path / t.trial_id)}), progress=False)
+        for k in METRICS:
+            assert t.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), (t.trial_id, k)
+    csv_ids = [line.split(",")[0] for line in (exp / "report" / "trials.csv").read_text().splitlines()[1:]]
+    assert sorted(csv_ids) == sorted(names)
+    status = _sweeps("status", str(exp))
+    assert status.returncode == 0 and "3 finished" in status.stdout
+    assert all(f"\n{n} " in status.stdout for n in names)

@@ -1,0 +1,271 @@
+"""Grouped sweeps (``group_size``) without Ray: planning and chunking, the group's one-row reports and
+checkpoints, resume of every member from a group checkpoint, members read back as trials, the frontier
+searcher packing proposals into groups, and bad group sizes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sweep_fixtures import tiny_sweep
+
+from e2e_sae.config import ConfigError, run_config_from_dict
+from e2e_sae.group import DIVERGED_FILE
+from e2e_sae.train import train
+from sweeps.cli import _tune_trials
+from sweeps.grouping import member_run_configs, run_group
+from sweeps.results import load_trials
+from sweeps.search import FrontierSearcher, GroupSearch, Searcher
+from sweeps.spec import expand_trials, sweep_from_dict, trial_names
+from sweeps.trial import members_of
+
+METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
+AXES = {
+    "mode": ["local", "e2e"],
+    "layer": [1],
+    "dict_size_to_input_ratio": [2, 3],
+    "sparsity_coeff": {"local": [0.1, 1.0, 2.0], "e2e": [0.1]},
+    "seed": [0, 1],
+}
+
+
+def grouped(tmp_path, group_size, **top):
+    spec = sweep_from_dict(tiny_sweep(tmp_path, axes=AXES, group_size=group_size, **top))
+    return spec, expand_trials(spec)
+
+
+def test_group_size_1_is_one_tune_trial_per_planned_trial(tmp_path):
+    spec, trials = grouped(tmp_path, 1)
+    names, configs = _tune_trials(spec, trials)
+    assert names == trial_names(trials) and configs == [t.tune_config() for t in trials]
+
+
+def test_trials_differing_only_in_member_fields_are_chunked_in_plan_order(tmp_path):
+    spec, trials = grouped(tmp_path, 4)
+    names, configs = _tune_trials(spec, trials)
+    plan = trial_names(trials)
+    members = [[n for n, _ in members_of(c)] for c in configs]
+    # Every planned trial is a member of exactly one group, in plan order within a group.
+    assert sorted(n for m in members for n in m) == sorted(plan)
+    assert all(m == sorted(m, key=plan.index) for m in members)
+    assert all(1 <= len(m) <= 4 for m in members) and len(set(names)) == len(names)
+    # The seed sets the sample order (data.seed follows it): seeds never share a group; ratios and
+    # coefficients do. Mode (and layer) never mix.
+    local_seed0 = [n for n in plan if n.startswith("local_") and n.endswith("seed0")]
+    assert members[0] == local_seed0[:4] and members[1] == local_seed0[4:]
+    for m in members:
+        assert len({n.split("_")[0] for n in m}) == 1 and len({n.rsplit("seed", 1)[1] for n in m}) == 1
+    assert names[0] == "local_L1_group0" and configs[0]["sparsity_coeff"] == [0.1, 1.0, 2.0, 0.1]
+    assert _tune_trials(spec, trials) == (names, configs)  # deterministic
+
+
+def test_a_shared_data_seed_lets_seeds_share_a_group(tmp_path):
+    spec, trials = grouped(tmp_path, 12, overrides={"data.seed": 7})
+    _, configs = _tune_trials(spec, trials)
+    assert [len(members_of(c)) for c in configs] == [12, 4]  # local (3 coeffs x 2 ratios x 2 seeds), e2e
+
+
+@pytest.mark.parametrize("size,message", [(0, "group_size: must be >= 1, got 0"), (2.5, "group_size: Input should")])
+def test_bad_group_size_fails_in_one_line(tmp_path, size, message):
+    with pytest.raises(ConfigError) as err:
+        grouped(tmp_path, size)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_member_configs_are_the_planned_trials_with_their_own_dirs_and_wandb_runs(tmp_path):
+    spec, trials = grouped(tmp_path, 3, wandb={"mode": "offline", "project": "p"})
+    _, configs = _tune_trials(spec, trials)
+    group_spec, cfgs = member_run_configs(configs[0], tmp_path / "run", trial_id="abc_00000")
+    names = [m.name for m in group_spec.members]
+    assert names == configs[0]["member_names"] and [c.output_dir.name for c in cfgs] == names
+    for i, (name, cfg) in enumerate(zip(names, cfgs, strict=True)):
+        planned = trials[trial_names(trials).index(name)]
+        assert cfg == run_config_from_dict(
+            planned.run,
+            {
+                "output_dir": str(tmp_path / "run" / name),
+                "wandb.mode": "offline",
+                "wandb.project": "p",
+                "wandb.group": "tiny",
+                "wandb.name": name,
+                "wandb.id": f"abc_00000_m{i}",
+            },
+        )
+
+
+def test_plan_prints_groups_and_sweep_yaml_keeps_its_old_form_for_group_size_1(tmp_path, capsys):
+    from sweep_fixtures import write_sweep
+
+    from sweeps import cli
+
+    assert cli.main(["plan", str(write_sweep(tmp_path, tiny_sweep(tmp_path, group_size=2)))]) == 0
+    out = capsys.readouterr().out
+    assert "3 trials in 2 groups of at most 2" in out and "resources per group (one Tune trial): cpu=1" in out
+    assert "group local_L1_group0 (one Tune trial):\n  0 local_L1_r2_s0.1_seed0 " in out
+    assert "group e2e_L1_group1 (one Tune trial):\n  2 e2e_L1_r2_s0.1_seed0 " in out
+    for size in (1, 2):
+        spec = sweep_from_dict(tiny_sweep(tmp_path, group_size=size))
+        cli._write_sweep_file(spec, expand_trials(spec), str(tmp_path / f"exp{size}"))
+        saved = (tmp_path / f"exp{size}" / "sweep.yaml").read_text()
+        assert ("group_size" in saved) == (size > 1)
+        assert cli._read_sweep_file(str(tmp_path / f"exp{size}")).group_size == size
+
+
+class FakeTune:
+    """Stands in for tune.report: keeps each row, and a copy of each checkpoint (Tune persists it)."""
+
+    def __init__(self, root):
+        self.root, self.rows, self.checkpoints = root, [], []
+
+    def __call__(self, row, checkpoint_dir):
+        self.rows.append(row)
+        if checkpoint_dir is not None:
+            keep = self.root / f"checkpoint_{len(self.checkpoints):06d}"
+            shutil.copytree(checkpoint_dir, keep)
+            self.checkpoints.append(keep)
+
+
+def _write_trial_dir(trial_dir, config, rows):
+    (trial_dir / "params.json").write_text(json.dumps(config))
+    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.slow
+def test_a_group_reports_one_row_per_step_and_resumes_every_member_from_its_checkpoint(tmp_path):
+    spec, trials = grouped(tmp_path, 3)
+    config = _tune_trials(spec, trials)[1][0]  # local, seed 0, ratio 2: coefficients 0.1, 1, 2
+    names = config["member_names"]
+    whole = FakeTune(tmp_path / "whole")
+    run_group(config, tmp_path / "whole" / "run", None, "t0", whole)
+    # Rows at the checkpoint (32 samples) and the end (64): every member in each, one checkpoint each.
+    assert [(r["n_samples"], r["final"], list(r["members"])) for r in whole.rows] == [
+        (32, False, names),
+        (64, True, names),
+    ]
+    assert all(sorted(p.name for p in c.iterdir()) == sorted(names) for c in whole.checkpoints)
+    for name in names:  # each member equals the planned trial trained as a separate run
+        params = next(t for t in trials if t.name == name)
+        direct = train(run_config_from_dict(params.run, {"output_dir": str(tmp_path / "sep" / name)}), progress=False)
+        assert whole.rows[-1]["members"][name] == direct
+
+    # Killed after the first checkpoint: the retry gets that checkpoint back and every member resumes there.
+    resumed = FakeTune(tmp_path / "resumed")
+    run_group(config, tmp_path / "resumed" / "run", whole.checkpoints[0], "t0", resumed)
+    assert [r["n_samples"] for r in resumed.rows] == [64]  # not from step 0
+    assert resumed.rows[-1]["members"] == whole.rows[-1]["members"]  # bit for bit on CPU
+
+    trial_dir = tmp_path / "exp" / config["name"]
+    trial_dir.mkdir(parents=True)
+    _write_trial_dir(trial_dir, config, whole.rows)
+    listed = load_trials(tmp_path / "exp")
+    assert sorted(t.trial_id for t in listed) == sorted(names)
+    for t in listed:
+        assert t.state == "finished" and t.metrics == whole.rows[-1]["members"][t.trial_id]
+        assert t.mode == "local" and t.run == next(x for x in trials if x.name == t.trial_id).run
+
+
+def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
+    spec, trials = grouped(tmp_path, 3)
+    config = _tune_trials(spec, trials)[1][0]
+    a, b, c = config["member_names"]
+    rows = [
+        {"n_samples": 32, "final": False, "members": {a: {"l0": 3.0, "final": False}, b: {"l0": 2.0}, c: {"l0": 1.0}}},
+        {"n_samples": 64, "final": True, "members": {a: {"l0": 2.5, "final": True}, b: {"error": "loss is nan"}}},
+    ]
+    trial_dir = tmp_path / "exp" / config["name"]
+    trial_dir.mkdir(parents=True)
+    _write_trial_dir(trial_dir, config, rows)
+    (trial_dir / "error.txt").write_text("Traceback ...\nRuntimeError: the group's process died\n")
+    by_name = {t.trial_id: t for t in load_trials(tmp_path / "exp")}
+    assert by_name[a].state == "finished" and by_name[a].metrics["l0"] == 2.5
+    assert by_name[b].state == "errored" and by_name[b].error == "loss is nan" and by_name[b].metrics["l0"] == 2.0
+    assert by_name[c].state == "errored" and by_name[c].error.startswith("RuntimeError: the group's process died")
+    assert by_name[c].sparsity_coeff == 2.0 and by_name[c].dict_size_to_input_ratio == 2
+
+
+@pytest.mark.slow
+def test_a_diverged_member_stays_stopped_after_a_resume(tmp_path):
+    spec, trials = grouped(tmp_path, 3)
+    config = _tune_trials(spec, trials)[1][0]
+    names = config["member_names"]
+    ckpt = tmp_path / "ckpt"
+    first = FakeTune(tmp_path / "first")
+    run_group(config, tmp_path / "first" / "run", None, "t0", first)
+    shutil.copytree(first.checkpoints[0], ckpt)
+    shutil.rmtree(ckpt / names[1])
+    (ckpt / names[1]).mkdir()
+    (ckpt / names[1] / DIVERGED_FILE).write_text("loss is nan at step 2\n")
+    again = FakeTune(tmp_path / "again")
+    run_group(config, tmp_path / "again" / "run", ckpt, "t0", again)
+    last = again.rows[-1]
+    assert last["final"] and last["members"][names[1]] == {"error": "loss is nan at step 2"}
+    assert last["members"][names[0]] == first.rows[-1]["members"][names[0]]
+
+
+# ---- the frontier searcher packs a group's proposals into grouped Tune trials ------------------------
+
+
+def searcher(group_size: int) -> FrontierSearcher:
+    template = {"mode": "e2e", "layer": 1, "hook": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0}
+    template.update(seed=0, sparsity_coeff=None, run={"loss": {"sparsity": {"coeff": None}}})
+    groups = {k: GroupSearch(k, "l0", [20, 40, 80], tolerance=0.15, budget=10, start=1.0) for k in ("a", "b")}
+    return FrontierSearcher(groups, {k: template for k in groups}, group_size=group_size)
+
+
+def respond(config):
+    """The group's last result as Tune hands it to a searcher: flattened (``members/<name>/l0``)."""
+    from ray.tune.utils import flatten_dict
+
+    members = {n: {"l0": 150 * m["sparsity_coeff"] ** -0.7, "final": True} for n, m in members_of(config)}
+    return flatten_dict({"final": True, "members": members})
+
+
+def drive_groups(s: FrontierSearcher, next_id: int, running: dict, n_steps: int, log: list) -> int:
+    for _ in range(n_steps):
+        while (config := s.suggest(f"g{next_id}")) not in (None, Searcher.FINISHED):
+            log.append((f"g{next_id}", config["name"], [m["sparsity_coeff"] for _, m in members_of(config)]))
+            running[f"g{next_id}"] = config
+            next_id += 1
+        if not running:
+            break
+        trial_id = next(iter(running))
+        s.on_trial_complete(trial_id, respond(running.pop(trial_id)))
+    return next_id
+
+
+def test_searcher_packs_up_to_k_proposals_of_one_group_and_records_each_member():
+    s = searcher(group_size=2)
+    config = s.suggest("g0")
+    coeffs = [m["sparsity_coeff"] for _, m in members_of(config)]
+    assert len(coeffs) == 1 and s.groups["a"].pending  # nothing known yet: the start coefficient alone
+    names = config["member_names"]
+    assert names == ["e2e_L1_r2_s1_seed0"] and config["name"] == "a_s1"
+    s.on_trial_complete("g0", respond(config))
+    assert s.groups["a"].finished == [(1.0, pytest.approx(150.0))]
+    config = s.suggest("g1")  # now one proposal per open target (3), at most 2 per grouped trial
+    members = members_of(config)
+    assert len(members) == 2 and all(m["run"]["loss"]["sparsity"]["coeff"] == m["sparsity_coeff"] for _, m in members)
+    assert len(s.groups["a"].pending) == 2
+    s.on_trial_complete("g1", None, error=True)  # an errored group: no information for any member
+    assert s.groups["a"].failed == [m["sparsity_coeff"] for _, m in members] and not s.groups["a"].pending
+
+
+def test_grouped_search_reaches_the_targets_and_save_restore_continues_it(tmp_path):
+    straight: list = []
+    a = searcher(group_size=3)
+    drive_groups(a, 0, {}, 100, straight)
+    assert all(g.is_done() for g in a.groups.values()) and a.suggest("extra") == Searcher.FINISHED
+    assert all(g.is_met(t) for g in a.groups.values() for t in g.targets)
+    assert max(len(c) for _, _, c in straight) == 3 and len(straight) < sum(len(c) for _, _, c in straight)
+
+    split: list = []
+    running: dict = {}
+    b = searcher(group_size=3)
+    next_id = drive_groups(b, 0, running, 2, split)  # the driver dies with grouped trials running
+    b.save(str(tmp_path / "searcher.pkl"))
+    c = searcher(group_size=3)
+    c.restore(str(tmp_path / "searcher.pkl"))
+    drive_groups(c, next_id, running, 100, split)
+    assert split == straight
+    assert {k: g.finished for k, g in c.groups.items()} == {k: g.finished for k, g in a.groups.items()}

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import ConfigError
+from e2e_sae.modes import in_mode_order
 from sweeps.analysis_doc import ANALYSIS_JSON, GEOMETRY_PNG, geometry_markdown
 from sweeps.layout import ANALYSIS_DIR, TRIAL_RUN_DIR, is_remote
 from sweeps.results import load_trials, read_sweep_meta
 from sweeps.trial import Trial
 
-MODE_ORDER = ("local", "e2e", "e2e+ds")
 N_CONTEXTS = 10  # top-activating contexts per feature
 N_PER_KIND = 8  # features per sample kind (most frequent, random, rarest alive)
 N_LOGIT_TOKENS = 8  # boosted / suppressed output tokens per feature
@@ -194,10 +194,6 @@ def analyse_experiment(
 # ---- what gets written ----------------------------------------------------------------------------
 
 
-def _mode_rank(mode: str | None) -> tuple[int, str]:
-    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), str(mode))
-
-
 def _summary(values) -> dict[str, Any]:
     v = values.double()
     return {
@@ -261,7 +257,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
         h["norm_ratio"][mode] = res.stats.norm_ratio
     for hook, h in hooks.items():
         r = raw[hook]
-        modes = sorted(r["primary"], key=_mode_rank)
+        modes = in_mode_order(r["primary"])
         h["within"] = {m: h["within"][m] for m in modes}
         h["norm_ratio"] = {m: h["norm_ratio"][m] for m in modes}
         local = h["within"].get("local", {}).get("mean")

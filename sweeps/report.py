@@ -19,7 +19,7 @@ from typing import Any
 
 from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
-from e2e_sae.modes import MODES
+from e2e_sae.modes import MODES, in_mode_order
 from sweeps.analysis_doc import ANALYSIS_JSON, geometry_markdown
 from sweeps.layout import ANALYSIS_DIR, REPORT_DIR
 from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
@@ -88,10 +88,6 @@ def _front_entry(p: FrontPoint) -> dict[str, Any]:
 
 def _neighbour(p: FrontPoint, x_metric: str) -> dict[str, Any]:
     return {"trial_id": p.payload.trial_id, x_metric: p.x, Y_METRIC: p.y}
-
-
-def _ordered_modes(modes: set[str]) -> list[str]:
-    return [m for m in MODE_ORDER if m in modes] + sorted(modes - set(MODE_ORDER))
 
 
 def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
@@ -221,7 +217,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
                 )
                 for x in X_METRICS
             }
-            for mode in _ordered_modes({t.mode for t in in_hook})
+            for mode in in_mode_order(t.mode for t in in_hook)
         }
         originals = [_num(t.metrics.get("ce_loss_original")) for t in in_hook]
         originals = [v for v in originals if math.isfinite(v)]

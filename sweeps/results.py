@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES
+from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES, TRIAL_RUN_DIR
 from sweeps.trial import Trial, is_group, members_of, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
@@ -82,7 +82,7 @@ def _load_trial_dir(path: Path) -> list[Trial]:
     if not is_group(params):
         trial = Trial.from_config(params, trial_id=path.name)
         trial.path = path
-        return [_settle(trial, rows, error)]
+        return [_settle(trial, _with_run_final(rows, path / TRIAL_RUN_DIR), error)]
     members = []
     for name, config in members_of(params):
         trial = Trial.from_config(config, trial_id=name)
@@ -90,8 +90,23 @@ def _load_trial_dir(path: Path) -> list[Trial]:
         entries = [r["members"].get(name) for r in rows if isinstance(r.get("members"), dict)]
         entries = [e for e in entries if isinstance(e, dict)]  # none in rows before it was reported
         own_error = next((str(e["error"])[:300] for e in reversed(entries) if "error" in e), None)
-        members.append(_settle(trial, [e for e in entries if "error" not in e], own_error or error))
+        entries = _with_run_final([e for e in entries if "error" not in e], path / TRIAL_RUN_DIR / name)
+        members.append(_settle(trial, entries, own_error or error))
     return members
+
+
+def _with_run_final(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
+    """``rows``, plus the run's own final metrics (the library's metrics.json, written atomically when
+    the run ends) when they hold no final row: on a retry Ray copies result.json back from the storage
+    copy of its last sync, which can miss rows reported since."""
+    path = run_dir / "metrics.json"
+    if any(r.get("final") is True for r in rows) or not path.is_file():
+        return rows
+    try:
+        final = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return rows
+    return [*rows, final] if isinstance(final, dict) and final.get("final") is True else rows
 
 
 def _settle(trial: Trial, rows: list[dict[str, Any]], error: str | None) -> Trial:

@@ -182,6 +182,15 @@ def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
     assert by_name[b].state == "errored" and by_name[b].error == "loss is nan" and by_name[b].metrics["l0"] == 2.0
     assert by_name[c].state == "errored" and by_name[c].error.startswith("RuntimeError: the group's process died")
     assert by_name[c].sparsity_coeff == 2.0 and by_name[c].dict_size_to_input_ratio == 2
+    # A member whose final row Ray's result.json lost (a retry copies back the last synced copy) but
+    # whose run ended is finished, from its own metrics.json; a diverged member stays errored.
+    for name in (b, c):
+        (trial_dir / "run" / name).mkdir(parents=True)
+        (trial_dir / "run" / name / "metrics.json").write_text(json.dumps({"l0": 1.5, "final": True}))
+    (trial_dir / "run" / b / "metrics.json").unlink()
+    by_name = {t.trial_id: t for t in load_trials(tmp_path / "exp")}
+    assert by_name[c].state == "finished" and by_name[c].metrics["l0"] == 1.5
+    assert by_name[b].state == "errored"
 
 
 @pytest.mark.slow

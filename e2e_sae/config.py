@@ -207,6 +207,20 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten_dotted(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{train: {n_samples: 5}}`` and ``{train.n_samples: 5}`` both become ``{"train.n_samples": 5}``.
+    A ``native`` model spec stays one value: it describes one model, and overriding part of it
+    would splice two models' settings together."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not key.endswith("native"):
+            out.update(flatten_dotted(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def add_set_argument(parser) -> None:
     """The ``--set KEY=VALUE`` option every command line of the project takes (see parse_overrides)."""
     parser.add_argument(

@@ -34,7 +34,14 @@ from pydantic import Field, ValidationError
 
 from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
 from e2e_sae.checkpoint import list_checkpoints, load_checkpoint, set_rng_state
-from e2e_sae.config import ConfigError, RunConfig, apply_overrides, format_validation_error, run_config_from_dict
+from e2e_sae.config import (
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    flatten_dotted,
+    format_validation_error,
+    run_config_from_dict,
+)
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.loop import Reporter, Run, run_loop
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
@@ -62,20 +69,10 @@ class GroupSpec(Strict):
     members: list[GroupMember] = Field(min_length=1)
 
 
-def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def shared_fields(cfg: RunConfig) -> dict[str, Any]:
     """The dotted fields members of a group must agree on (all but the per-member ones), with
     ``data.seed`` resolved: the sample order is shared, whatever each member's seed."""
-    flat = _flatten(cfg.to_dict())
+    flat = flatten_dotted(cfg.to_dict())
     flat["data.seed"] = cfg.data_seed
     return {k: v for k, v in flat.items() if k not in _PER_MEMBER}
 

@@ -27,7 +27,6 @@ from sweeps.results import TUNE_KEYS, load_trials, read_sweep_meta
 from sweeps.trial import STATES, Trial
 
 SCHEMA_VERSION = 1
-MODE_ORDER = MODES
 Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
@@ -296,14 +295,14 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
     elements, one colour per mode, finished trials faint, the frontier as connected points. PNG + SVG."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
 
-    colours = {m: f"C{i}" for i, m in enumerate(MODE_ORDER)}
+    colours = {m: f"C{i}" for i, m in enumerate(MODES)}
     pngs = []
     for hook, h in doc["hooks"].items():
         fig = Figure(figsize=(11, 4.4), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         for ax, x_metric in zip(axes, X_METRICS, strict=True):
             for i, (mode, m) in enumerate(h["modes"].items()):
-                c = colours.get(mode, f"C{len(MODE_ORDER) + i}")
+                c = colours.get(mode, f"C{len(MODES) + i}")
                 pts = [
                     (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
                     for t in trials

@@ -32,6 +32,7 @@ from e2e_sae.config import (
     Mode,
     RunConfig,
     apply_overrides,
+    flatten_dotted,
     format_validation_error,
     parse_overrides,
     read_yaml_mapping,
@@ -271,18 +272,6 @@ class SweepSpec(_Strict):
         return experiment_path(self.storage_path, self.name)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{train: {n_samples: 5}}`` and ``{train.n_samples: 5}`` both become dotted keys."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and not key.endswith("native"):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 # ---- loading and expansion -----------------------------------------------------------------------
 
 
@@ -303,7 +292,7 @@ def sweep_from_dict(
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
     check_search(spec.search, spec.axes)
-    spec.overrides = _flatten(spec.overrides)
+    spec.overrides = flatten_dotted(spec.overrides)
     if spec.base is not None and not spec.base.is_absolute() and not spec.base.is_file() and base_dir is not None:
         # relative to the current directory first (the README's commands), then to the sweep file
         candidate = base_dir / spec.base
@@ -404,5 +393,5 @@ def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
 
 def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """Dotted keys whose value in ``run`` differs from ``base``."""
-    fb, fr = _flatten(base), _flatten(run)
+    fb, fr = flatten_dotted(base), flatten_dotted(run)
     return {k: v for k, v in fr.items() if fb.get(k, object()) != v}

@@ -8,6 +8,7 @@ failure, resumes from ``tune.get_checkpoint()`` exactly where the checkpoint lef
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +27,20 @@ from sweeps.trial import is_group
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
+WANDB_SERVICE_ENV = "WANDB_SERVICE"  # wandb.env.SERVICE: where a process finds its W&B service
+# Ray's workers inherit the environment of the process that started Ray (the sweep's driver, a
+# notebook, a shell); if that process had used wandb, this points every trial at its W&B service.
+_INHERITED_WANDB_SERVICE = os.environ.get(WANDB_SERVICE_ENV)
+
+
+def use_own_wandb_service() -> None:
+    """Give this trial process a W&B service of its own (started by its first ``wandb.init``) instead
+    of one inherited from the process that started Ray. An inherited service outlives a trial that is
+    killed, still holds the trial's W&B runs open, and refuses the retry's resumed run ("run ID ... is
+    in use"): the retry would error although its checkpoint is fine."""
+    if os.environ.get(WANDB_SERVICE_ENV) == _INHERITED_WANDB_SERVICE:
+        os.environ.pop(WANDB_SERVICE_ENV, None)
+
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
     """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``, or a
@@ -33,6 +48,7 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
 
     ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""
+    use_own_wandb_service()
     ctx = tune.get_context()
     trial_dir = Path(ctx.get_trial_dir())
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)

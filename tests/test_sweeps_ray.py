@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+import wandb
 import yaml
 from ray_fixtures import REPO, ray_free_env
 from sweep_fixtures import tiny_sweep, write_sweep
@@ -23,6 +24,7 @@ from sweeps.cli import EXIT_INTERRUPTED
 from sweeps.layout import FAILED_RUN_PREFIX, RESUME_FROM_DIR
 from sweeps.results import load_trials
 from sweeps.spec import expand_trials, sweep_from_dict, trial_names
+from sweeps.trainable import WANDB_SERVICE_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -245,6 +247,11 @@ def test_grouped_sweep_with_a_killed_group_resumes_every_member_from_its_checkpo
     )
     path = write_sweep(tmp_path, spec)
     marker = tmp_path / "killed-once"
+    # The sweep is started from a process that has used wandb (as a notebook or script might), so it
+    # and Ray's workers inherit that process's W&B service: it outlives the killed group and must not
+    # refuse the retry's resumed member runs ("run ID ... is in use").
+    wandb.init(mode="offline", dir=str(tmp_path), settings=wandb.Settings(reinit="create_new")).finish()
+    assert os.environ.get(WANDB_SERVICE_ENV)
     proc = subprocess.run(
         [sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker), "run", str(path)],
         capture_output=True,

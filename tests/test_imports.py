@@ -113,13 +113,23 @@ def test_no_import_cycles_among_the_project_modules():
 @pytest.mark.slow
 def test_every_module_imports_on_its_own():
     """Each module in a process that has imported nothing of the project before it: a forked child of
-    one interpreter that loaded only the third-party libraries (so the check costs one torch import)."""
+    one interpreter that loaded only the third-party libraries (so the check costs one torch import),
+    as many children at once as there are cores."""
     modules = sorted(set(module_files(REPO, PACKAGES)) - NOT_IMPORTABLE_HERE)
     script = textwrap.dedent(f"""
         import importlib, os, sys, traceback
         import torch, transformer_lens, transformers, datasets, ray, ray.tune, yaml, pydantic, matplotlib
-        failed = []
+        failed, running = [], {{}}
+
+        def reap():
+            pid, status = os.wait()
+            if status != 0:
+                failed.append(running[pid])
+            del running[pid]
+
         for name in {modules!r}:
+            if len(running) >= (os.cpu_count() or 1):
+                reap()
             pid = os.fork()
             if pid == 0:
                 try:
@@ -131,10 +141,10 @@ def test_every_module_imports_on_its_own():
                     traceback.print_exc()
                     os._exit(1)
                 os._exit(0)
-            _, status = os.waitpid(pid, 0)
-            if status != 0:
-                failed.append(name)
-        print("FAILED", failed)
+            running[pid] = name
+        while running:
+            reap()
+        print("FAILED", sorted(failed))
         sys.exit(1 if failed else 0)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)

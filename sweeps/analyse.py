@@ -22,8 +22,8 @@ from typing import Any
 from e2e_sae.config import ConfigError
 from e2e_sae.modes import in_mode_order
 from sweeps.analysis_doc import ANALYSIS_JSON, GEOMETRY_PNG, geometry_markdown
-from sweeps.layout import ANALYSIS_DIR, TRIAL_RUN_DIR, is_remote
-from sweeps.results import load_trials, read_sweep_meta
+from sweeps.layout import ANALYSIS_DIR, is_remote
+from sweeps.results import load_trials, read_sweep_meta, run_dir
 from sweeps.trial import Trial
 
 N_CONTEXTS = 10  # top-activating contexts per feature
@@ -44,14 +44,16 @@ class Pick:
 
 def final_checkpoint(trial: Trial) -> Path | None:
     """The trial's newest persisted checkpoint: Tune's ``checkpoint_NNNNNN/`` in the trial directory
-    (what reaches the sweep's storage from any node), else the run's own ``run/checkpoints/``."""
+    (what reaches the sweep's storage from any node; a group member's part of it is under its name),
+    else the run's own ``run/checkpoints/``."""
     from e2e_sae.checkpoint import CHECKPOINT_FILE, latest_checkpoint
 
     assert trial.path is not None
-    tune = sorted(p for p in trial.path.glob("checkpoint_*") if (p / CHECKPOINT_FILE).is_file())
+    member = trial.member or ""
+    tune = sorted(p / member for p in trial.path.glob("checkpoint_*") if (p / member / CHECKPOINT_FILE).is_file())
     if tune:
         return tune[-1] / CHECKPOINT_FILE
-    own = latest_checkpoint(trial.path / TRIAL_RUN_DIR)
+    own = latest_checkpoint(run_dir(trial))
     return own / CHECKPOINT_FILE if own else None
 
 

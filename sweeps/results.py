@@ -82,17 +82,24 @@ def _load_trial_dir(path: Path) -> list[Trial]:
     if not is_group(params):
         trial = Trial.from_config(params, trial_id=path.name)
         trial.path = path
-        return [_settle(trial, _with_run_final(rows, path / TRIAL_RUN_DIR), error)]
+        return [_settle(trial, _with_run_final(rows, run_dir(trial)), error)]
     members = []
     for name, config in members_of(params):
         trial = Trial.from_config(config, trial_id=name)
-        trial.path = path
+        trial.path, trial.member = path, name
         entries = [r["members"].get(name) for r in rows if isinstance(r.get("members"), dict)]
         entries = [e for e in entries if isinstance(e, dict)]  # none in rows before it was reported
         own_error = next((str(e["error"])[:300] for e in reversed(entries) if "error" in e), None)
-        entries = _with_run_final([e for e in entries if "error" not in e], path / TRIAL_RUN_DIR / name)
+        entries = _with_run_final([e for e in entries if "error" not in e], run_dir(trial))
         members.append(_settle(trial, entries, own_error or error))
     return members
+
+
+def run_dir(trial: Trial) -> Path:
+    """The library's output_dir of a trial on disk: ``<trial dir>/run``, a group member's
+    ``<group dir>/run/<member>``."""
+    assert trial.path is not None
+    return trial.path / TRIAL_RUN_DIR / (trial.member or "")
 
 
 def _with_run_final(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:

@@ -36,6 +36,9 @@ class Trial:
     n_rows: int = 0
     error: str | None = None  # first line of error.txt
     path: Path | None = None
+    # A member of a grouped Tune trial (``path`` is the group's directory): its name there, under
+    # which the group keeps its run directory and its part of every checkpoint.
+    member: str | None = None
 
     @property
     def name(self) -> str:

@@ -110,6 +110,33 @@ def test_named_trials_and_the_report_section(experiment, tmp_path):
     assert "add `seed: [0, 1]` to the sweep's axes" in (out / "analysis.md").read_text()
 
 
+def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_checkpoint(experiment, tmp_path):
+    """A grouped Tune trial keeps each member's checkpoint under its name (checkpoint_*/<name>/) and
+    its run under run/<name>/: analyse finds both."""
+    from sweeps.analyse import select
+    from sweeps.trial import group_config
+
+    names = ["local_L1_r2_s0.5_seed0", "local_L1_r2_s0.5_seed1"]
+    exp = tmp_path / "grouped"
+    group = exp / "local_L1_group0"
+    group.mkdir(parents=True)
+    shutil.copy(experiment / "sweep.yaml", exp / "sweep.yaml")
+    params = [json.loads((experiment / n / "params.json").read_text()) for n in names]
+    (group / "params.json").write_text(json.dumps(group_config("local_L1_group0", params, names)))
+    finals = {n: json.loads((experiment / n / "result.json").read_text().splitlines()[-1]) for n in names}
+    (group / "result.json").write_text(json.dumps({"n_samples": 48, "final": True, "members": finals}) + "\n")
+    for n in names:
+        shutil.copytree(experiment / n / "checkpoint_000000", group / "checkpoint_000000" / n)
+        shutil.copytree(experiment / n / "run", group / "run" / n)
+    picks = select(exp, names)
+    assert [p.checkpoint for p in picks] == [group / "checkpoint_000000" / n / "checkpoint.pt" for n in names]
+    shutil.rmtree(group / "checkpoint_000000")  # then the member's own run/<name>/checkpoints/
+    assert [p.checkpoint.parent.parent.parent for p in select(exp, names)] == [group / "run" / n for n in names]
+    assert main(["analyse", str(exp), "--trials", *names]) == 0
+    doc = json.loads((exp / "analysis" / "analysis.json").read_text())
+    assert sorted(s["trial_id"] for s in doc["saes"]) == names
+
+
 def test_report_shows_the_analysis_or_how_to_make_it(analysed, experiment, tmp_path):
     from sweeps.report import write_report
 

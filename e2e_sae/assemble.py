@@ -76,12 +76,18 @@ def load_checked_model(cfg: RunConfig, device: torch.device):
     return model
 
 
+def seeded_sae(cfg: RunConfig, d_in: int) -> SAE:
+    """The run's freshly initialised SAE: the global RNG seeded with ``cfg.seed``, then the SAE drawn
+    (the RNG is left as the run continues from it)."""
+    torch.manual_seed(cfg.seed)
+    return SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))
+
+
 def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile | None = None) -> SplicedModel:
     """A fresh (seeded by ``cfg.seed``) or ``pretrained`` SAE spliced into an already loaded ``model``;
     the members of a group (:mod:`e2e_sae.group`) share one model this way."""
     d_in = model.cfg.d_model
-    torch.manual_seed(cfg.seed)
-    sae = SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))
+    sae = seeded_sae(cfg, d_in)
     if pretrained is not None:
         check_pretrained_shape(cfg, pretrained.state, d_in)
         sae.load_state_dict(pretrained.state)

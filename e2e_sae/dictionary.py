@@ -54,16 +54,17 @@ def load_trained_sae(checkpoint: str | Path) -> TrainedSAE:
     return TrainedSAE(cfg, sae.eval(), int(blob.get("n_samples", 0)), path)
 
 
-def initial_directions(cfg: RunConfig, d_in: int, n_dict: int) -> Tensor | None:
-    """The unit decoder directions the run started from: the seeded initialisation of
-    :func:`e2e_sae.assemble.splice_sae` (the global RNG is left as it was). None for a run that
-    fine-tuned a pretrained SAE. Short runs move directions little from it, and SAEs of the same
-    seed share it, so it is the reference for reading any cross-SAE similarity."""
+def initial_directions(cfg: RunConfig, d_in: int) -> Tensor | None:
+    """The unit decoder directions the run started from: its :func:`e2e_sae.assemble.seeded_sae`
+    (the global RNG is left as it was). None for a run that fine-tuned a pretrained SAE. Short runs
+    move directions little from it, and SAEs of the same seed share it, so it is the reference for
+    reading any cross-SAE similarity."""
+    from e2e_sae.assemble import seeded_sae
+
     if cfg.sae.pretrained_path is not None:
         return None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return SAE(d_in, n_dict).dict_elements.detach()
+        return seeded_sae(cfg, d_in).dict_elements.detach()
 
 
 @dataclass
@@ -315,5 +316,5 @@ def analyse_sae(
     effect = None
     if sampled and directions.shape[0] == ctx.model.cfg.d_model:
         effect = direct_logit_effect(ctx.model, directions[:, sampled], n_logit_tokens)
-    init = initial_directions(cfg, *directions.shape)
+    init = initial_directions(cfg, directions.shape[0])
     return SAEAnalysis(stats, directions, samples, effect, sampled, init)

@@ -146,7 +146,7 @@ def test_initial_directions_are_the_runs_seeded_initialisation(tiny_config):
     expected = splice_sae(cfg, model, torch.device("cpu")).sae.dict_elements.detach()
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    init = initial_directions(cfg, 16, 32)
+    init = initial_directions(cfg, 16)
     assert torch.equal(init, expected)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
-    assert not torch.equal(init, initial_directions(run_config_from_dict(tiny_config("local", seed=4)), 16, 32))
+    assert not torch.equal(init, initial_directions(run_config_from_dict(tiny_config("local", seed=4)), 16))

@@ -38,9 +38,17 @@ class ModelConfig(Strict):
     weights. TL-native models are never processed (resolved to ``none``). See docs/weight_processing.md.
     """
 
-    name: str | None = None
-    native: dict[str, Any] | None = None
-    weight_processing: WeightProcessing | None = None  # default: hooked_transformer for HF models
+    name: str | None = Field(
+        default=None, description="an HF model name (gpt2), builtin:pycode, or a .pt file written by e2e_sae.lm"
+    )
+    native: dict[str, Any] | None = Field(
+        default=None, description="a TransformerLens config dict for a randomly initialised TL-native model (tests)"
+    )
+    weight_processing: WeightProcessing | None = Field(
+        default=None,
+        description="hooked_transformer (fold LayerNorm, centre writing weights and unembedding, as the paper) or "
+        "none (raw HF weights); default hooked_transformer for HF models, none for TL-native ones",
+    )
 
     @property
     def is_native(self) -> bool:
@@ -68,48 +76,79 @@ class DataSource(Strict):
     """One token source. ``name``: ``builtin:pycode``, an HF dataset name, a ``load_from_disk``
     directory, or a local .txt/.jsonl/.json/.parquet file (or a directory of them)."""
 
-    name: str
-    split: str = "train"
-    column: str | None = None  # default: "input_ids" if present, else "text"
-    streaming: bool = True  # HF hub datasets only
-    shuffle_buffer: int = Field(default=10_000, ge=1)  # streaming shuffle buffer
+    name: str = Field(
+        description="builtin:pycode, an HF dataset name, a load_from_disk directory, or a local "
+        ".txt/.jsonl/.json/.parquet file or directory of them"
+    )
+    split: str = Field(default="train", description="the dataset split (builtin:pycode: train or eval)")
+    column: str | None = Field(
+        default=None, description="the column holding token ids or text; default input_ids if present, else text"
+    )
+    streaming: bool = Field(default=True, description="stream an HF hub dataset instead of downloading it whole")
+    shuffle_buffer: int = Field(default=10_000, ge=1, description="streaming shuffle buffer, in samples")
 
 
 class DataConfig(Strict):
-    train: DataSource
-    eval: DataSource
-    n_ctx: int = Field(gt=0)
-    tokenizer: str | None = None  # HF tokenizer name for raw text; default: the model's tokenizer
-    n_eval_samples: int = Field(default=64, gt=0)  # held-out sequences of n_ctx tokens, fixed per run
-    eval_batch_size: int = Field(default=16, gt=0)
-    seed: int | None = None  # order of the training samples; default: the run's seed (a group shares one)
+    train: DataSource = Field(description="the training token stream")
+    eval: DataSource = Field(
+        description="the held-out evaluation tokens (the same source and split as train is refused)"
+    )
+    n_ctx: int = Field(gt=0, description="tokens per sample (context length)")
+    tokenizer: str | None = Field(
+        default=None, description="HF tokenizer name for raw text; default the model's tokenizer"
+    )
+    n_eval_samples: int = Field(
+        default=64, gt=0, description="held-out samples of n_ctx tokens evaluated, the same for every run"
+    )
+    eval_batch_size: int = Field(default=16, gt=0, description="samples per evaluation forward pass")
+    seed: int | None = Field(
+        default=None, description="seed of the training-sample order; default the run's seed (a group shares one)"
+    )
 
 
 class SAEConfig(Strict):
-    position: str  # a hook point of the model, e.g. blocks.6.hook_resid_pre
-    dict_size_to_input_ratio: float = Field(gt=0)
-    pretrained_path: Path | None = None  # start from an SAE checkpoint (ours or the authors' e2e_sae)
-    # Load a pretrained SAE trained under another model.weight_processing anyway (its inputs differ).
-    ignore_weight_processing_mismatch: bool = False
+    position: str = Field(description="the hook point the SAE is spliced into, e.g. blocks.6.hook_resid_pre")
+    dict_size_to_input_ratio: float = Field(gt=0, description="dictionary elements per input dimension (n_dict / d_in)")
+    pretrained_path: Path | None = Field(
+        default=None, description="start from an SAE checkpoint (ours or the authors' e2e_sae package's)"
+    )
+    ignore_weight_processing_mismatch: bool = Field(
+        default=False,
+        description="load a pretrained SAE trained under another model.weight_processing anyway (its inputs differ)",
+    )
 
 
 class TrainConfig(Strict):
-    n_samples: int = Field(gt=0)  # training sequences of n_ctx tokens
-    batch_size: int = Field(default=8, gt=0)
-    effective_batch_size: int | None = Field(default=None, gt=0)  # default: batch_size
-    lr: float = Field(default=5e-4, gt=0)
-    warmup_samples: int = Field(default=0, ge=0)
-    min_lr_factor: float = Field(default=0.1, ge=0, le=1)
-    max_grad_norm: float | None = Field(default=10.0, gt=0)
-    eval_every_n_samples: int | None = Field(default=None, gt=0)  # default: only at the end
-    checkpoint_every_n_samples: int | None = Field(default=None, gt=0)  # default: only at the end
-    keep_checkpoints: int = Field(default=2, ge=1)
-    act_frequency_n_tokens: int = Field(default=500_000, gt=0)  # window for alive elements
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    autocast_bf16: bool | None = None  # bf16 autocast for the LM; default: on for CUDA
-    # SAE forward/backward: auto | sparse | dense | autograd (e2e_sae/sae_kernels.py; docs/performance.md)
-    sae_kernel: Literal["auto", "sparse", "dense", "autograd"] = "auto"
-    compile: bool = False  # torch.compile the autograd SAE path (slow first step); needs sae_kernel auto|autograd
+    n_samples: int = Field(gt=0, description="training samples of n_ctx tokens")
+    batch_size: int = Field(default=8, gt=0, description="samples per micro-batch (one forward and backward)")
+    effective_batch_size: int | None = Field(
+        default=None, gt=0, description="samples per optimizer step (gradient accumulation); default batch_size"
+    )
+    lr: float = Field(default=5e-4, gt=0, description="peak Adam learning rate")
+    warmup_samples: int = Field(default=0, ge=0, description="linear warm-up, in samples")
+    min_lr_factor: float = Field(default=0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_factor")
+    max_grad_norm: float | None = Field(default=10.0, gt=0, description="gradient-norm clip; null: no clipping")
+    eval_every_n_samples: int | None = Field(
+        default=None, gt=0, description="evaluate on the held-out tokens every so many samples; default at the end only"
+    )
+    checkpoint_every_n_samples: int | None = Field(
+        default=None, gt=0, description="checkpoint every so many samples; default at the end only"
+    )
+    keep_checkpoints: int = Field(default=2, ge=1, description="newest checkpoints kept on disk")
+    act_frequency_n_tokens: int = Field(
+        default=500_000, gt=0, description="tokens of the activation-frequency window that counts alive elements"
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    autocast_bf16: bool | None = Field(
+        default=None, description="bf16 autocast for the language model; default on for CUDA (SAE stays fp32)"
+    )
+    sae_kernel: Literal["auto", "sparse", "dense", "autograd"] = Field(
+        default="auto", description="the SAE's forward/backward implementation (docs/performance.md)"
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the autograd SAE path (slow first step); needs sae_kernel auto or autograd",
+    )
 
     @model_validator(mode="after")
     def _accumulation(self) -> TrainConfig:
@@ -142,25 +181,30 @@ class TrainConfig(Strict):
 
 
 class WandbConfig(Strict):
-    project: str | None = None
-    entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] = "disabled"
-    group: str | None = None
-    name: str | None = None
-    # A stable run id (a sweep sets one per grouped member): a resumed run continues the same W&B run.
-    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    project: str | None = Field(default=None, description="W&B project")
+    entity: str | None = Field(default=None, description="W&B entity (user or team)")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        default="disabled", description="online | offline (synced later with wandb sync) | disabled"
+    )
+    group: str | None = Field(default=None, description="W&B group (a sweep sets its name)")
+    name: str | None = Field(default=None, description="W&B run name; default the output_dir's name")
+    id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="a stable W&B run id, so a resumed run continues the same W&B run",
+    )
 
 
 class RunConfig(Strict):
-    mode: Mode
-    output_dir: Path
-    seed: int = 0
-    model: ModelConfig
-    data: DataConfig
-    sae: SAEConfig
-    loss: LossConfig
-    train: TrainConfig
-    wandb: WandbConfig = WandbConfig()
+    mode: Mode = Field(description="the training mode: a preset of the loss terms (every coefficient overridable)")
+    output_dir: Path = Field(description="where the run writes config, metrics and checkpoints (docs: README)")
+    seed: int = Field(default=0, description="seed of the SAE's initialisation (and the data order unless data.seed)")
+    model: ModelConfig = Field(description="the frozen language model")
+    data: DataConfig = Field(description="training and evaluation tokens")
+    sae: SAEConfig = Field(description="the SAE and where it is spliced in")
+    loss: LossConfig = Field(description="the loss terms; unset terms come from the mode's preset")
+    train: TrainConfig = Field(description="optimisation, evaluation and checkpoint schedule")
+    wandb: WandbConfig = Field(default=WandbConfig(), description="Weights & Biases logging")
 
     @model_validator(mode="before")
     @classmethod

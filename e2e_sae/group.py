@@ -58,15 +58,22 @@ DIVERGED_FILE = "diverged.txt"
 
 
 class GroupMember(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._=+-]+$")  # the member's subdirectory of output_dir
-    set: dict[str, Any] = {}  # dotted overrides of the run config, among MEMBER_FIELDS
+    name: str = Field(pattern=r"^[A-Za-z0-9._=+-]+$", description="the member's name and subdirectory of output_dir")
+    set: dict[str, Any] = Field(
+        default={}, description=f"dotted overrides of the run config, among {', '.join(MEMBER_FIELDS)}"
+    )
 
 
 class GroupSpec(Strict):
     """The ``group:`` section of a grouped run config."""
 
-    splice: Literal["auto", "stacked", "loop"] = "auto"  # how the K spliced suffixes run (see splice_mode)
-    members: list[GroupMember] = Field(min_length=1)
+    splice: Literal["auto", "stacked", "loop"] = Field(
+        default="auto",
+        description="how the members' spliced passes run: stacked (one pass of K x batch_size from the SAE's "
+        "block; e2e modes at a hook_resid_pre), loop (one each), or auto (stacked on CUDA where possible, loop on "
+        "CPU, where it measured faster)",
+    )
+    members: list[GroupMember] = Field(min_length=1, description="the SAEs trained together")
 
 
 def shared_fields(cfg: RunConfig) -> dict[str, Any]:

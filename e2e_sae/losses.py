@@ -19,30 +19,34 @@ from e2e_sae.strict import Strict
 
 
 class SparsityLoss(Strict):
-    coeff: float = Field(ge=0)
-    p_norm: float = Field(default=1.0, gt=0)
+    coeff: float = Field(ge=0, description="phi: weight of the sparsity term phi * mean_tokens(||c||_p) / d_in")
+    p_norm: float = Field(default=1.0, gt=0, description="p of the Lp norm of the dictionary activations c")
 
 
 class CoeffLoss(Strict):
-    coeff: float = Field(ge=0)
+    coeff: float = Field(ge=0, description="weight of this term in the loss")
 
 
 class DownstreamLoss(Strict):
     """MSE of downstream activations, spliced vs original: ``total_coeff / len(H) * sum_h MSE``.
     ``hook_positions`` default: every later layer's ``hook_resid_pre``."""
 
-    total_coeff: float = Field(ge=0)
-    hook_positions: list[str] | None = None
+    total_coeff: float = Field(ge=0, description="beta: the terms' total weight, split evenly over the hook points")
+    hook_positions: list[str] | None = Field(
+        default=None, description="downstream hook points; default every later layer's hook_resid_pre"
+    )
 
 
 class LossConfig(Strict):
     """Loss terms, named as in the reference library. Missing terms are filled by the ``mode``
     preset; a term set explicitly overrides the preset."""
 
-    sparsity: SparsityLoss
-    out_to_in: CoeffLoss | None = None  # MSE(a_hat, a) at the SAE: the local loss
-    logits_kl: CoeffLoss | None = None  # KL(p_orig || p_spliced)
-    in_to_orig: DownstreamLoss | None = None  # downstream MSE (e2e+ds)
+    sparsity: SparsityLoss = Field(description="the Lp sparsity penalty")
+    out_to_in: CoeffLoss | None = Field(default=None, description="MSE(a_hat, a) at the SAE: the local loss")
+    logits_kl: CoeffLoss | None = Field(default=None, description="KL(p_orig || p_spliced) on the logits, per token")
+    in_to_orig: DownstreamLoss | None = Field(
+        default=None, description="MSE of downstream activations, spliced vs original (e2e+ds)"
+    )
 
     def active(self) -> dict[str, float]:
         """The reconstruction terms that are on (coefficient > 0), with their coefficients."""

@@ -1,13 +1,16 @@
 """Bad configs fail before any compute with one line naming the field, and touch nothing on disk."""
 
-import subprocess
-import sys
+import importlib
+from pathlib import Path
 
 import pytest
 import yaml
 
 from e2e_sae import ConfigError, run_config_from_dict
-from e2e_sae.train import train
+from e2e_sae.train import main
+from e2e_sae.validate import preflight
+
+train_module = importlib.import_module("e2e_sae.train")
 
 CASES = [
     ({"sae.bogus": 1}, "sae.bogus: unknown key"),
@@ -22,36 +25,57 @@ CASES = [
         "data.train.name: dataset path /nonexistent/train.jsonl does not exist",
     ),
     ({"mode": "e2e-ds"}, "mode:"),
+    ({"output_dir": "EXISTING_RUN"}, "output_dir:"),
 ]
 
 
+def tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with its size and mtime: what a refused config must leave as it was."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("overrides,message", CASES)
-def test_bad_config_is_one_line_naming_the_field(tiny_config, overrides, message):
-    with pytest.raises(ConfigError) as err:
-        cfg = run_config_from_dict(tiny_config(), overrides)
-        train(cfg, progress=False)
-    text = str(err.value)
-    assert message in text and "\n" not in text
-
-
-@pytest.mark.slow
-def test_cli_exits_nonzero_and_leaves_existing_run_untouched(tiny_config, tmp_path):
-    raw = tiny_config()
-    run_dir = tmp_path / "existing_run"
-    run_dir.mkdir()
-    (run_dir / "metrics.json").write_text('{"l0": 1.0}')
-    raw["output_dir"] = str(run_dir)
+def test_bad_config_exits_2_with_one_line_before_the_model_loads_and_touches_nothing(
+    tiny_config, tmp_path, monkeypatch, capsys, overrides, message
+):
+    """The README's promise, through the CLI for every case: exit status 2, one line naming the field,
+    raised before the model is loaded, and no file written, moved or created."""
+    existing = tmp_path / "existing_run"
+    (existing / "checkpoints").mkdir(parents=True)
+    (existing / "metrics.json").write_text('{"l0": 1.0}')
+    overrides = {k: (str(existing) if v == "EXISTING_RUN" else v) for k, v in overrides.items()}
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    for extra in ([], ["--set", "sae.dict_size_to_input_ratio=-2"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "e2e_sae.train", str(path), *extra], capture_output=True, text=True
-        )
-        assert proc.returncode == 2
-        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
-    assert "output_dir" in proc.stderr or "dict_size_to_input_ratio" in proc.stderr
-    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.json"]
-    assert (run_dir / "metrics.json").read_text() == '{"l0": 1.0}'
+    path.write_text(yaml.safe_dump(tiny_config()))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the config error was raised")
+
+    monkeypatch.setattr(train_module, "build_spliced_model", no_model)
+    before = tree(tmp_path)
+    sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={yaml.safe_dump(v).strip()}")]
+    rc = main([str(path), "--no-progress", *sets])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err
+    assert tree(tmp_path) == before
+    assert not (tmp_path / "run_e2e").exists()
+
+
+def test_bad_config_is_one_line_naming_the_field_from_python_too(tiny_config):
+    for overrides, message in CASES[:-1]:
+        with pytest.raises(ConfigError) as err:
+            cfg = run_config_from_dict(tiny_config(), overrides)
+            preflight(cfg, resume=False)
+        assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resume_without_a_checkpoint_is_one_line(tiny_config, tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    assert main([str(path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: no checkpoint in") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run_e2e").exists()
 
 
 def test_mode_presets_fill_loss_terms_and_stay_overridable(tiny_config):

@@ -124,3 +124,29 @@ def test_cli_grouped_config_and_existing_output(tiny_config, tmp_path, capsys):
     assert out.startswith("a: ") and "\nb: " in out
     assert main([str(path), "--no-progress"]) == 2  # the group's output_dir holds results: refused
     assert "already holds files" in capsys.readouterr().err
+
+
+def test_cli_exits_3_when_a_member_diverges_after_the_others_finish(tiny_config, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    group_mod = importlib.import_module("e2e_sae.group")
+    real = group_mod.member_loss
+
+    def poisoned(cfg, clean, sp):  # member b's loss turns inf from its 5th micro-batch on
+        loss, terms = real(cfg, clean, sp)
+        if cfg.seed == 3:
+            poisoned.calls += 1
+            if poisoned.calls >= 5:
+                loss = loss * float("inf")
+        return loss, terms
+
+    poisoned.calls = 0
+    monkeypatch.setattr(group_mod, "member_loss", poisoned)
+    path = tmp_path / "group.yaml"
+    path.write_text(yaml.safe_dump(grouped(tiny_config, "e2e")))
+    assert main([str(path), "--no-progress"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.startswith("a: ") and "(wrote " in captured.out
+    assert "b: error: loss is inf at step 2" in captured.err
+    out = tiny_config("e2e")["output_dir"]
+    assert (tmp_path / out / "a" / "metrics.json").is_file() and not (tmp_path / out / "b" / "metrics.json").exists()

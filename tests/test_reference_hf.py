@@ -69,7 +69,7 @@ def test_processed_model_matches_hooked_transformer(hf_assets, reference):
         f"\nvs HookedTransformer: processed resid_pre {resid:.1e}, log-probs {logp:.1e}; "
         f"unprocessed resid_pre {raw_resid:.1e}, log-probs {raw_logp:.1e}"
     )
-    assert resid < 1e-5 and logp < 1e-5
+    assert resid == 0.0 and logp == 0.0  # the README's "exactly (max difference 0.0)"
     assert raw_resid > 1e-3  # without processing the residual stream is not HookedTransformer's
 
 

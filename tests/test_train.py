@@ -9,7 +9,7 @@ import torch
 from e2e_sae import run_config_from_dict
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.optim import lr_factor
-from e2e_sae.train import train
+from e2e_sae.train import main, train
 
 
 class Interrupt(Exception):
@@ -117,3 +117,66 @@ def test_compiled_sae_trains_to_the_same_metrics(tiny_config, tmp_path):
     assert compiled["ce_loss_increase"] == pytest.approx(plain["ce_loss_increase"], rel=1e-3, abs=1e-5)
     sd = load_checkpoint(latest_checkpoint(compiled_cfg.output_dir))["sae"]
     assert set(sd) == {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}
+
+
+def write_config(path, raw) -> str:
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_cli_resume_continues_bit_for_bit(tiny_config, tmp_path, monkeypatch, capsys):
+    """`python -m e2e_sae.train CONFIG --resume` after a run died right after its first checkpoint ends
+    with the SAE weights and metrics.json of an uninterrupted run (the README's claim, via the CLI)."""
+    loop_mod = importlib.import_module("e2e_sae.loop")
+    sizes = {"train.n_samples": 64, "train.checkpoint_every_n_samples": 32}
+    straight = write_config(tmp_path / "straight.yaml", tiny_config("e2e+ds", output_dir=str(tmp_path / "a"), **sizes))
+    assert main([straight, "--no-progress"]) == 0
+    killed = write_config(tmp_path / "killed.yaml", tiny_config("e2e+ds", output_dir=str(tmp_path / "b"), **sizes))
+
+    real_save = loop_mod.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        raise Interrupt(path)
+
+    monkeypatch.setattr(loop_mod, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupt):
+        main([killed, "--no-progress"])
+    monkeypatch.setattr(loop_mod, "save_checkpoint", real_save)
+    assert load_checkpoint(latest_checkpoint(tmp_path / "b"))["n_samples"] == 32
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    capsys.readouterr()
+    assert main([killed, "--resume", "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text()) == json.loads(
+        (tmp_path / "a" / "metrics.json").read_text()
+    )
+    a = load_checkpoint(latest_checkpoint(tmp_path / "a"))["sae"]
+    b = load_checkpoint(latest_checkpoint(tmp_path / "b"))["sae"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_cli_exits_3_on_a_non_finite_loss_and_keeps_the_last_good_checkpoint(
+    tiny_config, tmp_path, monkeypatch, capsys, bad
+):
+    step_mod = importlib.import_module("e2e_sae.step")
+    real = step_mod.total_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * bad if calls["n"] > 10 else loss), terms  # from step 5 on (2 micro-batches a step)
+
+    monkeypatch.setattr(step_mod, "total_loss", poisoned)
+    path = write_config(tmp_path / "cfg.yaml", tiny_config("local", output_dir=str(tmp_path / "run")))
+    assert main([path, "--no-progress"]) == 3
+    err = capsys.readouterr().err.splitlines()[-1]  # after the datasets library's progress lines
+    assert err.startswith(f"error: loss is {bad} at step 5 (40 samples); stopped.") and "lower train.lr" in err
+    ckpt = load_checkpoint(latest_checkpoint(tmp_path / "run"))
+    assert ckpt["n_samples"] == 32 and torch.isfinite(ckpt["sae"]["decoder.weight"]).all()
+    assert not (tmp_path / "run" / "metrics.json").exists()

@@ -15,6 +15,7 @@ we never do). ``setup_reference`` writes an import-only stand-in module (``SHIM`
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -172,11 +173,23 @@ def reference_spec(
 
 
 def equivalence(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
-    """Relative differences of the first step's loss terms and grad norm (same weights and tokens)."""
-    pairs = {k: (ours["terms"][k], theirs["terms"].get(k, float("nan"))) for k in ours["terms"]}
+    """Relative differences of the first step's loss terms and grad norm (same weights and tokens).
+
+    A term that only one side computed, or a non-finite value, is an error: both would otherwise read
+    as agreement (a NaN difference is dropped by ``max`` unless it comes first)."""
+    missing = sorted(set(ours["terms"]) ^ set(theirs["terms"]))
+    if missing:
+        raise ValueError(
+            f"the first step's loss terms differ: {', '.join(missing)} computed on one side only "
+            f"(ours: {sorted(ours['terms'])}, reference: {sorted(theirs['terms'])})"
+        )
+    pairs = {k: (ours["terms"][k], theirs["terms"][k]) for k in ours["terms"]}
     pairs["loss"] = (ours["loss"], theirs["loss"])
-    if ours.get("grad_norm") is not None:
-        pairs["grad_norm"] = (ours["grad_norm"], theirs["grad_norm"])
+    if ours.get("grad_norm") is not None or theirs.get("grad_norm") is not None:
+        pairs["grad_norm"] = (ours.get("grad_norm"), theirs.get("grad_norm"))
+    bad = [k for k, pair in pairs.items() if not all(v is not None and math.isfinite(v) for v in pair)]
+    if bad:
+        raise ValueError(f"the first step's {', '.join(bad)} is missing or not finite: {[pairs[k] for k in bad]}")
     rows = {
         k: {"ours": a, "reference": b, "rel_diff": abs(a - b) / max(abs(a), abs(b), 1e-30)}
         for k, (a, b) in pairs.items()

@@ -87,96 +87,120 @@ def our_term_names(loss_dict: dict[str, torch.Tensor], position: str) -> dict[st
     return out
 
 
-def main(spec_path: str, out_path: str) -> None:
-    spec = json.loads(Path(spec_path).read_text())
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
-    device = torch.device(spec["device"])
-    blob = torch.load(spec["weights"], map_location="cpu", weights_only=True)
-    position = spec["position"]
-    model = SAETransformer(
-        to_hooked_transformer(spec["lm_shape"], blob["lm"]), [position], spec["n_dict"] / spec["lm_shape"]["d_model"]
-    )
-    key = position.replace(".", "-")
-    if model.saes[key].n_dict_components != spec["n_dict"]:
-        model.saes[key] = SAE(spec["lm_shape"]["d_model"], spec["n_dict"])
-    model.saes[key].load_state_dict(blob["sae"])
-    model.to(device)
-    for name, param in model.named_parameters():  # as train(): only the SAE trains
-        param.requires_grad = name.startswith("saes.")
-    loss_configs = LossConfigs(**spec["loss"])
-    cache_positions = None
-    if loss_configs.in_to_orig is not None:
-        cache_positions = [h for h in loss_configs.in_to_orig.hook_positions if h != position]
-    is_local = loss_configs.logits_kl is None and cache_positions is None
-    final_layer = int(position.split(".")[1]) + 1 if is_local and position.startswith("blocks.") else None
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=spec["lr"])
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, spec["warmup_lr_steps"], spec["total_steps"], min_lr_factor=spec["min_lr_factor"]
-    )
-    tokens = blob["tokens"].to(device)
+class ReferenceStep:
+    """The reference's model, loss configs, optimizer and schedule for one benchmark, built as its
+    ``train()`` builds them, with our LM weights, SAE weights and settings from the spec."""
+
+    def __init__(self, spec: dict, blob: dict, device: torch.device):
+        position = spec["position"]
+        self.model = SAETransformer(
+            to_hooked_transformer(spec["lm_shape"], blob["lm"]),
+            [position],
+            spec["n_dict"] / spec["lm_shape"]["d_model"],
+        )
+        key = position.replace(".", "-")
+        if self.model.saes[key].n_dict_components != spec["n_dict"]:
+            self.model.saes[key] = SAE(spec["lm_shape"]["d_model"], spec["n_dict"])
+        self.model.saes[key].load_state_dict(blob["sae"])
+        self.model.to(device)
+        for name, param in self.model.named_parameters():  # as train(): only the SAE trains
+            param.requires_grad = name.startswith("saes.")
+        self.position = position
+        self.loss_configs = LossConfigs(**spec["loss"])
+        self.cache_positions = None
+        if self.loss_configs.in_to_orig is not None:
+            self.cache_positions = [h for h in self.loss_configs.in_to_orig.hook_positions if h != position]
+        self.is_local = self.loss_configs.logits_kl is None and self.cache_positions is None
+        local_block = self.is_local and position.startswith("blocks.")
+        self.final_layer = int(position.split(".")[1]) + 1 if local_block else None
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=spec["lr"])
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, spec["warmup_lr_steps"], spec["total_steps"], min_lr_factor=spec["min_lr_factor"]
+        )
+        self.max_grad_norm = spec["max_grad_norm"]
+
+    def micro_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, dict, list[float]]:
+        """Clean pass, spliced pass and loss of one micro-batch: (loss, loss dict, the two phases' ends)."""
+        model = self.model
+        orig_logits, orig_acts = model.forward_raw(
+            batch,
+            run_entire_model=not self.is_local,
+            final_layer=self.final_layer,
+            cache_positions=self.cache_positions,
+        )
+        t1 = now()
+        new_logits, new_acts = model.forward(
+            batch,
+            sae_positions=model.raw_sae_positions,
+            cache_positions=self.cache_positions,
+            orig_acts=orig_acts if self.is_local else None,
+        )
+        loss, loss_dict = calc_loss(
+            orig_acts=orig_acts,
+            new_acts=new_acts,
+            orig_logits=None if new_logits is None else orig_logits.detach().clone(),
+            new_logits=new_logits,
+            loss_configs=self.loss_configs,
+            is_log_step=False,
+        )
+        return loss, loss_dict, [t1, now()]
+
+    def optimizer_step(self) -> float | None:
+        """Clip, Adam, schedule; returns the grad norm before clipping (None without clipping)."""
+        grad_norm = None
+        if self.max_grad_norm is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.saes.parameters(), self.max_grad_norm).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+        return grad_norm
+
+
+_CUDA = False
+
+
+def now() -> float:
+    """A timestamp after the device's queued work (CUDA) has finished."""
+    if _CUDA:
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def timed_steps(ref: ReferenceStep, tokens: torch.Tensor, spec: dict) -> tuple[dict, list[float], dict, float]:
+    """``warmup + steps`` optimizer steps; returns the per-phase totals and step times of the timed
+    steps, the first step's loss terms and grad norm, and the last step's mean loss."""
     accum, steps, warmup = spec["grad_accum_steps"], spec["steps"], spec["warmup"]
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-
-    def now() -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
     totals, step_times, first, last_loss = dict.fromkeys(PHASES, 0.0), [], None, float("nan")
     for step in range(warmup + steps):
         if step == warmup:
             totals = dict.fromkeys(PHASES, 0.0)
         t_step = sum(totals.values())
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=tokens.device)
         for micro in range(accum):
-            batch = tokens[step * accum + micro]
             t0 = now()
-            orig_logits, orig_acts = model.forward_raw(
-                batch, run_entire_model=not is_local, final_layer=final_layer, cache_positions=cache_positions
-            )
-            t1 = now()
-            new_logits, new_acts = model.forward(
-                batch,
-                sae_positions=model.raw_sae_positions,
-                cache_positions=cache_positions,
-                orig_acts=orig_acts if is_local else None,
-            )
-            loss, loss_dict = calc_loss(
-                orig_acts=orig_acts,
-                new_acts=new_acts,
-                orig_logits=None if new_logits is None else orig_logits.detach().clone(),
-                new_logits=new_logits,
-                loss_configs=loss_configs,
-                is_log_step=False,
-            )
-            t2 = now()
+            loss, loss_dict, (t1, t2) = ref.micro_batch(tokens[step * accum + micro])
             (loss / accum).backward()
             t3 = now()
             loss_sum += loss.detach().sum()
             if first is None:
-                first = {"loss": loss.item(), "terms": our_term_names(loss_dict, position)}
+                first = {"loss": loss.item(), "terms": our_term_names(loss_dict, ref.position)}
             t4 = now()
             for phase, dt in zip(PHASES[:3] + PHASES[4:], (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 totals[phase] += dt
         t0 = now()
         last_loss = loss_sum.item() / accum
-        grad_norm = None
-        if spec["max_grad_norm"] is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.saes.parameters(), spec["max_grad_norm"]).item()
-        optimizer.step()
-        optimizer.zero_grad()
-        scheduler.step()
+        grad_norm = ref.optimizer_step()
         totals["optimizer"] += now() - t0
         if step == 0:
             first["grad_norm"] = grad_norm
         if step >= warmup:
             step_times.append(sum(totals.values()) - t_step)
+    return totals, step_times, first, last_loss
 
-    timed_s = sum(totals.values())
-    tokens_per_step = tokens.shape[1] * tokens.shape[2] * accum
+
+def machine_record(device: torch.device) -> dict:
+    """Peak memory and what ran it: the same fields as our side's record."""
+    cuda = device.type == "cuda"
     if cuda:
         memory = {
             "peak_memory_mib": torch.cuda.max_memory_allocated(device) / 2**20,
@@ -187,27 +211,47 @@ def main(spec_path: str, out_path: str) -> None:
             "peak_memory_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_memory_kind": "cpu_peak_rss",
         }
-    import importlib.metadata as md
-
-    result = {
-        "side": "reference",
-        "reference_version": md.version("e2e-sae"),
-        "transformer_lens_version": md.version("transformer-lens"),
-        "steps": steps,
-        "warmup_steps": warmup,
-        "tokens_per_step": tokens_per_step,
-        "tokens_per_s": tokens_per_step * steps / timed_s,
-        "ms_per_step": {**{k: 1000 * v / steps for k, v in totals.items()}, "total": 1000 * timed_s / steps},
-        "ms_per_step_median": 1000 * statistics.median(step_times),
+    return {
         **memory,
-        "first_step": first,
-        "last_loss": last_loss,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor(),
+    }
+
+
+def main(spec_path: str, out_path: str) -> None:
+    global _CUDA
+    import importlib.metadata as md
+
+    spec = json.loads(Path(spec_path).read_text())
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    blob = torch.load(spec["weights"], map_location="cpu", weights_only=True)
+    ref = ReferenceStep(spec, blob, device)
+    tokens = blob["tokens"].to(device)
+    _CUDA = device.type == "cuda"
+    if _CUDA:
+        torch.cuda.reset_peak_memory_stats(device)
+    totals, step_times, first, last_loss = timed_steps(ref, tokens, spec)
+    steps, timed_s = spec["steps"], sum(totals.values())
+    tokens_per_step = tokens.shape[1] * tokens.shape[2] * spec["grad_accum_steps"]
+    result = {
+        "side": "reference",
+        "reference_version": md.version("e2e-sae"),
+        "transformer_lens_version": md.version("transformer-lens"),
+        "steps": steps,
+        "warmup_steps": spec["warmup"],
+        "tokens_per_step": tokens_per_step,
+        "tokens_per_s": tokens_per_step * steps / timed_s,
+        "ms_per_step": {**{k: 1000 * v / steps for k, v in totals.items()}, "total": 1000 * timed_s / steps},
+        "ms_per_step_median": 1000 * statistics.median(step_times),
+        "first_step": first,
+        "last_loss": last_loss,
+        **machine_record(device),
     }
     Path(out_path).write_text(json.dumps(result, indent=2))
 

@@ -1,22 +1,18 @@
-"""The built-in model's files for this interpreter: the shipped ones when they match its standard
-library, else a build in the cache (made once, under a file lock)."""
+"""The built-in model's files: the shipped tokenizer and model, checked against the shipped corpus, and
+the token streams of the corpus's splits (tokenised once, then cached)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import platform
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from e2e_sae.builtin import catalog
-from e2e_sae.builtin.build import build, encode_files
-
-logger = logging.getLogger(__name__)
+from e2e_sae.builtin.build import encode_files
+from e2e_sae.builtin.corpus import shipped_corpus
 
 
 def builtin_tokenizer(name: str = "pycode"):
@@ -28,7 +24,8 @@ def builtin_tokenizer(name: str = "pycode"):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    path = _resolve(name, need_model=False) / catalog.TOKENIZER_FILE
+    checked_manifest(name, need_model=False)
+    path = catalog.ASSETS_DIR / catalog.TOKENIZER_FILE
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer.from_file(str(path)),
         eos_token=catalog.EOS,
@@ -41,18 +38,19 @@ def builtin_tokenizer(name: str = "pycode"):
 def builtin_tokens(name: str = "pycode", split: str = "train") -> torch.Tensor:
     """The 1-D LongTensor token stream of ``split`` (files sorted, each followed by catalog.EOS).
 
-    Cached as uint16 ``.npy`` under ``<cache>/tokens/``, keyed by the tokenizer's sha256 and the
-    stdlib fingerprint, so only the first call tokenises (~seconds); later calls just load.
+    Cached as uint16 ``.npy`` under ``<cache>/tokens/``, keyed by the tokenizer's and the corpus
+    archive's sha256, so only the first call tokenises (~seconds); later calls just load.
     """
     from tokenizers import Tokenizer
 
-    catalog.check_name(name)
-    files = catalog.split_files(split)
-    tok_path = _resolve(name, need_model=False) / catalog.TOKENIZER_FILE
-    key = f"{catalog.sha256_file(tok_path)[:16]}-{catalog.stdlib_fingerprint()[:16]}"
+    catalog.check_split(split)
+    man = checked_manifest(name, need_model=False)
+    tok_path = catalog.ASSETS_DIR / catalog.TOKENIZER_FILE
+    key = f"{man['tokenizer']['sha256'][:16]}-{man['corpus']['sha256'][:16]}"
     path = catalog.cache_dir() / "tokens" / f"{name}-{split}-{key}.npy"
     if not path.is_file():
-        arr = encode_files(Tokenizer.from_file(str(tok_path)), files)
+        corpus = shipped_corpus()
+        arr = encode_files(Tokenizer.from_file(str(tok_path)), corpus, corpus.split_files(split))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, arr)
@@ -60,69 +58,27 @@ def builtin_tokens(name: str = "pycode", split: str = "train") -> torch.Tensor:
     return torch.from_numpy(np.load(path).astype(np.int64))
 
 
-def _usable(directory: Path, fingerprint: str, need_model: bool) -> tuple[bool, str]:
-    """Whether ``directory`` holds a build for this stdlib (and a model if needed), and if not, why."""
-    man = catalog.read_manifest(directory)
-    if man is None or not (directory / catalog.TOKENIZER_FILE).is_file():
-        return False, f"no built-in assets in {directory}"
-    if man.get("stdlib_fingerprint") != fingerprint:
-        return False, (
-            f"the assets in {directory} were built from the standard library of Python "
-            f"{man.get('python_version')} (fingerprint {str(man.get('stdlib_fingerprint'))[:12]}), but this "
-            f"interpreter (Python {platform.python_version()}) has fingerprint {fingerprint[:12]}"
-        )
-    if need_model and (man.get("model") is None or not (directory / catalog.MODEL_FILE).is_file()):
-        return False, f"the build in {directory} has a tokenizer but no trained model yet"
-    return True, ""
-
-
-def _resolve(name: str, need_model: bool) -> Path:
-    """The directory holding a build that matches this interpreter's stdlib: the shipped assets if
-    they match, else the cache build (reused, or built now). Falling back is always a WARNING,
-    because it means slower start-up and a model that differs from the documented one."""
-    catalog.check_name(name)
-    fingerprint = catalog.stdlib_fingerprint()
-    ok, why = _usable(catalog.ASSETS_DIR, fingerprint, need_model)
-    if ok:
-        return catalog.ASSETS_DIR
-    out = catalog.cache_dir() / "builtin" / name
-    with _build_lock(out):
-        cached, cache_why = _usable(out, fingerprint, need_model)
-        if cached:
-            logger.warning(
-                "builtin:%s: not using the shipped assets: %s. Using the matching cache build in %s.", name, why, out
-            )
-        else:
-            what = "model (5-10 min on 2 CPU cores)" if need_model else "tokenizer (seconds)"
-            logger.warning(
-                "builtin:%s: not using the shipped assets: %s. Building the %s into %s (%s).",
-                name,
-                why,
-                what,
-                out,
-                cache_why,
-            )
-            build(out, with_model=need_model, reuse_tokenizer=True)
-    return out
-
-
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """Serialise builds into one directory (e.g. several Ray trials starting at once)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, builds are still written atomically
-        yield
-        return
-    with open(directory / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def builtin_model_path(name: str = "pycode") -> Path:
-    """Path of the built-in checkpoint (a :func:`e2e_sae.native_lm.save_native_lm` file) for this interpreter."""
-    return _resolve(name, need_model=True) / catalog.MODEL_FILE
+    """Path of the built-in checkpoint (a :func:`e2e_sae.native_lm.save_native_lm` file)."""
+    checked_manifest(name, need_model=True)
+    return catalog.ASSETS_DIR / catalog.MODEL_FILE
+
+
+def checked_manifest(name: str, need_model: bool, directory: Path | None = None) -> dict[str, Any]:
+    """The manifest of the assets in ``directory`` (default: the shipped ones), once it says its tokenizer
+    (and model) were built from the corpus beside them. A mismatch means someone replaced one file
+    without rebuilding the others, so the eval split might not be held out from the model: an error
+    with the command that repairs it."""
+    catalog.check_name(name)
+    directory = catalog.ASSETS_DIR if directory is None else directory
+    rebuild = f"rebuild them with `python -m e2e_sae.builtin build --out {directory}`"
+    man = catalog.read_manifest(directory)
+    tok_path = directory / catalog.TOKENIZER_FILE
+    if man is None or not tok_path.is_file():
+        raise FileNotFoundError(f"no built-in assets (manifest and tokenizer) in {directory}: reinstall the package")
+    for what, path in (("corpus", directory / catalog.CORPUS_FILE), ("tokenizer", tok_path)):
+        if man.get(what, {}).get("sha256") != catalog.sha256_file(path):
+            raise RuntimeError(f"the built-in {what} in {directory} is not the one its manifest records: {rebuild}")
+    if need_model and (man.get("model") is None or not (directory / catalog.MODEL_FILE).is_file()):
+        raise FileNotFoundError(f"the built-in assets in {directory} have no trained model: {rebuild}")
+    return man

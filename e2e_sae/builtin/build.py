@@ -1,7 +1,7 @@
 """Building the built-in model ``builtin:pycode`` (why it exists, the corpus and the split:
 :mod:`e2e_sae.builtin`): tokenizer training, tokenising the corpus, LM training and evaluation.
 
-CLI: ``python -m e2e_sae.builtin build [--out DIR] [--steps N]`` and ``python -m e2e_sae.builtin info``.
+CLI: ``python -m e2e_sae.builtin build --out DIR [--steps N] [--stdlib [ROOT]]`` and ``python -m e2e_sae.builtin info``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from e2e_sae.builtin import catalog
+from e2e_sae.builtin.corpus import Corpus, shipped_corpus, stdlib_corpus, write_archive
 from e2e_sae.metrics import next_token_ce
 from e2e_sae.native_lm import boot_native_lm, load_native_lm, save_native_lm
 from e2e_sae.optim import lr_factor
@@ -50,10 +50,11 @@ def train_tokenizer(texts: list[str], vocab_size: int = catalog.VOCAB_SIZE):
     return tok
 
 
-def encode_files(tok, files: list[str], root: Path | None = None) -> np.ndarray:
-    """The flat uint16 stream of ``files`` in the given order, each file's tokens followed by catalog.EOS."""
+def encode_files(tok, corpus: Corpus, files: list[str]) -> np.ndarray:
+    """The flat uint16 stream of ``files`` of ``corpus`` in the given order, each file's tokens followed by
+    catalog.EOS."""
     eos = tok.token_to_id(catalog.EOS)
-    encs = tok.encode_batch([catalog.read_source(f, root) for f in files], add_special_tokens=False)
+    encs = tok.encode_batch([corpus.text(f) for f in files], add_special_tokens=False)
     parts = [np.asarray(e.ids + [eos], dtype=np.uint16) for e in encs]
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
@@ -129,63 +130,41 @@ def train_model(train: torch.Tensor, cfg: dict[str, Any], steps: int, hp: dict[s
 
 
 # ----------------------------------------------------------------------------- build
-def build(
-    out: Path | str,
-    steps: int | None = None,
-    with_model: bool = True,
-    reuse_tokenizer: bool = False,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Build tokenizer.json, model.pt and manifest.json into ``out``; returns the manifest.
+def build(out: Path | str, steps: int | None = None, corpus: Corpus | None = None, command: str | None = None):
+    """Build corpus.tar.gz, tokenizer.json, model.pt and manifest.json into ``out``; returns the manifest.
 
-    ``reuse_tokenizer`` keeps an existing tokenizer in ``out`` built from the same stdlib (the
-    cache fallback builds the tokenizer first and the model only when someone asks for it).
+    ``corpus`` defaults to the shipped one, so a rebuild trains on the same files everywhere.
     """
-    from tokenizers import Tokenizer
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / catalog.MANIFEST_FILE).unlink(missing_ok=True)  # a crash below must not leave a stale manifest
     steps = catalog.DEFAULT_STEPS if steps is None else steps
+    corpus = shipped_corpus() if corpus is None else corpus
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    root, files = catalog.stdlib_root(), catalog.corpus_files()
-    fingerprint = catalog.stdlib_fingerprint(files, root)
-    train_files, eval_files = catalog.split_files("train", files), catalog.split_files("eval", files)
-    old = catalog.read_manifest(out)
+    corpus_sha = write_archive(corpus, out / catalog.CORPUS_FILE)
+    (out / catalog.LICENSE_FILE).write_text(corpus.licence)
+    train_files, eval_files = corpus.split_files("train"), corpus.split_files("eval")
     tok_path = out / catalog.TOKENIZER_FILE
+    tok = train_tokenizer([corpus.text(f) for f in train_files])
+    tok.save(str(tok_path.with_suffix(".tmp")))
+    os.replace(tok_path.with_suffix(".tmp"), tok_path)
+    timings["tokenizer_s"] = time.perf_counter() - t0
 
-    if reuse_tokenizer and old and old.get("stdlib_fingerprint") == fingerprint and tok_path.is_file():
-        tok = Tokenizer.from_file(str(tok_path))
-        timings["tokenizer_s"] = 0.0
-    else:
-        (out / catalog.MANIFEST_FILE).unlink(missing_ok=True)  # a crash below must not leave a stale manifest
-        tok = train_tokenizer([catalog.read_source(f, root) for f in train_files])
-        tok.save(str(tok_path.with_suffix(".tmp")))
-        os.replace(tok_path.with_suffix(".tmp"), tok_path)
-        timings["tokenizer_s"] = time.perf_counter() - t0
-    tok_sha = catalog.sha256_file(tok_path)
+    t = time.perf_counter()
+    train, eval_ = (torch.from_numpy(encode_files(tok, corpus, f).astype(np.int64)) for f in (train_files, eval_files))
+    timings["tokenise_s"] = time.perf_counter() - t
     manifest: dict[str, Any] = {
         "name": "pycode",
-        "python_version": platform.python_version(),
-        "stdlib_root": str(root),
-        "stdlib_fingerprint": fingerprint,
-        "corpus": {
-            "excluded_dirs": sorted(catalog.EXCLUDED_DIRS),
-            "split_rule": f"eval iff int(sha256(relpath)[:8 bytes]) % 10000 < {catalog.EVAL_PER_10K}",
-            "n_train_files": len(train_files),
-            "n_eval_files": len(eval_files),
-            "train_bytes": sum((root / f).stat().st_size for f in train_files),
-            "eval_bytes": sum((root / f).stat().st_size for f in eval_files),
-        },
+        "corpus": _corpus_record(corpus, corpus_sha, train_files, eval_files, len(train), len(eval_)),
         "tokenizer": {
             "file": catalog.TOKENIZER_FILE,
-            "sha256": tok_sha,
+            "sha256": catalog.sha256_file(tok_path),
             "vocab_size": tok.get_vocab_size(),
             "eos_token": catalog.EOS,
             "eos_id": tok.token_to_id(catalog.EOS),
             "file_bytes": tok_path.stat().st_size,
         },
-        "model": None,
         "command": command or f"build(out={str(out)!r}, steps={steps})",
         "versions": {
             "python": sys.version.split()[0],
@@ -193,20 +172,6 @@ def build(
             "tokenizers": __import__("tokenizers").__version__,
         },
     }
-    if not with_model:
-        manifest["timings_s"] = timings
-        _write_json(out / catalog.MANIFEST_FILE, manifest)
-        return manifest
-
-    t = time.perf_counter()
-    train, eval_ = (torch.from_numpy(encode_files(tok, fs, root).astype(np.int64)) for fs in (train_files, eval_files))
-    timings["tokenise_s"] = time.perf_counter() - t
-    manifest["corpus"].update(
-        train_tokens=len(train),
-        eval_tokens=len(eval_),
-        train_bytes_per_token=manifest["corpus"]["train_bytes"] / max(1, len(train)),
-    )
-
     hp = dict(catalog.TRAIN_HPARAMS, bf16=_cpu_bf16())
     cfg = dict(catalog.MODEL_CFG, d_vocab=tok.get_vocab_size())
     threads = torch.get_num_threads()
@@ -222,7 +187,6 @@ def build(
         timings["eval_s"] = time.perf_counter() - t
     finally:
         torch.set_num_threads(threads)
-    base = unigram_baselines(train, targets, cfg["d_vocab"])
     timings["total_s"] = time.perf_counter() - t0
     manifest["model"] = {
         "file": catalog.MODEL_FILE,
@@ -239,7 +203,35 @@ def build(
         "epochs": steps * hp["batch_size"] * cfg["n_ctx"] / max(1, len(train)),
         "final_train_loss_ema": final_loss,
     }
-    manifest["eval"] = {
+    manifest["eval"] = _eval_record(ce, targets, train, cfg)
+    manifest["timings_s"] = timings
+    _write_json(out / catalog.MANIFEST_FILE, manifest)
+    return manifest
+
+
+def _corpus_record(
+    corpus: Corpus, sha256: str, train_files: list[str], eval_files: list[str], train_tokens: int, eval_tokens: int
+) -> dict[str, Any]:
+    return {
+        "file": catalog.CORPUS_FILE,
+        "sha256": sha256,
+        "source": corpus.source,
+        "licence": catalog.LICENSE_FILE,
+        "excluded_dirs": sorted(catalog.EXCLUDED_DIRS),
+        "split_rule": f"eval iff int(sha256(relpath)[:8 bytes]) % 10000 < {catalog.EVAL_PER_10K}",
+        "n_train_files": len(train_files),
+        "n_eval_files": len(eval_files),
+        "train_bytes": corpus.n_bytes(train_files),
+        "eval_bytes": corpus.n_bytes(eval_files),
+        "train_tokens": train_tokens,
+        "eval_tokens": eval_tokens,
+        "train_bytes_per_token": corpus.n_bytes(train_files) / max(1, train_tokens),
+    }
+
+
+def _eval_record(ce: float, targets: torch.Tensor, train: torch.Tensor, cfg: dict[str, Any]) -> dict[str, Any]:
+    base = unigram_baselines(train, targets, cfg["d_vocab"])
+    return {
         "n_ctx": cfg["n_ctx"],
         "n_chunks": len(targets) // (cfg["n_ctx"] - 1),
         "predicted_tokens": len(targets),
@@ -247,9 +239,6 @@ def build(
         **base,
         "ce_over_unigram_ce_train": ce / base["unigram_ce_train"],
     }
-    manifest["timings_s"] = timings
-    _write_json(out / catalog.MANIFEST_FILE, manifest)
-    return manifest
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -263,38 +252,43 @@ def _info(directory: Path) -> str:
     man = catalog.read_manifest(directory)
     if man is None:
         return f"no manifest in {directory}"
-    matches = man["stdlib_fingerprint"] == catalog.stdlib_fingerprint()
+    c = man["corpus"]
     lines = [
         f"builtin:{man['name']} in {directory}",
-        f"  Python {man['python_version']}, stdlib fingerprint {man['stdlib_fingerprint'][:16]}"
-        f" ({'matches' if matches else 'does NOT match'} this interpreter)",
+        f"  corpus: {c['source']} ({c['n_train_files']} train files, {c['train_tokens']} tokens;"
+        f" {c['n_eval_files']} held-out files, {c['eval_tokens']} tokens), sha256 {c['sha256'][:16]}",
         f"  tokenizer: vocab {man['tokenizer']['vocab_size']}, {man['tokenizer']['file_bytes'] / 1e6:.2f} MB",
     ]
-    if man.get("model"):
-        m, tr, ev = man["model"], man["training"], man["eval"]
-        lines += [
-            f"  model: {m['n_params'] / 1e6:.2f}M params, {m['file_bytes'] / 1e6:.2f} MB ({m['dtype']})",
-            f"  trained: {tr['steps']} steps x {tr['batch_size']} x {tr['n_ctx']} = {tr['tokens'] / 1e6:.1f}M tokens"
-            f" ({tr['epochs']:.2f} epochs), build {man['timings_s']['total_s'] / 60:.1f} min",
-            f"  held-out CE {ev['ce_loss']:.3f} nats/token over {ev['predicted_tokens']} tokens (n_ctx {ev['n_ctx']});"
-            f" unigram CE (train dist) {ev['unigram_ce_train']:.3f},"
-            f" eval unigram entropy {ev['unigram_entropy_eval']:.3f}",
-        ]
+    m, tr, ev = man["model"], man["training"], man["eval"]
+    lines += [
+        f"  model: {m['n_params'] / 1e6:.2f}M params, {m['file_bytes'] / 1e6:.2f} MB ({m['dtype']})",
+        f"  trained: {tr['steps']} steps x {tr['batch_size']} x {tr['n_ctx']} = {tr['tokens'] / 1e6:.1f}M tokens"
+        f" ({tr['epochs']:.2f} epochs), build {man['timings_s']['total_s'] / 60:.1f} min",
+        f"  held-out CE {ev['ce_loss']:.3f} nats/token over {ev['predicted_tokens']} tokens (n_ctx {ev['n_ctx']});"
+        f" unigram CE (train dist) {ev['unigram_ce_train']:.3f},"
+        f" eval unigram entropy {ev['unigram_entropy_eval']:.3f}",
+    ]
     return "\n".join(lines) + "\n\n" + json.dumps(man, indent=2)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.builtin", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="train the tokenizer and model from this interpreter's stdlib")
+    b = sub.add_parser("build", help="train the tokenizer and model on the shipped corpus (or a stdlib's files)")
     b.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output dir (default <cache>/builtin/pycode; e2e_sae/builtin_assets refreshes the shipped files)",
+        "--out", type=Path, required=True, help="output dir (e2e_sae/builtin_assets refreshes the shipped files)"
     )
     b.add_argument(
         "--steps", type=int, default=catalog.DEFAULT_STEPS, help=f"training steps (default {catalog.DEFAULT_STEPS})"
+    )
+    b.add_argument(
+        "--stdlib",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ROOT",
+        help="make the corpus from a standard library's .py files instead of the shipped archive "
+        "(no ROOT: this interpreter's); the shipped archive was made so on CPython 3.11.7",
     )
     i = sub.add_parser("info", help="print a build's manifest (default: the shipped assets)")
     i.add_argument("--dir", type=Path, default=catalog.ASSETS_DIR)
@@ -302,9 +296,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "build":
         if args.steps < 1:
             parser.error("--steps must be a positive integer")
-        out = args.out or catalog.cache_dir() / "builtin" / "pycode"
-        cmd = "python -m e2e_sae.builtin build" + (f" --out {args.out}" if args.out else "") + f" --steps {args.steps}"
-        build(out, steps=args.steps, command=cmd)
-        print(_info(Path(out)))
+        corpus = None if args.stdlib is None else stdlib_corpus(Path(args.stdlib) if args.stdlib else None)
+        cmd = f"python -m e2e_sae.builtin build --out {args.out} --steps {args.steps}"
+        if args.stdlib is not None:
+            cmd += f" --stdlib {args.stdlib}".rstrip()
+        build(args.out, steps=args.steps, corpus=corpus, command=cmd)
+        print(_info(args.out))
     else:
         print(_info(args.dir))

@@ -1,6 +1,6 @@
 """What the built-in model and corpus are and where their files live. Imports nothing else of the package.
 
-The corpus is the running interpreter's standard library; see :mod:`e2e_sae.builtin` for why.
+The corpus is CPython 3.11.7's standard library, shipped as an archive; see :mod:`e2e_sae.builtin.corpus`.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,9 @@ VOCAB_SIZE = 4096
 EVAL_PER_10K = 500  # 5% of files go to the held-out split
 EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 TOKENIZER_FILE, MODEL_FILE, MANIFEST_FILE = "tokenizer.json", "model.pt", "manifest.json"
+CORPUS_FILE = "corpus.tar.gz"  # the shipped corpus (e2e_sae.builtin.corpus)
+LICENSE_FILE = "PYTHON-LICENSE.txt"  # the PSF licence of the shipped CPython sources
+SPLITS = ("train", "eval")
 
 MODEL_CFG: dict[str, Any] = dict(
     n_layers=3,
@@ -61,49 +63,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("E2E_SAE_CACHE", "~/.cache/e2e_sae")).expanduser()
 
 
-def stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
 
 
-# ----------------------------------------------------------------------------- corpus and split
-def corpus_files(root: Path | None = None) -> list[str]:
-    """Sorted stdlib-relative POSIX paths of the corpus files (``EXCLUDED_DIRS`` pruned at any depth)."""
-    root = Path(root) if root is not None else stdlib_root()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if d not in EXCLUDED_DIRS]
-        rel = Path(dirpath).relative_to(root)
-        found += [(rel / f).as_posix() for f in filenames if f.endswith(".py")]
-    return sorted(found)
-
-
+# ----------------------------------------------------------------------------- split
 def split_of(relpath: str) -> str:
     """``"eval"`` for ~5% of files, else ``"train"``: a pure function of the relative path, so the
     split is the same on every machine and a file never changes side when others are added."""
     h = int.from_bytes(hashlib.sha256(relpath.encode()).digest()[:8], "big")
     return "eval" if h % 10_000 < EVAL_PER_10K else "train"
-
-
-def split_files(split: str, files: list[str] | None = None) -> list[str]:
-    if split not in ("train", "eval"):
-        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    return [f for f in (corpus_files() if files is None else files) if split_of(f) == split]
-
-
-def stdlib_fingerprint(files: list[str] | None = None, root: Path | None = None) -> str:
-    """sha256 over the sorted relative paths and byte sizes of the corpus files: cheap (stat only)
-    and it changes whenever the corpus, hence the split or the token streams, would."""
-    root = Path(root) if root is not None else stdlib_root()
-    files = corpus_files(root) if files is None else files
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f}\t{(root / f).stat().st_size}\n".encode())
-    return h.hexdigest()
-
-
-def read_source(relpath: str, root: Path | None = None) -> str:
-    root = Path(root) if root is not None else stdlib_root()
-    return (root / relpath).read_bytes().decode("utf-8", errors="replace")
 
 
 def sha256_file(path: Path) -> str:

@@ -79,6 +79,7 @@ def log_report_to_wandb(
                         *(m[x]["value"] if x in m else None for x in X_METRICS),
                         *(m[x]["clipped"] if x in m else None for x in X_METRICS),
                         *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
+                        *((ratio.get("bounds") or {}).get(x) for x in X_METRICS),  # None: an estimate
                     ]
                 )
         images = {
@@ -116,6 +117,8 @@ def log_report_to_wandb(
                         "alive_clipped",
                         "l0_ratio_to_local",
                         "alive_ratio_to_local",
+                        "l0_ratio_bound",
+                        "alive_ratio_bound",
                     ],
                     data=matched_rows,
                     allow_mixed_types=True,

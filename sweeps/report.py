@@ -294,6 +294,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
         fig = Figure(figsize=(11, 4.4), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         for ax, x_metric in zip(axes, X_METRICS, strict=True):
+            xs_drawn = []
             for i, (mode, m) in enumerate(h["modes"].items()):
                 c = colours.get(mode, f"C{len(MODES) + i}")
                 pts = [
@@ -301,6 +302,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
                     for t in trials
                     if t.state == "finished" and t.hook == hook and t.mode == mode
                 ]
+                xs_drawn += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
                 if pts:
                     ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
                 front = m["frontiers"][x_metric]
@@ -318,7 +320,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
             if h["matched"][Y_METRIC] is not None:
                 ax.axhline(h["matched"][Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
             _mark_targets(ax, doc.get("search_targets", {}), x_metric)
-            if LOG_X[x_metric]:
+            if LOG_X[x_metric] and any(x > 0 for x in xs_drawn):  # a log axis with nothing > 0 cannot draw
                 ax.set_xscale("log")
             ax.set_xlabel("L0" if x_metric == "l0" else "alive dictionary elements")
             ax.grid(alpha=0.3)
@@ -367,6 +369,35 @@ def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     png = out_dir / "l0_ratio.png"
     fig.savefig(png, dpi=120)
     return png
+
+
+def _matched_lines(mt: dict[str, Any]) -> list[str]:
+    """report.md: the automatic matched comparison, its readings (``≤``: clipped) with the trials they
+    lie between, and the ratios to local (marked as the bounds they are when a reading was clipped)."""
+    if not mt["modes"]:
+        return []
+    lines = [
+        f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
+        "",
+        "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, m in mt["modes"].items():
+        values = ["–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"]) for x in X_METRICS]
+        sources = [
+            "–"
+            if x not in m
+            else " / ".join(dict.fromkeys((m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"])))
+            for x in X_METRICS
+        ]
+        lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
+    lines.append("")
+    lines += [
+        f"{name}: L0 ratio {_ratio_text(r, 'l0', name)}, "
+        f"alive-elements ratio {_ratio_text(r, 'alive_dict_elements', name)}.  "
+        for name, r in mt["ratios"].items()
+    ]
+    return lines + [""]
 
 
 def _comparison_lines(h: dict[str, Any]) -> list[str]:
@@ -489,34 +520,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
             f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
             "",
         ]
-        mt = h["matched"]
-        if mt["modes"]:
-            lines += [
-                f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
-                "",
-                "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
-                "| --- | --- | --- | --- | --- |",
-            ]
-            for mode, m in mt["modes"].items():
-                values = [
-                    "–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"]) for x in X_METRICS
-                ]
-                sources = [
-                    "–"
-                    if x not in m
-                    else " / ".join(
-                        dict.fromkeys((m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"]))
-                    )
-                    for x in X_METRICS
-                ]
-                lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
-            lines.append("")
-            lines += [
-                f"{name}: L0 ratio {_ratio_text(r, 'l0', name)}, "
-                f"alive-elements ratio {_ratio_text(r, 'alive_dict_elements', name)}.  "
-                for name, r in mt["ratios"].items()
-            ]
-            lines.append("")
+        lines += _matched_lines(h["matched"])
         lines += _comparison_lines(h)
         lines += [
             "### Frontier trials",

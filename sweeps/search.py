@@ -159,6 +159,8 @@ class GroupSearch:
             )
         if self.n_started < self.budget:
             return Standing("searching", "to be proposed")
+        if self.pending:
+            return Standing("searching", "the group's last trials are running")
         if not self.finished:
             return Standing("budget spent", f"all {self.n_started} trials errored (see their error.txt)")
         best = self.closest(target)

@@ -113,4 +113,6 @@ def _main_group(raw: dict[str, Any], overrides: dict[str, Any], resume: bool, pr
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from e2e_sae.cli_exit import exit_with
+
+    exit_with(main)

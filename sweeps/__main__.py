@@ -1,5 +1,4 @@
-import sys
-
+from e2e_sae.cli_exit import exit_with
 from sweeps.cli import main
 
-sys.exit(main())
+exit_with(main)

@@ -157,15 +157,16 @@ def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
 
     if spec.search.kind == "frontier":
         from sweeps.frontier import build_groups, total_budget
-        from sweeps.search import FrontierSearcher
+        from sweeps.tune_search import FrontierSearcher, frontier_search_alg
 
         groups, templates = build_groups(spec)
         search_name = _SearchTrialName()
-        # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED.
+        searcher = FrontierSearcher(groups, templates, spec.group_size, _group_wandb(spec))
+        # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED. The
+        # searcher limits concurrency itself (sweeps/tune_search.py: so that resumed trials reach it).
         return tune.TuneConfig(
-            search_alg=FrontierSearcher(groups, templates, spec.group_size, _group_wandb(spec)),
+            search_alg=frontier_search_alg(searcher, spec.max_concurrent_trials),
             num_samples=total_budget(spec),
-            max_concurrent_trials=spec.max_concurrent_trials,
             trial_name_creator=search_name,
             trial_dirname_creator=search_name,
         )
@@ -178,10 +179,13 @@ def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
 class _SearchTrialName:
     """A frontier-search trial's name: the name of its config's trial (``e2e_L1_r8_s0.7413_seed0``), or a
     grouped trial's own (its group and coefficients). Unique: the searcher never proposes coefficients
-    within 1% of each other in a group, and 4 significant digits tell apart any two that are 1% apart."""
+    within 1% of each other in a group, and 4 significant digits tell apart any two that are 1% apart;
+    a retried start carries ``_retry<n>``."""
 
     def __call__(self, trial) -> str:
-        return trial.config.get("name") or Trial.from_config(trial.config).name
+        from sweeps.tune_search import trial_label
+
+        return trial_label(trial.config)
 
 
 class _TrialName:

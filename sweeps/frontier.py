@@ -4,11 +4,10 @@ Tune state: sweep.yaml holds the search settings, params.json and result.json th
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sweeps.grid_cost import grid_costs
-from sweeps.search import GroupSearch
+from sweeps.search import GroupSearch, Proposal, search_value
 from sweeps.spec import SweepSpec, expand_groups
 
 
@@ -35,8 +34,9 @@ def total_budget(spec: SweepSpec) -> int:
 
 
 def groups_from_trials(spec: SweepSpec, trials: list[Any]) -> dict[str, GroupSearch]:
-    """The groups as the trials on disk (sweeps.trial.Trial) leave them: finished trials with their
-    metric, errored ones as failed; running or pending ones are not counted."""
+    """The groups as the trials on disk (sweeps.trial.Trial) leave them, recorded as the searcher
+    records them: finished trials with their metric (a dead one beyond every target:
+    sweeps.search.search_value), errored ones as failed, running or pending ones as pending."""
     groups, templates = build_groups(spec)
     by_axes = {
         _axes(t["mode"], t["hook"], t["dict_size_to_input_ratio"], t["seed"]): key for key, t in templates.items()
@@ -47,11 +47,14 @@ def groups_from_trials(spec: SweepSpec, trials: list[Any]) -> dict[str, GroupSea
         group = groups.get(by_axes.get(_axes(t.mode, t.hook, t.dict_size_to_input_ratio, t.seed)))
         if group is None:
             continue
-        value = t.metrics.get(group.metric)
-        if t.state == "finished" and isinstance(value, (int, float)) and math.isfinite(value):
-            group.finished.append((float(t.sparsity_coeff), float(value)))
-        elif t.state == "errored":
-            group.failed.append(float(t.sparsity_coeff))
+        proposal = Proposal(float(t.sparsity_coeff), None)
+        value = search_value(group.metric, t.metrics) if t.state == "finished" else None
+        if value is not None:
+            group.finished.append((proposal.coeff, value))
+        elif t.state in ("finished", "errored"):
+            group.failed[t.trial_id] = proposal
+        else:
+            group.pending[t.trial_id] = proposal
     return groups
 
 
@@ -60,22 +63,24 @@ def _axes(mode: Any, hook: Any, ratio: Any, seed: Any) -> tuple:
 
 
 def status_lines(spec: SweepSpec, trials: list[Any]) -> list[str]:
-    """Per group and target: met or not, and the closest finished trial."""
+    """Per group and target: met or not (a live trial within tolerance, live trials on both sides), the
+    closest finished trial, and for a target not met its standing: why, and what to change."""
     groups = groups_from_trials(spec, trials)
     s = spec.search
     lines = [
         f"frontier search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g} "
-        f"(|log(achieved/target)|), budget {s.budget} trials per group"
+        f"(|log(achieved/target)|, with trials on both sides of the target), budget {s.budget} trials per group"
     ]
-    lines.append(f"{'group':<28} {'target':>8} {'met':>5} {'closest coeff':>14} {s.metric:>16} {'trials':>7}")
+    lines.append(f"{'group':<28} {'target':>8} {'met':>5} {'closest coeff':>14} {s.metric:>16} {'trials':>7}  note")
     for key, g in groups.items():
         for row in g.summary():
             coeff, value = row["closest_coeff"], row["closest_value"]
+            note = "" if row["met"] else f"  {row['state']}: {row['reason']}"
             lines.append(
                 f"{key:<28} {row['target']:>8g} {'yes' if row['met'] else 'no':>5} "
                 f"{'-' if coeff is None else format(coeff, '.4g'):>14} "
                 f"{'-' if value is None else format(value, '.4g'):>16} "
-                f"{len(g.finished) + len(g.failed):>7}"
+                f"{len(g.finished) + len(g.failed):>7}{note}"
             )
     return lines + grid_cost_lines(spec, groups)
 

@@ -4,8 +4,9 @@ targets, sized with hindsight from the search's own measured coefficient-to-metr
 A grid sweep crosses one coefficient list per mode with the other axes (layers, ratios, seeds), so
 the grid counted here is one list ``c0 * r**i`` (``i < n``) per mode that, at every group of that mode,
 puts some coefficient within tolerance of every target. A group's curve is the piecewise-linear
-interpolation of log(metric) against log(coeff) through its finished trials; a grid coefficient
-outside the measured range tells nothing and meets no target (no extrapolation). This is the best
+interpolation of log(metric) against log(coeff) through its finished live trials (a dead trial or a
+CE increase <= 0 has no log); a grid coefficient outside their range tells nothing and meets no target
+(no extrapolation). This is the best
 grid a user could have picked knowing the curves in advance, so it flatters the grid: a user who
 guesses the scale needs more.
 """
@@ -39,9 +40,15 @@ class GridCost:
 Curve = Sequence[tuple[float, float]]  # finished (coeff, metric value) points of one group
 
 
-def _interp(curve: Curve, log_c: np.ndarray) -> np.ndarray:
-    """log(metric) at log(coeff) ``log_c``; NaN outside the measured range."""
-    pts = sorted((math.log(c), math.log(v)) for c, v in curve if c > 0 and v > 0)
+def _live(curve: Curve) -> list[tuple[float, float]]:
+    """(log coeff, log value) of the points a curve can be drawn through, sorted by coefficient: a dead
+    trial (L0 0, or the frontier search's encoding of a degenerate one: 0 or inf) or a CE increase
+    <= 0 has no log and says only that the curve left the measurable range there."""
+    return sorted((math.log(c), math.log(v)) for c, v in curve if c > 0 and 0 < v < math.inf)
+
+
+def _interp(pts: list[tuple[float, float]], log_c: np.ndarray) -> np.ndarray:
+    """log(metric) at log(coeff) ``log_c`` on the live points ``pts``; NaN outside their range."""
     xs = np.array([p[0] for p in pts])
     ys = np.array([p[1] for p in pts])
     out = np.interp(log_c, xs, ys)
@@ -50,15 +57,16 @@ def _interp(curve: Curve, log_c: np.ndarray) -> np.ndarray:
 
 
 def smallest_grid(curves: list[Curve], targets: Sequence[float], tolerance: float, max_coeffs: int = 16):
-    """(n, coeffs) of the shortest log-spaced grid meeting every target on every curve, or (None, ())."""
-    usable = [c for c in curves if len({x for x, _ in c}) >= 2]
-    if len(usable) < len(curves) or not curves:
+    """(n, coeffs) of the shortest log-spaced grid meeting every target on every curve, or (None, ()):
+    also when a curve has fewer than two live coefficients (nothing to interpolate between)."""
+    live = [_live(c) for c in curves]
+    if not curves or any(len({x for x, _ in pts}) < 2 for pts in live):
         return None, ()
-    lo = min(math.log(c) for curve in curves for c, _ in curve)
-    hi = max(math.log(c) for curve in curves for c, _ in curve)
+    lo = min(x for pts in live for x, _ in pts)
+    hi = max(x for pts in live for x, _ in pts)
     log_t = np.log(np.asarray(targets, dtype=float))
-    for curve in curves:  # a target no coefficient in the measured range reaches: no grid can meet it
-        reach = _interp(curve, np.arange(lo, hi + LOG_STEP, LOG_STEP))
+    for pts in live:  # a target no coefficient in the measured range reaches: no grid can meet it
+        reach = _interp(pts, np.arange(lo, hi + LOG_STEP, LOG_STEP))
         if not (np.abs(reach[:, None] - log_t[None, :]) <= tolerance).any(axis=0).all():
             return None, ()
     starts = np.arange(lo, hi + LOG_STEP, LOG_STEP)
@@ -67,8 +75,8 @@ def smallest_grid(curves: list[Curve], targets: Sequence[float], tolerance: floa
         for log_r in ratios:
             grid = starts[:, None] + log_r * np.arange(n)[None, :]  # (start, i)
             ok = np.ones(len(starts), dtype=bool)
-            for curve in curves:
-                values = _interp(curve, grid.ravel()).reshape(grid.shape)  # (start, i)
+            for pts in live:
+                values = _interp(pts, grid.ravel()).reshape(grid.shape)  # (start, i)
                 near = np.abs(values[:, :, None] - log_t[None, None, :]) <= tolerance  # NaN compares False
                 ok &= near.any(axis=1).all(axis=1)
                 if not ok.any():

@@ -127,3 +127,52 @@ def matched_target(fronts: Iterable[Sequence[FrontPoint]]) -> float | None:
     frontiers' minimal y. None when there is no non-empty frontier."""
     lows = [front[-1].y for front in fronts if front]
     return max(lows) if lows else None
+
+
+def overlap_levels(fronts: Sequence[Sequence[FrontPoint]], n: int) -> list[float]:
+    """``n`` y levels evenly spread over the range every frontier spans (its lowest to its highest
+    y), ends included; [] when the ranges do not overlap. Each level is clamped into the range:
+    ``lo + (hi - lo) * i / (n - 1)`` can land an ulp above ``hi``, where a frontier has no reading."""
+    if not fronts or any(not f for f in fronts):
+        return []
+    lo, hi = max(f[-1].y for f in fronts), min(f[0].y for f in fronts)
+    if lo > hi:
+        return []
+    if lo == hi or n == 1:
+        return [lo]
+    return [min(hi, max(lo, lo + (hi - lo) * i / (n - 1))) for i in range(n)]
+
+
+def ratio_bound(numerator_clipped: bool, denominator_clipped: bool) -> str | None:
+    """What a ratio of two frontier readings is when either reading is clipped (an upper bound on
+    the x needed): None (both exact: an estimate), ``"upper"`` (the true ratio is at most this),
+    ``"lower"`` (at least this: the denominator may be smaller) or ``"neither"`` (both clipped:
+    the ratio of two upper bounds bounds nothing)."""
+    if numerator_clipped and denominator_clipped:
+        return "neither"
+    if numerator_clipped:
+        return "upper"
+    return "lower" if denominator_clipped else None
+
+
+# A trial is degenerate (no better than zero ablation, or no active element) when its CE-loss score
+# ((CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)) is below this, or its L0 below 1.
+# Such SAEs (e.g. local SAEs at the embedding with coefficients >= 1) would put a "matched" level
+# where every mode is as bad as deleting the activation: the report keeps them off the frontiers and
+# the frontier search counts them as dead (beyond every target, sweeps.search).
+DEGENERATE_CE_SCORE = 0.1
+
+
+def degenerate_reason(metrics: Mapping[str, Any]) -> str | None:
+    """Why a finished trial's SAE (its final ``metrics``) is no use on a frontier, or None."""
+    score, l0 = _finite(metrics.get("ce_loss_score")), _finite(metrics.get("l0"))
+    if score is not None and score < DEGENERATE_CE_SCORE:
+        return f"CE-loss score {score:.3g} < {DEGENERATE_CE_SCORE} (barely better than zero ablation)"
+    if l0 is not None and l0 < 1:
+        return f"L0 {l0:.3g} < 1 (almost no active dictionary element)"
+    return None
+
+
+def _finite(v: Any) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None

@@ -22,7 +22,16 @@ from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import MODES, in_mode_order
 from sweeps.analysis_doc import ANALYSIS_JSON, geometry_markdown
 from sweeps.layout import ANALYSIS_DIR, REPORT_DIR
-from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
+from sweeps.pareto import (
+    DEGENERATE_CE_SCORE,
+    FrontPoint,
+    degenerate_reason,
+    interpolate_at,
+    matched_target,
+    overlap_levels,
+    pareto_front,
+    ratio_bound,
+)
 from sweeps.results import TUNE_KEYS, load_trials, read_sweep_meta
 from sweeps.trial import STATES, Trial
 
@@ -93,6 +102,16 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
     return a["value"] / b["value"] if a and b and b["value"] else None
 
 
+def _ratios(mode: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    """``<mode>/local`` per x metric, and in ``bounds`` which of them are bounds, not estimates
+    (sweeps.pareto.ratio_bound): a clipped reading makes the ratio one."""
+    out: dict[str, Any] = {x: _ratio(mode.get(x), local.get(x)) for x in X_METRICS}
+    out["bounds"] = {
+        x: ratio_bound(mode[x]["clipped"], local[x]["clipped"]) if out[x] is not None else None for x in X_METRICS
+    }
+    return out
+
+
 def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
     target = matched_target(f for by_x in fronts.values() for f in by_x.values())
     modes_out: dict[str, Any] = {}
@@ -108,34 +127,14 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
                 "lower_x_trial": _neighbour(r.lower_x, x_metric),
                 "higher_x_trial": _neighbour(r.higher_x, x_metric),
             }
-    ratios: dict[str, Any] = {}
-    for mode in modes_out:
-        if mode != "local":
-            ratios[f"{mode}/local"] = {
-                x: _ratio(modes_out[mode].get(x), modes_out.get("local", {}).get(x)) for x in X_METRICS
-            }
+    ratios = {f"{m}/local": _ratios(modes_out[m], modes_out.get("local", {})) for m in modes_out if m != "local"}
     return {Y_METRIC: target, "modes": modes_out, "ratios": ratios}
 
 
-# A trial is degenerate (no better than zero ablation, or no active element) when its CE-loss score
-# ((CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)) is below this, or its L0 below 1.
-# Such SAEs (e.g. local SAEs at the embedding with coefficients >= 1) would put a "matched" level
-# where every mode is as bad as deleting the activation; they are kept out of frontiers and matching.
-DEGENERATE_CE_SCORE = 0.1
 DEGENERATE_FIX = (
     "lower the sparsity coefficient for this mode and hook (a frontier search with "
     "search.targets does it: docs/report.md)"
 )
-
-
-def degenerate_reason(t: Trial) -> str | None:
-    """Why a finished trial's SAE is no use on a frontier, or None."""
-    score, l0 = _num(t.metrics.get("ce_loss_score")), _num(t.metrics.get("l0"))
-    if math.isfinite(score) and score < DEGENERATE_CE_SCORE:
-        return f"CE-loss score {score:.3g} < {DEGENERATE_CE_SCORE} (barely better than zero ablation)"
-    if math.isfinite(l0) and l0 < 1:
-        return f"L0 {l0:.3g} < 1 (almost no active dictionary element)"
-    return None
 
 
 def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: list[float]) -> list[dict[str, Any]]:
@@ -163,23 +162,17 @@ def _read_inside(front: list[FrontPoint], level: float) -> float | None:
 
 def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) -> dict[str, Any]:
     """Per non-local mode, its L0 / local's L0 at ``n`` CE-loss increase levels evenly spread over
-    the range where both frontiers reach (so the comparison does not hinge on one level)."""
+    the range where both frontiers reach (so the comparison does not hinge on one level). Every
+    level lies inside both frontiers (sweeps.pareto.overlap_levels), so both readings exist; a local
+    L0 of 0 (no ratio) leaves its level out."""
     local = fronts.get("local", {}).get("l0", [])
     out: dict[str, Any] = {}
     for mode, by_x in fronts.items():
         front = by_x.get("l0", [])
         if mode == "local" or not front or not local:
             continue
-        lo, hi = max(front[-1].y, local[-1].y), min(front[0].y, local[0].y)
-        if lo > hi:
-            out[f"{mode}/local"] = []
-            continue
-        levels = [lo] if hi == lo else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
-        out[f"{mode}/local"] = [
-            {Y_METRIC: y, "ratio": _read_inside(front, y) / _read_inside(local, y)}
-            for y in levels
-            if _read_inside(local, y)
-        ]
+        readings = [(y, _read_inside(front, y), _read_inside(local, y)) for y in overlap_levels([front, local], n)]
+        out[f"{mode}/local"] = [{Y_METRIC: y, "ratio": x / x_local} for y, x, x_local in readings if x_local]
     return out
 
 
@@ -197,8 +190,8 @@ def _degenerate_groups(usable: list[Trial], degenerate: list[tuple[Trial, str]])
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """The pareto.json document (schema in docs/report.md) from loaded trials."""
     usable = [t for t in trials if t.state == "finished" and t.hook and t.mode]
-    degenerate = [(t, r) for t in usable if (r := degenerate_reason(t))]
-    finished = [t for t in usable if not degenerate_reason(t)]
+    degenerate = [(t, r) for t in usable if (r := degenerate_reason(t.metrics))]
+    finished = [t for t in usable if not degenerate_reason(t.metrics)]
     for t in trials:
         if t.state == "finished" and not (t.hook and t.mode):
             warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
@@ -301,6 +294,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
         fig = Figure(figsize=(11, 4.4), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
         for ax, x_metric in zip(axes, X_METRICS, strict=True):
+            xs_drawn = []
             for i, (mode, m) in enumerate(h["modes"].items()):
                 c = colours.get(mode, f"C{len(MODES) + i}")
                 pts = [
@@ -308,6 +302,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
                     for t in trials
                     if t.state == "finished" and t.hook == hook and t.mode == mode
                 ]
+                xs_drawn += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
                 if pts:
                     ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
                 front = m["frontiers"][x_metric]
@@ -325,7 +320,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
             if h["matched"][Y_METRIC] is not None:
                 ax.axhline(h["matched"][Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
             _mark_targets(ax, doc.get("search_targets", {}), x_metric)
-            if LOG_X[x_metric]:
+            if LOG_X[x_metric] and any(x > 0 for x in xs_drawn):  # a log axis with nothing > 0 cannot draw
                 ax.set_xscale("log")
             ax.set_xlabel("L0" if x_metric == "l0" else "alive dictionary elements")
             ax.grid(alpha=0.3)
@@ -376,6 +371,35 @@ def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     return png
 
 
+def _matched_lines(mt: dict[str, Any]) -> list[str]:
+    """report.md: the automatic matched comparison, its readings (``≤``: clipped) with the trials they
+    lie between, and the ratios to local (marked as the bounds they are when a reading was clipped)."""
+    if not mt["modes"]:
+        return []
+    lines = [
+        f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
+        "",
+        "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for mode, m in mt["modes"].items():
+        values = ["–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"]) for x in X_METRICS]
+        sources = [
+            "–"
+            if x not in m
+            else " / ".join(dict.fromkeys((m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"])))
+            for x in X_METRICS
+        ]
+        lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
+    lines.append("")
+    lines += [
+        f"{name}: L0 ratio {_ratio_text(r, 'l0', name)}, "
+        f"alive-elements ratio {_ratio_text(r, 'alive_dict_elements', name)}.  "
+        for name, r in mt["ratios"].items()
+    ]
+    return lines + [""]
+
+
 def _comparison_lines(h: dict[str, Any]) -> list[str]:
     """report.md: matched comparisons at the user's levels and the L0-ratio table across the overlap."""
     lines: list[str] = []
@@ -409,6 +433,20 @@ def _comparison_lines(h: dict[str, Any]) -> list[str]:
             lines.append(f"| {name} | {body} |")
         lines.append("")
     return lines
+
+
+BOUND_TEXT = {
+    "upper": ("≤ ", " (an upper bound: {mode}'s reading is clipped)"),
+    "lower": ("≥ ", " (a lower bound: local's reading is clipped)"),
+    "neither": ("", " (both readings clipped: bounds nothing)"),
+}
+
+
+def _ratio_text(ratios: dict[str, Any], x: str, name: str) -> str:
+    """A matched ratio for report.md, marked as the bound it is when a reading was clipped."""
+    bound = (ratios.get("bounds") or {}).get(x)
+    prefix, suffix = BOUND_TEXT.get(bound, ("", ""))
+    return prefix + _fmt(ratios[x], 3) + suffix.format(mode=name.split("/")[0])
 
 
 def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
@@ -482,33 +520,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
             f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
             "",
         ]
-        mt = h["matched"]
-        if mt["modes"]:
-            lines += [
-                f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
-                "",
-                "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
-                "| --- | --- | --- | --- | --- |",
-            ]
-            for mode, m in mt["modes"].items():
-                values = [
-                    "–" if x not in m else ("≤ " if m[x]["clipped"] else "") + _fmt(m[x]["value"]) for x in X_METRICS
-                ]
-                sources = [
-                    "–"
-                    if x not in m
-                    else " / ".join(
-                        dict.fromkeys((m[x]["lower_x_trial"]["trial_id"], m[x]["higher_x_trial"]["trial_id"]))
-                    )
-                    for x in X_METRICS
-                ]
-                lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
-            lines.append("")
-            lines += [
-                f"{name}: L0 ratio {_fmt(r['l0'], 3)}, alive-elements ratio {_fmt(r['alive_dict_elements'], 3)}.  "
-                for name, r in mt["ratios"].items()
-            ]
-            lines.append("")
+        lines += _matched_lines(h["matched"])
         lines += _comparison_lines(h)
         lines += [
             "### Frontier trials",

@@ -52,7 +52,7 @@ def log_report_to_wandb(
         config={k: doc[k] for k in ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")},
     )
     try:
-        front_rows, matched_rows = [], []
+        front_rows = []
         for hook, h in doc["hooks"].items():
             for mode_name, m in h["modes"].items():
                 for x, front in m["frontiers"].items():
@@ -69,18 +69,6 @@ def log_report_to_wandb(
                         ]
                         for p in front
                     ]
-            for mode_name, m in h["matched"]["modes"].items():
-                ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
-                matched_rows.append(
-                    [
-                        hook,
-                        mode_name,
-                        h["matched"][Y_METRIC],
-                        *(m[x]["value"] if x in m else None for x in X_METRICS),
-                        *(m[x]["clipped"] if x in m else None for x in X_METRICS),
-                        *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
-                    ]
-                )
         images = {
             f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{hook_slug(hook)}.png"), caption=hook)
             for hook in doc["hooks"]
@@ -116,8 +104,10 @@ def log_report_to_wandb(
                         "alive_clipped",
                         "l0_ratio_to_local",
                         "alive_ratio_to_local",
+                        "l0_ratio_bound",
+                        "alive_ratio_bound",
                     ],
-                    data=matched_rows,
+                    data=_matched_rows(doc),
                     allow_mixed_types=True,
                 ),
             }
@@ -125,3 +115,24 @@ def log_report_to_wandb(
         return Path(run.dir).parent
     finally:
         run.finish()
+
+
+def _matched_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """The ``matched`` table: per hook and mode the readings at y*, whether each was clipped, the ratios
+    to local and which of them are bounds (None: an estimate; docs/report.md)."""
+    rows = []
+    for hook, h in doc["hooks"].items():
+        for mode_name, m in h["matched"]["modes"].items():
+            ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
+            rows.append(
+                [
+                    hook,
+                    mode_name,
+                    h["matched"][Y_METRIC],
+                    *(m[x]["value"] if x in m else None for x in X_METRICS),
+                    *(m[x]["clipped"] if x in m else None for x in X_METRICS),
+                    *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
+                    *((ratio.get("bounds") or {}).get(x) for x in X_METRICS),
+                ]
+            )
+    return rows

@@ -4,26 +4,42 @@ targets the user names (L0 or CE-loss increase), instead of a grid whose scale m
 Why this shape: within one group (mode, layer, dictionary ratio, seed) L0 falls and CE-loss increase
 rises monotonically with the sparsity coefficient, close to a straight line in log-log. So for each
 unmet target the search interpolates (in log-log) between the two finished trials that bracket it, and
-where none does, steps out from the nearest trial along the fitted slope (bounded, and with a prior
-slope until two trials exist). Noise and small wiggles cannot make it loop: a target whose bracket has
-shrunk below :data:`MIN_BRACKET` is settled by its closest trial, no coefficient is proposed twice,
-and every group has a budget.
+where none does, steps out from the last trial in the target's direction along the fitted slope
+(bounded, and with a prior slope until two trials exist). Noise and small wiggles cannot make it loop:
+a target whose bracket has shrunk below :data:`MIN_BRACKET` is settled by its closest trial, no
+coefficient is proposed twice, and every group has a budget.
 
-:class:`GroupSearch` is the pure state machine (tested without Ray); :class:`FrontierSearcher` adapts
-it to Ray Tune's ``Searcher`` interface, one Tune trial per proposal.
+What a real sweep meets at the edges, and what the search makes of it:
+
+- **Met** means a live trial within tolerance *and* live trials on both sides of the target (or one on
+  it): the report reads frontiers only between trials (docs/report.md), so a met level is one the
+  report can read. Stepping out toward a target therefore aims past it by half the tolerance.
+- **Dead trials** (a degenerate SAE, :func:`sweeps.pareto.degenerate_reason`: L0 < 1 or CE-loss score
+  < 0.1) and values <= 0 are information, not noise: they lie beyond every target (:func:`search_value`).
+  Log-log interpolation toward them would crawl next to the live end, so a bracket with such an end is
+  narrowed by a step along the live trials' slope when that lands inside it, else by bisection in log
+  coefficient; a dead start steps 10x away.
+- **A plateau** (the metric moving less than :data:`FLAT_SLOPE` per unit log coefficient over a decade
+  at the end of the measured range toward a target) puts the target out of reach: stepping on would
+  spend the budget on the floor. Such a target, and one beyond where the SAE dies, is reported with the
+  reason and what to change (:meth:`GroupSearch.standing`). Bracketed targets are proposed first.
+- **Errored trials** carry no information and their coefficients are not proposed again, except that a
+  group with nothing finished retries its start (a new attempt, within its budget); a trial that errored
+  and is re-run (``sweeps resume``) is recorded when it ends.
+
+:class:`GroupSearch` is the pure state machine (tested without Ray); :mod:`sweeps.tune_search` adapts
+it to Ray Tune. ``status`` rebuilds it from the trials on disk (:mod:`sweeps.frontier`), and every
+verdict is a function of the recorded trials, so status says what the search saw.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray.tune.search import Searcher
-
-from sweeps.trial import Trial, group_config, safe_name
+from sweeps.pareto import degenerate_reason
 
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
 TARGET_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
@@ -31,22 +47,63 @@ MAX_STEP = math.log(10.0)  # at most 10x the coefficient away from the nearest t
 SLOPE_RANGE = (0.1, 10.0)  # |fitted slope| is clamped to this range (a noisy fit must not jump far)
 MIN_BRACKET = math.log(1.02)  # a bracket narrower than 2% in the coefficient settles its target
 DUPLICATE = math.log(1.01)  # coefficients within 1% of a tried one count as the same
-VALUE_FLOOR = 1e-6  # log of a non-positive value (L0 0, a negative CE increase): far below any target
+FLAT_SPAN = math.log(10.0)  # a plateau is judged over at least a decade of the coefficient ...
+FLAT_SLOPE = 0.05  # ... across which log(metric) moves by less than this per unit log(coeff) (10x: < 12%)
+TRAINING_FIX = "train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)"
 
 
 @dataclass
 class Proposal:
     coeff: float
-    target: float
+    target: float | None  # None: not known (a trial read back from disk)
+    attempt: int = 1  # > 1: a retry of a start coefficient whose trials errored
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a target stands. ``state``: ``met``, ``searching`` (a trial for it is running or will be
+    proposed), ``settled`` (its bracket shrank below MIN_BRACKET: the closest trial stands), ``out of
+    reach`` (a plateau, or the SAE dies before the metric gets there) or ``budget spent``; ``reason``:
+    why, and what to change, for anything but met."""
+
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Aim:
+    """How the search would go after one target. Proposals go by ``rank`` (0 bracketed by live trials,
+    1 bracketed by a dead one, 2 stepping out, 3 the start), then ``distance`` (|log value| from the
+    live trial it goes from: the nearest target first); aims that share ``probe`` (a dead bracket or a
+    dead last trial: one answer serves them all) get one proposal per round."""
+
+    rank: int
+    candidates: tuple[float, ...] = ()  # log coefficients, best first
+    distance: float = 0.0
+    probe: tuple[float, ...] | None = None
+    state: str = "searching"  # or "settled" / "out of reach": nothing to propose
+    reason: str = ""
+
+
+def search_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
+    """What the search records of a finished trial's final ``metrics``: the target metric, or for a
+    degenerate (dead) SAE the end beyond every target on the dead side (0 for L0, inf for CE-loss
+    increase); None when the metric is missing or not finite (no information)."""
+    value = metrics.get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None
+    if degenerate_reason(metrics):
+        return 0.0 if TARGET_METRICS[metric] < 0 else math.inf
+    return float(value)
 
 
 @dataclass
 class GroupSearch:
     """The coefficient search of one group toward ``targets`` of ``metric``.
 
-    ``finished``: (coeff, metric value) of trials that reported final metrics; ``failed``: coefficients
-    whose trials errored (no information, but never proposed again); ``pending``: trial id -> proposal.
-    """
+    ``finished``: (coeff, value) of trials that reported final metrics (:func:`search_value`);
+    ``failed``: trial id -> proposal of trials that errored or reported no metric (no information);
+    ``pending``: trial id -> proposal of trials running."""
 
     key: str
     metric: str
@@ -55,9 +112,15 @@ class GroupSearch:
     budget: int  # trials this group may start, errored ones included
     start: float  # the first coefficient
     finished: list[tuple[float, float]] = field(default_factory=list)
-    failed: list[float] = field(default_factory=list)
+    failed: dict[str, Proposal] = field(default_factory=dict)
     pending: dict[str, Proposal] = field(default_factory=dict)
-    settled: set[float] = field(default_factory=set)  # targets given up: bracket below MIN_BRACKET
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a search saved before failed trials kept their ids (a list of coefficients)."""
+        state.pop("settled", None)
+        if isinstance(state.get("failed"), list):
+            state["failed"] = {f"failed{i}": Proposal(c, None) for i, c in enumerate(state["failed"])}
+        self.__dict__.update(state)
 
     # ---- what is known ---------------------------------------------------------------------------
 
@@ -65,78 +128,198 @@ class GroupSearch:
     def n_started(self) -> int:
         return len(self.finished) + len(self.failed) + len(self.pending)
 
+    def _points(self) -> list[tuple[float, float]]:
+        """(log coeff, log value) of the finished trials by coefficient; -inf / inf beyond every target."""
+        return sorted((math.log(c), _log(v)) for c, v in self.finished)
+
     def closest(self, target: float) -> tuple[float, float] | None:
-        """The finished (coeff, value) nearest to ``target`` in log space."""
-        if not self.finished:
-            return None
-        return min(self.finished, key=lambda cv: abs(_log(cv[1]) - math.log(target)))
+        """The finished live (coeff, value) nearest to ``target`` in log space (of equals, the smallest
+        coefficient: the same answer whatever order the trials finished in)."""
+        live = [cv for cv in self.finished if math.isfinite(_log(cv[1]))]
+        return min(live, key=lambda cv: (abs(_log(cv[1]) - math.log(target)), cv[0])) if live else None
 
     def is_met(self, target: float) -> bool:
+        """A live trial within tolerance, and live trials on both sides of ``target`` (or one on it)."""
+        best, t = self.closest(target), math.log(target)
+        live = [y for _, y in self._points() if math.isfinite(y)]
+        return best is not None and abs(_log(best[1]) - t) <= self.tolerance and min(live) <= t <= max(live)
+
+    def standing(self, target: float) -> Standing:
+        """Met, still searched, or why not (the same verdict for the searcher and for ``status``)."""
+        if self.is_met(target):
+            return Standing("met")
+        aim = self._aim(target)
+        if aim.state != "searching":
+            return Standing(aim.state, aim.reason)
+        if any(p.target == target for p in self.pending.values()):
+            return Standing("searching", "a trial aimed at it is running")
+        if not self.pending and self._untried(aim, taken=[]) is None:
+            return Standing(
+                "settled", "every coefficient the search would try next was tried; the closest trial stands"
+            )
+        if self.n_started < self.budget:
+            return Standing("searching", "to be proposed")
+        if self.pending:
+            return Standing("searching", "the group's last trials are running")
+        if not self.finished:
+            return Standing("budget spent", f"all {self.n_started} trials errored (see their error.txt)")
         best = self.closest(target)
-        return best is not None and abs(_log(best[1]) - math.log(target)) <= self.tolerance
+        near = best is not None and abs(_log(best[1]) - math.log(target)) <= self.tolerance
+        why = " (the closest trial is within tolerance, but no live trial lies on its other side)" if near else ""
+        return Standing(
+            "budget spent",
+            f"all {self.budget} trials of the group's budget started{why}"
+            + (f"; {aim.reason}" if aim.reason else "")
+            + "; raise search.max_trials_per_group",
+        )
 
     def open_targets(self) -> list[float]:
-        """Targets neither met nor settled, nor aimed at by a pending trial."""
+        """Targets still searched and not aimed at by a pending trial."""
         aimed = {p.target for p in self.pending.values()}
-        return [t for t in self.targets if not self.is_met(t) and t not in self.settled and t not in aimed]
+        return [t for t in self.targets if t not in aimed and self.standing(t).state == "searching"]
 
     def is_done(self) -> bool:
-        """Nothing pending and nothing more to propose (all targets met or settled, or budget spent)."""
-        if self.pending:
-            return False
-        return self.n_started >= self.budget or not self.open_targets() or not self.proposals(dry_run=True)
+        """Nothing pending and nothing more to propose (targets met, settled, out of reach, or budget spent)."""
+        return not self.pending and not self.proposals()
 
     # ---- what to try next ------------------------------------------------------------------------
 
-    def proposals(self, dry_run: bool = False) -> list[Proposal]:
-        """One new coefficient per open target, within the budget, never one tried or pending already."""
+    def proposals(self) -> list[Proposal]:
+        """One new coefficient per open target, bracketed targets first, within the budget; never one
+        tried or pending already (but for retrying the start while nothing has finished)."""
         out: list[Proposal] = []
         room = self.budget - self.n_started
-        for target in self.open_targets():
-            if len(out) >= room:
-                break
-            x = self._next_log_coeff(math.log(target), dry_run, taken=[math.log(p.coeff) for p in out])
+        probed: set[tuple[float, ...]] = set()
+        aims = [(self._aim(t), i, t) for i, t in enumerate(self.open_targets())]
+        for aim, _, target in sorted(aims, key=lambda a: (a[0].rank, a[0].distance, a[1])):
+            if len(out) >= room or aim.probe in probed:
+                continue
+            x = self._untried(aim, taken=[math.log(p.coeff) for p in out])
             if x is not None:
-                out.append(Proposal(math.exp(x), target))
+                attempt = 1 + sum(_near(x, [math.log(p.coeff)]) for p in self.failed.values())
+                out.append(Proposal(self.start if aim.rank == 3 else math.exp(x), target, attempt=attempt))
+                if aim.probe is not None:
+                    probed.add(aim.probe)
         return out
 
-    def _tried(self) -> list[float]:
-        return (
-            [math.log(c) for c, _ in self.finished]
-            + [math.log(c) for c in self.failed]
-            + [math.log(p.coeff) for p in self.pending.values()]
+    def _untried(self, aim: _Aim, taken: list[float]) -> float | None:
+        """The first of ``aim``'s candidates not within DUPLICATE of a tried, pending or ``taken``
+        coefficient; the start (rank 3) may repeat a coefficient whose trials errored."""
+        blocked = [math.log(p.coeff) for p in self.pending.values()] + taken
+        if aim.rank != 3:
+            blocked += [x for x, _ in self._points()] + [math.log(p.coeff) for p in self.failed.values()]
+        return next((x for x in aim.candidates if not _near(x, blocked)), None)
+
+    def _aim(self, target: float) -> _Aim:
+        t = math.log(target)
+        points = self._points()
+        if not points:  # nothing known yet: the start (again, if its trials errored)
+            return _Aim(3, (math.log(self.start),))
+        pairs = [i for i in range(len(points) - 1) if _straddle(points[i][1], points[i + 1][1], t)]
+        if pairs:  # the tightest of the neighbouring pairs around the target
+            i = min(pairs, key=lambda k: points[k + 1][0] - points[k][0])
+            return self._aim_inside(t, points[i], points[i + 1], bends=_bends(points, i))
+        return self._aim_beyond(t, points)
+
+    def _aim_inside(self, t: float, a: tuple[float, float], b: tuple[float, float], bends: bool = False) -> _Aim:
+        """A proposal between two trials on either side of log target ``t``: log-log interpolation, or
+        the midpoint in log coefficient where the response ``bends`` (a kink such as the edge of a floor
+        makes interpolation land next to the same end again and again)."""
+        (x0, y0), (x1, y1) = a, b
+        if x1 - x0 < MIN_BRACKET:
+            return self._narrow(a, b)
+        mid = (x0 + x1) / 2
+        if math.isfinite(y0) and math.isfinite(y1):
+            x = x0 + (t - y0) * (x1 - x0) / (y1 - y0)
+            return _Aim(0, (mid,) if bends else (x, mid))  # the midpoint also if interpolation hits a tried one
+        if not (math.isfinite(y0) or math.isfinite(y1)):
+            return _Aim(1, (mid,), probe=(x0, x1))
+        (xl, yl), y_dead = (a, y1) if math.isfinite(y0) else (b, y0)
+        # Along the live trials' slope if that stays inside, aiming past the target (toward the dead end)
+        # by half the tolerance, so that a live trial lands on its other side; else bisect.
+        aim = t + math.copysign(self.tolerance / 2, y_dead)
+        x = xl + (aim - yl) / self._slope()
+        return _Aim(
+            1,
+            (x, mid) if x0 < x < x1 else (mid,),
+            distance=abs(t - yl),
+            probe=(x0, x1),
+            reason=f"{self.metric} leaves the live range {self._between(a, b)}: the target may lie beyond it",
         )
 
-    def _next_log_coeff(self, t: float, dry_run: bool, taken: list[float]) -> float | None:
-        tried = self._tried() + taken
-        points = sorted((math.log(c), _log(v)) for c, v in self.finished)
-        if not points:  # nothing known yet: the start, once
-            x = math.log(self.start)
-            return None if _near(x, tried) else x
-        bracket = _tightest_bracket(points, t)
-        if bracket is not None:
-            (x0, y0), (x1, y1) = bracket
-            if x1 - x0 < MIN_BRACKET:  # the response is noise at this resolution: keep the closest trial
-                if not dry_run:
-                    self.settled.add(math.exp(t))
-                return None
-            x = x0 + (t - y0) * (x1 - x0) / (y1 - y0)
-            candidates = [x, (x0 + x1) / 2]  # the midpoint if interpolation lands on a tried coefficient
-        else:
-            slope = self._slope(points)
-            xa, ya = min(points, key=lambda p: abs(p[1] - t))  # by monotonicity: the extreme point nearest t
-            step = max(-MAX_STEP, min(MAX_STEP, (t - ya) / slope))
-            x = xa + step
-            candidates = [x, xa + step * 1.5, xa + step * 0.5]
-        for x in candidates:
-            if not _near(x, tried):
-                return x
-        return None
+    def _aim_beyond(self, t: float, points: list[tuple[float, float]]) -> _Aim:
+        """A step out past the last trial toward log target ``t`` (every value lies on one side of it)."""
+        up = points[0][1] < t  # the metric must rise: for L0 a smaller coefficient, for CE a larger one
+        d = TARGET_METRICS[self.metric] * (1 if up else -1)  # direction in log coefficient
+        xe, ye = max(points, key=lambda p: d * p[0])
+        if not math.isfinite(ye):  # the last trial is dead: 10x away from it
+            return _Aim(2, (xe + d * MAX_STEP,), probe=(xe,))
+        plateau = self._plateau(points, d)
+        if plateau:
+            return _Aim(2, state="out of reach", reason=plateau)
+        aim = t + (self.tolerance if up else -self.tolerance) / 2  # land across the target, within tolerance
+        step = max(-MAX_STEP, min(MAX_STEP, (aim - ye) / self._slope()))
+        return _Aim(2, (xe + step, xe + step * 1.5, xe + step * 0.5), distance=abs(t - ye))
 
-    def _slope(self, points: list[tuple[float, float]]) -> float:
-        """d log(value) / d log(coeff): least squares over the finished trials, the prior with fewer than
-        two distinct coefficients or a fit of the wrong sign; magnitude clamped to SLOPE_RANGE."""
+    def _plateau(self, points: list[tuple[float, float]], d: float) -> str | None:
+        """Why the target is out of reach when the live trials at the end of the measured range in
+        direction ``d`` span a decade of the coefficient without the metric moving, after it had moved
+        before them (a floor or a ceiling); else None. A flat stretch the metric has not yet left (a
+        coefficient too small to matter) is no plateau: the search steps on through it, 10x at a time."""
+        live = sorted((p for p in points if math.isfinite(p[1])), key=lambda p: -d * p[0])
+        far = next((k for k, p in enumerate(live) if d * (live[0][0] - p[0]) >= FLAT_SPAN - 1e-9), None)
+        if far is None:
+            return None
+        span, ys = d * (live[0][0] - live[far][0]), [y for _, y in live[: far + 1]]
+        flat = FLAT_SLOPE * span
+        moved = any(y < min(ys) - flat or y > max(ys) + flat for _, y in live[far + 1 :])
+        if max(ys) - min(ys) > flat or not moved:
+            return None
+        lo, hi = sorted((live[0][0], live[far][0]))
+        fix = (
+            f"a floor the training sets, not the coefficient (Adam and gradient clipping normalise the sparsity "
+            f"push away); fix: {TRAINING_FIX}"
+            if d > 0  # a larger coefficient: more sparsity pressure
+            else "its limit without sparsity pressure; fix: aim within the reached range, or "
+            "train longer or with a larger dictionary to move the limit"
+        )
+        return (
+            f"{self.metric} stays within {math.exp(min(ys)):.3g}-{math.exp(max(ys)):.3g} for coefficients "
+            f"{math.exp(lo):.3g}-{math.exp(hi):.3g} (a plateau): {fix}"
+        )
+
+    def _narrow(self, a: tuple[float, float], b: tuple[float, float]) -> _Aim:
+        """A bracket below MIN_BRACKET: noise at this resolution, or the edge where the SAE dies."""
+        where = self._between(a, b)
+        if math.isfinite(a[1]) and math.isfinite(b[1]):
+            return _Aim(
+                0,
+                state="settled",
+                reason=f"{self.metric} crosses the target {where}: noise at this resolution; the closest trial stands",
+            )
+        return _Aim(
+            1,
+            state="out of reach",
+            reason=f"{self.metric} jumps across the target {where}, so no coefficient lands on it; fix: aim within "
+            f"what live trials reach, or {TRAINING_FIX} and search again",
+        )
+
+    def _between(self, a: tuple[float, float], b: tuple[float, float]) -> str:
+        """``between coefficients 2.9 (81) and 3.1 (dead)``: two trials, for a reason."""
+
+        def show(y: float) -> str:
+            if y == -math.inf:
+                return "dead" if self.metric == "l0" else "<= 0"
+            return "dead" if y == math.inf else f"{math.exp(y):.3g}"
+
+        return f"between coefficients {math.exp(a[0]):.4g} ({show(a[1])}) and {math.exp(b[0]):.4g} ({show(b[1])})"
+
+    def _slope(self) -> float:
+        """d log(value) / d log(coeff): least squares over the live finished trials, the prior with fewer
+        than two distinct coefficients; magnitude clamped to SLOPE_RANGE. A fit of the wrong sign is a
+        response flat at this resolution: the flattest slope, so that steps out go far (at most 10x)."""
         prior = TARGET_METRICS[self.metric]
+        points = [p for p in self._points() if math.isfinite(p[1])]
         xs = [p[0] for p in points]
         if len(set(xs)) < 2:
             return prior
@@ -144,7 +327,7 @@ class GroupSearch:
         var = sum((x - mx) ** 2 for x in xs)
         slope = sum((x - mx) * (y - my) for x, y in points) / var
         if slope * prior <= 0:
-            return prior
+            return math.copysign(SLOPE_RANGE[0], prior)
         magnitude = min(SLOPE_RANGE[1], max(SLOPE_RANGE[0], abs(slope)))
         return math.copysign(magnitude, prior)
 
@@ -154,26 +337,34 @@ class GroupSearch:
         self.pending[trial_id] = proposal
 
     def record(self, trial_id: str, value: float | None) -> None:
-        """A trial ended: its final metric value, or None when it errored or reported none."""
-        proposal = self.pending.pop(trial_id, None)
+        """A trial ended: its :func:`search_value`, or None when it errored or reported none. A trial
+        recorded as failed that ends again (re-run by ``sweeps resume``) replaces its failure."""
+        proposal = self.pending.pop(trial_id, None) or self.failed.pop(trial_id, None)
         if proposal is None:
             return
-        if value is None or not math.isfinite(value):
-            self.failed.append(proposal.coeff)
+        if value is None or math.isnan(value):
+            self.failed[trial_id] = proposal
         else:
             self.finished.append((proposal.coeff, float(value)))
 
+    def requeue(self, trial_id: str) -> None:
+        """A failed trial runs again (``sweeps resume`` re-runs errored trials): pending until it ends."""
+        if trial_id in self.failed:
+            self.pending[trial_id] = self.failed.pop(trial_id)
+
     def summary(self) -> list[dict[str, Any]]:
-        """Per target: met or not, and the closest finished trial."""
+        """Per target: its standing and the closest finished trial."""
         rows = []
         for t in self.targets:
-            best = self.closest(t)
+            best, standing = self.closest(t), self.standing(t)
             rows.append(
                 {
                     "group": self.key,
                     "target": t,
-                    "met": self.is_met(t),
-                    "settled": t in self.settled,
+                    "met": standing.state == "met",
+                    "settled": standing.state == "settled",
+                    "state": standing.state,
+                    "reason": standing.reason,
                     "closest_coeff": best[0] if best else None,
                     "closest_value": best[1] if best else None,
                 }
@@ -182,107 +373,31 @@ class GroupSearch:
 
 
 def _log(value: float) -> float:
-    return math.log(max(value, VALUE_FLOOR))
+    """log(value); -inf for a value <= 0 and inf for inf: beyond every target, below or above."""
+    if value <= 0:
+        return -math.inf
+    return math.inf if value == math.inf else math.log(value)
+
+
+def _bends(points: list[tuple[float, float]], i: int) -> bool:
+    """Whether the response bends at the bracket ``points[i], points[i + 1]``: no neighbouring segment
+    has the bracket's log-log slope (within 25%), so the bracket holds a kink (where a floor or a
+    ceiling starts) and interpolation would keep landing on the flat side."""
+
+    def slope(a: int, b: int) -> float | None:
+        if a < 0 or b >= len(points):
+            return None
+        (xa, ya), (xb, yb) = points[a], points[b]
+        return (yb - ya) / (xb - xa) if xb > xa and math.isfinite(ya) and math.isfinite(yb) else None
+
+    inner = slope(i, i + 1)
+    outer = [s for s in (slope(i - 1, i), slope(i + 1, i + 2)) if s is not None]
+    return inner is not None and bool(outer) and not any(0.8 <= s / inner <= 1.25 for s in outer)
+
+
+def _straddle(ya: float, yb: float, t: float) -> bool:
+    return (ya < t < yb) or (yb < t < ya)
 
 
 def _near(x: float, xs: list[float]) -> bool:
     return any(abs(x - other) < DUPLICATE for other in xs)
-
-
-def _tightest_bracket(points: list[tuple[float, float]], t: float):
-    """Of the neighbouring (by coefficient) trials whose values lie on both sides of ``t``, the pair
-    closest together; None if no pair straddles it."""
-    pairs = [(a, b) for a, b in zip(points, points[1:], strict=False) if (a[1] - t) * (b[1] - t) < 0]
-    return min(pairs, key=lambda ab: ab[1][0] - ab[0][0]) if pairs else None
-
-
-# ---- Ray Tune --------------------------------------------------------------------------------------
-
-
-def config_with_coeff(template: dict[str, Any], coeff: float) -> dict[str, Any]:
-    """A trial's Tune config from its group's template: the coefficient set in both places."""
-    config = copy.deepcopy(template)
-    config["sparsity_coeff"] = coeff
-    config["run"]["loss"]["sparsity"]["coeff"] = coeff
-    return config
-
-
-class FrontierSearcher(Searcher):
-    """Ray Tune searcher over groups; each group's template is a complete trial config but for the
-    sparsity coefficient. Deterministic given the results, so a resumed search proposes what an
-    uninterrupted one fed the same results would.
-
-    ``group_size`` K > 1: up to K of a group's proposals run as one grouped Tune trial
-    (sweeps/grouping.py); each member is recorded on its own when the group ends (an errored group:
-    no information for any of its members). ``wandb``: the sweep's W&B settings for such members."""
-
-    def __init__(
-        self,
-        groups: dict[str, GroupSearch],
-        templates: dict[str, dict[str, Any]],
-        group_size: int = 1,
-        wandb: dict[str, Any] | None = None,
-    ):
-        super().__init__(metric=None, mode=None)
-        self.groups = groups
-        self.templates = templates
-        self.group_size, self.wandb = group_size, wandb
-        self.trial_group: dict[str, str] = {}
-        self.trial_members: dict[str, list[tuple[str, str]]] = {}  # grouped trial -> (member id, name)
-
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        for key, group in self.groups.items():
-            proposals = group.proposals()
-            if proposals:
-                self.trial_group[trial_id] = key
-                if self.group_size == 1:
-                    group.start_trial(trial_id, proposals[0])
-                    return config_with_coeff(self.templates[key], proposals[0].coeff)
-                return self._grouped(trial_id, key, proposals[: self.group_size])
-        if all(g.is_done() for g in self.groups.values()):
-            return Searcher.FINISHED
-        return None  # waiting for running trials
-
-    def _grouped(self, trial_id: str, key: str, proposals: list[Proposal]) -> dict[str, Any]:
-        members = [config_with_coeff(self.templates[key], p.coeff) for p in proposals]
-        names = [Trial.from_config(m).name for m in members]  # unique: coefficients are >= 1% apart
-        ids = [f"{trial_id}/{i}" for i in range(len(proposals))]
-        for member_id, proposal in zip(ids, proposals, strict=True):
-            self.groups[key].start_trial(member_id, proposal)
-        self.trial_members[trial_id] = list(zip(ids, names, strict=True))
-        name = safe_name(f"{key}_s" + "_".join(f"{p.coeff:.4g}" for p in proposals))
-        return group_config(name, members, names, self.wandb)
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        key = self.trial_group.get(trial_id)
-        if key is None:
-            return
-        group = self.groups[key]
-        if trial_id in self.trial_members:
-            for member_id, name in self.trial_members.pop(trial_id):
-                # Tune hands searchers the result flattened: members/<name>/<metric>
-                key = f"members/{name}/{group.metric}"
-                group.record(member_id, None if error else _metric(result, key))
-            return
-        group.record(trial_id, None if error else _metric(result, group.metric))
-
-    def save(self, checkpoint_path: str) -> None:
-        state = {
-            "groups": self.groups,
-            "templates": self.templates,
-            "trial_group": self.trial_group,
-            "trial_members": self.trial_members,
-        }
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.groups, self.templates, self.trial_group = state["groups"], state["templates"], state["trial_group"]
-        self.trial_members = state.get("trial_members", {})  # absent in a search saved before groups
-
-
-def _metric(result: dict[str, Any] | None, metric: str) -> float | None:
-    value = result.get(metric) if isinstance(result, dict) else None
-    return value if isinstance(value, (int, float)) else None

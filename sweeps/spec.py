@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -290,7 +292,7 @@ def sweep_from_dict(
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+        raise ConfigError(_run_field_hint(err, overrides or {}) or format_validation_error(err)) from None
     check_search(spec.search, spec.axes)
     spec.overrides = flatten_dotted(spec.overrides)
     if spec.base is not None and not spec.base.is_absolute() and not spec.base.is_file() and base_dir is not None:
@@ -299,6 +301,43 @@ def sweep_from_dict(
         if candidate.is_file():
             spec.base = candidate
     return spec
+
+
+def _run_field_hint(err: ValidationError, overrides: dict[str, Any]) -> str | None:
+    """For a key the sweep file does not know but a run config does (``--set train.n_samples=600``, or
+    ``train:`` at the top of a sweep file): one line naming the ``overrides.`` form that sets it for
+    every trial. None when no such key is among the errors."""
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        if e["type"] != "extra_forbidden" or not _is_run_field(loc):
+            continue
+        field = ".".join(loc)
+        given = [(k, v) for k, v in overrides.items() if k == field or k.startswith(field + ".")]
+        if given:
+            key, value = given[0]
+            shown = value if isinstance(value, str) else json.dumps(value)
+            return (
+                f"--set {key}={shown}: {field} is a run-config field, not a sweep-file one; set it for every "
+                f"trial with --set overrides.{key}={shown}"
+            )
+        return (
+            f"{field}: a run-config field, not a sweep-file one; set it for every trial under overrides: "
+            f"(overrides: {{{field}...: value}}, dotted keys) or in the base run config"
+        )
+    return None
+
+
+def _is_run_field(path: tuple[str, ...]) -> bool:
+    """Whether ``path`` (``("train", "n_samples")``) names a field of a run config."""
+    model: Any = RunConfig
+    for key in path:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or key not in fields:
+            return False
+        annotation = fields[key].annotation
+        options = [annotation, *typing.get_args(annotation)]
+        model = next((m for m in options if isinstance(m, type) and issubclass(m, BaseModel)), None)
+    return True
 
 
 def base_run_dict(spec: SweepSpec) -> dict[str, Any]:

@@ -120,11 +120,13 @@ def test_status_reads_met_targets_and_closest_trials_from_disk_records(tmp_path)
     ]
     groups = groups_from_trials(spec, trials)
     local = groups["local_L1_r2_seed0"]
-    assert local.finished == [(1.0, 41.0), (4.0, 11.5)] and local.failed == [9.0]
-    assert [r["met"] for r in local.summary()] == [True, False, True]  # 11.5 is within 0.15 of 10, not of 20
+    assert local.finished == [(1.0, 41.0), (4.0, 11.5)] and {k: p.coeff for k, p in local.failed.items()} == {"c": 9.0}
+    # 11.5 is within 0.15 of 10 but no trial lies below 10 (the report could not read it); 41 and 11.5 bracket 40
+    assert [r["met"] for r in local.summary()] == [False, False, True]
     lines = status_lines(spec, trials)
     assert any(line.split()[:5] == ["local_L1_r2_seed0", "20", "no", "4", "11.5"] for line in lines)
-    assert any(line.split()[:5] == ["e2e_L1_r2_seed1", "20", "yes", "1", "19"] for line in lines)
+    assert any(line.split()[:6] == ["local_L1_r2_seed0", "40", "yes", "1", "41", "3"] for line in lines)
+    assert any(line.split()[:5] == ["e2e_L1_r2_seed1", "20", "no", "1", "19"] for line in lines)
     # Against the smallest grid meeting every target on these curves: local's 3 targets (a factor 2
     # apart, window +-0.15) need 3 coefficients in each of its 2 groups (seeds); e2e's one finished
     # trial sizes no grid.
@@ -164,3 +166,25 @@ def test_report_matches_at_named_levels_and_never_on_degenerate_trials():
     only_dead = compute_pareto([trials[0], trials[1], trials[4]], meta)
     assert only_dead["degenerate_groups"][0]["mode"] == "e2e"
     assert only_dead["hooks"]["blocks.1.hook_resid_pre"]["matched"]["modes"].keys() == {"local"}
+
+
+def test_status_of_a_group_whose_trials_are_all_dead_says_so_instead_of_crashing(tmp_path):
+    spec = sweep_from_dict(frontier_sweep(tmp_path))
+    dead = [_record("a", "local", 10.0, 0.0, 4.0, score=0.01), _record("b", "local", 1.0, 0.0, 4.5, score=0.01)]
+    lines = status_lines(spec, dead)
+    rows = [line for line in lines if line.startswith("local_L1_r2_seed0 ")]
+    assert [r.split()[2] for r in rows] == ["no", "no", "no"]
+    assert all("searching: to be proposed" in r for r in rows)  # 10x below the dead trials next
+    assert any(line.startswith("  local") and "no grid meets every target" in line for line in lines)
+
+
+def test_status_says_why_a_target_is_out_of_reach_and_what_to_change(tmp_path):
+    spec = sweep_from_dict(frontier_sweep(tmp_path))
+    floor = [_record(f"f{c}", "local", c, l0, 0.3) for c, l0 in ((44.0, 133.0), (443.0, 71.0), (4439.0, 71.0))]
+    rows = [line for line in status_lines(spec, floor) if line.startswith("local_L1_r2_seed0 ")]
+    assert len(rows) == 3 and all(
+        "out of reach: l0 stays within 71-71 for coefficients 443-4.44e+03" in r for r in rows
+    )
+    assert all(
+        "fix: train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)" in r for r in rows
+    )

@@ -49,3 +49,17 @@ def test_grid_costs_counts_trials_per_mode():
     assert (by_mode["local"].n_coeffs, by_mode["local"].n_trials) == (5, 10)
     assert by_mode["e2e"].n_trials is None  # its L0 reaches 120 at most: target 160 is out of range
     assert by_mode["local"].coeffs[1] / by_mode["local"].coeffs[0] == pytest.approx(2, rel=0.1)
+
+
+def test_a_group_whose_trials_are_all_dead_or_non_positive_sizes_no_grid_instead_of_crashing():
+    (cost,) = grid_costs({"local": {"g": [(10.0, 0.0), (1.0, 0.0)]}}, [32.0], 0.15)
+    assert (cost.n_coeffs, cost.n_trials, cost.coeffs) == (None, None, ())
+    one_live = [(1.0, 50.0), (10.0, 0.0), (0.1, -0.01), (100.0, math.inf)]  # inf: the search's dead CE trial
+    assert smallest_grid([one_live], [50], tolerance=0.15) == (None, ())
+
+
+def test_dead_trials_beyond_a_live_curve_leave_its_grid_unchanged():
+    live = power_law(100)
+    assert smallest_grid([live + [(64.0, 0.0), (128.0, 0.0)]], TARGETS, tolerance=0.15) == smallest_grid(
+        [live], TARGETS, tolerance=0.15
+    )

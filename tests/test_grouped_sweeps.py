@@ -16,9 +16,10 @@ from e2e_sae.train import train
 from sweeps.cli import _tune_trials
 from sweeps.grouping import member_run_configs, run_group
 from sweeps.results import load_trials
-from sweeps.search import FrontierSearcher, GroupSearch, Searcher
+from sweeps.search import GroupSearch
 from sweeps.spec import expand_trials, sweep_from_dict, trial_names
 from sweeps.trial import members_of
+from sweeps.tune_search import FrontierSearcher, Searcher
 
 METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
 AXES = {
@@ -257,7 +258,8 @@ def test_searcher_packs_up_to_k_proposals_of_one_group_and_records_each_member()
     assert len(members) == 2 and all(m["run"]["loss"]["sparsity"]["coeff"] == m["sparsity_coeff"] for _, m in members)
     assert len(s.groups["a"].pending) == 2
     s.on_trial_complete("g1", None, error=True)  # an errored group: no information for any member
-    assert s.groups["a"].failed == [m["sparsity_coeff"] for _, m in members] and not s.groups["a"].pending
+    failed = [p.coeff for p in s.groups["a"].failed.values()]
+    assert failed == [m["sparsity_coeff"] for _, m in members] and not s.groups["a"].pending
 
 
 def test_grouped_search_reaches_the_targets_and_save_restore_continues_it(tmp_path):

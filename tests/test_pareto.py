@@ -3,7 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from sweeps.pareto import FrontPoint, interpolate_at, matched_target, pareto_front
+from sweeps.pareto import (
+    FrontPoint,
+    degenerate_reason,
+    interpolate_at,
+    matched_target,
+    overlap_levels,
+    pareto_front,
+    ratio_bound,
+)
 
 
 def xy(front):
@@ -97,3 +105,32 @@ def test_matched_comparison_known_answer():
     x_local = interpolate_at(local, y).x
     assert x_local == pytest.approx(40 * 2.5**0.9)
     assert interpolate_at(e2e, y).x / x_local == pytest.approx(30 / (40 * 2.5**0.9))
+
+
+def test_overlap_levels_stay_inside_every_frontier_where_the_arithmetic_rounds_past_the_top():
+    lo, hi = 0.05380878321728433, 0.4616855296962341  # lo + (hi - lo) * 6 / 6 is one ulp above hi
+    assert lo + (hi - lo) * 6 / 6 > hi
+    narrow = pareto_front([(10, hi), (50, lo)])
+    wide = pareto_front([(20, 0.9), (200, 0.01)])
+    for fronts in ([narrow, wide], [wide, narrow]):
+        levels = overlap_levels(fronts, 7)
+        assert len(levels) == 7 and (levels[0], levels[-1]) == (lo, hi)
+        assert levels == sorted(levels) and all(lo <= y <= hi for y in levels)
+        for front in fronts:  # every level can be read off both frontiers, no clipping
+            assert all(not interpolate_at(front, y).clipped for y in levels)
+    assert overlap_levels([narrow, pareto_front([(1, 0.04), (2, 0.01)])], 7) == []  # no common range
+    assert overlap_levels([narrow, []], 7) == []
+
+
+def test_a_ratio_of_readings_is_a_bound_when_either_was_clipped():
+    assert ratio_bound(False, False) is None  # two interpolations: an estimate
+    assert ratio_bound(True, False) == "upper"  # numerator at most its value: the ratio at most
+    assert ratio_bound(False, True) == "lower"  # denominator at most its value: the ratio at least
+    assert ratio_bound(True, True) == "neither"
+
+
+def test_degenerate_reason_names_the_rule_that_failed():
+    assert "CE-loss score 0.05 < 0.1" in degenerate_reason({"ce_loss_score": 0.05, "l0": 30})
+    assert "L0 0.5 < 1" in degenerate_reason({"ce_loss_score": 0.9, "l0": 0.5})
+    assert degenerate_reason({"ce_loss_score": 0.9, "l0": 30}) is None
+    assert degenerate_reason({"l0": None, "ce_loss_score": float("nan")}) is None  # unknown: not degenerate

@@ -4,9 +4,10 @@ import json
 import pytest
 import yaml
 
-from sweeps.report import write_report
-from sweeps.report_wandb import log_report_to_wandb
+from sweeps.report import compute_pareto, render_markdown, write_report
+from sweeps.report_wandb import _matched_rows, log_report_to_wandb
 from sweeps.results import load_trials
+from sweeps.trial import Trial
 
 A, B = "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"
 EVAL = {"ce_loss_original": 3.0, "eval_tokens": 2048, "n_ctx": 64, "n_dict_elements": 1024}
@@ -175,6 +176,11 @@ def test_pareto_json_matched_comparison(report):
     assert mb["ce_loss_increase"] == pytest.approx(0.07)
     assert mb["modes"]["local"]["l0"] == {**mb["modes"]["local"]["l0"], "value": 60, "clipped": True}
     assert mb["ratios"]["e2e/local"]["l0"] == pytest.approx(20 / 60)
+    # local's reading is clipped (an upper bound on its L0), so e2e/local is a lower bound
+    assert mb["ratios"]["e2e/local"]["bounds"] == {"l0": "lower", "alive_dict_elements": "lower"}
+    assert m["ratios"]["e2e/local"]["bounds"] == {"l0": None, "alive_dict_elements": None}
+    wandb_rows = {(r[0], r[1]): r for r in _matched_rows(doc)}  # W&B's matched table: the same flags
+    assert wandb_rows[(B, "e2e")][-2:] == ["lower", "lower"] and wandb_rows[(A, "e2e")][-2:] == [None, None]
 
 
 def test_report_md_states_settings_counts_and_missing_trials(report):
@@ -184,7 +190,8 @@ def test_report_md_states_settings_counts_and_missing_trials(report):
     assert "9 finished, 1 incomplete, 1 errored, 0 pending" in md
     assert f"![{A} frontiers](frontier_{A}.png)" in md
     assert "| train_00009 | errored | e2e+ds |" in md and "| train_00010 | incomplete |" in md
-    assert "e2e/local: L0 ratio 0.329" in md  # 30 / 91.24
+    assert "e2e/local: L0 ratio 0.329, alive" in md  # 30 / 91.24: both readings interpolated
+    assert "e2e/local: L0 ratio ≥ 0.333 (a lower bound: local's reading is clipped)" in md  # hook B
 
 
 def test_partially_failed_and_running_sweep_still_reports(tmp_path):
@@ -253,3 +260,49 @@ def test_wandb_offline_writes_a_run_dir(report, tmp_path, monkeypatch):
     assert list(run_dir.glob("*.wandb"))
     media = list((run_dir / "files" / "media").rglob("*"))
     assert any(p.suffix == ".png" for p in media) and any(p.name.endswith(".table.json") for p in media)
+
+
+def finished(tid, mode, l0, ce, hook=A, alive=100):
+    metrics = {"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": alive, "ce_loss_score": 0.9}
+    return Trial(trial_id=tid, state="finished", mode=mode, hook=hook, layer=1, sparsity_coeff=1.0, metrics=metrics)
+
+
+META = {"sweep": "t", "model": None, "eval_tokens": [], "n_ctx": [], "match_at": [], "search_targets": {}}
+LO, HI = 0.05380878321728433, 0.4616855296962341  # lo + (hi - lo) * 6 / 6 rounds one ulp above hi
+
+
+@pytest.mark.parametrize("narrow_mode", ["e2e", "local"])
+def test_l0_ratio_curve_reads_all_its_levels_where_the_overlap_ends_at_a_frontier_point(narrow_mode):
+    """The curve's top level is the narrower frontier's top, read there exactly: no crash (e2e narrower:
+    a None reading divided), no silently dropped top point (local narrower)."""
+    wide_mode = "local" if narrow_mode == "e2e" else "e2e"
+    trials = [
+        finished("n_sparse", narrow_mode, 10, HI),
+        finished("n_dense", narrow_mode, 50, LO),
+        finished("w_sparse", wide_mode, 20, 0.9),
+        finished("w_dense", wide_mode, 200, 0.01),
+    ]
+    curve = compute_pareto(trials, META)["hooks"][A]["l0_ratio_curve"]["e2e/local"]
+    assert len(curve) == 7 and curve[0]["ce_loss_increase"] == LO and curve[-1]["ce_loss_increase"] == HI
+    top = 10 / (20 * (200 / 20) ** ((0.9 - HI) / (0.9 - 0.01)))  # the narrow frontier's sparsest point
+    assert curve[-1]["ratio"] == pytest.approx(top if narrow_mode == "e2e" else 1 / top)
+
+
+def test_every_matched_ratio_from_a_clipped_reading_is_flagged_as_a_bound_in_pareto_json_and_report_md(tmp_path):
+    trials = [
+        finished("l_sparse", "local", 40, 0.30, alive=400),
+        finished("l_dense", "local", 100, 0.10, alive=900),
+        finished("e", "e2e", 30, 0.12, alive=500),  # its only point, below the matched level: clipped
+        finished("d", "e2e+ds", 20, 0.20, alive=300),  # sets the matched level (its lowest CE)
+    ]
+    doc = compute_pareto(trials, META)
+    ratios = doc["hooks"][A]["matched"]["ratios"]
+    assert doc["hooks"][A]["matched"]["ce_loss_increase"] == 0.20
+    assert ratios["e2e/local"]["bounds"] == {"l0": "upper", "alive_dict_elements": "upper"}
+    assert ratios["e2e+ds/local"]["bounds"] == {"l0": None, "alive_dict_elements": None}
+    md = render_markdown(doc, {A: tmp_path / "f.png"})
+    assert f"e2e/local: L0 ratio ≤ {ratios['e2e/local']['l0']:.3g} (an upper bound: e2e's reading is clipped)" in md
+    only_clipped = [finished("l", "local", 40, 0.05), finished("e", "e2e", 30, 0.04), trials[3]]
+    doc = compute_pareto(only_clipped, META)
+    assert doc["hooks"][A]["matched"]["ratios"]["e2e/local"]["bounds"]["l0"] == "neither"
+    assert "(both readings clipped: bounds nothing)" in render_markdown(doc, {A: tmp_path / "f.png"})

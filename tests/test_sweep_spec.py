@@ -1,5 +1,6 @@
 """Sweep files: expansion, the plan command, and bad files failing in one line before Ray starts."""
 
+import json
 import re
 import subprocess
 import sys
@@ -151,3 +152,37 @@ def test_trial_names_are_unique_and_safe_as_file_names(tmp_path):
 def test_an_experiment_saved_before_the_checkpoints_per_trial_rename_still_loads(tmp_path):
     raw = tiny_sweep(tmp_path, keep_checkpoints=5)
     assert sweep_from_dict(raw).checkpoints_per_trial == 5
+
+
+def test_a_run_config_key_set_on_a_sweep_file_names_the_overrides_form(tmp_path):
+    raw = tiny_sweep(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        sweep_from_dict(raw, {"train.n_samples": 600})
+    assert str(err.value) == (
+        "--set train.n_samples=600: train is a run-config field, not a sweep-file one; "
+        "set it for every trial with --set overrides.train.n_samples=600"
+    )
+    spec = sweep_from_dict(raw, {"overrides.train.n_samples": 600})  # the form it names works
+    assert {t.run["train"]["n_samples"] for t in expand_trials(spec)} == {600}
+    with pytest.raises(ConfigError, match=r"^train: a run-config field, not a sweep-file one; .* under overrides:"):
+        sweep_from_dict({**raw, "train": {"n_samples": 600}})  # written at the top of the sweep file
+    with pytest.raises(ConfigError, match="^--set wandb.name=x: wandb.name is a run-config field"):
+        sweep_from_dict(raw, {"wandb.name": "x"})  # the sweep has a wandb section of its own, without name
+    with pytest.raises(ConfigError, match="^trian: unknown key"):
+        sweep_from_dict(raw, {"trian.n_samples": 600})  # a typo is no run-config field
+
+
+def test_piping_a_command_into_head_is_quiet(tmp_path):
+    """No BrokenPipeError traceback when the reader of stdout goes away: the shell's SIGPIPE status."""
+    exp = tmp_path / "big"
+    for i in range(800):  # a status table larger than a pipe's buffer
+        d = exp / f"local_L1_r2_s{i}_seed0"
+        d.mkdir(parents=True)
+        (d / "params.json").write_text(json.dumps({"mode": "local", "layer": 1, "sparsity_coeff": i, "seed": 0}))
+        (d / "result.json").write_text('{"l0": 10.0, "ce_loss_increase": 0.1, "final": true}\n')
+    lots = "from e2e_sae.cli_exit import exit_with; exit_with(lambda: [print(i) for i in range(10**6)] and 0)"
+    for command in (f"{sys.executable} -m sweeps status {exp}", f"{sys.executable} -c '{lots}'"):
+        proc = subprocess.run(
+            ["bash", "-c", f"{command} | head -1; exit ${{PIPESTATUS[0]}}"], capture_output=True, text=True
+        )
+        assert proc.stderr == "" and proc.returncode == 141 and len(proc.stdout.splitlines()) == 1

@@ -90,4 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from e2e_sae.cli_exit import exit_with
+
+    exit_with(main)

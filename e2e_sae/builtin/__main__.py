@@ -13,5 +13,6 @@ if __name__ == "__main__":
         os.execv(sys.executable, [sys.executable, "-m", "e2e_sae.builtin", *sys.argv[1:]])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from e2e_sae.builtin.build import main  # after the re-exec above: torch must load with the policy set
+    from e2e_sae.cli_exit import exit_with
 
-    main()
+    exit_with(main)

@@ -17,10 +17,11 @@ from pydantic_core import PydanticUndefined
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The config models an annotation holds (``X``, ``X | None``, ``dict[str, X]``)."""
+    """The config models an annotation holds (``X``, ``X | None``, ``dict[str, X]``), each once."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    found = [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return list(dict.fromkeys(found))
 
 
 def _type_name(annotation: Any) -> str:

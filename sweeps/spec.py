@@ -53,8 +53,8 @@ class _Strict(BaseModel):
 class LogSpace(_Strict):
     """``num`` values spaced evenly in log between the two ends (inclusive)."""
 
-    log_space: tuple[float, float]
-    num: int = Field(ge=1)
+    log_space: tuple[float, float] = Field(description="the two ends, both > 0 (inclusive)")
+    num: int = Field(ge=1, description="how many values, spaced evenly in log")
 
     @field_validator("log_space")
     @classmethod
@@ -78,11 +78,21 @@ def _coeff_values(c: Coeffs) -> list[float]:
 
 
 class Axes(_Strict):
-    mode: list[Mode] = Field(min_length=1)
-    layer: list[int] | None = Field(default=None, min_length=1)
-    dict_size_to_input_ratio: list[float] | None = Field(default=None, min_length=1)
-    sparsity_coeff: Coeffs | dict[str, Coeffs] | None = None  # None: a frontier search places them
-    seed: list[int] = Field(default=[0], min_length=1)
+    mode: list[Mode] = Field(min_length=1, description="training modes: local, e2e, e2e+ds")
+    layer: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="layers L: the SAE at blocks.L.hook_resid_pre; default the base's position",
+    )
+    dict_size_to_input_ratio: list[float] | None = Field(
+        default=None, min_length=1, description="dictionary sizes as n_dict / d_in; default the base's"
+    )
+    sparsity_coeff: Coeffs | dict[str, Coeffs] | None = Field(
+        default=None,
+        description="sparsity coefficients: a list, {log_space: [lo, hi], num: N}, or either per mode "
+        "({local: [...], e2e: [...]}); null: a frontier search places them",
+    )
+    seed: list[int] = Field(default=[0], min_length=1, description="seeds (SAE initialisation and data order)")
 
     @model_validator(mode="after")
     def _check(self) -> Axes:
@@ -123,11 +133,17 @@ class Search(_Strict):
     axes), coefficients placed by sweeps/search.py until every target is met within ``tolerance``
     (|log(achieved / target)|) or ``max_trials_per_group`` trials have started."""
 
-    kind: Literal["grid", "frontier"] = "grid"
-    targets: dict[str, list[float]] | None = None
-    tolerance: float = 0.15
-    max_trials_per_group: int | None = None  # default: twice the number of targets
-    start: dict[str, float] = {}  # first coefficient per mode (default 1.0)
+    kind: Literal["grid", "frontier"] = Field(
+        default="grid", description="grid: the axes' coefficients; frontier: the search places them toward targets"
+    )
+    targets: dict[str, list[float]] | None = Field(
+        default=None, description="one metric and its levels: {l0: [...]} or {ce_loss_increase: [...]}"
+    )
+    tolerance: float = Field(default=0.15, description="|log(achieved / target)| that counts as met")
+    max_trials_per_group: int | None = Field(
+        default=None, description="trials a search group may start; default twice the number of targets"
+    )
+    start: dict[str, float] = Field(default={}, description="first coefficient per mode (default 1.0)")
 
     @property
     def metric(self) -> str:
@@ -198,20 +214,24 @@ def check_search(search: Search, axes: Axes) -> None:
 
 
 class Resources(_Strict):
-    cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0, le=1)  # fractions pack several trials on one GPU
+    cpu: float = Field(default=1.0, gt=0, description="CPUs per Tune trial (torch threads follow it)")
+    gpu: float = Field(default=0.0, ge=0, le=1, description="GPUs per Tune trial; fractions pack several on one GPU")
 
 
 class SweepWandb(_Strict):
-    project: str = "e2e-sae"
-    entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] = "disabled"
+    project: str = Field(default="e2e-sae", description="W&B project; each trial is a run in the sweep's group")
+    entity: str | None = Field(default=None, description="W&B entity (user or team)")
+    mode: Literal["online", "offline", "disabled"] = Field(
+        default="disabled", description="online | offline | disabled; the API key comes from WANDB_API_KEY"
+    )
 
 
 class ReportOptions(_Strict):
     """``match_at``: CE-loss increase levels for matched comparisons, besides the automatic one."""
 
-    match_at: list[float] = []
+    match_at: list[float] = Field(
+        default=[], description="CE-loss increase levels for matched comparisons, besides the automatic one"
+    )
 
     @field_validator("match_at")
     @classmethod
@@ -222,30 +242,46 @@ class ReportOptions(_Strict):
 
 
 class SweepSpec(_Strict):
-    name: str
-    base: Path | None = None
-    run: dict[str, Any] | None = None
-    overrides: dict[str, Any] = {}
-    axes: Axes
-    resources_per_trial: Resources = Resources()
-    max_concurrent_trials: int | None = Field(default=None, ge=1)
-    storage_path: str = "./sweeps_results"
-    # A local storage_path on a cluster of several nodes (or one that autoscales) is refused unless
-    # this says every node mounts it at the same path (NFS, EFS, Filestore): sweeps/layout.py.
-    storage_shared: bool = False
-    checkpoint_every_n_samples: int | None = Field(default=None, gt=0)
-    eval_every_n_samples: int | None = Field(default=None, gt=0)
-    max_failures: int = Field(default=3, ge=0)
-    # Checkpoints each trial keeps in the experiment's storage (the run config's train.keep_checkpoints
-    # counts those in its local output_dir). A resume after a driver crash restores the checkpoint named in
-    # Tune's last experiment snapshot, so keep enough to cover checkpoints written since then.
-    checkpoints_per_trial: int = Field(default=3, ge=1)
-    # Up to this many trials that differ only in seed, dict ratio, coefficient (or lr) train in one
-    # Tune trial on one clean forward pass (sweeps/grouping.py); 1: one trial per Tune trial.
-    group_size: int = 1
-    search: Search = Search()
-    report: ReportOptions = ReportOptions()
-    wandb: SweepWandb = SweepWandb()
+    name: str = Field(description="the experiment's name: its directory under storage_path")
+    base: Path | None = Field(default=None, description="the base run config file (relative to the sweep file)")
+    run: dict[str, Any] | None = Field(default=None, description="the base run config inline (instead of base)")
+    overrides: dict[str, Any] = Field(
+        default={}, description="run-config fields set for every trial, dotted or nested (overrides.train.n_samples)"
+    )
+    axes: Axes = Field(description="the values each trial takes; trials are their product")
+    resources_per_trial: Resources = Field(default=Resources(), description="what Tune reserves per Tune trial")
+    max_concurrent_trials: int | None = Field(
+        default=None, ge=1, description="Tune trials at once; default as many as the resources allow"
+    )
+    storage_path: str = Field(
+        default="./sweeps_results", description="where the experiment is written: a path, s3://... or gs://..."
+    )
+    storage_shared: bool = Field(
+        default=False,
+        description="state that a local storage_path is a filesystem every node mounts at the same path (NFS, "
+        "EFS, Filestore); without it a local path on a cluster of several nodes is refused (sweeps/layout.py)",
+    )
+    checkpoint_every_n_samples: int | None = Field(
+        default=None, gt=0, description="sets train.checkpoint_every_n_samples in every trial"
+    )
+    eval_every_n_samples: int | None = Field(
+        default=None, gt=0, description="sets train.eval_every_n_samples in every trial"
+    )
+    max_failures: int = Field(default=3, ge=0, description="times Tune retries a failed trial from its checkpoint")
+    checkpoints_per_trial: int = Field(
+        default=3,
+        ge=1,
+        description="checkpoints each trial keeps in storage; a resume after a driver crash restores the one in "
+        "Tune's last experiment snapshot, so keep enough to cover those written since",
+    )
+    group_size: int = Field(
+        default=1,
+        description="up to this many trials differing only in seed, dict ratio, coefficient or lr train as one "
+        "Tune trial on one clean forward pass (sweeps/grouping.py); 1: one SAE per Tune trial",
+    )
+    search: Search = Field(default=Search(), description="how the sparsity coefficients are chosen")
+    report: ReportOptions = Field(default=ReportOptions(), description="options of the Pareto report")
+    wandb: SweepWandb = Field(default=SweepWandb(), description="Weights & Biases logging of the trials")
     _base_run: dict[str, Any] | None = PrivateAttr(default=None)  # the base run config, read once
 
     @field_validator("name")

@@ -185,7 +185,10 @@ class RowStream:
 
 
 def builtin_chunks(source: DataSource, n_ctx: int) -> Tensor:
-    flat = builtin_tokens(parse_name(source.name), source.split)
+    builtin = parse_name(source.name)
+    if builtin is None:
+        raise ValueError(f"data: {source.name} is not a builtin: corpus; callers check is_builtin first")
+    flat = builtin_tokens(builtin, source.split)
     n = len(flat) // n_ctx
     return flat[: n * n_ctx].view(n, n_ctx).long()
 

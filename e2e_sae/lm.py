@@ -75,8 +75,8 @@ def load_language_model(
         model = boot_native_lm(native, device=device)
     elif name is None:
         raise ValueError("model: set either model.name or model.native")
-    elif parse_name(name) is not None:
-        model = load_native_lm(builtin_model_path(parse_name(name)), device=device)
+    elif (builtin := parse_name(name)) is not None:
+        model = load_native_lm(builtin_model_path(builtin), device=device)
     elif name.endswith(".pt") and Path(name).is_file():
         model = load_native_lm(name, device=device)
     else:

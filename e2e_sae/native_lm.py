@@ -13,13 +13,14 @@ from typing import Any
 import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.sources import boot_native
 
 NATIVE_LM_FORMAT = "e2e_sae.native_lm/1"
 
 
 def boot_native_lm(cfg: dict[str, Any], device: str | torch.device = "cpu") -> TransformerBridge:
     """A randomly initialised TL-native transformer from a config dict (seeded by ``cfg['seed']``)."""
-    return TransformerBridge.boot_native(dict(cfg), device=device)
+    return boot_native(dict(cfg), device=device)  # TransformerBridge.boot_native, typed
 
 
 def save_native_lm(model: TransformerBridge, cfg: dict[str, Any], path: str | Path, fp16: bool = True) -> None:

@@ -28,6 +28,9 @@ class CleanPass:
     logits: Tensor | None = None  # [batch, pos, vocab]
     downstream: dict[str, Tensor] = field(default_factory=dict)
 
+    def needed_logits(self) -> Tensor:
+        return _needed(self.logits)
+
 
 @dataclass
 class SplicedPass(SAEOutput):
@@ -35,6 +38,16 @@ class SplicedPass(SAEOutput):
 
     logits: Tensor | None = None
     downstream: dict[str, Tensor] = field(default_factory=dict)
+
+    def needed_logits(self) -> Tensor:
+        return _needed(self.logits)
+
+
+def _needed(logits: Tensor | None) -> Tensor:
+    """The logits of a pass that was asked for them (``need_logits=True``); a bug in the caller otherwise."""
+    if logits is None:
+        raise RuntimeError("these logits were not computed: run the pass with need_logits=True")
+    return logits
 
 
 class SplicedModel(nn.Module):
@@ -110,11 +123,11 @@ class SplicedModel(nn.Module):
         if not need_logits:
             out = self.run_sae(clean.acts)
             return SplicedPass(**vars(out))
+        downstream: dict[str, Tensor] = {}
         if self.sae_layer is not None:
             out = self.run_sae(clean.acts)
             logits, downstream = self.run_suffix(out.acts_hat)
         else:
-            downstream: dict[str, Tensor] = {}
             hooks = self._capture_hooks(downstream)
             result: dict[str, SAEOutput] = {}
 

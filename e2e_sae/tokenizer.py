@@ -17,8 +17,8 @@ def resolve_tokenizer(cfg: RunConfig, model: Any) -> Any:
         name = cfg.model.name
     if name is None:
         return _usable(getattr(model, "tokenizer", None))
-    if parse_name(name) is not None:
-        return builtin_tokenizer(parse_name(name))
+    if (builtin := parse_name(name)) is not None:
+        return builtin_tokenizer(builtin)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(name)

@@ -22,9 +22,9 @@ def model_shape(model: ModelConfig) -> ModelShape | None:
         return ModelShape.from_tl(model.native)
     name = model.name or ""
     path = None
-    if parse_name(name) is not None:
+    if (builtin := parse_name(name)) is not None:
         try:
-            path = builtin_model_path(parse_name(name))
+            path = builtin_model_path(builtin)
         except ValueError as err:
             raise ConfigError(f"model.name: {err}") from None
     elif name.endswith(".pt"):

@@ -4,6 +4,7 @@ Tune state: sweep.yaml holds the search settings, params.json and result.json th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sweeps.grid_cost import grid_costs
@@ -44,7 +45,8 @@ def groups_from_trials(spec: SweepSpec, trials: list[Any]) -> dict[str, GroupSea
     for t in trials:
         if t.mode is None or t.sparsity_coeff is None:
             continue
-        group = groups.get(by_axes.get(_axes(t.mode, t.hook, t.dict_size_to_input_ratio, t.seed)))
+        key = by_axes.get(_axes(t.mode, t.hook, t.dict_size_to_input_ratio, t.seed))
+        group = groups.get(key) if key is not None else None
         if group is None:
             continue
         proposal = Proposal(float(t.sparsity_coeff), None)
@@ -89,7 +91,7 @@ def grid_cost_lines(spec: SweepSpec, groups: dict[str, GroupSearch]) -> list[str
     """Per mode: the trials this search spent against the smallest log-spaced grid meeting every target
     (sweeps.grid_cost: sized with hindsight from the search's own curves, so it flatters the grid)."""
     templates = expand_groups(spec)
-    by_mode: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    by_mode: dict[str, dict[str, Sequence[tuple[float, float]]]] = {}
     for key, g in groups.items():
         by_mode.setdefault(templates[key]["mode"], {})[key] = list(g.finished)
     lines = [

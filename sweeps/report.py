@@ -144,11 +144,8 @@ def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: l
     out = []
     for level in levels:
         l0 = {mode: _read_inside(by_x.get("l0", []), level) for mode, by_x in fronts.items()}
-        ratios = {
-            f"{m}/local": (v / l0["local"] if v is not None and l0.get("local") else None)
-            for m, v in l0.items()
-            if m != "local"
-        }
+        local = l0.get("local")
+        ratios = {f"{m}/local": (v / local if v is not None and local else None) for m, v in l0.items() if m != "local"}
         out.append({Y_METRIC: level, "l0": l0, "ratios": ratios})
     return out
 
@@ -172,7 +169,9 @@ def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) 
         if mode == "local" or not front or not local:
             continue
         readings = [(y, _read_inside(front, y), _read_inside(local, y)) for y in overlap_levels([front, local], n)]
-        out[f"{mode}/local"] = [{Y_METRIC: y, "ratio": x / x_local} for y, x, x_local in readings if x_local]
+        out[f"{mode}/local"] = [
+            {Y_METRIC: y, "ratio": x / x_local} for y, x, x_local in readings if x is not None and x_local
+        ]
     return out
 
 
@@ -196,7 +195,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         if t.state == "finished" and not (t.hook and t.mode):
             warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
     hooks = sorted(
-        {t.hook for t in finished},
+        {t.hook for t in finished if t.hook},
         key=lambda h: (min((t.layer for t in finished if t.hook == h and t.layer is not None), default=-1), h),
     )
     hooks_out: dict[str, Any] = {}
@@ -209,7 +208,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
                 )
                 for x in X_METRICS
             }
-            for mode in in_mode_order(t.mode for t in in_hook)
+            for mode in in_mode_order(t.mode for t in in_hook if t.mode)
         }
         originals = [_num(t.metrics.get("ce_loss_original")) for t in in_hook]
         originals = [v for v in originals if math.isfinite(v)]
@@ -445,7 +444,7 @@ BOUND_TEXT = {
 def _ratio_text(ratios: dict[str, Any], x: str, name: str) -> str:
     """A matched ratio for report.md, marked as the bound it is when a reading was clipped."""
     bound = (ratios.get("bounds") or {}).get(x)
-    prefix, suffix = BOUND_TEXT.get(bound, ("", ""))
+    prefix, suffix = BOUND_TEXT.get(bound or "", ("", ""))
     return prefix + _fmt(ratios[x], 3) + suffix.format(mode=name.split("/")[0])
 
 

@@ -6,7 +6,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from e2e_sae.hooks import hook_slug
 from sweeps.report import X_METRICS, Y_METRIC
@@ -24,8 +24,18 @@ def _cell(v: str) -> Any:
     return v
 
 
+WandbMode = Literal["online", "offline", "disabled"]
+FRONTIER_COLUMNS: list[str | int] = [
+    "hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0", "alive_dict_elements", Y_METRIC
+]  # fmt: skip
+MATCHED_COLUMNS: list[str | int] = [
+    "hook", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped", "alive_clipped",
+    "l0_ratio_to_local", "alive_ratio_to_local", "l0_ratio_bound", "alive_ratio_bound",
+]  # fmt: skip
+
+
 def log_report_to_wandb(
-    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: str = "offline"
+    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: WandbMode = "offline"
 ) -> Path | None:
     """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
     Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
@@ -52,69 +62,44 @@ def log_report_to_wandb(
         config={k: doc[k] for k in ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")},
     )
     try:
-        front_rows = []
-        for hook, h in doc["hooks"].items():
-            for mode_name, m in h["modes"].items():
-                for x, front in m["frontiers"].items():
-                    front_rows += [
-                        [
-                            hook,
-                            mode_name,
-                            x,
-                            p["trial_id"],
-                            p["sparsity_coeff"],
-                            p["metrics"].get("l0"),
-                            p["metrics"].get("alive_dict_elements"),
-                            p["metrics"].get(Y_METRIC),
-                        ]
-                        for p in front
-                    ]
         images = {
             f"frontier/{hook}": wandb.Image(str(report_dir / f"frontier_{hook_slug(hook)}.png"), caption=hook)
             for hook in doc["hooks"]
         }
+        trial_columns: list[str | int] = list(header)
         run.log(
             {
                 **images,
                 "trials": wandb.Table(
-                    columns=header, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True
+                    columns=trial_columns, data=[[_cell(v) for v in r] for r in rows], allow_mixed_types=True
                 ),
-                "frontier": wandb.Table(
-                    columns=[
-                        "hook",
-                        "mode",
-                        "x_metric",
-                        "trial_id",
-                        "sparsity_coeff",
-                        "l0",
-                        "alive_dict_elements",
-                        Y_METRIC,
-                    ],
-                    data=front_rows,
-                    allow_mixed_types=True,
-                ),
-                "matched": wandb.Table(
-                    columns=[
-                        "hook",
-                        "mode",
-                        Y_METRIC,
-                        "l0",
-                        "alive_dict_elements",
-                        "l0_clipped",
-                        "alive_clipped",
-                        "l0_ratio_to_local",
-                        "alive_ratio_to_local",
-                        "l0_ratio_bound",
-                        "alive_ratio_bound",
-                    ],
-                    data=_matched_rows(doc),
-                    allow_mixed_types=True,
-                ),
+                "frontier": wandb.Table(columns=FRONTIER_COLUMNS, data=_frontier_rows(doc), allow_mixed_types=True),
+                "matched": wandb.Table(columns=MATCHED_COLUMNS, data=_matched_rows(doc), allow_mixed_types=True),
             }
         )
         return Path(run.dir).parent
     finally:
         run.finish()
+
+
+def _frontier_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """The ``frontier`` table: every frontier point of every hook, mode and x metric."""
+    return [
+        [
+            hook,
+            mode_name,
+            x,
+            p["trial_id"],
+            p["sparsity_coeff"],
+            p["metrics"].get("l0"),
+            p["metrics"].get("alive_dict_elements"),
+            p["metrics"].get(Y_METRIC),
+        ]
+        for hook, h in doc["hooks"].items()
+        for mode_name, m in h["modes"].items()
+        for x, front in m["frontiers"].items()
+        for p in front
+    ]
 
 
 def _matched_rows(doc: dict[str, Any]) -> list[list[Any]]:

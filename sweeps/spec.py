@@ -117,6 +117,8 @@ class Axes(_Strict):
 
     def coeffs_for(self, mode: str) -> list[float]:
         c = self.sparsity_coeff
+        if c is None:
+            raise ValueError("axes.sparsity_coeff is not set: a frontier search places the coefficients")
         return _coeff_values(c[mode] if isinstance(c, dict) else c)
 
     def has_grid_for(self, mode: str) -> bool:
@@ -381,6 +383,8 @@ def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
     if spec._base_run is None:
         if spec.run is not None:
             spec._base_run = spec.run
+        elif spec.base is None:
+            raise ConfigError("set base: (a run config file) or run: (the run config inline)")
         else:
             try:
                 spec._base_run = read_yaml_mapping(spec.base)
@@ -405,7 +409,7 @@ def expand_groups(spec: SweepSpec) -> dict[str, dict[str, Any]]:
 def group_key(trial: Trial) -> str:
     """The trial's name without its coefficient: the frontier-search group it belongs to."""
     layer = trial.layer if trial.layer is not None else trial.hook
-    name = f"{trial.mode}_L{layer}_r{float(trial.dict_size_to_input_ratio):g}_seed{trial.seed}"
+    name = f"{trial.mode}_L{layer}_r{float(trial.dict_size_to_input_ratio or 0):g}_seed{trial.seed}"
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
@@ -419,8 +423,10 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
     if spec.eval_every_n_samples is not None:
         fixed["train.eval_every_n_samples"] = spec.eval_every_n_samples
     trials = []
+    layers: list[int | None] = list(ax.layer) if ax.layer else [None]  # None: the base's position
+    ratios: list[float | None] = list(ax.dict_size_to_input_ratio) if ax.dict_size_to_input_ratio else [None]
     for mode in ax.mode:
-        combos = itertools.product(ax.layer or [None], ax.dict_size_to_input_ratio or [None], coeffs_for(mode), ax.seed)
+        combos = itertools.product(layers, ratios, coeffs_for(mode), ax.seed)
         for layer, ratio, coeff, seed in combos:
             dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}
             if layer is not None:
@@ -448,7 +454,7 @@ def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
     configs = []
     for t in trials:
         try:
-            configs.append(run_config_from_dict(t.run))
+            configs.append(run_config_from_dict(t.run or {}))
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
     shape = model_shape(configs[0].model)

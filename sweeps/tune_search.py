@@ -74,7 +74,9 @@ class FrontierSearcher(Searcher):
         self.max_concurrent = max_concurrent
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Ray types suggest() as returning a config dict or None, but its own protocol also takes
+    # Searcher.FINISHED (a str) to end the search; this returns that too.
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self.max_concurrent and len(self.running) >= self.max_concurrent:
             return None
         for key, group in self.groups.items():

@@ -45,7 +45,7 @@ from e2e_sae.config import (
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.loop import Reporter, Run, run_loop
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
-from e2e_sae.step import StepStats, member_loss, record
+from e2e_sae.step import StepStats, clean_log_probs, member_loss, record
 from e2e_sae.strict import Strict
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_output_dir, preflight
@@ -172,11 +172,13 @@ def group_micro_step(stacked: bool):
         cfg = runs[0].cfg
         clean = runs[0].spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
         passes = spliced_passes([r.spliced for r in runs], tokens, clean, cfg.loss.needs_logits, stacked)
+        orig = clean_log_probs(cfg, clean)  # once for all members: their KLs' backward share p_orig
         scaled, results = [], []
         for run, sp in zip(runs, passes, strict=True):
-            loss, terms = member_loss(run.cfg, clean, sp)
+            loss, terms = member_loss(run.cfg, clean, sp, orig)
             scaled.append(loss / cfg.train.grad_accum_steps)
             results.append((loss, terms, sp))
+        del orig  # log p_orig is needed no more; p_orig lives on in the graph, once
         sum(scaled).backward()
         for run, run_stats, (loss, terms, sp) in zip(runs, stats, results, strict=True):
             record(run_stats, run.act_freq, loss, terms, sp, tokens.numel())

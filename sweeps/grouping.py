@@ -8,7 +8,7 @@ members: each step's report is one Tune result row ``{"n_samples", "final", "mem
 metrics or {"error": ...}}}`` that :mod:`sweeps.results` splits into one trial per member, under
 the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint
 (``<name>/checkpoint.pt``; ``<name>/diverged.txt`` for a member stopped by a non-finite loss), so a
-retried group resumes every member from it. Each member writes ``<trial dir>/run/<name>/`` (a
+retried group resumes every member from it, and from it alone. Each member writes ``<trial dir>/run/<name>/`` (a
 single run's layout) and, with W&B on, logs a W&B run of its own.
 
 Ray-free: the trainable (:mod:`sweeps.trainable`) passes ``send(row, checkpoint_dir)``.
@@ -135,30 +135,16 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def resume_sources(checkpoint_dir: Path, names: list[str], cfgs: list[RunConfig]) -> list[Path | None]:
-    """Per member, its directory in a group checkpoint (None for a member that had diverged: its
-    diverged.txt goes back into its output_dir, so it stays stopped)."""
-    sources: list[Path | None] = []
-    for name, cfg in zip(names, cfgs, strict=True):
-        diverged = Path(checkpoint_dir) / name / DIVERGED_FILE
-        if diverged.is_file():
-            cfg.output_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(diverged, cfg.output_dir / DIVERGED_FILE)
-            sources.append(None)
-        else:
-            sources.append(Path(checkpoint_dir) / name)
-    return sources
-
-
 def run_group(config: dict[str, Any], run_dir: Path, resume_from: Path | None, trial_id: str, send: Send) -> list[Run]:
-    """Train a grouped trial's members; every step's reports go out through ``send`` as one row."""
+    """Train a grouped trial's members; every step's reports go out through ``send`` as one row.
+    ``resume_from``: a group checkpoint; each member continues from its part of it (``<name>/``)."""
     spec, cfgs = member_run_configs(config, run_dir, trial_id)
     names = [m.name for m in spec.members]
     report = GroupReport(names, Path(run_dir) / STAGING_DIR, send)
     runs = train_group(
         spec,
         cfgs,
-        resume_from=resume_sources(resume_from, names, cfgs) if resume_from is not None else None,
+        resume_from=[Path(resume_from) / n for n in names] if resume_from is not None else None,
         reporters=[report.reporter(n) for n in names],
         group_dir=Path(run_dir),
         progress=False,

@@ -194,7 +194,9 @@ def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_diverged_member_stays_stopped_after_a_resume(tmp_path):
+def test_members_resume_with_the_states_of_the_checkpoint_alone(tmp_path):
+    """A member that diverged before the checkpoint stays stopped; one alive in the checkpoint trains on
+    although an earlier attempt left a diverged.txt in its output_dir (that attempt failed later)."""
     spec, trials = grouped(tmp_path, 3)
     config = _tune_trials(spec, trials)[1][0]
     names = config["member_names"]
@@ -205,11 +207,16 @@ def test_a_diverged_member_stays_stopped_after_a_resume(tmp_path):
     shutil.rmtree(ckpt / names[1])
     (ckpt / names[1]).mkdir()
     (ckpt / names[1] / DIVERGED_FILE).write_text("loss is nan at step 2\n")
+    stale = tmp_path / "again" / "run" / names[0] / DIVERGED_FILE
+    stale.parent.mkdir(parents=True)
+    stale.write_text("loss is nan at step 7 (an earlier attempt)\n")
     again = FakeTune(tmp_path / "again")
     run_group(config, tmp_path / "again" / "run", ckpt, "t0", again)
     last = again.rows[-1]
     assert last["final"] and last["members"][names[1]] == {"error": "loss is nan at step 2"}
-    assert last["members"][names[0]] == first.rows[-1]["members"][names[0]]
+    assert last["members"][names[0]] == first.rows[-1]["members"][names[0]]  # alive, as uninterrupted
+    assert not stale.exists()  # its output_dir no longer says it diverged
+    assert (tmp_path / "again" / "run" / names[1] / DIVERGED_FILE).read_text() == "loss is nan at step 2\n"
 
 
 # ---- the frontier searcher packs a group's proposals into grouped Tune trials ------------------------

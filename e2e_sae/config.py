@@ -149,6 +149,9 @@ class WandbConfig(Strict):
     name: str | None = None
     # A stable run id (a sweep sets one per grouped member): a resumed run continues the same W&B run.
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Where W&B keeps the run's local files (its wandb/ directory); default: the run's output_dir. A
+    # sweep's grouped member sets the trial's artifact directory, which Tune copies to the storage.
+    dir: Path | None = None
 
 
 class RunConfig(Strict):

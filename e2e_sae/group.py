@@ -51,9 +51,10 @@ from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_output_dir, preflight
 
 # The fields in which members of a group may differ (dotted names, as in ``--set``); every other
-# field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id``) are per member.
+# field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id`` and ``wandb.dir``) are
+# per member.
 MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
-_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id")
+_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id", "wandb.dir")
 DIVERGED_FILE = "diverged.txt"
 
 

@@ -16,7 +16,9 @@ working directory, which Tune copies to the trial's storage directory (``sync_ar
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,25 @@ def use_own_wandb_service() -> None:
     in use"): the retry would error although its checkpoint is fine."""
     if os.environ.get(WANDB_SERVICE_ENV) == _INHERITED_WANDB_SERVICE:
         os.environ.pop(WANDB_SERVICE_ENV, None)
+
+
+class QuietExit:
+    """Mixin of the trial's Tune trainable (``run_trial.__mixins__``): once Tune has cleaned the trial
+    up, a SIGTERM ends the trial's process at once.
+
+    Ray ends a finished trial's worker with SIGTERM, and Ray's handler raises SystemExit in whatever
+    Python code the worker's main thread runs then: its exit, or a garbage collection. Inside a
+    weakref callback CPython cannot raise, so a sweep whose trials all succeeded printed "Exception
+    ignored in: <function WeakSet.__init__.<locals>._remove>" and a traceback ending in Ray's
+    ``sigterm_handler``. After cleanup the trial's results, checkpoints and artifacts are persisted:
+    nothing is left for Python to do, so the signal's default action (the process ends) is right."""
+
+    def cleanup(self) -> None:
+        try:
+            super().cleanup()
+        finally:
+            if threading.current_thread() is threading.main_thread():  # where signal handlers live
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
@@ -83,3 +104,6 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
             return
         cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
         train(cfg, resume_from=resume_from, reporter=report, progress=False)
+
+
+run_trial.__mixins__ = (QuietExit,)  # Tune's wrap_function bases the trial's trainable class on these

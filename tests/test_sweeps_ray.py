@@ -1,7 +1,7 @@
-"""Real Ray Tune sweeps on a tiny model: a sweep leaves each checkpoint once in its storage, a killed
-trial resumes from its checkpoint, a killed driver's sweep is resumed without re-running finished
-trials, Ctrl-C ends with the resume command, trials carry the sweep's own names, and nothing is ever
-overwritten."""
+"""Real Ray Tune sweeps on a tiny model: a sweep that succeeds prints no traceback and leaves each
+checkpoint once in its storage, a killed trial resumes from its checkpoint, a killed driver's sweep is
+resumed without re-running finished trials, Ctrl-C ends with the resume command, trials carry the
+sweep's own names, and nothing is ever overwritten."""
 
 from __future__ import annotations
 
@@ -51,12 +51,14 @@ def _final_row(trial_dir) -> dict:
     return json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
 
 
-def test_a_sweep_stores_each_checkpoint_once(tmp_path):
-    """The storage holds what Tune persisted (result rows, checkpoints with the final metrics), no run
-    directory."""
+def test_a_sweep_that_succeeds_prints_no_traceback_and_stores_each_checkpoint_once(tmp_path):
+    """Ray ends every finished trial's worker with SIGTERM; that must not print a traceback. The storage
+    holds what Tune persisted (result rows, checkpoints with the final metrics), no run directory."""
     spec = tiny_sweep(tmp_path, name="quiet", max_failures=0)
     proc = _sweeps("run", str(write_sweep(tmp_path, spec)))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for text in ("Traceback", "Exception ignored", "SystemExit"):
+        assert text not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
     exp = tmp_path / "results" / "quiet"
     trials = load_trials(exp)
     assert [t.state for t in trials] == ["finished"] * 3

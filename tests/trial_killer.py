@@ -47,5 +47,6 @@ def run_trial(config) -> None:
     package_run_trial(config, after_report=kill_once_after_checkpoint)
 
 
+run_trial.__mixins__ = package_run_trial.__mixins__  # the same trainable class as the package's
 sweeps.trainable.run_trial = run_trial  # what `sweeps.cli` hands to Tune
 sys.exit(main(sys.argv[4:]))

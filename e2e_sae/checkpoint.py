@@ -5,10 +5,15 @@ SAE, optimizer and scheduler state, step and sample count, data-stream position,
 activation-frequency counters -- everything the next step depends on. The file is written to a temp
 name and renamed, so a crash mid-write never leaves a half checkpoint; a directory is handed to the
 caller (e.g. Ray Tune) only once complete. Loading uses ``torch.load(weights_only=True)``.
+
+The run's last checkpoint also holds ``metrics.json``, its final evaluation (the same file as the
+run's own ``<output_dir>/metrics.json``): whoever keeps the checkpoint keeps the run's result with it
+(a sweep keeps only what Tune persisted: its checkpoints and result rows).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.json"  # a run's final evaluation: in its output_dir and its last checkpoint
 
 
 def rng_state() -> dict[str, Any]:
@@ -32,13 +38,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(checkpoints_dir: Path, n_samples: int, state: dict[str, Any], keep: int) -> Path:
-    """Write ``state`` as ``checkpoints_dir/samples_<n>/checkpoint.pt``; keep the newest ``keep``."""
+def save_checkpoint(
+    checkpoints_dir: Path, n_samples: int, state: dict[str, Any], keep: int, final: dict[str, Any] | None = None
+) -> Path:
+    """Write ``state`` as ``checkpoints_dir/samples_<n>/checkpoint.pt`` (and ``final``, the run's final
+    metrics, as ``metrics.json`` beside it); keep the newest ``keep``."""
     ckpt_dir = checkpoints_dir / f"samples_{n_samples:010d}"
     tmp_dir = checkpoints_dir / f".tmp_samples_{n_samples:010d}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     torch.save(state, tmp_dir / CHECKPOINT_FILE)
+    if final is not None:
+        (tmp_dir / METRICS_FILE).write_text(json.dumps(final, indent=2))
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     os.replace(tmp_dir, ckpt_dir)
     for old in list_checkpoints(checkpoints_dir)[:-keep]:

@@ -193,6 +193,11 @@ class WandbConfig(Strict):
         pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="a stable W&B run id, so a resumed run continues the same W&B run",
     )
+    dir: Path | None = Field(
+        default=None,
+        description="where W&B keeps the run's local files; default the output_dir (a sweep's grouped member sets "
+        "the trial's artifact directory, which Tune copies to the storage)",
+    )
 
 
 class RunConfig(Strict):

@@ -45,15 +45,16 @@ from e2e_sae.config import (
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.loop import Reporter, Run, run_loop
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
-from e2e_sae.step import StepStats, member_loss, record
+from e2e_sae.step import StepStats, clean_log_probs, member_loss, record
 from e2e_sae.strict import Strict
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_output_dir, preflight
 
 # The fields in which members of a group may differ (dotted names, as in ``--set``); every other
-# field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id``) are per member.
+# field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id`` and ``wandb.dir``) are
+# per member.
 MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
-_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id")
+_PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id", "wandb.dir")
 DIVERGED_FILE = "diverged.txt"
 
 
@@ -179,11 +180,13 @@ def group_micro_step(stacked: bool):
         cfg = runs[0].cfg
         clean = runs[0].spliced.clean_forward(tokens, need_logits=cfg.loss.needs_logits)
         passes = spliced_passes([r.spliced for r in runs], tokens, clean, cfg.loss.needs_logits, stacked)
+        orig = clean_log_probs(cfg, clean)  # once for all members: their KLs' backward share p_orig
         scaled, results = [], []
         for run, sp in zip(runs, passes, strict=True):
-            loss, terms = member_loss(run.cfg, clean, sp)
+            loss, terms = member_loss(run.cfg, clean, sp, orig)
             scaled.append(loss / cfg.train.grad_accum_steps)
             results.append((loss, terms, sp))
+        del orig  # log p_orig is needed no more; p_orig lives on in the graph, once
         sum(scaled).backward()
         for run, run_stats, (loss, terms, sp) in zip(runs, stats, results, strict=True):
             record(run_stats, run.act_freq, loss, terms, sp, tokens.numel())
@@ -207,30 +210,55 @@ def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
     return max(common)
 
 
+def _diverged(cfgs: list[RunConfig], resume: bool, resume_from: list[Path] | None) -> list[str | None]:
+    """Per member, why it stopped (its ``diverged.txt``) or None. With ``resume_from`` only the
+    checkpoint says so: a ``diverged.txt`` left in a member's output_dir by an earlier attempt is
+    stale when the checkpoint has the member alive (that attempt failed after the checkpoint)."""
+    if resume_from is not None:
+        if len(resume_from) != len(cfgs):
+            raise ConfigError(f"resume_from: {len(resume_from)} checkpoints for {len(cfgs)} members")
+        files = [Path(p) / DIVERGED_FILE for p in resume_from]
+    else:
+        files = [c.output_dir / DIVERGED_FILE for c in cfgs]
+    return [f.read_text().strip() if resume and f.is_file() else None for f in files]
+
+
 def _resume_sources(
     cfgs: list[RunConfig],
     names: list[str],
-    diverged: list[bool],
+    diverged: list[str | None],
     resume: bool,
-    resume_from: list[Path | None] | None,
+    resume_from: list[Path] | None,
     group_dir: Path,
 ) -> list[Path | None]:
     """Per member, the checkpoint directory it continues from (None: starts fresh, or diverged)."""
     if resume_from is not None:
-        if len(resume_from) != len(cfgs):
-            raise ConfigError(f"resume_from: {len(resume_from)} checkpoints for {len(cfgs)} members")
-        missing = [n for n, d, p in zip(names, diverged, resume_from, strict=True) if p is None and not d]
-        if missing:
-            raise ConfigError(f"resume_from: no checkpoint for member(s) {missing}, and they did not diverge")
-        return [None if d else Path(p) for d, p in zip(diverged, resume_from, strict=True)]
-    active = [c for c, d in zip(cfgs, diverged, strict=True) if not d]
+        return [None if d is not None else Path(p) for d, p in zip(diverged, resume_from, strict=True)]
+    active = [c for c, d in zip(cfgs, diverged, strict=True) if d is None]
     at = common_checkpoint(active, names) if resume and active else None
     if resume and at is None and active:
         raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
     return [
-        None if d or at is None else c.output_dir / "checkpoints" / f"samples_{at:010d}"
+        None if d is not None or at is None else c.output_dir / "checkpoints" / f"samples_{at:010d}"
         for c, d in zip(cfgs, diverged, strict=True)
     ]
+
+
+def _restore(runs: list[Run], diverged: list[str | None], sources: list[Path | None], stream) -> None:
+    """Each member as its source left it: stopped (``diverged``), or restored from its checkpoint
+    (the data stream and RNG too: the same in every member's checkpoint), or fresh."""
+    for run, why, source in zip(runs, diverged, sources, strict=True):
+        if why is not None:
+            run.error = why
+        elif source is not None:
+            (run.cfg.output_dir / DIVERGED_FILE).unlink(missing_ok=True)  # stale: the checkpoint has it alive
+            state = load_checkpoint(source)
+            run.restore(state)
+            stream.restore(state["data"])
+            set_rng_state(state["rng"])
+    restored = {run.n_samples for run, source in zip(runs, sources, strict=True) if source is not None}
+    if len(restored) > 1:
+        raise ConfigError(f"resume_from: the members' checkpoints are at different sample counts {sorted(restored)}")
 
 
 def train_group(
@@ -238,7 +266,7 @@ def train_group(
     cfgs: list[RunConfig],
     *,
     resume: bool = False,
-    resume_from: list[Path | None] | None = None,
+    resume_from: list[Path] | None = None,
     reporters: list[Reporter | None] | None = None,
     group_dir: Path | None = None,
     progress: bool = True,
@@ -251,8 +279,9 @@ def train_group(
     a single run's. ``group_dir`` (default: the first member's parent directory) gets ``group.yaml``.
     ``resume``: every member continues from its checkpoint at the newest sample count all share;
     diverged members stay stopped. ``resume_from`` (implies ``resume``): per member, the checkpoint
-    directory to continue from instead, as a single run's (a sweep's: the one Tune handed back);
-    None for a member whose ``diverged.txt`` is in its output_dir. ``after_reports(runs)``: see
+    directory to continue from instead, as a single run's (a sweep's: its part of the group checkpoint
+    Tune handed back), holding ``diverged.txt`` instead for a member that had diverged: the members'
+    states come from there alone, never from files in their output_dirs. ``after_reports(runs)``: see
     :func:`e2e_sae.loop.run_loop` (a sweep reports the group's step there, as one).
     """
     names = [m.name for m in spec.members]
@@ -261,7 +290,7 @@ def train_group(
         raise ConfigError(f"group: {len(names)} members in the spec but {len(cfgs)} member configs")
     check_members(cfgs, names)
     group_dir = Path(group_dir) if group_dir is not None else cfgs[0].output_dir.parent
-    diverged = [resume and (c.output_dir / DIVERGED_FILE).is_file() for c in cfgs]
+    diverged = _diverged(cfgs, resume, resume_from)
     check_output_dir(group_dir, resume)  # a fresh group never writes into an existing one
     for cfg in cfgs:
         preflight(cfg, resume=resume)
@@ -281,17 +310,7 @@ def train_group(
     eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
     mode = splice_mode(spec.splice, base, runs[0].spliced, device)
 
-    for run, was_diverged, source in zip(runs, diverged, sources, strict=True):
-        if was_diverged:
-            run.error = (run.cfg.output_dir / DIVERGED_FILE).read_text().strip()
-        elif source is not None:
-            state = load_checkpoint(source)
-            run.restore(state)
-            stream.restore(state["data"])  # the same in every member's checkpoint
-            set_rng_state(state["rng"])
-    restored = {run.n_samples for run, source in zip(runs, sources, strict=True) if source is not None}
-    if len(restored) > 1:
-        raise ConfigError(f"resume_from: the members' checkpoints are at different sample counts {sorted(restored)}")
+    _restore(runs, diverged, sources, stream)
     group_dir.mkdir(parents=True, exist_ok=True)
     (group_dir / "group.yaml").write_text(
         yaml.safe_dump(
@@ -316,6 +335,7 @@ def train_group(
     finally:
         for run in runs:
             if run.error is not None and not (run.cfg.output_dir / DIVERGED_FILE).is_file():
+                run.cfg.output_dir.mkdir(parents=True, exist_ok=True)  # a member resumed diverged
                 (run.cfg.output_dir / DIVERGED_FILE).write_text(run.error + "\n")
             run.close()
     return runs

@@ -21,7 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from e2e_sae.checkpoint import rng_state, save_checkpoint
+from e2e_sae.checkpoint import METRICS_FILE, rng_state, save_checkpoint
 from e2e_sae.config import RunConfig
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.optim import make_optimizer
@@ -104,7 +104,7 @@ class Run:
         self.log = MetricsLog(out / "metrics.jsonl")
         self.wandb_run = WandbRun(self.cfg, resume=resume)
 
-    def save(self, stream_state: dict[str, Any]) -> Path:
+    def save(self, stream_state: dict[str, Any], final: dict[str, Any] | None = None) -> Path:
         state = {
             "sae": self.sae.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -118,7 +118,7 @@ class Run:
             "weight_processing": self.cfg.model.weight_processing,
         }
         return save_checkpoint(
-            self.cfg.output_dir / "checkpoints", self.n_samples, state, self.cfg.train.keep_checkpoints
+            self.cfg.output_dir / "checkpoints", self.n_samples, state, self.cfg.train.keep_checkpoints, final
         )
 
     def end_step(
@@ -170,7 +170,8 @@ class Run:
             self.reporter(*pending)
 
     def finish(self, eval_tokens: torch.Tensor, stream_state: dict[str, Any]) -> dict[str, Any]:
-        """The end of the run: final eval, checkpoint, metrics.json (atomically), one last report."""
+        """The end of the run: final eval, checkpoint (holding the final metrics too), metrics.json
+        (atomically), one last report."""
         final = {
             "n_samples": self.n_samples,
             "step": self.step,
@@ -180,11 +181,11 @@ class Run:
         self.log.write({"kind": "eval", **final})
         self.wandb_run.log(final, self.step)
         self.wandb_run.summary(final)
-        checkpoint_dir = self.save(stream_state)
+        checkpoint_dir = self.save(stream_state, final)
         out = self.cfg.output_dir
-        tmp = out / "metrics.json.tmp"
+        tmp = out / f"{METRICS_FILE}.tmp"
         tmp.write_text(json.dumps(final, indent=2))
-        tmp.replace(out / "metrics.json")
+        tmp.replace(out / METRICS_FILE)
         if self.reporter is not None:
             self.reporter(final, checkpoint_dir)
         self.final = final

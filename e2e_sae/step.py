@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from e2e_sae.config import RunConfig
-from e2e_sae.losses import total_loss
+from e2e_sae.losses import OrigLogProbs, orig_log_probs, total_loss
 from e2e_sae.metrics import ActivationFrequency
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
 
@@ -40,14 +40,22 @@ class StepStats:
         return {key: value / self.n for key, value in zip(self.sums, values, strict=True)}
 
 
-def member_loss(cfg: RunConfig, clean: CleanPass, sp: SplicedPass) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The run's loss (and its unweighted terms) from the clean and the spliced pass."""
+def clean_log_probs(cfg: RunConfig, clean: CleanPass) -> OrigLogProbs | None:
+    """The clean pass's :func:`~e2e_sae.losses.orig_log_probs` when the loss has a KL term, else None."""
+    return orig_log_probs(clean.logits) if "logits_kl" in cfg.loss.active() else None
+
+
+def member_loss(
+    cfg: RunConfig, clean: CleanPass, sp: SplicedPass, orig: OrigLogProbs | None = None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The run's loss (and its unweighted terms) from the clean and the spliced pass. ``orig``: the
+    clean pass's :func:`clean_log_probs`, shared by a group's members (computed here when None)."""
     return total_loss(
         cfg.loss,
         c_norm=sp.c_norm,
         acts=clean.acts,
         acts_hat=sp.acts_hat,
-        logits_orig=clean.logits,
+        orig=orig if orig is not None else clean_log_probs(cfg, clean),
         logits_spliced=sp.logits,
         downstream_orig=clean.downstream,
         downstream_spliced=sp.downstream,

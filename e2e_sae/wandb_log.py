@@ -18,6 +18,8 @@ class WandbRun:
             return
         import wandb
 
+        local_dir = cfg.wandb.dir or cfg.output_dir
+        local_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=cfg.wandb.project or "e2e-sae",
             entity=cfg.wandb.entity,
@@ -25,7 +27,7 @@ class WandbRun:
             name=cfg.wandb.name,
             mode=cfg.wandb.mode,
             config=cfg.to_dict(),
-            dir=str(cfg.output_dir),
+            dir=str(local_dir),
             id=cfg.wandb.id,
             # With a stable id a restarted run (e.g. a sweep trial's retry) continues its W&B run.
             resume="allow" if resume or cfg.wandb.id else None,

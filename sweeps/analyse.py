@@ -23,7 +23,7 @@ from e2e_sae.config import ConfigError
 from e2e_sae.modes import in_mode_order
 from sweeps.analysis_doc import ANALYSIS_JSON, GEOMETRY_PNG, geometry_markdown
 from sweeps.layout import ANALYSIS_DIR, is_remote
-from sweeps.results import load_trials, read_sweep_meta, run_dir
+from sweeps.results import load_trials, read_sweep_meta, trial_checkpoints
 from sweeps.trial import Trial
 
 N_CONTEXTS = 10  # top-activating contexts per feature
@@ -43,18 +43,12 @@ class Pick:
 
 
 def final_checkpoint(trial: Trial) -> Path | None:
-    """The trial's newest persisted checkpoint: Tune's ``checkpoint_NNNNNN/`` in the trial directory
-    (what reaches the sweep's storage from any node; a group member's part of it is under its name),
-    else the run's own ``run/checkpoints/``."""
-    from e2e_sae.checkpoint import CHECKPOINT_FILE, latest_checkpoint
+    """The trial's newest checkpoint file in the storage: Tune's ``checkpoint_NNNNNN/`` in the trial
+    directory (a group member's part of it under its name), or None."""
+    from e2e_sae.checkpoint import CHECKPOINT_FILE
 
-    assert trial.path is not None
-    member = trial.member or ""
-    tune = sorted(p / member for p in trial.path.glob("checkpoint_*") if (p / member / CHECKPOINT_FILE).is_file())
-    if tune:
-        return tune[-1] / CHECKPOINT_FILE
-    own = latest_checkpoint(run_dir(trial))
-    return own / CHECKPOINT_FILE if own else None
+    files = [p / CHECKPOINT_FILE for p in trial_checkpoints(trial) if (p / CHECKPOINT_FILE).is_file()]
+    return files[-1] if files else None
 
 
 def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str]]:
@@ -124,7 +118,7 @@ def select(exp_dir: Path, names: list[str] | None) -> list[Pick]:
         ckpt = final_checkpoint(t)
         if ckpt is None:
             raise ConfigError(
-                f"trial {t.trial_id}: no checkpoint in {t.path} (checkpoint_*/ or run/checkpoints/); "
+                f"trial {t.trial_id}: no checkpoint in {t.path} (checkpoint_*/); "
                 "analyse needs the trained SAE: leave it out with --trials, or rerun the trial"
             )
         picks.append(Pick(t, role, ckpt))

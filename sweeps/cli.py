@@ -132,6 +132,9 @@ def _tune_run_config(spec: SweepSpec):
         storage_path=storage_uri(spec.storage_path),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_per_trial),
+        # A trial's artifacts (grouped members' W&B files, in its working directory: sweeps/trainable.py)
+        # reach its storage directory from any node; with W&B off there are none and nothing is synced.
+        sync_config=tune.SyncConfig(sync_artifacts=True),
         callbacks=callbacks,
         progress_reporter=_status_table(),
         verbose=1,

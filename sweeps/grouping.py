@@ -7,9 +7,11 @@ Tune schedules, retries and checkpoints the group (``resources_per_trial`` is pe
 members: each step's report is one Tune result row ``{"n_samples", "final", "members": {name:
 metrics or {"error": ...}}}`` that :mod:`sweeps.results` splits into one trial per member, under
 the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint
-(``<name>/checkpoint.pt``; ``<name>/diverged.txt`` for a member stopped by a non-finite loss), so a
-retried group resumes every member from it. Each member writes ``<trial dir>/run/<name>/`` (a
-single run's layout) and, with W&B on, logs a W&B run of its own.
+(``<name>/checkpoint.pt``, with ``<name>/metrics.json`` once the member finished; ``<name>/diverged.txt``
+for a member stopped by a non-finite loss), so a retried group resumes every member from it, and
+from it alone. Each member writes ``<run dir>/<name>/`` (a single run's layout; the trainable's
+scratch directory) and, with W&B on, logs a W&B run of its own, its local files in
+``<wandb dir>/<name>/`` (the trial's artifacts, which Tune copies to ``<trial>/<name>/``).
 
 Ray-free: the trainable (:mod:`sweeps.trainable`) passes ``send(row, checkpoint_dir)``.
 """
@@ -29,7 +31,7 @@ from e2e_sae.loop import Reporter, Run
 from sweeps.trial import Trial, group_config, members_of, safe_name
 
 Send = Callable[[dict[str, Any], "Path | None"], None]
-STAGING_DIR = ".tune_checkpoint"  # inside the group's run/: the checkpoint handed to Tune, then removed
+STAGING_DIR = ".tune_checkpoint"  # in the group's run dir: the checkpoint handed to Tune, then removed
 
 
 def plan_groups(
@@ -59,12 +61,13 @@ def plan_groups(
 
 
 def member_run_configs(
-    config: dict[str, Any], run_dir: Path, trial_id: str = "plan"
+    config: dict[str, Any], run_dir: Path, trial_id: str = "plan", wandb_dir: Path | None = None
 ) -> tuple[GroupSpec, list[RunConfig]]:
     """A grouped trial's library group: spec and member run configs (``output_dir``
     ``<run_dir>/<member name>``; with W&B on, a W&B run per member named as the member, in the
-    sweep's group, its id ``<Tune trial id>_m<i>`` stable across retries and resumes). Checked as
-    the library checks a group (members differing in a shared field are refused)."""
+    sweep's group, its id ``<Tune trial id>_m<i>`` stable across retries and resumes, its local
+    files in ``<wandb_dir>/<member name>`` when given). Checked as the library checks a group
+    (members differing in a shared field are refused)."""
     entries = members_of(config)
     names = [name for name, _ in entries]
     wandb = config.get("wandb") or {}
@@ -74,6 +77,8 @@ def member_run_configs(
         if wandb.get("mode", "disabled") != "disabled":
             over.update({f"wandb.{k}": v for k, v in wandb.items()})
             over.update({"wandb.name": name, "wandb.id": f"{trial_id}_m{i}"})
+            if wandb_dir is not None:
+                over["wandb.dir"] = str(Path(wandb_dir) / name)
         cfgs.append(run_config_from_dict(member["run"], over))
     check_members(cfgs, names)
     return GroupSpec(members=[GroupMember(name=n) for n in names]), cfgs
@@ -135,30 +140,23 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def resume_sources(checkpoint_dir: Path, names: list[str], cfgs: list[RunConfig]) -> list[Path | None]:
-    """Per member, its directory in a group checkpoint (None for a member that had diverged: its
-    diverged.txt goes back into its output_dir, so it stays stopped)."""
-    sources: list[Path | None] = []
-    for name, cfg in zip(names, cfgs, strict=True):
-        diverged = Path(checkpoint_dir) / name / DIVERGED_FILE
-        if diverged.is_file():
-            cfg.output_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(diverged, cfg.output_dir / DIVERGED_FILE)
-            sources.append(None)
-        else:
-            sources.append(Path(checkpoint_dir) / name)
-    return sources
-
-
-def run_group(config: dict[str, Any], run_dir: Path, resume_from: Path | None, trial_id: str, send: Send) -> list[Run]:
-    """Train a grouped trial's members; every step's reports go out through ``send`` as one row."""
-    spec, cfgs = member_run_configs(config, run_dir, trial_id)
+def run_group(
+    config: dict[str, Any],
+    run_dir: Path,
+    resume_from: Path | None,
+    trial_id: str,
+    send: Send,
+    wandb_dir: Path | None = None,
+) -> list[Run]:
+    """Train a grouped trial's members; every step's reports go out through ``send`` as one row.
+    ``resume_from``: a group checkpoint; each member continues from its part of it (``<name>/``)."""
+    spec, cfgs = member_run_configs(config, run_dir, trial_id, wandb_dir)
     names = [m.name for m in spec.members]
     report = GroupReport(names, Path(run_dir) / STAGING_DIR, send)
     runs = train_group(
         spec,
         cfgs,
-        resume_from=resume_sources(resume_from, names, cfgs) if resume_from is not None else None,
+        resume_from=[Path(resume_from) / n for n in names] if resume_from is not None else None,
         reporters=[report.reporter(n) for n in names],
         group_dir=Path(run_dir),
         progress=False,

@@ -3,9 +3,10 @@ that a sweep's results will outlive the driver and be reachable from every node.
 
 An experiment is the directory ``<storage_path>/<name>`` (a local path or an ``s3://`` / ``gs://``
 URI). Ray Tune writes its snapshot (``experiment_state-*.json``, ``tuner.pkl``) and one directory per
-trial (``params.json``, ``result.json``, ``error.txt``, ``checkpoint_*/``, and the library's
-``run/`` output directory); ``sweeps run`` adds ``sweep.yaml`` (the validated spec, so ``resume``
-and ``report`` need nothing else) and the report goes to ``report/``. The report reads only the files
+trial (``params.json``, ``result.json``, ``error.txt``, ``checkpoint_*/``; grouped members' W&B files
+under ``<member>/``); ``sweeps run`` adds ``sweep.yaml`` (the validated spec, so ``resume`` and
+``report`` need nothing else) and the report goes to ``report/``. The library's run directory of a
+trial never reaches the storage (sweeps/trainable.py). The report reads only the files
 ``is_report_input`` names (docs/report.md).
 
 Where the results may live is decided before any trial starts (``placement_problem``):
@@ -38,12 +39,11 @@ from e2e_sae.config import ConfigError
 
 SWEEP_FILE = "sweep.yaml"  # written by `sweeps run`, next to Tune's files
 TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory (Tune's)
+TRIAL_CHECKPOINT_GLOB = "checkpoint_*"  # in each trial directory: the checkpoints Tune persisted
+CHECKPOINT_METRICS_FILE = "metrics.json"  # in a trial's last checkpoint: its final metrics (e2e_sae.checkpoint)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
 ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)
-TRIAL_RUN_DIR = "run"  # the library's output_dir inside a trial directory
-RESUME_FROM_DIR = "resume_from"  # inside TRIAL_RUN_DIR: the checkpoint Tune handed back on a retry
-FAILED_RUN_PREFIX = "run.failed-"  # a retry's earlier run/ without any checkpoint, kept aside
 
 # ---- storage URIs ---------------------------------------------------------------------------------
 
@@ -80,8 +80,13 @@ def filesystem(exp_path: str):
 
 
 def is_report_input(name: str) -> bool:
-    """Whether a file of this name, anywhere in an experiment directory, is one the report reads."""
-    return name == SWEEP_FILE or name in TRIAL_FILES or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
+    """Whether a file of this name, anywhere in an experiment directory, is one the report reads
+    (a checkpoint's ``metrics.json``: a trial's final metrics when its result rows lost them)."""
+    return (
+        name in (SWEEP_FILE, CHECKPOINT_METRICS_FILE)
+        or name in TRIAL_FILES
+        or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
+    )
 
 
 def default_report_dir(exp_path: str, name: str) -> Path:
@@ -142,7 +147,8 @@ def read_sweep_file(exp_path: str, shown: str | None = None) -> dict[str, Any]:
 
 
 def local_copy(exp_path: str) -> str:
-    """A remote experiment's report inputs (no checkpoints) copied to a temp dir; local paths as is."""
+    """A remote experiment's report inputs (of the checkpoints, only their final metrics) copied to a
+    temp dir; local paths as is."""
     if not is_remote(exp_path):
         return exp_path
     import pyarrow.fs

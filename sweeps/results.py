@@ -1,6 +1,7 @@
-"""Reading an experiment directory: its trials (params.json, result.json, error.txt, and Tune's
-experiment state for trials without a directory yet) and the sweep's settings (sweep.yaml). A
-grouped Tune trial (sweeps/grouping.py) is read as its members, each a trial under its plan name.
+"""Reading an experiment directory: its trials (params.json, result.json, error.txt, the final
+metrics in their newest checkpoint, and Tune's experiment state for trials without a directory yet)
+and the sweep's settings (sweep.yaml). A grouped Tune trial (sweeps/grouping.py) is read as its
+members, each a trial under its plan name. Everything read is what Tune persisted to the storage.
 
 Works on a sweep another machine ran, one still running, or one that partly failed: a truncated
 result line is skipped, a missing file is a missing value.
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_FILES, TRIAL_RUN_DIR
+from sweeps.layout import CHECKPOINT_METRICS_FILE, EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
 from sweeps.trial import Trial, is_group, members_of, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
@@ -82,7 +83,7 @@ def _load_trial_dir(path: Path) -> list[Trial]:
     if not is_group(params):
         trial = Trial.from_config(params, trial_id=path.name)
         trial.path = path
-        return [_settle(trial, _with_run_final(rows, run_dir(trial)), error)]
+        return [_settle(trial, _with_checkpoint_final(rows, trial), error)]
     members = []
     for name, config in members_of(params):
         trial = Trial.from_config(config, trial_id=name)
@@ -90,24 +91,25 @@ def _load_trial_dir(path: Path) -> list[Trial]:
         entries = [r["members"].get(name) for r in rows if isinstance(r.get("members"), dict)]
         entries = [e for e in entries if isinstance(e, dict)]  # none in rows before it was reported
         own_error = next((str(e["error"])[:300] for e in reversed(entries) if "error" in e), None)
-        entries = _with_run_final([e for e in entries if "error" not in e], run_dir(trial))
+        entries = _with_checkpoint_final([e for e in entries if "error" not in e], trial)
         members.append(_settle(trial, entries, own_error or error))
     return members
 
 
-def run_dir(trial: Trial) -> Path:
-    """The library's output_dir of a trial on disk: ``<trial dir>/run``, a group member's
-    ``<group dir>/run/<member>``."""
+def trial_checkpoints(trial: Trial) -> list[Path]:
+    """The trial's part of each checkpoint Tune persisted in its directory, oldest first:
+    ``<trial dir>/checkpoint_NNNNNN/``, a group member's ``<group dir>/checkpoint_NNNNNN/<member>/``."""
     assert trial.path is not None
-    return trial.path / TRIAL_RUN_DIR / (trial.member or "")
+    return sorted(p / (trial.member or "") for p in trial.path.glob(TRIAL_CHECKPOINT_GLOB) if p.is_dir())
 
 
-def _with_run_final(rows: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
-    """``rows``, plus the run's own final metrics (the library's metrics.json, written atomically when
-    the run ends) when they hold no final row: on a retry Ray copies result.json back from the storage
+def _with_checkpoint_final(rows: list[dict[str, Any]], trial: Trial) -> list[dict[str, Any]]:
+    """``rows``, plus the run's final metrics from its newest checkpoint (the library writes them into
+    its last one) when they hold no final row: on a retry Ray copies result.json back from the storage
     copy of its last sync, which can miss rows reported since."""
-    path = run_dir / "metrics.json"
-    if any(r.get("final") is True for r in rows) or not path.is_file():
+    ckpts = trial_checkpoints(trial)
+    path = ckpts[-1] / CHECKPOINT_METRICS_FILE if ckpts else None
+    if any(r.get("final") is True for r in rows) or path is None or not path.is_file():
         return rows
     try:
         final = json.loads(path.read_text())

@@ -1,16 +1,24 @@
 """One Tune trial = one ``e2e_sae`` run (or, with ``group_size`` > 1, one group of runs trained on
 one clean pass: :mod:`sweeps.grouping`), driven through the library's reporter callback.
 
-The trial reports every eval/checkpoint with ``tune.report`` (handing the library's checkpoint
-directory to Tune, which persists it to the sweep's storage) and, when Tune restarts it after a
-failure, resumes from ``tune.get_checkpoint()`` exactly where the checkpoint left off.
+What a trial leaves in the sweep's storage reaches it once, from whichever node ran it, through Tune:
+every eval/checkpoint is a ``tune.report`` (the driver appends the row to ``result.json``; Tune copies
+the library's checkpoint directory to ``<trial>/checkpoint_NNNNNN/``, the last one holding the final
+metrics as ``metrics.json`` too). The library's own run directory (``config.yaml``, ``metrics.jsonl``,
+its checkpoints) is scratch: a new temporary directory on the trial's node for every attempt,
+deleted when the attempt ends. So no file is uploaded twice, and a retry (Tune restarting a failed
+trial) starts from ``tune.get_checkpoint()`` alone, never from files an earlier attempt left, and
+resumes exactly where that checkpoint left off. Grouped members' W&B files are written to the trial's
+working directory, which Tune copies to the trial's storage directory (``sync_artifacts``,
+:func:`sweeps.cli._tune_run_config`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
+import signal
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,6 @@ from ray import tune
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 from sweeps.grouping import run_group
-from sweeps.layout import FAILED_RUN_PREFIX, RESUME_FROM_DIR, TRIAL_RUN_DIR
 from sweeps.trial import is_group
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
@@ -31,6 +38,8 @@ WANDB_SERVICE_ENV = "WANDB_SERVICE"  # wandb.env.SERVICE: where a process finds 
 # Ray's workers inherit the environment of the process that started Ray (the sweep's driver, a
 # notebook, a shell); if that process had used wandb, this points every trial at its W&B service.
 _INHERITED_WANDB_SERVICE = os.environ.get(WANDB_SERVICE_ENV)
+RUN_DIR = "run"  # in an attempt's scratch directory: the library's output_dir
+RESUME_FROM_DIR = "resume_from"  # in an attempt's scratch directory: the checkpoint Tune handed back
 
 
 def use_own_wandb_service() -> None:
@@ -42,6 +51,25 @@ def use_own_wandb_service() -> None:
         os.environ.pop(WANDB_SERVICE_ENV, None)
 
 
+class QuietExit:
+    """Mixin of the trial's Tune trainable (``run_trial.__mixins__``): once Tune has cleaned the trial
+    up, a SIGTERM ends the trial's process at once.
+
+    Ray ends a finished trial's worker with SIGTERM, and Ray's handler raises SystemExit in whatever
+    Python code the worker's main thread runs then: its exit, or a garbage collection. Inside a
+    weakref callback CPython cannot raise, so a sweep whose trials all succeeded printed "Exception
+    ignored in: <function WeakSet.__init__.<locals>._remove>" and a traceback ending in Ray's
+    ``sigterm_handler``. After cleanup the trial's results, checkpoints and artifacts are persisted:
+    nothing is left for Python to do, so the signal's default action (the process ends) is right."""
+
+    def cleanup(self) -> None:
+        try:
+            super().cleanup()
+        finally:
+            if threading.current_thread() is threading.main_thread():  # where signal handlers live
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
     """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``, or a
     grouped trial's (:func:`sweeps.trial.group_config`: its members train as one group).
@@ -50,21 +78,10 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""
     use_own_wandb_service()
     ctx = tune.get_context()
-    trial_dir = Path(ctx.get_trial_dir())
     cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-
-    output_dir = trial_dir / TRIAL_RUN_DIR
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_from = output_dir / RESUME_FROM_DIR
-        if is_group(config):  # a group's checkpoint is a directory per member: never mix two
-            shutil.rmtree(resume_from, ignore_errors=True)
-        checkpoint.to_directory(str(resume_from))
-    elif output_dir.exists():  # a retry that crashed before its first checkpoint: keep, start afresh
-        output_dir.rename(trial_dir / f"{FAILED_RUN_PREFIX}{int(time.time())}")
     node_id = ray.get_runtime_context().get_node_id()
+    artifacts = Path.cwd()  # Tune starts a trial in its working directory on its node (RAY_CHDIR_TO_TRIAL_DIR)
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         row = {**metrics, "node_id": node_id}
@@ -75,8 +92,18 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
         if after_report is not None:
             after_report(metrics, ckpt_dir)
 
-    if is_group(config):
-        run_group(config, output_dir, resume_from, ctx.get_trial_id(), report)
-        return
-    cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
-    train(cfg, resume_from=resume_from, reporter=report, progress=False)
+    with tempfile.TemporaryDirectory(prefix=f"{ctx.get_trial_name()}-", ignore_cleanup_errors=True) as scratch:
+        output_dir = Path(scratch) / RUN_DIR
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_from = Path(scratch) / RESUME_FROM_DIR
+            checkpoint.to_directory(str(resume_from))
+        if is_group(config):
+            run_group(config, output_dir, resume_from, ctx.get_trial_id(), report, wandb_dir=artifacts)
+            return
+        cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
+        train(cfg, resume_from=resume_from, reporter=report, progress=False)
+
+
+run_trial.__mixins__ = (QuietExit,)  # Tune's wrap_function bases the trial's trainable class on these

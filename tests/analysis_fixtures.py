@@ -1,6 +1,7 @@
 """A tiny finished sweep on the built-in model, made without Ray: each trial is trained by the
-library into a directory laid out as a Tune trial's (params.json, result.json with the final row,
-checkpoint_000000/ as Tune persists it, run/ as the trainable writes it). The eval text holds
+library in a scratch directory, as the trainable does, and laid out as Tune persists a trial
+(params.json, result.json with the final row, checkpoint_000000/ holding the last checkpoint and its
+final metrics). The eval text holds
 ``<script>`` tags, so the feature browser's contexts contain them."""
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def build_tiny_experiment(root: Path) -> Path:
         trial_dir = exp / trial.name
         trial_dir.mkdir()
         (trial_dir / "params.json").write_text(json.dumps(trial.tune_config()))
-        final = train(run_config_from_dict(run, {"output_dir": str(trial_dir / "run")}), progress=False)
+        scratch = root / "scratch" / trial.name
+        final = train(run_config_from_dict(run, {"output_dir": str(scratch)}), progress=False)
         (trial_dir / "result.json").write_text(json.dumps({**final, "training_iteration": 1}) + "\n")
-        newest = sorted((trial_dir / "run" / "checkpoints").glob("samples_*"))[-1]
+        newest = sorted((scratch / "checkpoints").glob("samples_*"))[-1]
         shutil.copytree(newest, trial_dir / "checkpoint_000000")  # as Tune persists the reported checkpoint
     return exp

@@ -194,6 +194,88 @@ def two_node_cluster() -> Iterator[LocalCluster]:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _agent_ports() -> list[str]:
+    """Free ports for a node's agents, whose defaults are fixed numbers another Ray on this machine
+    may hold."""
+    return [
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
+
+
+@dataclass
+class RayNode:
+    pgid: int  # its process group: raylet, its workers and agents
+    temp_dir: str
+
+
+@dataclass
+class GrowingCluster:
+    """A head and worker nodes started with `ray start` (no auth), each in its own process group with
+    its own --temp-dir and TMPDIR inside it, so the nodes share nothing but this machine's other paths.
+    ``add_node`` joins a node (as an autoscaler would); ``kill_node`` SIGKILLs one (a lost node)."""
+
+    gcs_address: str
+    env: dict[str, str]
+    nodes: list[RayNode] = field(default_factory=list)
+
+    def start_node(self, args: list[str]) -> RayNode:
+        temp_dir = tempfile.mkdtemp(prefix="rg", dir="/tmp")  # short: Ray's socket paths must fit
+        env = {**self.env, "TMPDIR": str(Path(temp_dir, "tmp"))}
+        Path(env["TMPDIR"]).mkdir()
+        groups: list[int] = []
+        node = RayNode(pgid=-1, temp_dir=temp_dir)
+        self.nodes.append(node)
+        try:
+            _ray_start([*args, "--temp-dir", temp_dir, *_agent_ports()], env, groups)
+        finally:
+            node.pgid = groups[0] if groups else -1
+        return node
+
+    def add_node(self, cpus: int) -> RayNode:
+        return self.start_node(["--address", self.gcs_address, "--num-cpus", str(cpus), *NODE_COMMON])
+
+    def kill_node(self, node: RayNode) -> None:
+        os.killpg(node.pgid, signal.SIGKILL)
+
+
+NODE_COMMON = ["--node-ip-address", "127.0.0.1", "--num-gpus", "0", "--object-store-memory", str(OBJECT_STORE_BYTES)]
+NODE_COMMON += ["--disable-usage-stats"]
+# The head notices a lost node within seconds (defaults: about 30 s).
+FAST_NODE_DEATH = {"RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+
+@contextmanager
+def growing_cluster(head_cpus: int = 0) -> Iterator[GrowingCluster]:
+    """A head node (``head_cpus``: 0 keeps trials off it) that worker nodes join and leave; every node
+    stopped and its temp dir deleted on exit."""
+    port = free_port()
+    # Auth off, said explicitly: with RAY_AUTH_MODE unset, a ~/.ray/auth_token that any local ray.init()
+    # on this machine writes would turn token auth on for the head but not for the nodes joining it.
+    env = {**ray_free_env(), **FAST_NODE_DEATH, "RAY_AUTH_MODE": "disabled"}
+    c = GrowingCluster(gcs_address=f"127.0.0.1:{port}", env=env)
+    try:
+        c.start_node(
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--num-cpus",
+                str(head_cpus),
+                "--include-dashboard=false",
+                f"--ray-client-server-port={free_port()}",
+                *NODE_COMMON,
+            ]
+        )
+        yield c
+    finally:
+        _stop_process_groups([n.pgid for n in c.nodes if n.pgid > 0])
+        for n in c.nodes:
+            shutil.rmtree(n.temp_dir, ignore_errors=True)
+
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

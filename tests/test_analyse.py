@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from analysis_fixtures import SCRIPT, build_tiny_experiment
 
+from e2e_sae.config import ConfigError
 from sweeps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,8 +112,8 @@ def test_named_trials_and_the_report_section(experiment, tmp_path):
 
 
 def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_checkpoint(experiment, tmp_path):
-    """A grouped Tune trial keeps each member's checkpoint under its name (checkpoint_*/<name>/) and
-    its run under run/<name>/: analyse finds both."""
+    """A grouped Tune trial keeps each member's checkpoint under its name (checkpoint_*/<name>/):
+    analyse finds it in the newest checkpoint that has it, and nowhere else."""
     from sweeps.analyse import select
     from sweeps.trial import group_config
 
@@ -127,14 +128,14 @@ def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_ch
     (group / "result.json").write_text(json.dumps({"n_samples": 48, "final": True, "members": finals}) + "\n")
     for n in names:
         shutil.copytree(experiment / n / "checkpoint_000000", group / "checkpoint_000000" / n)
-        shutil.copytree(experiment / n / "run", group / "run" / n)
     picks = select(exp, names)
     assert [p.checkpoint for p in picks] == [group / "checkpoint_000000" / n / "checkpoint.pt" for n in names]
-    shutil.rmtree(group / "checkpoint_000000")  # then the member's own run/<name>/checkpoints/
-    assert [p.checkpoint.parent.parent.parent for p in select(exp, names)] == [group / "run" / n for n in names]
     assert main(["analyse", str(exp), "--trials", *names]) == 0
     doc = json.loads((exp / "analysis" / "analysis.json").read_text())
     assert sorted(s["trial_id"] for s in doc["saes"]) == names
+    shutil.rmtree(group / "checkpoint_000000" / names[1])
+    with pytest.raises(ConfigError, match=rf"^trial {names[1]}: no checkpoint in {group} \(checkpoint_\*/\); "):
+        select(exp, names)
 
 
 def test_report_shows_the_analysis_or_how_to_make_it(analysed, experiment, tmp_path):

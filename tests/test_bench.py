@@ -165,6 +165,10 @@ def test_group_bench_times_group_and_separate_runs_alternating(tmp_path, tiny_co
     assert r["group_size"] == 2 and set(r["tokens_per_s_summed"]) == {"separate", "group_loop", "group_stacked"}
     assert all(len(v) == 2 * 2 and min(v) > 0 for v in r["tokens_per_s_summed"].values())
     assert set(r["speedup_median"]) == {"group_loop", "group_stacked"} and r["peak_memory_mib"] > 0
+    # On CPU each variant's own peak RSS (Linux), never above the whole process's
+    per_variant = r["peak_memory_mib_per_variant"]
+    assert r["peak_memory_kind_per_variant"] == "cpu_peak_rss" and set(per_variant) == set(r["tokens_per_s_summed"])
+    assert all(0 < mib <= r["peak_memory_mib"] for mib in per_variant.values())
     local = run_bench(tmp_path, tiny_config("local"), "--group", "2", "--repeats", "1")
     assert set(local["tokens_per_s_summed"]) == {"separate", "group_loop"}  # no suffix to stack
 

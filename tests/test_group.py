@@ -50,8 +50,8 @@ def test_nan_in_one_member_stops_it_alone(tiny_config, monkeypatch):
     group_mod = importlib.import_module("e2e_sae.group")
     real = group_mod.member_loss
 
-    def poisoned(cfg, clean, sp):  # member b's loss turns NaN from its 5th micro-batch on
-        loss, terms = real(cfg, clean, sp)
+    def poisoned(cfg, clean, sp, orig=None):  # member b's loss turns NaN from its 5th micro-batch on
+        loss, terms = real(cfg, clean, sp, orig)
         if cfg.seed == 3:
             poisoned.calls += 1
             if poisoned.calls >= 5:
@@ -67,6 +67,30 @@ def test_nan_in_one_member_stops_it_alone(tiny_config, monkeypatch):
     monkeypatch.setattr(group_mod, "member_loss", real)
     _, metrics = separate(runs[0])
     assert runs[0].final == metrics  # the other member went on, unaffected
+
+
+@pytest.mark.parametrize("splice", ["loop", "stacked"])
+def test_members_share_one_p_orig_for_the_backward(tiny_config, splice):
+    """The KL's backward keeps p_orig, a [batch, pos, vocab] fp32 tensor without gradient: a group
+    computes it once per step and every member's graph holds that one tensor, not a copy each."""
+    from e2e_sae.assemble import load_checked_model, splice_sae
+    from e2e_sae.group import group_micro_step
+    from e2e_sae.loop import Run
+    from e2e_sae.step import StepStats
+
+    members = [{"name": f"m{i}", "set": {"loss.sparsity.coeff": 0.05 * 2**i}} for i in range(3)]
+    spec, cfgs = member_configs(grouped(tiny_config, "e2e", splice, members=members))
+    model = load_checked_model(cfgs[0], torch.device("cpu"))
+    runs = [Run(c, splice_sae(c, model, torch.device("cpu"), None)) for c in cfgs]
+    tokens = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(0))
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        group_micro_step(stacked=splice == "stacked")(runs, tokens, [StepStats() for _ in runs])
+    p_orig = [t for t in saved if t.shape == (4, 16, 40) and t.dtype == torch.float32 and not t.requires_grad]
+    assert len(p_orig) == 3  # one saved per member's KL ...
+    assert len({t.data_ptr() for t in p_orig}) == 1  # ... all the same tensor
+    assert all(torch.allclose(t.sum(-1), torch.ones(4, 16)) for t in p_orig)  # a distribution per token
+    assert all(r.sae.encoder[0].weight.grad is not None for r in runs)  # and the backward reached every member
 
 
 @pytest.mark.slow

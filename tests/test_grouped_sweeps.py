@@ -77,7 +77,7 @@ def test_bad_group_size_fails_in_one_line(tmp_path, size, message):
 def test_member_configs_are_the_planned_trials_with_their_own_dirs_and_wandb_runs(tmp_path):
     spec, trials = grouped(tmp_path, 3, wandb={"mode": "offline", "project": "p"})
     _, configs = _tune_trials(spec, trials)
-    group_spec, cfgs = member_run_configs(configs[0], tmp_path / "run", trial_id="abc_00000")
+    group_spec, cfgs = member_run_configs(configs[0], tmp_path / "run", "abc_00000", wandb_dir=tmp_path / "artifacts")
     names = [m.name for m in group_spec.members]
     assert names == configs[0]["member_names"] and [c.output_dir.name for c in cfgs] == names
     for i, (name, cfg) in enumerate(zip(names, cfgs, strict=True)):
@@ -91,6 +91,7 @@ def test_member_configs_are_the_planned_trials_with_their_own_dirs_and_wandb_run
                 "wandb.group": "tiny",
                 "wandb.name": name,
                 "wandb.id": f"abc_00000_m{i}",
+                "wandb.dir": str(tmp_path / "artifacts" / name),  # W&B files: the trial's artifacts
             },
         )
 
@@ -145,6 +146,10 @@ def test_a_group_reports_one_row_per_step_and_resumes_every_member_from_its_chec
         (64, True, names),
     ]
     assert all(sorted(p.name for p in c.iterdir()) == sorted(names) for c in whole.checkpoints)
+    for name in names:  # the last checkpoint carries each member's final metrics into the storage
+        final = json.loads((whole.checkpoints[-1] / name / "metrics.json").read_text())
+        assert final == whole.rows[-1]["members"][name]
+        assert not (whole.checkpoints[0] / name / "metrics.json").exists()
     for name in names:  # each member equals the planned trial trained as a separate run
         params = next(t for t in trials if t.name == name)
         direct = train(run_config_from_dict(params.run, {"output_dir": str(tmp_path / "sep" / name)}), progress=False)
@@ -184,18 +189,24 @@ def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
     assert by_name[c].state == "errored" and by_name[c].error.startswith("RuntimeError: the group's process died")
     assert by_name[c].sparsity_coeff == 2.0 and by_name[c].dict_size_to_input_ratio == 2
     # A member whose final row Ray's result.json lost (a retry copies back the last synced copy) but
-    # whose run ended is finished, from its own metrics.json; a diverged member stays errored.
-    for name in (b, c):
-        (trial_dir / "run" / name).mkdir(parents=True)
-        (trial_dir / "run" / name / "metrics.json").write_text(json.dumps({"l0": 1.5, "final": True}))
-    (trial_dir / "run" / b / "metrics.json").unlink()
+    # whose run ended is finished, from the final metrics in its part of the newest checkpoint Tune
+    # persisted; an older checkpoint's do not count, and a diverged member stays errored.
+    (trial_dir / "checkpoint_000000" / c).mkdir(parents=True)
+    (trial_dir / "checkpoint_000000" / c / "metrics.json").write_text(json.dumps({"l0": 9.0, "final": True}))
+    (trial_dir / "checkpoint_000001" / b).mkdir(parents=True)
+    (trial_dir / "checkpoint_000001" / b / "diverged.txt").write_text("loss is nan\n")
+    assert {t.trial_id: t.state for t in load_trials(tmp_path / "exp")}[c] == "errored"
+    (trial_dir / "checkpoint_000001" / c).mkdir(parents=True)
+    (trial_dir / "checkpoint_000001" / c / "metrics.json").write_text(json.dumps({"l0": 1.5, "final": True}))
     by_name = {t.trial_id: t for t in load_trials(tmp_path / "exp")}
     assert by_name[c].state == "finished" and by_name[c].metrics["l0"] == 1.5
     assert by_name[b].state == "errored"
 
 
 @pytest.mark.slow
-def test_a_diverged_member_stays_stopped_after_a_resume(tmp_path):
+def test_members_resume_with_the_states_of_the_checkpoint_alone(tmp_path):
+    """A member that diverged before the checkpoint stays stopped; one alive in the checkpoint trains on
+    although an earlier attempt left a diverged.txt in its output_dir (that attempt failed later)."""
     spec, trials = grouped(tmp_path, 3)
     config = _tune_trials(spec, trials)[1][0]
     names = config["member_names"]
@@ -206,11 +217,16 @@ def test_a_diverged_member_stays_stopped_after_a_resume(tmp_path):
     shutil.rmtree(ckpt / names[1])
     (ckpt / names[1]).mkdir()
     (ckpt / names[1] / DIVERGED_FILE).write_text("loss is nan at step 2\n")
+    stale = tmp_path / "again" / "run" / names[0] / DIVERGED_FILE
+    stale.parent.mkdir(parents=True)
+    stale.write_text("loss is nan at step 7 (an earlier attempt)\n")
     again = FakeTune(tmp_path / "again")
     run_group(config, tmp_path / "again" / "run", ckpt, "t0", again)
     last = again.rows[-1]
     assert last["final"] and last["members"][names[1]] == {"error": "loss is nan at step 2"}
-    assert last["members"][names[0]] == first.rows[-1]["members"][names[0]]
+    assert last["members"][names[0]] == first.rows[-1]["members"][names[0]]  # alive, as uninterrupted
+    assert not stale.exists()  # its output_dir no longer says it diverged
+    assert (tmp_path / "again" / "run" / names[1] / DIVERGED_FILE).read_text() == "loss is nan at step 2\n"
 
 
 # ---- the frontier searcher packs a group's proposals into grouped Tune trials ------------------------

@@ -1,4 +1,5 @@
-"""A multi-node rehearsal on one machine: two Ray nodes, token auth on, a sweep spread across both.
+"""A multi-node rehearsal on one machine: two Ray nodes, token auth on, a sweep spread across both;
+and a node lost mid-trial, the trial finishing on another node, the storage alone serving the report.
 
 The `cluster` fixture (conftest.py, tests/ray_fixtures.py) starts a real head and a real second node
 with `ray start`, the way a cluster launcher does, with the security settings of cluster/: token auth
@@ -14,17 +15,26 @@ so both nodes report the same IP; the tests tell nodes apart by Ray node id.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from ray_fixtures import RAY_CLI, REPO, LocalCluster, ray_free_env
+from analysis_fixtures import EVAL_LINES
+from analysis_fixtures import tiny_run as analysis_run
+from ray_fixtures import RAY_CLI, REPO, LocalCluster, growing_cluster, ray_free_env
 from sweep_fixtures import tiny_sweep, write_sweep
+
+from e2e_sae.config import run_config_from_dict
+from e2e_sae.train import train
+from sweeps.results import load_trials
 
 pytestmark = pytest.mark.slow
 
@@ -228,3 +238,123 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
     assert report.returncode == 0, f"{report.stdout[-3000:]}\n{report.stderr[-3000:]}"
     for name in ("report.md", "pareto.json", "trials.csv"):
         assert (out / name).is_file(), f"report did not write {name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Node loss: a trial on a worker node that dies continues on another node from its last checkpoint,
+# and the storage alone (every node's temp dir deleted) holds everything report and analyse read.
+
+
+def _wait_for_line(path: Path, driver: subprocess.Popen, log: Path, timeout: float = 300) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.endswith("\n"):
+            return text
+        assert driver.poll() is None, f"the sweep ended before its trial paused:\n{log.read_text()[-5000:]}"
+        time.sleep(0.2)
+    pytest.fail(f"no trial paused after its checkpoint in {timeout} s:\n{log.read_text()[-5000:]}")
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    """Whether the process ends within ``timeout`` (a zombie whose parent died with it counts as ended)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _sweep_losing_its_node(sweep_file: Path, tmp_path: Path) -> tuple[str, Path]:
+    """Run the sweep on a head without CPUs and worker node A; once the trial paused after its first
+    checkpoint, SIGKILL A's process group (raylet, workers, agents) and add node B. Returns A's node
+    id and the driver's log, after the cluster is stopped and every node's temp dir is deleted."""
+    marker, log = tmp_path / "paused", tmp_path / "driver.log"
+    with growing_cluster(head_cpus=0) as cluster:
+        node_a = cluster.add_node(cpus=1)
+        env = {**cluster.env, "RAY_ADDRESS": cluster.gcs_address}
+        with log.open("w") as out:
+            driver = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "trial_killer.py"), "pause", "32", str(marker)]
+                + ["run", str(sweep_file)],
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            pid, node_a_id = _wait_for_line(marker, driver, log).split()
+            cluster.kill_node(node_a)
+            assert _gone(int(pid)), "the trial's worker outlived its node's process group"
+            cluster.add_node(cpus=1)
+            assert driver.wait(timeout=400) == 0, log.read_text()[-5000:]
+        finally:
+            if driver.poll() is None:
+                os.killpg(driver.pid, signal.SIGKILL)
+                driver.wait()
+        temp_dirs = [n.temp_dir for n in cluster.nodes]
+    assert len(temp_dirs) == 3 and not any(Path(d).exists() for d in temp_dirs)  # every node's files are gone
+    return node_a_id, log
+
+
+def test_a_trial_on_a_lost_worker_node_finishes_on_another_and_storage_alone_serves_report_and_analyse(tmp_path):
+    """The head has no CPUs, so the trial runs on worker node A; once its checkpoint at 32 samples is
+    persisted, A's raylet and workers are SIGKILLed; node B joins; the trial finishes there from that
+    checkpoint with an uninterrupted run's metrics. Each node has its own temp dir (and TMPDIR); the
+    storage path is the one thing they share. With every temp dir deleted, report and analyse work."""
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps({"text": EVAL_LINES[i % 2] * 3}) + "\n" for i in range(12)))
+    run = analysis_run(eval_file, "e2e", 0, 0.5)
+    run["train"]["n_samples"] = 96
+    spec = {
+        "name": "nodeloss",
+        "run": run,
+        "axes": {"mode": ["e2e"], "layer": [1], "sparsity_coeff": [0.5]},
+        "resources_per_trial": {"cpu": 1},
+        "storage_path": str(tmp_path / "shared" / "results"),
+        "storage_shared": True,
+        "checkpoint_every_n_samples": 32,
+        "max_failures": 1,
+    }
+    node_a_id, log = _sweep_losing_its_node(write_sweep(tmp_path, spec, "nodeloss.yaml"), tmp_path)
+    exp = tmp_path / "shared" / "results" / "nodeloss"
+    (trial,) = load_trials(exp)
+    assert trial.state == "finished", (trial.state, trial.error, log.read_text()[-3000:])
+    final = json.loads((trial.path / "result.json").read_text().splitlines()[-1])
+    assert final["node_id"] != node_a_id  # it finished on node B ...
+    # ... from the checkpoint at 32: training iterations 1 (32) before the loss, 2 (64) and 3 (96) after.
+    assert (final["training_iteration"], final["iterations_since_restore"], final["n_samples"]) == (3, 2, 96)
+    direct = train(run_config_from_dict(trial.run, {"output_dir": str(tmp_path / "direct")}), progress=False)
+    for k in ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples"):
+        assert trial.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), k
+    assert not list(exp.rglob("run"))  # the library's run directory never reached the storage
+
+    report = subprocess.run(
+        [sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(tmp_path / "report")],
+        env=ray_free_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert trial.trial_id in (tmp_path / "report" / "trials.csv").read_text()
+    analyse = subprocess.run(
+        [sys.executable, "-m", "sweeps", "analyse", str(exp), "--trials", trial.trial_id]
+        + ["--out", str(tmp_path / "an")],
+        env=ray_free_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert analyse.returncode == 0, analyse.stdout[-3000:] + analyse.stderr[-3000:]
+    doc = json.loads((tmp_path / "an" / "analysis.json").read_text())
+    assert [s["trial_id"] for s in doc["saes"]] == [trial.trial_id]
+    assert doc["saes"][0]["checkpoint"] == str(sorted(trial.path.glob("checkpoint_*"))[-1] / "checkpoint.pt")

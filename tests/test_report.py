@@ -81,18 +81,20 @@ def build_experiment(root, trials=TRIALS, name="toy"):
     return exp
 
 
-def test_a_retried_trial_whose_result_json_lost_its_final_row_is_finished_from_its_run(tmp_path):
+def test_a_retried_trial_whose_result_json_lost_its_final_row_is_finished_from_its_last_checkpoint(tmp_path):
     """Ray copies a retried trial's result.json back from its last synced copy, which may miss rows;
-    the run's own metrics.json (written when it ended) then settles it. Without one it stays errored."""
+    the final metrics the run wrote into its last checkpoint (persisted by Tune) then settle it."""
     exp = build_experiment(tmp_path, [t for t in TRIALS if t[0] in ("train_00009", "train_00010")])
     final = metric_row(7, 77, 0.07, 200, True, 1)
     for trial_dir in ("train_00009", "train_00010"):
-        (exp / trial_dir / "run").mkdir()
-        (exp / trial_dir / "run" / "metrics.json").write_text(json.dumps(final))
-    (exp / "train_00010" / "run" / "metrics.json").write_text(json.dumps({**final, "final": False}))
+        (exp / trial_dir / "checkpoint_000001").mkdir()
+        (exp / trial_dir / "checkpoint_000001" / "metrics.json").write_text(json.dumps(final))
+    (exp / "train_00010" / "checkpoint_000001" / "metrics.json").write_text(json.dumps({**final, "final": False}))
     trials = {t.trial_id: t for t in load_trials(exp)}
     assert trials["train_00009"].state == "finished" and trials["train_00009"].metrics["l0"] == 7
     assert trials["train_00010"].state == "incomplete"  # a metrics.json that is not final is no final row
+    (exp / "train_00009" / "checkpoint_000002").mkdir()  # a newer checkpoint without final metrics
+    assert {t.trial_id: t.state for t in load_trials(exp)}["train_00009"] == "errored"
 
 
 @pytest.fixture(scope="module")

@@ -90,13 +90,20 @@ def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
         "trial_0/params.json",
         "trial_0/result.json",
         "trial_0/checkpoint_000001/checkpoint.pt",
+        "trial_0/checkpoint_000001/metrics.json",  # the trial's final metrics: the report may need them
         "tuner.pkl",
     ]:
         (exp / rel).write_text("x")
     monkeypatch.setattr(layout, "is_remote", lambda uri: True)  # a file:// URI through the pyarrow code path
     local = Path(layout.local_copy(f"file://{exp}"))
     copied = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
-    assert copied == ["experiment_state-1.json", "sweep.yaml", "trial_0/params.json", "trial_0/result.json"]
+    assert copied == [
+        "experiment_state-1.json",
+        "sweep.yaml",
+        "trial_0/checkpoint_000001/metrics.json",
+        "trial_0/params.json",
+        "trial_0/result.json",
+    ]
 
 
 def test_missing_dataset_in_the_base_fails_validation_in_one_line(tmp_path):

@@ -1,6 +1,7 @@
-"""Real Ray Tune sweeps on a tiny model: a killed trial resumes from its checkpoint, a killed
-driver's sweep is resumed without re-running finished trials, Ctrl-C ends with the resume command,
-trials carry the sweep's own names, and nothing is ever overwritten."""
+"""Real Ray Tune sweeps on a tiny model: a sweep that succeeds prints no traceback and leaves each
+checkpoint once in its storage, a killed trial resumes from its checkpoint, a killed driver's sweep is
+resumed without re-running finished trials, Ctrl-C ends with the resume command, trials carry the
+sweep's own names, and nothing is ever overwritten."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import sys
 import time
 
 import pytest
-import torch
 import wandb
 import yaml
 from ray_fixtures import REPO, ray_free_env
@@ -21,7 +21,6 @@ from sweep_fixtures import tiny_sweep, write_sweep
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 from sweeps.cli import EXIT_INTERRUPTED
-from sweeps.layout import FAILED_RUN_PREFIX, RESUME_FROM_DIR
 from sweeps.results import load_trials
 from sweeps.search import search_value
 from sweeps.spec import expand_trials, sweep_from_dict, trial_names
@@ -49,6 +48,32 @@ def _plan_names(spec: dict) -> list[str]:
     return trial_names(expand_trials(sweep_from_dict(spec)))
 
 
+def _final_row(trial_dir) -> dict:
+    return json.loads((trial_dir / "result.json").read_text().splitlines()[-1])
+
+
+def test_a_sweep_that_succeeds_prints_no_traceback_and_stores_each_checkpoint_once(tmp_path):
+    """Ray ends every finished trial's worker with SIGTERM; that must not print a traceback. The storage
+    holds what Tune persisted (result rows, checkpoints with the final metrics), no run directory."""
+    spec = tiny_sweep(tmp_path, name="quiet", max_failures=0)
+    proc = _sweeps("run", str(write_sweep(tmp_path, spec)))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for text in ("Traceback", "Exception ignored", "SystemExit"):
+        assert text not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
+    exp = tmp_path / "results" / "quiet"
+    trials = load_trials(exp)
+    assert [t.state for t in trials] == ["finished"] * 3
+    for t in trials:
+        assert not (t.path / "run").exists()  # the library's run directory stays on the trial's node
+        files = [p for p in t.path.rglob("*") if p.is_file()]
+        checkpoints = [p for p in files if p.relative_to(t.path).parts[0].startswith("checkpoint_")]
+        assert sorted({p.name for p in checkpoints}) == ["checkpoint.pt", "metrics.json"]
+        other = sum(p.stat().st_size for p in files) - sum(p.stat().st_size for p in checkpoints)
+        assert other < sum(p.stat().st_size for p in checkpoints) / 4, sorted(map(str, files))  # rows, params
+        final = json.loads((sorted(t.path.glob("checkpoint_*"))[-1] / "metrics.json").read_text())
+        assert final["final"] is True and all(t.metrics[k] == v for k, v in final.items())  # the final row's
+
+
 def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path):
     spec = tiny_sweep(tmp_path, wandb={"mode": "offline", "project": "test"})
     path = write_sweep(tmp_path, spec)
@@ -56,7 +81,7 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     env = _env(WANDB_MODE="offline", WANDB_SILENT="true")
     # tests/trial_killer.py: `python -m sweeps` whose trials SIGKILL themselves once after a checkpoint
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker), "run", str(path)],
+        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "kill", "32", str(marker), "run", str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -74,8 +99,10 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     assert all(f"| {n} " in proc.stdout for n in names)  # rows of Tune's status table
     assert "ce_loss_original" not in proc.stdout and "CE increase" in proc.stdout
     assert "SystemExit" not in proc.stdout + proc.stderr
-    resumed = [t for t in trials if (t.path / "run" / "resume_from").exists()]
-    assert len(resumed) == 1  # ... and Tune restarted it from its checkpoint, not from scratch
+    # ... and Tune restarted it from its checkpoint at 32, not from scratch: the retry's first report
+    # was its final row at 64 (a restart from 0 would have reported 32 again).
+    finals = [_final_row(t.path) for t in trials]
+    assert sorted((r["iterations_since_restore"], r["training_iteration"]) for r in finals) == [(1, 2), (2, 2), (2, 2)]
     for t in trials:  # same final metrics as an uninterrupted run of the same config and seed
         params = json.loads((t.path / "params.json").read_text())
         direct = train(run_config_from_dict(params["run"], {"output_dir": str(tmp_path / t.trial_id)}), progress=False)
@@ -254,7 +281,7 @@ def test_grouped_sweep_with_a_killed_group_resumes_every_member_from_its_checkpo
     wandb.init(mode="offline", dir=str(tmp_path), settings=wandb.Settings(reinit="create_new")).finish()
     assert os.environ.get(WANDB_SERVICE_ENV)
     proc = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "32", str(marker), "run", str(path)],
+        [sys.executable, str(REPO / "tests" / "trial_killer.py"), "kill", "32", str(marker), "run", str(path)],
         capture_output=True,
         text=True,
         env=_env(WANDB_MODE="offline", WANDB_SILENT="true"),
@@ -277,16 +304,13 @@ def test_grouped_sweep_with_a_killed_group_resumes_every_member_from_its_checkpo
     # that sync and the kill may be gone (Ray's behaviour; the final row, which results read, is not).
     rows = [json.loads(line) for line in (group / "result.json").read_text().splitlines()]
     assert rows[-1]["n_samples"] == 64 and rows[-1]["final"] is True
+    # The retry resumed from the group checkpoint at 32: its first report was the final row at 64.
+    assert (rows[-1]["iterations_since_restore"], rows[-1]["training_iteration"]) == (1, 2)
     tune_id = rows[-1]["trial_id"]
-    assert not list(group.glob(f"{FAILED_RUN_PREFIX}*"))  # the retry did not start over from 0 ...
-    for i, name in enumerate(members):  # ... it resumed every member from the checkpoint at 32
-        resumed = torch.load(group / "run" / RESUME_FROM_DIR / name / "checkpoint.pt", weights_only=True)
-        assert resumed["n_samples"] == 32
-        log = [json.loads(line) for line in (group / "run" / name / "metrics.jsonl").read_text().splitlines()]
-        # every member resumed from 32 (a restart from 0 would log its 32-sample row twice)
-        assert [(r["kind"], r["n_samples"]) for r in log] == [("train", 32), ("eval", 64)]
-        runs = list((group / "run" / name / "wandb").glob("offline-run-*"))  # its own W&B run, resumed
+    for i, name in enumerate(members):  # each member's own W&B run, resumed, copied to the storage
+        runs = list((group / name / "wandb").glob("offline-run-*"))
         assert len(runs) == 2 and {r.name.rsplit("-", 1)[1] for r in runs} == {f"{tune_id}_m{i}"}
+    assert not (group / "run").exists()
     assert not (group / "wandb").exists()  # no W&B run of the group itself
     for t in trials:  # same final metrics as an uninterrupted separate run of the planned trial
         direct = train(run_config_from_dict(t.run, {"output_dir": str(tmp_path / t.trial_id)}), progress=False)

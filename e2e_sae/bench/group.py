@@ -23,7 +23,7 @@ import torch
 
 from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
 from e2e_sae.bench.common import bench_tokens, hardware
-from e2e_sae.bench.throughput import peak_memory
+from e2e_sae.bench.throughput import peak_memory, peak_rss_mib, reset_peak_rss
 from e2e_sae.config import RunConfig, apply_overrides, run_config_from_dict
 from e2e_sae.group import group_micro_step
 from e2e_sae.loop import Run
@@ -97,11 +97,13 @@ def group_benchmark(
     names = list(variants)
     step_s: dict[str, list[float]] = {name: [] for name in names}
     memory: dict[str, float] = {}
+    whole = peak_memory(device)  # before the per-variant resets below lower the process's recorded peak
     for rnd in range(repeats * steps):
         batch = batches[warmup + rnd % steps]
         for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            cpu_peak = device.type == "cpu" and reset_peak_rss()
             _sync(device)
             t0 = time.perf_counter()
             variants[name](states[name], batch)
@@ -109,6 +111,8 @@ def group_benchmark(
             step_s[name].append(time.perf_counter() - t0)
             if device.type == "cuda":
                 memory[name] = max(memory.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
+            elif cpu_peak:  # the process's peak RSS during this variant's step (every variant's state included)
+                memory[name] = max(memory.get(name, 0.0), peak_rss_mib())
     per_step = {name: [tokens_per_step / t for t in v] for name, v in step_s.items()}
     median = {name: tokens_per_step / statistics.median(v) for name, v in step_s.items()}
     ratios = {
@@ -132,8 +136,12 @@ def group_benchmark(
         "tokens_per_s_median": median,
         "speedup_per_round": ratios,
         "speedup_median": {n: statistics.median(r) for n, r in ratios.items()},
+        **whole,
+        "peak_memory_mib": max(whole["peak_memory_mib"], *memory.values()),
         "peak_memory_mib_per_variant": memory or None,
-        **peak_memory(device),
+        "peak_memory_kind_per_variant": ("cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss")
+        if memory
+        else None,
         **hardware(device),
     }
 
@@ -157,7 +165,8 @@ def group_summary(r: dict[str, Any]) -> str:
         lines.append(f"  {name:14s} tokens/s summed: median {r['tokens_per_s_median'][name]:,.0f} ({spread}){extra}")
     mem = r["peak_memory_mib_per_variant"]
     lines.append(
-        f"  peak memory: {mem}"
+        f"  peak memory per variant ({r['peak_memory_kind_per_variant']}): "
+        + ", ".join(f"{name} {mib:,.0f} MiB" for name, mib in mem.items())
         if mem
         else f"  peak memory {r['peak_memory_mib']:.0f} MiB ({r['peak_memory_kind']}, whole process)"
     )

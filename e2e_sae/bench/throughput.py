@@ -118,6 +118,26 @@ def peak_tflops(device_name: str, bf16: bool) -> float | None:
 # ---- memory --------------------------------------------------------------------------------------
 
 
+def reset_peak_rss() -> bool:
+    """Lower this process's recorded peak RSS (Linux's VmHWM) to its current RSS, so that
+    :func:`peak_rss_mib` then reads the peak of what ran since ("5" to /proc/self/clear_refs, Linux
+    >= 4.0); False where that is not possible. Tensors of more than 32 MB are mmapped by glibc and
+    return to the system when freed, so each variant's peak is its own, not an earlier one's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS since the last :func:`reset_peak_rss` (its start, without one)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_memory(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         return {

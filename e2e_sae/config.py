@@ -167,17 +167,22 @@ class TrainConfig(Strict):
         return self
 
     @property
+    def step_samples(self) -> int:
+        """Samples per optimizer step: effective_batch_size, which validation fills from batch_size."""
+        return self.batch_size if self.effective_batch_size is None else self.effective_batch_size
+
+    @property
     def grad_accum_steps(self) -> int:
-        return self.effective_batch_size // self.batch_size  # type: ignore[operator]
+        return self.step_samples // self.batch_size
 
     @property
     def total_steps(self) -> int:
         """Optimizer steps of the run (at least one)."""
-        return max(1, self.n_samples // self.effective_batch_size)  # type: ignore[operator]
+        return max(1, self.n_samples // self.step_samples)
 
     @property
     def warmup_steps(self) -> int:
-        return self.warmup_samples // self.effective_batch_size  # type: ignore[operator]
+        return self.warmup_samples // self.step_samples
 
 
 class WandbConfig(Strict):

@@ -24,6 +24,8 @@ YAML: a run config plus a ``group:`` section (README, "Grouped runs")::
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -187,7 +189,7 @@ def group_micro_step(stacked: bool):
             scaled.append(loss / cfg.train.grad_accum_steps)
             results.append((loss, terms, sp))
         del orig  # log p_orig is needed no more; p_orig lives on in the graph, once
-        sum(scaled).backward()
+        functools.reduce(operator.add, scaled).backward()  # one backward through every member's loss
         for run, run_stats, (loss, terms, sp) in zip(runs, stats, results, strict=True):
             record(run_stats, run.act_freq, loss, terms, sp, tokens.numel())
 

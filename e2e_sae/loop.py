@@ -142,7 +142,7 @@ class Run:
         lr = self.scheduler.get_last_lr()[0]
         optimizer_step(self.sae, self.optimizer, self.scheduler, tc.max_grad_norm)
         samples_before = self.n_samples
-        self.n_samples, self.step = self.n_samples + tc.effective_batch_size, self.step + 1
+        self.n_samples, self.step = self.n_samples + tc.step_samples, self.step + 1
         row = {"n_samples": self.n_samples, "step": self.step, "loss": loss_value, "lr": lr, **means}
 
         # What this step owes: the last step's eval and checkpoint come after the loop, once.
@@ -152,11 +152,11 @@ class Run:
         if self.step % LOG_EVERY_N_STEPS == 0 or is_eval_step or is_checkpoint_step:
             row["tokens_per_s"] = tokens_per_s()
             self.log.write({"kind": "train", **row})
-            self.wandb_run.log(row, self.step)
+            self.wandb.log(row, self.step)
         if is_eval_step:
             row.update(eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq))
             self.log.write({"kind": "eval", **row, "final": False})
-            self.wandb_run.log({**row, "final": False}, self.step)
+            self.wandb.log({**row, "final": False}, self.step)
         checkpoint_dir = self.save(stream_state()) if is_checkpoint_step else None
         if self.reporter is not None and (is_eval_step or is_checkpoint_step):
             self.pending_report = ({**row, "final": False}, checkpoint_dir)
@@ -165,7 +165,7 @@ class Run:
     def report(self) -> None:
         """Hand this step's eval/checkpoint to the reporter: called once every run of the loop has
         saved its checkpoint of the step, so a group killed in a report resumes at a common step."""
-        if self.pending_report is not None:
+        if self.pending_report is not None and self.reporter is not None:
             pending, self.pending_report = self.pending_report, None
             self.reporter(*pending)
 
@@ -179,8 +179,8 @@ class Run:
             "final": True,
         }
         self.log.write({"kind": "eval", **final})
-        self.wandb_run.log(final, self.step)
-        self.wandb_run.summary(final)
+        self.wandb.log(final, self.step)
+        self.wandb.summary(final)
         checkpoint_dir = self.save(stream_state, final)
         out = self.cfg.output_dir
         tmp = out / f"{METRICS_FILE}.tmp"
@@ -190,6 +190,13 @@ class Run:
             self.reporter(final, checkpoint_dir)
         self.final = final
         return final
+
+    @property
+    def wandb(self) -> WandbRun:
+        """The run's W&B logger (a no-op when W&B is disabled); exists once the outputs are open."""
+        if self.wandb_run is None:
+            raise RuntimeError("Run.open_outputs() must come before logging")
+        return self.wandb_run
 
     def close(self) -> None:
         if self.wandb_run is not None:
@@ -264,7 +271,7 @@ def run_loop(
             if reported and after_reports is not None:
                 after_reports(runs)
             step += 1
-            bar.update(tc.effective_batch_size)
+            bar.update(tc.step_samples)
         bar.close()
         for run in live:
             run.finish(eval_tokens, stream.state())

@@ -42,7 +42,7 @@ class StepStats:
 
 def clean_log_probs(cfg: RunConfig, clean: CleanPass) -> OrigLogProbs | None:
     """The clean pass's :func:`~e2e_sae.losses.orig_log_probs` when the loss has a KL term, else None."""
-    return orig_log_probs(clean.logits) if "logits_kl" in cfg.loss.active() else None
+    return orig_log_probs(clean.needed_logits()) if "logits_kl" in cfg.loss.active() else None
 
 
 def member_loss(

@@ -101,7 +101,7 @@ def select(exp_dir: Path, names: list[str] | None) -> list[Pick]:
         by_id = {t.trial_id: t for t in trials}
         for name in names:
             if name not in by_id:
-                known = ", ".join(t.trial_id for t in finished[:4]) + (", ..." if len(finished) > 4 else "")
+                known = ", ".join(str(t.trial_id) for t in finished[:4]) + (", ..." if len(finished) > 4 else "")
                 raise ConfigError(f"--trials: no trial named {name} in {exp_dir}; finished trials there: {known}")
             if by_id[name].state != "finished":
                 raise ConfigError(f"--trials: {name} is {by_id[name].state}, not finished; only finished SAEs")

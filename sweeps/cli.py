@@ -42,7 +42,7 @@ from sweeps.trial import Trial, members_of
 # ---- helpers -------------------------------------------------------------------------------------
 
 
-def _prepare(path: str, set_items: list[str] | None) -> tuple[SweepSpec, list[dict[str, Any]]]:
+def _prepare(path: str, set_items: list[str] | None) -> tuple[SweepSpec, list[Trial]]:
     spec = load_sweep(path, set_items)
     trials = expand_trials(spec)
     validate_trials(spec, trials)
@@ -80,11 +80,11 @@ def _experiment_exists(exp_path: str) -> bool:
     return Path(exp_path).exists() and any(Path(exp_path).iterdir())
 
 
-def _write_sweep_file(spec: SweepSpec, trials: list[dict[str, Any]], exp_path: str) -> None:
+def _write_sweep_file(spec: SweepSpec, trials: list[Trial], exp_path: str) -> None:
     """The validated spec, with the model name the report shows, next to Tune's files."""
     doc = spec.model_dump(mode="json", exclude={"group_size"} if spec.group_size == 1 else None)  # as before groups
     doc["run"], doc["base"] = base_run_dict(spec), None  # self-contained: resumable on another machine
-    doc["model"] = trials[0].run["model"].get("name") or "native (random init)"
+    doc["model"] = trials[0].planned_run["model"].get("name") or "native (random init)"
     if spec.search.kind == "frontier":  # the searcher decides how many; record the groups and the budget
         doc["n_groups"], doc["max_trials"] = len(trials), len(trials) * spec.search.budget
     else:
@@ -111,8 +111,9 @@ def _wandb_env(spec: SweepSpec) -> None:
 
 def _tune_run_config(spec: SweepSpec):
     from ray import tune
+    from ray.tune import Callback
 
-    callbacks = []
+    callbacks: list[Callback] = []
     if spec.wandb.mode != "disabled" and spec.group_size == 1:  # grouped members log their own W&B runs
         from ray.air.integrations.wandb import WandbLoggerCallback
 
@@ -155,7 +156,7 @@ def _status_table():
     )
 
 
-def _tune_config(spec: SweepSpec, trials: list[dict[str, Any]]):
+def _tune_config(spec: SweepSpec, trials: list[Trial]):
     from ray import tune
 
     if spec.search.kind == "frontier":
@@ -319,7 +320,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             print(f"group_size {spec.group_size}: up to {spec.group_size} proposals of a group train as one Tune trial")
         print("groups (their run config; the search sets loss.sparsity.coeff):")
         for t in trials:
-            diff = config_diff(base, t.run)
+            diff = config_diff(base, t.planned_run)
             for key in ("wandb.mode", "loss.sparsity.coeff"):
                 diff.pop(key, None)
             print(f"    {group_key(t):<36} " + " ".join(f"{k}={v}" for k, v in diff.items()))
@@ -371,7 +372,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _fit_and_finish(tuner, spec, exp_path, _n_trials(spec, trials))
 
 
-def _n_trials(spec: SweepSpec, trials: list[dict[str, Any]]) -> int | None:
+def _n_trials(spec: SweepSpec, trials: list[Trial]) -> int | None:
     """The grid's Tune trial count (groups, when grouped); None for a frontier search (it ends when
     its searcher says so)."""
     return None if spec.search.kind == "frontier" else len(_tune_trials(spec, trials)[1])

@@ -41,9 +41,9 @@ def plan_groups(
     order, cut into chunks of at most ``group_size``; named ``<mode>_L<layer>_group<i>``."""
     sets: dict[str, list[int]] = {}
     for i, t in enumerate(trials):
-        key = json.dumps(shared_fields(run_config_from_dict(t.run)), sort_keys=True, default=str)
+        key = json.dumps(shared_fields(run_config_from_dict(t.planned_run)), sort_keys=True, default=str)
         sets.setdefault(key, []).append(i)
-    configs = []
+    configs: list[dict[str, Any]] = []
     for indices in sets.values():
         for start in range(0, len(indices), group_size):
             chunk = indices[start : start + group_size]

@@ -217,7 +217,8 @@ def cluster_placement(environ: Mapping[str, str] = os.environ) -> Placement:
     facts = job_placement(environ)
     facts.n_nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     try:  # the session directory of the node this driver is attached to (private API: best effort)
-        facts.ray_temp_dir = str(Path(ray._private.worker._global_node.get_session_dir_path()).resolve().parent)
+        node = getattr(ray._private.worker, "_global_node", None)
+        facts.ray_temp_dir = str(Path(node.get_session_dir_path()).resolve().parent) if node is not None else None
     except Exception:  # noqa: BLE001
         facts.ray_temp_dir = None
     facts.growth = growth_reason(environ, Path(RAY_UP_BOOTSTRAP_CONFIG).expanduser()) or _gcs_growth_reason()

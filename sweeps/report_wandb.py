@@ -24,7 +24,6 @@ def _cell(v: str) -> Any:
     return v
 
 
-WandbMode = Literal["online", "offline", "disabled"]
 FRONTIER_COLUMNS: list[str | int] = [
     "hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0", "alive_dict_elements", Y_METRIC
 ]  # fmt: skip
@@ -35,7 +34,7 @@ MATCHED_COLUMNS: list[str | int] = [
 
 
 def log_report_to_wandb(
-    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: WandbMode = "offline"
+    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: str = "offline"
 ) -> Path | None:
     """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
     Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
@@ -44,6 +43,7 @@ def log_report_to_wandb(
         raise ValueError(f"W&B mode {mode!r} is not one of online, offline, disabled")
     if mode == "disabled":
         return None
+    upload: Literal["online", "offline"] = "online" if mode == "online" else "offline"
     import wandb
 
     report_dir = Path(report_dir)
@@ -58,7 +58,7 @@ def log_report_to_wandb(
         name=f"{doc['sweep']}-report",
         dir=os.environ.get("WANDB_DIR") or str(report_dir),
         job_type="report",
-        mode=mode,
+        mode=upload,
         config={k: doc[k] for k in ("sweep", "model", "eval_tokens", "n_ctx", "trial_counts")},
     )
     try:

@@ -170,7 +170,7 @@ def load_trials(exp_dir: str | Path) -> list[Trial]:
     dirs = [p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
     trials = [t for p in dirs for t in _load_trial_dir(p)]  # a grouped trial's members are trials
     trials += _trials_from_experiment_state(exp_dir, {p.name for p in dirs})
-    return sorted(trials, key=lambda t: t.trial_id)
+    return sorted(trials, key=lambda t: t.trial_id or "")
 
 
 def read_sweep_meta(exp_dir: Path, trials: list[Trial]) -> dict[str, Any]:

@@ -454,7 +454,7 @@ def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
     configs = []
     for t in trials:
         try:
-            configs.append(run_config_from_dict(t.run or {}))
+            configs.append(run_config_from_dict(t.planned_run))
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
     shape = model_shape(configs[0].model)

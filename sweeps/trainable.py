@@ -51,7 +51,7 @@ def use_own_wandb_service() -> None:
         os.environ.pop(WANDB_SERVICE_ENV, None)
 
 
-class QuietExit:
+class QuietExit(tune.Trainable):
     """Mixin of the trial's Tune trainable (``run_trial.__mixins__``): once Tune has cleaned the trial
     up, a SIGTERM ends the trial's process at once.
 
@@ -106,4 +106,5 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
         train(cfg, resume_from=resume_from, reporter=report, progress=False)
 
 
-run_trial.__mixins__ = (QuietExit,)  # Tune's wrap_function bases the trial's trainable class on these
+# Tune's wrap_function bases the trial's trainable class on a function's __mixins__ (its documented hook).
+run_trial.__mixins__ = (QuietExit,)  # type: ignore[attr-defined]

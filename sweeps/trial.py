@@ -41,6 +41,13 @@ class Trial:
     member: str | None = None
 
     @property
+    def planned_run(self) -> dict[str, Any]:
+        """The resolved run config, which every planned trial carries (a trial read back from disk may not)."""
+        if self.run is None:
+            raise ValueError(f"trial {self.name}: no run config; only a planned trial carries one")
+        return self.run
+
+    @property
     def name(self) -> str:
         """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
         layer = self.layer if self.layer is not None else self.hook

@@ -156,8 +156,8 @@ def test_cli_exits_3_when_a_member_diverges_after_the_others_finish(tiny_config,
     group_mod = importlib.import_module("e2e_sae.group")
     real = group_mod.member_loss
 
-    def poisoned(cfg, clean, sp):  # member b's loss turns inf from its 5th micro-batch on
-        loss, terms = real(cfg, clean, sp)
+    def poisoned(cfg, *args):  # member b's loss turns inf from its 5th micro-batch on
+        loss, terms = real(cfg, *args)
         if cfg.seed == 3:
             poisoned.calls += 1
             if poisoned.calls >= 5:

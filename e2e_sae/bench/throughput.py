@@ -190,7 +190,8 @@ def benchmark(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    timer, step_times, first, last_loss = PhaseTimer(device), [], None, float("nan")
+    timer, step_times, last_loss = PhaseTimer(device), [], float("nan")
+    first: dict[str, Any] = {}  # the first micro-batch's loss and terms, then the first step's grad norm
     l0s: list[float] = []  # batch L0 of the timed steps: the sparse kernel's speed depends on it
     for step in range(warmup + steps):
         if step == warmup:
@@ -200,8 +201,8 @@ def benchmark(
         for micro in range(accum):
             timer.start()
             loss, terms = micro_step(spliced, cfg, tokens[step * accum + micro], stats, act_freq, timer.lap)
-            if first is None:
-                first = {"loss": loss.item(), "terms": {k: v.item() for k, v in terms.items()}}
+            if not first:
+                first.update(loss=loss.item(), terms={k: v.item() for k, v in terms.items()})
         timer.start()
         means = stats.means()  # the loop's per-step host sync
         timer.lap("bookkeeping")

@@ -21,8 +21,7 @@ from typing import Any
 
 import torch
 
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.json"  # a run's final evaluation: in its output_dir and its last checkpoint
+from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir, checkpoint_dir_name, is_checkpoint_dir_name
 
 
 def rng_state() -> dict[str, Any]:
@@ -43,8 +42,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``state`` as ``checkpoints_dir/samples_<n>/checkpoint.pt`` (and ``final``, the run's final
     metrics, as ``metrics.json`` beside it); keep the newest ``keep``."""
-    ckpt_dir = checkpoints_dir / f"samples_{n_samples:010d}"
-    tmp_dir = checkpoints_dir / f".tmp_samples_{n_samples:010d}"
+    ckpt_dir = checkpoints_dir / checkpoint_dir_name(n_samples)
+    tmp_dir = checkpoints_dir / f".tmp_{checkpoint_dir_name(n_samples)}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir(parents=True)
     torch.save(state, tmp_dir / CHECKPOINT_FILE)
@@ -61,12 +60,14 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     """Complete checkpoint directories, oldest first."""
     if not checkpoints_dir.is_dir():
         return []
-    return sorted(p for p in checkpoints_dir.glob("samples_*") if (p / CHECKPOINT_FILE).is_file())
+    return sorted(
+        p for p in checkpoints_dir.iterdir() if is_checkpoint_dir_name(p.name) and (p / CHECKPOINT_FILE).is_file()
+    )
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint of the run in ``output_dir``, or None."""
-    ckpts = list_checkpoints(Path(output_dir) / "checkpoints")
+    ckpts = list_checkpoints(RunDir(output_dir).checkpoints)
     return ckpts[-1] if ckpts else None
 
 

@@ -22,6 +22,7 @@ from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
+from e2e_sae.run_dir import RunDir
 from e2e_sae.sae import read_sae_file
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_hook, check_n_ctx, model_shape
@@ -55,7 +56,7 @@ def eval_config(
 
 def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
     """Load model and SAE, score it on the fixed eval set, write ``output_dir/metrics.json``."""
-    metrics_path = cfg.output_dir / "metrics.json"
+    metrics_path = RunDir(cfg.output_dir).metrics
     if metrics_path.exists():
         raise ConfigError(f"--out: {metrics_path} already exists; choose another directory (nothing was written)")
     shape = model_shape(cfg.model)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "explained_variance_per_token_mean",
     ]
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in keys))
-    print(f"wrote {cfg.output_dir / 'metrics.json'}")
+    print(f"wrote {RunDir(cfg.output_dir).metrics}")
     return 0
 
 

@@ -46,6 +46,7 @@ from e2e_sae.config import (
 )
 from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.loop import Reporter, Run, run_loop
+from e2e_sae.run_dir import DIVERGED_FILE, RunDir, samples_of
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
 from e2e_sae.step import StepStats, clean_log_probs, member_loss, record
 from e2e_sae.strict import Strict
@@ -57,7 +58,6 @@ from e2e_sae.validate import check_output_dir, preflight
 # per member.
 MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
 _PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id", "wandb.dir")
-DIVERGED_FILE = "diverged.txt"
 
 
 class GroupMember(Strict):
@@ -198,9 +198,7 @@ def group_micro_step(stacked: bool):
 
 def common_checkpoint(cfgs: list[RunConfig], names: list[str]) -> int | None:
     """The newest sample count at which every member (not diverged) has a checkpoint; None if none has any."""
-    per_member = [
-        {int(p.name.removeprefix("samples_")) for p in list_checkpoints(c.output_dir / "checkpoints")} for c in cfgs
-    ]
+    per_member = [{samples_of(p) for p in list_checkpoints(RunDir(c.output_dir).checkpoints)} for c in cfgs]
     if not any(per_member):
         return None
     common = set.intersection(*per_member)
@@ -221,7 +219,7 @@ def _diverged(cfgs: list[RunConfig], resume: bool, resume_from: list[Path] | Non
             raise ConfigError(f"resume_from: {len(resume_from)} checkpoints for {len(cfgs)} members")
         files = [Path(p) / DIVERGED_FILE for p in resume_from]
     else:
-        files = [c.output_dir / DIVERGED_FILE for c in cfgs]
+        files = [RunDir(c.output_dir).diverged for c in cfgs]
     return [f.read_text().strip() if resume and f.is_file() else None for f in files]
 
 
@@ -241,7 +239,7 @@ def _resume_sources(
     if resume and at is None and active:
         raise ConfigError(f"--resume: no checkpoint in {group_dir}/<member>/checkpoints; drop --resume to start")
     return [
-        None if d is not None or at is None else c.output_dir / "checkpoints" / f"samples_{at:010d}"
+        None if d is not None or at is None else RunDir(c.output_dir).checkpoint(at)
         for c, d in zip(cfgs, diverged, strict=True)
     ]
 
@@ -253,7 +251,7 @@ def _restore(runs: list[Run], diverged: list[str | None], sources: list[Path | N
         if why is not None:
             run.error = why
         elif source is not None:
-            (run.cfg.output_dir / DIVERGED_FILE).unlink(missing_ok=True)  # stale: the checkpoint has it alive
+            RunDir(run.cfg.output_dir).diverged.unlink(missing_ok=True)  # stale: the checkpoint has it alive
             state = load_checkpoint(source)
             run.restore(state)
             stream.restore(state["data"])
@@ -314,7 +312,7 @@ def train_group(
 
     _restore(runs, diverged, sources, stream)
     group_dir.mkdir(parents=True, exist_ok=True)
-    (group_dir / "group.yaml").write_text(
+    RunDir(group_dir).group.write_text(
         yaml.safe_dump(
             {"splice": spec.splice, "splice_used": mode, "members": [m.model_dump() for m in spec.members]},
             sort_keys=False,
@@ -336,8 +334,8 @@ def train_group(
         )
     finally:
         for run in runs:
-            if run.error is not None and not (run.cfg.output_dir / DIVERGED_FILE).is_file():
+            if run.error is not None and not RunDir(run.cfg.output_dir).diverged.is_file():
                 run.cfg.output_dir.mkdir(parents=True, exist_ok=True)  # a member resumed diverged
-                (run.cfg.output_dir / DIVERGED_FILE).write_text(run.error + "\n")
+                RunDir(run.cfg.output_dir).diverged.write_text(run.error + "\n")
             run.close()
     return runs

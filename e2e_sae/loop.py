@@ -21,10 +21,11 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from e2e_sae.checkpoint import METRICS_FILE, rng_state, save_checkpoint
+from e2e_sae.checkpoint import rng_state, save_checkpoint
 from e2e_sae.config import RunConfig
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.optim import make_optimizer
+from e2e_sae.run_dir import RunDir
 from e2e_sae.spliced import SplicedModel
 from e2e_sae.step import StepStats, micro_step, optimizer_step
 from e2e_sae.wandb_log import WandbRun
@@ -98,10 +99,10 @@ class Run:
         self.step, self.n_samples = int(state["step"]), int(state["n_samples"])
 
     def open_outputs(self, resume: bool) -> None:
-        out = self.cfg.output_dir
-        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(out / "metrics.jsonl")
+        out = RunDir(self.cfg.output_dir)
+        out.checkpoints.mkdir(parents=True, exist_ok=True)
+        out.config.write_text(yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+        self.log = MetricsLog(out.metrics_log)
         self.wandb_run = WandbRun(self.cfg, resume=resume)
 
     def save(self, stream_state: dict[str, Any], final: dict[str, Any] | None = None) -> Path:
@@ -118,7 +119,7 @@ class Run:
             "weight_processing": self.cfg.model.weight_processing,
         }
         return save_checkpoint(
-            self.cfg.output_dir / "checkpoints", self.n_samples, state, self.cfg.train.keep_checkpoints, final
+            RunDir(self.cfg.output_dir).checkpoints, self.n_samples, state, self.cfg.train.keep_checkpoints, final
         )
 
     def end_step(
@@ -182,10 +183,10 @@ class Run:
         self.wandb.log(final, self.step)
         self.wandb.summary(final)
         checkpoint_dir = self.save(stream_state, final)
-        out = self.cfg.output_dir
-        tmp = out / f"{METRICS_FILE}.tmp"
+        out = RunDir(self.cfg.output_dir)
+        tmp = out.metrics.with_name(out.metrics.name + ".tmp")
         tmp.write_text(json.dumps(final, indent=2))
-        tmp.replace(out / METRICS_FILE)
+        tmp.replace(out.metrics)
         if self.reporter is not None:
             self.reporter(final, checkpoint_dir)
         self.final = final

@@ -22,9 +22,10 @@ from e2e_sae.assemble import build_spliced_model, resolve_device
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint, set_rng_state
 from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides, read_yaml_mapping
 from e2e_sae.data import load_eval_tokens, open_train_stream
-from e2e_sae.group import DIVERGED_FILE, member_configs, train_group
+from e2e_sae.group import member_configs, train_group
 from e2e_sae.loop import Reporter, Run, TrainingDiverged, run_loop, single_micro_step
 from e2e_sae.metric_names import HEADLINE
+from e2e_sae.run_dir import RunDir
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import preflight
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             resume_from = latest_checkpoint(cfg.output_dir)
             if resume_from is None:
                 raise ConfigError(
-                    f"--resume: no checkpoint in {cfg.output_dir / 'checkpoints'}; drop --resume to start"
+                    f"--resume: no checkpoint in {RunDir(cfg.output_dir).checkpoints}; drop --resume to start"
                 )
         metrics = train(cfg, resume_from=resume_from, progress=not args.no_progress)
     except ConfigError as err:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 3
     print(" ".join(f"{k}={metrics[k]:.4g}" for k in HEADLINE))
-    print(f"wrote {cfg.output_dir / 'metrics.json'}")
+    print(f"wrote {RunDir(cfg.output_dir).metrics}")
     return 0
 
 
@@ -105,10 +106,10 @@ def _main_group(raw: dict[str, Any], overrides: dict[str, Any], resume: bool, pr
             print(
                 f"{member.name}: "
                 + " ".join(f"{k}={run.final[k]:.4g}" for k in HEADLINE)
-                + f" (wrote {run.cfg.output_dir / 'metrics.json'})"
+                + f" (wrote {RunDir(run.cfg.output_dir).metrics})"
             )
         else:
-            print(f"{member.name}: error: {run.error} ({run.cfg.output_dir / DIVERGED_FILE})", file=sys.stderr)
+            print(f"{member.name}: error: {run.error} ({RunDir(run.cfg.output_dir).diverged})", file=sys.stderr)
     return 3 if any(run.final is None for run in runs) else 0
 
 

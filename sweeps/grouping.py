@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import RunConfig, run_config_from_dict
-from e2e_sae.group import DIVERGED_FILE, GroupMember, GroupSpec, check_members, shared_fields, train_group
+from e2e_sae.group import GroupMember, GroupSpec, check_members, shared_fields, train_group
 from e2e_sae.loop import Reporter, Run
+from e2e_sae.run_dir import DIVERGED_FILE
 from sweeps.trial import Trial, group_config, members_of, safe_name
 
 Send = Callable[[dict[str, Any], "Path | None"], None]

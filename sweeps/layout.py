@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import ConfigError
+from e2e_sae.run_dir import METRICS_FILE
 
 # ---- names inside an experiment -------------------------------------------------------------------
 
 SWEEP_FILE = "sweep.yaml"  # written by `sweeps run`, next to Tune's files
 TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory (Tune's)
 TRIAL_CHECKPOINT_GLOB = "checkpoint_*"  # in each trial directory: the checkpoints Tune persisted
-CHECKPOINT_METRICS_FILE = "metrics.json"  # in a trial's last checkpoint: its final metrics (e2e_sae.checkpoint)
+CHECKPOINT_METRICS_FILE = METRICS_FILE  # in a trial's last checkpoint: its final metrics (e2e_sae.run_dir)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
 ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)

@@ -11,7 +11,8 @@ import torch
 
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.config import ConfigError, load_run_config
-from e2e_sae.group import DIVERGED_FILE, member_configs, train_group
+from e2e_sae.group import member_configs, train_group
+from e2e_sae.run_dir import DIVERGED_FILE
 from e2e_sae.train import main, train
 
 MEMBERS = [

@@ -11,7 +11,7 @@ import pytest
 from sweep_fixtures import tiny_sweep
 
 from e2e_sae.config import ConfigError, run_config_from_dict
-from e2e_sae.group import DIVERGED_FILE
+from e2e_sae.run_dir import DIVERGED_FILE
 from e2e_sae.train import train
 from sweeps.cli import _tune_trials
 from sweeps.grouping import member_run_configs, run_group

@@ -47,25 +47,31 @@ def test_member_equals_separate_run(tiny_config, mode, splice):
     assert runs[0].final["n_dict_elements"] == 32 and runs[1].final["n_dict_elements"] == 48
 
 
-def test_nan_in_one_member_stops_it_alone(tiny_config, monkeypatch):
+def poison_member_b(monkeypatch, bad: float):
+    """Member b's (seed 3) loss times ``bad`` (nan, inf) from its 5th micro-batch on; returns the real loss."""
     group_mod = importlib.import_module("e2e_sae.group")
     real = group_mod.member_loss
+    calls = {"n": 0}
 
-    def poisoned(cfg, clean, sp, orig=None):  # member b's loss turns NaN from its 5th micro-batch on
-        loss, terms = real(cfg, clean, sp, orig)
+    def poisoned(cfg, *args):
+        loss, terms = real(cfg, *args)
         if cfg.seed == 3:
-            poisoned.calls += 1
-            if poisoned.calls >= 5:
-                loss = loss * float("nan")
+            calls["n"] += 1
+            if calls["n"] >= 5:
+                loss = loss * bad
         return loss, terms
 
-    poisoned.calls = 0
     monkeypatch.setattr(group_mod, "member_loss", poisoned)
+    return real
+
+
+def test_nan_in_one_member_stops_it_alone(tiny_config, monkeypatch):
+    real = poison_member_b(monkeypatch, float("nan"))
     spec, cfgs = member_configs(grouped(tiny_config, "e2e"))
     runs = train_group(spec, cfgs, progress=False)
     assert runs[1].final is None and "loss is nan at step 2" in (cfgs[1].output_dir / DIVERGED_FILE).read_text()
     assert not (cfgs[1].output_dir / "metrics.json").exists()
-    monkeypatch.setattr(group_mod, "member_loss", real)
+    monkeypatch.setattr(importlib.import_module("e2e_sae.group"), "member_loss", real)
     _, metrics = separate(runs[0])
     assert runs[0].final == metrics  # the other member went on, unaffected
 
@@ -154,19 +160,7 @@ def test_cli_grouped_config_and_existing_output(tiny_config, tmp_path, capsys):
 def test_cli_exits_3_when_a_member_diverges_after_the_others_finish(tiny_config, tmp_path, monkeypatch, capsys):
     import yaml
 
-    group_mod = importlib.import_module("e2e_sae.group")
-    real = group_mod.member_loss
-
-    def poisoned(cfg, *args):  # member b's loss turns inf from its 5th micro-batch on
-        loss, terms = real(cfg, *args)
-        if cfg.seed == 3:
-            poisoned.calls += 1
-            if poisoned.calls >= 5:
-                loss = loss * float("inf")
-        return loss, terms
-
-    poisoned.calls = 0
-    monkeypatch.setattr(group_mod, "member_loss", poisoned)
+    poison_member_b(monkeypatch, float("inf"))
     path = tmp_path / "group.yaml"
     path.write_text(yaml.safe_dump(grouped(tiny_config, "e2e")))
     assert main([str(path), "--no-progress"]) == 3

@@ -77,20 +77,24 @@ def test_reporter_gets_evals_checkpoints_and_a_final_row(tiny_config):
     assert [m["final"] for m, _ in calls] == [False, True] and "ce_loss_increase" in calls[0][0]
 
 
-def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monkeypatch):
-    cfg = run_config_from_dict(tiny_config("local"))
-    train_mod = importlib.import_module("e2e_sae.train")
+def poison_total_loss(monkeypatch, bad: float) -> None:
+    """The loss times ``bad`` (nan, inf) after 5 steps (2 micro-batches each)."""
     step_mod = importlib.import_module("e2e_sae.step")
-
     real = step_mod.total_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
         loss, terms = real(*args, **kwargs)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 10 else loss), terms  # after 5 steps (2 micro-batches each)
+        return (loss * bad if calls["n"] > 10 else loss), terms
 
     monkeypatch.setattr(step_mod, "total_loss", poisoned)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tiny_config, monkeypatch):
+    cfg = run_config_from_dict(tiny_config("local"))
+    train_mod = importlib.import_module("e2e_sae.train")
+    poison_total_loss(monkeypatch, float("nan"))
     with pytest.raises(train_mod.TrainingDiverged, match="last good checkpoint"):
         train(cfg, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir)
@@ -163,16 +167,7 @@ def test_cli_resume_continues_bit_for_bit(tiny_config, tmp_path, monkeypatch, ca
 def test_cli_exits_3_on_a_non_finite_loss_and_keeps_the_last_good_checkpoint(
     tiny_config, tmp_path, monkeypatch, capsys, bad
 ):
-    step_mod = importlib.import_module("e2e_sae.step")
-    real = step_mod.total_loss
-    calls = {"n": 0}
-
-    def poisoned(*args, **kwargs):
-        loss, terms = real(*args, **kwargs)
-        calls["n"] += 1
-        return (loss * bad if calls["n"] > 10 else loss), terms  # from step 5 on (2 micro-batches a step)
-
-    monkeypatch.setattr(step_mod, "total_loss", poisoned)
+    poison_total_loss(monkeypatch, bad)
     path = write_config(tmp_path / "cfg.yaml", tiny_config("local", output_dir=str(tmp_path / "run")))
     assert main([path, "--no-progress"]) == 3
     err = capsys.readouterr().err.splitlines()[-1]  # after the datasets library's progress lines

@@ -207,7 +207,9 @@ class WandbConfig(Strict):
 
 class RunConfig(Strict):
     mode: Mode = Field(description="the training mode: a preset of the loss terms (every coefficient overridable)")
-    output_dir: Path = Field(description="where the run writes config, metrics and checkpoints (docs: README)")
+    output_dir: Path = Field(
+        description="where the run writes config, metrics and checkpoints (layout: e2e_sae/run_dir.py)"
+    )
     seed: int = Field(default=0, description="seed of the SAE's initialisation (and the data order unless data.seed)")
     model: ModelConfig = Field(description="the frozen language model")
     data: DataConfig = Field(description="training and evaluation tokens")

@@ -130,6 +130,18 @@ def _local_ipv4_addresses() -> list[str]:
     return [tok for tok in out.split() if tok.count(".") == 3]
 
 
+def _sweeps_offline(*args: str) -> subprocess.CompletedProcess:
+    """``python -m sweeps ARGS`` with no Ray cluster reachable: what reads an experiment from storage alone."""
+    return subprocess.run(
+        [sys.executable, "-m", "sweeps", *args],
+        env=ray_free_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _ray_job(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(RAY_CLI + ["job", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
@@ -227,14 +239,7 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
 
     # The report is made from the experiment directory alone, with no cluster.
     out = tmp_path / "report"
-    report = subprocess.run(
-        [sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(out)],
-        env=ray_free_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report = _sweeps_offline("report", str(exp), "--out", str(out))
     assert report.returncode == 0, f"{report.stdout[-3000:]}\n{report.stderr[-3000:]}"
     for name in ("report.md", "pareto.json", "trials.csv"):
         assert (out / name).is_file(), f"report did not write {name}"
@@ -335,25 +340,10 @@ def test_a_trial_on_a_lost_worker_node_finishes_on_another_and_storage_alone_ser
         assert trial.metrics[k] == pytest.approx(direct[k], rel=1e-6, abs=1e-9), k
     assert not list(exp.rglob("run"))  # the library's run directory never reached the storage
 
-    report = subprocess.run(
-        [sys.executable, "-m", "sweeps", "report", str(exp), "--out", str(tmp_path / "report")],
-        env=ray_free_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report = _sweeps_offline("report", str(exp), "--out", str(tmp_path / "report"))
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     assert trial.trial_id in (tmp_path / "report" / "trials.csv").read_text()
-    analyse = subprocess.run(
-        [sys.executable, "-m", "sweeps", "analyse", str(exp), "--trials", trial.trial_id]
-        + ["--out", str(tmp_path / "an")],
-        env=ray_free_env(),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    analyse = _sweeps_offline("analyse", str(exp), "--trials", trial.trial_id, "--out", str(tmp_path / "an"))
     assert analyse.returncode == 0, analyse.stdout[-3000:] + analyse.stderr[-3000:]
     doc = json.loads((tmp_path / "an" / "analysis.json").read_text())
     assert [s["trial_id"] for s in doc["saes"]] == [trial.trial_id]

@@ -41,7 +41,6 @@ from e2e_sae.run_dir import METRICS_FILE
 SWEEP_FILE = "sweep.yaml"  # written by `sweeps run`, next to Tune's files
 TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory (Tune's)
 TRIAL_CHECKPOINT_GLOB = "checkpoint_*"  # in each trial directory: the checkpoints Tune persisted
-CHECKPOINT_METRICS_FILE = METRICS_FILE  # in a trial's last checkpoint: its final metrics (e2e_sae.run_dir)
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
 ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)
@@ -84,7 +83,7 @@ def is_report_input(name: str) -> bool:
     """Whether a file of this name, anywhere in an experiment directory, is one the report reads
     (a checkpoint's ``metrics.json``: a trial's final metrics when its result rows lost them)."""
     return (
-        name in (SWEEP_FILE, CHECKPOINT_METRICS_FILE)
+        name in (SWEEP_FILE, METRICS_FILE)  # METRICS_FILE: in a trial's last checkpoint
         or name in TRIAL_FILES
         or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
     )

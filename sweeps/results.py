@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from sweeps.layout import CHECKPOINT_METRICS_FILE, EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
+from e2e_sae.run_dir import METRICS_FILE
+from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
 from sweeps.trial import Trial, is_group, members_of, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
@@ -108,7 +109,7 @@ def _with_checkpoint_final(rows: list[dict[str, Any]], trial: Trial) -> list[dic
     its last one) when they hold no final row: on a retry Ray copies result.json back from the storage
     copy of its last sync, which can miss rows reported since."""
     ckpts = trial_checkpoints(trial)
-    path = ckpts[-1] / CHECKPOINT_METRICS_FILE if ckpts else None
+    path = ckpts[-1] / METRICS_FILE if ckpts else None  # the run's final metrics, in its last checkpoint
     if any(r.get("final") is True for r in rows) or path is None or not path.is_file():
         return rows
     try:

@@ -4,7 +4,7 @@
 local Ray on a laptop and joins the cluster under ``ray job submit``. Everything that can be
 checked (sweep file, every trial's run config, the model's layers, the storage path, an existing
 experiment of that name) is checked before Ray starts; whether the storage path survives the driver
-and is reachable from every node (sweeps/layout.py) is checked as soon as Ray is connected, before
+and is reachable from every node (sweeps/experiment.py) is checked as soon as Ray is connected, before
 anything is written or any trial starts.
 """
 
@@ -21,9 +21,9 @@ import yaml
 
 from e2e_sae.config import ConfigError
 from e2e_sae.metric_names import SWEEP_STATUS
-from sweeps import layout
-from sweeps.layout import is_remote, local_copy, storage_uri
-from sweeps.spec import (
+from sweeps import experiment as layout
+from sweeps.experiment import is_remote, local_copy, storage_uri
+from sweeps.planning.spec import (
     SweepSpec,
     base_run_dict,
     config_diff,
@@ -34,9 +34,9 @@ from sweeps.spec import (
     trial_names,
     validate_trials,
 )
-from sweeps.trial import Trial, members_of
+from sweeps.planning.trial import Trial, members_of
 
-# sweeps.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
+# sweeps.reporting.report is imported inside the functions that need it: importing it here would load numpy for `plan`.
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def _prepare(path: str, set_items: list[str] | None) -> tuple[SweepSpec, list[Tr
     trials = expand_trials(spec)
     validate_trials(spec, trials)
     if spec.group_size > 1 and spec.search.kind == "grid":
-        from sweeps.grouping import member_run_configs
+        from sweeps.running.grouped_trial import member_run_configs
 
         for config in _tune_trials(spec, trials)[1]:  # the library's own check of every group
             member_run_configs(config, Path(spec.experiment_path))
@@ -66,7 +66,7 @@ def _tune_trials(spec: SweepSpec, trials: list[Trial]) -> tuple[list[str], list[
     names = trial_names(trials)
     if spec.group_size == 1:
         return names, [t.tune_config() for t in trials]
-    from sweeps.grouping import plan_groups
+    from sweeps.running.grouped_trial import plan_groups
 
     configs = plan_groups(trials, names, spec.group_size, _group_wandb(spec))
     return [c["name"] for c in configs], configs
@@ -133,7 +133,7 @@ def _tune_run_config(spec: SweepSpec):
         storage_path=storage_uri(spec.storage_path),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_per_trial),
-        # A trial's artifacts (grouped members' W&B files, in its working directory: sweeps/trainable.py)
+        # A trial's artifacts (grouped members' W&B files, in its working directory: sweeps/running/trainable.py)
         # reach its storage directory from any node; with W&B off there are none and nothing is synced.
         sync_config=tune.SyncConfig(sync_artifacts=True),
         callbacks=callbacks,
@@ -160,14 +160,14 @@ def _tune_config(spec: SweepSpec, trials: list[Trial]):
     from ray import tune
 
     if spec.search.kind == "frontier":
-        from sweeps.frontier import build_groups, total_budget
-        from sweeps.tune_search import FrontierSearcher, frontier_search_alg
+        from sweeps.planning.target_search import build_groups, total_budget
+        from sweeps.running.searcher import FrontierSearcher, frontier_search_alg
 
         groups, templates = build_groups(spec)
         search_name = _SearchTrialName()
         searcher = FrontierSearcher(groups, templates, spec.group_size, _group_wandb(spec))
         # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED. The
-        # searcher limits concurrency itself (sweeps/tune_search.py: so that resumed trials reach it).
+        # searcher limits concurrency itself (sweeps/running/searcher.py: so that resumed trials reach it).
         return tune.TuneConfig(
             search_alg=frontier_search_alg(searcher, spec.max_concurrent_trials),
             num_samples=total_budget(spec),
@@ -187,7 +187,7 @@ class _SearchTrialName:
     a retried start carries ``_retry<n>``."""
 
     def __call__(self, trial) -> str:
-        from sweeps.tune_search import trial_label
+        from sweeps.running.searcher import trial_label
 
         return trial_label(trial.config)
 
@@ -254,7 +254,7 @@ def _fit(tuner, exp_path: str, n_trials: int | None) -> bool:
 def _trainable(spec: SweepSpec):
     from ray import tune
 
-    from sweeps.trainable import run_trial
+    from sweeps.running.trainable import run_trial
 
     res = {"cpu": spec.resources_per_trial.cpu, "gpu": spec.resources_per_trial.gpu}  # per group when grouped
     return tune.with_resources(run_trial, res)
@@ -269,9 +269,9 @@ def _init_ray() -> None:
 
 
 def _finish(spec: SweepSpec, exp_path: str) -> int:
-    from sweeps.report import write_report
-    from sweeps.report_wandb import log_report_to_wandb
-    from sweeps.results import load_trials
+    from sweeps.reporting.report import write_report
+    from sweeps.reporting.results import load_trials
+    from sweeps.reporting.wandb_upload import log_report_to_wandb
 
     local = local_copy(exp_path)
     trials = load_trials(local)
@@ -311,7 +311,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec, trials = _prepare(args.file, args.set)
     base = base_run_dict(spec)
     if spec.search.kind == "frontier":
-        from sweeps.frontier import plan_lines
+        from sweeps.planning.target_search import plan_lines
 
         print(f"sweep {spec.name}: frontier search -> {spec.experiment_path}")
         print(f"resources per {_unit(spec)}: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
@@ -436,7 +436,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sweeps.results import load_trials
+    from sweeps.reporting.results import load_trials
 
     local = local_copy(args.path)
     trials = load_trials(local)
@@ -444,7 +444,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if (Path(local) / layout.SWEEP_FILE).is_file():
         spec = _read_sweep_file(local, shown=args.path)
         if spec.search.kind == "frontier":
-            from sweeps.frontier import status_lines
+            from sweeps.planning.target_search import status_lines
 
             print()
             print("\n".join(status_lines(spec, trials)))
@@ -452,8 +452,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sweeps.report import write_report
-    from sweeps.report_wandb import log_report_to_wandb
+    from sweeps.reporting.report import write_report
+    from sweeps.reporting.wandb_upload import log_report_to_wandb
 
     local = local_copy(args.path)
     out = args.out or (None if local == args.path else layout.REPORT_DIR)
@@ -472,7 +472,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_analyse(args: argparse.Namespace) -> int:
-    from sweeps.analyse import analyse_experiment
+    from sweeps.analysis.analyse import analyse_experiment
 
     index = analyse_experiment(args.path, args.out, args.trials)
     print(f"feature browser: {index}")

@@ -14,7 +14,7 @@ import yaml
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.trial import Trial
+from sweeps.planning.trial import Trial
 
 SCRIPT = "<script>document.title='pwned'</script>"
 EVAL_LINES = [

@@ -114,8 +114,8 @@ def test_named_trials_and_the_report_section(experiment, tmp_path):
 def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_checkpoint(experiment, tmp_path):
     """A grouped Tune trial keeps each member's checkpoint under its name (checkpoint_*/<name>/):
     analyse finds it in the newest checkpoint that has it, and nowhere else."""
-    from sweeps.analyse import select
-    from sweeps.trial import group_config
+    from sweeps.analysis.analyse import select
+    from sweeps.planning.trial import group_config
 
     names = ["local_L1_r2_s0.5_seed0", "local_L1_r2_s0.5_seed1"]
     exp = tmp_path / "grouped"
@@ -139,7 +139,7 @@ def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_ch
 
 
 def test_report_shows_the_analysis_or_how_to_make_it(analysed, experiment, tmp_path):
-    from sweeps.report import write_report
+    from sweeps.reporting.report import write_report
 
     report = write_report(experiment, tmp_path / "report").read_text()
     section = report.split("## Inside the dictionaries", 1)[1]

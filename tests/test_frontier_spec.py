@@ -10,10 +10,10 @@ import pytest
 from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
-from sweeps.frontier import build_groups, groups_from_trials, status_lines, total_budget
-from sweeps.report import compute_pareto
-from sweeps.spec import expand_groups, sweep_from_dict
-from sweeps.trial import Trial
+from sweeps.planning.spec import expand_groups, sweep_from_dict
+from sweeps.planning.target_search import build_groups, groups_from_trials, status_lines, total_budget
+from sweeps.planning.trial import Trial
+from sweeps.reporting.report import compute_pareto
 
 
 def frontier_sweep(tmp_path, **search):

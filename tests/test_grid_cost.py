@@ -1,4 +1,4 @@
-"""The hindsight grid a frontier search is measured against (sweeps.grid_cost)."""
+"""The hindsight grid a frontier search is measured against (sweeps.planning.grid_cost)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sweeps.grid_cost import grid_costs, smallest_grid
+from sweeps.planning.grid_cost import grid_costs, smallest_grid
 
 TARGETS = [20, 40, 80, 160]
 

@@ -14,12 +14,12 @@ from e2e_sae.config import ConfigError, run_config_from_dict
 from e2e_sae.run_dir import DIVERGED_FILE
 from e2e_sae.train import train
 from sweeps.cli import _tune_trials
-from sweeps.grouping import member_run_configs, run_group
-from sweeps.results import load_trials
-from sweeps.search import GroupSearch
-from sweeps.spec import expand_trials, sweep_from_dict, trial_names
-from sweeps.trial import members_of
-from sweeps.tune_search import FrontierSearcher, Searcher
+from sweeps.planning.curve_search import GroupSearch
+from sweeps.planning.spec import expand_trials, sweep_from_dict, trial_names
+from sweeps.planning.trial import members_of
+from sweeps.reporting.results import load_trials
+from sweeps.running.grouped_trial import member_run_configs, run_group
+from sweeps.running.searcher import FrontierSearcher, Searcher
 
 METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
 AXES = {

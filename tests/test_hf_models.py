@@ -203,7 +203,7 @@ def test_short_sweep_on_the_tiny_hf_model(hf_assets, tmp_path):
     from ray_fixtures import ray_free_env
     from sweep_fixtures import write_sweep
 
-    from sweeps.results import load_trials
+    from sweeps.reporting.results import load_trials
 
     run = hf_run(hf_assets)
     run["train"].update(n_samples=32, checkpoint_every_n_samples=16)

@@ -14,7 +14,7 @@ import pytest
 from ray_fixtures import RAY, REPO
 from sweep_fixtures import tiny_sweep, write_sweep
 
-from sweeps.results import load_trials
+from sweeps.reporting.results import load_trials
 
 pytestmark = pytest.mark.slow
 

@@ -34,7 +34,7 @@ from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.results import load_trials
+from sweeps.reporting.results import load_trials
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ import json
 import pytest
 import yaml
 
-from sweeps.report import compute_pareto, render_markdown, write_report
-from sweeps.report_wandb import _matched_rows, log_report_to_wandb
-from sweeps.results import load_trials
-from sweeps.trial import Trial
+from sweeps.planning.trial import Trial
+from sweeps.reporting.report import compute_pareto, render_markdown, write_report
+from sweeps.reporting.results import load_trials
+from sweeps.reporting.wandb_upload import _matched_rows, log_report_to_wandb
 
 A, B = "blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"
 EVAL = {"ce_loss_original": 3.0, "eval_tokens": 2048, "n_ctx": 64, "n_dict_elements": 1024}

@@ -11,12 +11,12 @@ import random
 import pytest
 from sweep_fixtures import tiny_sweep
 
-from sweeps.frontier import build_groups, groups_from_trials, total_budget
-from sweeps.report import compute_pareto
-from sweeps.search import DUPLICATE, GroupSearch, search_value
-from sweeps.spec import sweep_from_dict
-from sweeps.trial import Trial
-from sweeps.tune_search import FrontierSearch, FrontierSearcher, Searcher, frontier_search_alg, trial_label
+from sweeps.planning.curve_search import DUPLICATE, GroupSearch, search_value
+from sweeps.planning.spec import sweep_from_dict
+from sweeps.planning.target_search import build_groups, groups_from_trials, total_budget
+from sweeps.planning.trial import Trial
+from sweeps.reporting.report import compute_pareto
+from sweeps.running.searcher import FrontierSearch, FrontierSearcher, Searcher, frontier_search_alg, trial_label
 
 
 def l0_response(noise: float = 0.03, seed: int = 0):

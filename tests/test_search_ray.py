@@ -11,7 +11,7 @@ import sys
 import pytest
 from ray_fixtures import REPO, ray_free_env
 
-from sweeps.results import load_trials
+from sweeps.reporting.results import load_trials
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from e2e_sae.config import load_run_config
-from sweeps.spec import expand_trials, load_sweep
+from sweeps.planning.spec import expand_trials, load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

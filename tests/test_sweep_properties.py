@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sweep_fixtures import tiny_sweep
 
-from sweeps.analyse import _frontier_picks
-from sweeps.frontier import build_groups, groups_from_trials, status_lines
-from sweeps.pareto import interpolate_at, pareto_front
-from sweeps.report import compute_pareto, render_markdown, write_report
-from sweeps.search import GroupSearch, search_value
-from sweeps.spec import sweep_from_dict
-from sweeps.trial import Trial
-from sweeps.tune_search import FrontierSearcher, Searcher
+from sweeps.analysis.analyse import _frontier_picks
+from sweeps.planning.curve_search import GroupSearch, search_value
+from sweeps.planning.spec import sweep_from_dict
+from sweeps.planning.target_search import build_groups, groups_from_trials, status_lines
+from sweeps.planning.trial import Trial
+from sweeps.reporting.pareto import interpolate_at, pareto_front
+from sweeps.reporting.report import compute_pareto, render_markdown, write_report
+from sweeps.running.searcher import FrontierSearcher, Searcher
 
 QUICK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DEAD = {"l0": 0.0, "ce_loss_increase": 5.0, "ce_loss_score": 0.02}  # a dead SAE's final metrics

@@ -10,8 +10,8 @@ import pytest
 from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
-from sweeps.layout import check_storage, storage_uri
-from sweeps.spec import LogSpace, expand_trials, sweep_from_dict, trial_name, trial_names, validate_trials
+from sweeps.experiment import check_storage, storage_uri
+from sweeps.planning.spec import LogSpace, expand_trials, sweep_from_dict, trial_name, trial_names, validate_trials
 
 
 def test_axes_expand_per_mode_coefficients(tmp_path):
@@ -80,7 +80,7 @@ def test_cli_plan_prints_trials_and_bad_file_exits_before_ray(tmp_path):
 
 
 def test_remote_experiment_copies_only_report_inputs(tmp_path, monkeypatch):
-    from sweeps import layout
+    from sweeps import experiment as layout
 
     exp = tmp_path / "remote" / "exp"
     (exp / "trial_0" / "checkpoint_000001").mkdir(parents=True)
@@ -121,7 +121,8 @@ def test_missing_dataset_in_the_base_fails_validation_in_one_line(tmp_path):
 
 
 def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_path, monkeypatch):
-    from sweeps import cli, layout
+    from sweeps import cli
+    from sweeps import experiment as layout
 
     monkeypatch.setenv("HOME", str(tmp_path))
     for storage in (f"file://{tmp_path}/results", "~/results", str(tmp_path / "results")):

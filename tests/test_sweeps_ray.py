@@ -21,10 +21,10 @@ from sweep_fixtures import tiny_sweep, write_sweep
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
 from sweeps.cli import EXIT_INTERRUPTED
-from sweeps.results import load_trials
-from sweeps.search import search_value
-from sweeps.spec import expand_trials, sweep_from_dict, trial_names
-from sweeps.trainable import WANDB_SERVICE_ENV
+from sweeps.planning.curve_search import search_value
+from sweeps.planning.spec import expand_trials, sweep_from_dict, trial_names
+from sweeps.reporting.results import load_trials
+from sweeps.running.trainable import WANDB_SERVICE_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -219,7 +219,7 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     ``sweeps resume``: no finished trial re-runs, the searcher's state comes back from the experiment
     (the resumed search proposes what a search fed the same results proposes: replayed below with
     the Ray-free GroupSearch), and the search ends with its targets met or its budget spent."""
-    from sweeps.frontier import build_groups
+    from sweeps.planning.target_search import build_groups
 
     spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="frontier-crash")
     spec["axes"] = {"mode": ["local"], "layer": [1]}

@@ -16,9 +16,9 @@ import signal
 import sys
 import time
 
-import sweeps.trainable
+import sweeps.running.trainable
 from sweeps.cli import main
-from sweeps.trainable import run_trial as package_run_trial
+from sweeps.running.trainable import run_trial as package_run_trial
 
 ACTION = sys.argv[1]
 KILL_AT_SAMPLES = int(sys.argv[2])
@@ -48,5 +48,5 @@ def run_trial(config) -> None:
 
 
 run_trial.__mixins__ = package_run_trial.__mixins__  # the same trainable class as the package's
-sweeps.trainable.run_trial = run_trial  # what `sweeps.cli` hands to Tune
+sweeps.running.trainable.run_trial = run_trial  # what `sweeps.cli` hands to Tune
 sys.exit(main(sys.argv[4:]))

@@ -11,8 +11,8 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from sweeps.search import GroupSearch
-from sweeps.tune_search import FrontierSearcher, frontier_search_alg, trial_label
+from sweeps.planning.curve_search import GroupSearch
+from sweeps.running.searcher import FrontierSearcher, frontier_search_alg, trial_label
 
 TEMPLATE = {
     "mode": "local",

@@ -20,9 +20,10 @@ from typing import Any
 from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import MODES, in_mode_order
-from sweeps.analysis_doc import ANALYSIS_JSON, geometry_markdown
-from sweeps.layout import ANALYSIS_DIR, REPORT_DIR
-from sweeps.pareto import (
+from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
+from sweeps.experiment import ANALYSIS_DIR, REPORT_DIR
+from sweeps.planning.trial import STATES, Trial
+from sweeps.reporting.pareto import (
     DEGENERATE_CE_SCORE,
     FrontPoint,
     degenerate_reason,
@@ -32,8 +33,7 @@ from sweeps.pareto import (
     pareto_front,
     ratio_bound,
 )
-from sweeps.results import TUNE_KEYS, load_trials, read_sweep_meta
-from sweeps.trial import STATES, Trial
+from sweeps.reporting.results import TUNE_KEYS, load_trials, read_sweep_meta
 
 SCHEMA_VERSION = 1
 Y_METRIC = "ce_loss_increase"
@@ -104,7 +104,7 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
 
 def _ratios(mode: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
     """``<mode>/local`` per x metric, and in ``bounds`` which of them are bounds, not estimates
-    (sweeps.pareto.ratio_bound): a clipped reading makes the ratio one."""
+    (sweeps.reporting.pareto.ratio_bound): a clipped reading makes the ratio one."""
     out: dict[str, Any] = {x: _ratio(mode.get(x), local.get(x)) for x in X_METRICS}
     out["bounds"] = {
         x: ratio_bound(mode[x]["clipped"], local[x]["clipped"]) if out[x] is not None else None for x in X_METRICS
@@ -160,7 +160,7 @@ def _read_inside(front: list[FrontPoint], level: float) -> float | None:
 def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) -> dict[str, Any]:
     """Per non-local mode, its L0 / local's L0 at ``n`` CE-loss increase levels evenly spread over
     the range where both frontiers reach (so the comparison does not hinge on one level). Every
-    level lies inside both frontiers (sweeps.pareto.overlap_levels), so both readings exist; a local
+    level lies inside both frontiers (sweeps.reporting.pareto.overlap_levels), so both readings exist; a local
     L0 of 0 (no ratio) leaves its level out."""
     local = fronts.get("local", {}).get("l0", [])
     out: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """One Tune trial = one ``e2e_sae`` run (or, with ``group_size`` > 1, one group of runs trained on
-one clean pass: :mod:`sweeps.grouping`), driven through the library's reporter callback.
+one clean pass: :mod:`sweeps.running.grouped_trial`), driven through the library's reporter callback.
 
 What a trial leaves in the sweep's storage reaches it once, from whichever node ran it, through Tune:
 every eval/checkpoint is a ``tune.report`` (the driver appends the row to ``result.json``; Tune copies
@@ -29,8 +29,8 @@ from ray import tune
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.grouping import run_group
-from sweeps.trial import is_group
+from sweeps.planning.trial import is_group
+from sweeps.running.grouped_trial import run_group
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
@@ -71,8 +71,8 @@ class QuietExit(tune.Trainable):
 
 
 def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -> None:
-    """Tune function trainable. ``config``: a :class:`sweeps.trial.Trial`'s ``tune_config()``, or a
-    grouped trial's (:func:`sweeps.trial.group_config`: its members train as one group).
+    """Tune function trainable. ``config``: a :class:`sweeps.planning.trial.Trial`'s ``tune_config()``, or a
+    grouped trial's (:func:`sweeps.planning.trial.group_config`: its members train as one group).
 
     ``after_report(metrics, checkpoint_dir)`` runs after each ``tune.report``, for a trainable that
     wraps this one (the fault-tolerance tests kill the trial there, once a checkpoint is persisted)."""

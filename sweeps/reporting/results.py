@@ -1,6 +1,6 @@
 """Reading an experiment directory: its trials (params.json, result.json, error.txt, the final
 metrics in their newest checkpoint, and Tune's experiment state for trials without a directory yet)
-and the sweep's settings (sweep.yaml). A grouped Tune trial (sweeps/grouping.py) is read as its
+and the sweep's settings (sweep.yaml). A grouped Tune trial (sweeps/running/grouped_trial.py) is read as its
 members, each a trial under its plan name. Everything read is what Tune persisted to the storage.
 
 Works on a sweep another machine ran, one still running, or one that partly failed: a truncated
@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from e2e_sae.run_dir import METRICS_FILE
-from sweeps.layout import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
-from sweeps.trial import Trial, is_group, members_of, model_label
+from sweeps.experiment import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
+from sweeps.planning.trial import Trial, is_group, members_of, model_label
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
 TUNE_KEYS = frozenset(

@@ -1,7 +1,7 @@
 """``python -m sweeps analyse PATH [--out DIR] [--trials NAME ...]``: look inside a sweep's dictionaries.
 
 Picks, per (hook, mode), the frontier SAE closest to the report's matched CE-loss increase (the
-report's own frontiers and matched level, :func:`sweeps.report.compute_pareto`), plus another seed
+report's own frontiers and matched level, :func:`sweeps.reporting.report.compute_pareto`), plus another seed
 of the same mode as a baseline when the sweep has one; or exactly the trials named by ``--trials``.
 For each, :mod:`e2e_sae.dictionary` makes one pass over the run's held-out eval tokens; this module
 writes what it found: a static feature browser (``index.html``, one page per SAE), the decoder
@@ -21,10 +21,10 @@ from typing import Any
 
 from e2e_sae.config import ConfigError
 from e2e_sae.modes import in_mode_order
-from sweeps.analysis_doc import ANALYSIS_JSON, GEOMETRY_PNG, geometry_markdown
-from sweeps.layout import ANALYSIS_DIR, is_remote
-from sweeps.results import load_trials, read_sweep_meta, trial_checkpoints
-from sweeps.trial import Trial
+from sweeps.analysis.tables import ANALYSIS_JSON, GEOMETRY_PNG, geometry_markdown
+from sweeps.experiment import ANALYSIS_DIR, is_remote
+from sweeps.planning.trial import Trial
+from sweeps.reporting.results import load_trials, read_sweep_meta, trial_checkpoints
 
 N_CONTEXTS = 10  # top-activating contexts per feature
 N_PER_KIND = 8  # features per sample kind (most frequent, random, rarest alive)
@@ -55,7 +55,7 @@ def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str
     """Per hook and mode, the L0-frontier trial whose CE-loss increase is closest to the matched
     level; then, for each, the finished trial of the same hook, mode and dictionary ratio with another
     seed whose CE-loss increase is closest to it (the seed baseline), if any."""
-    from sweeps.report import compute_pareto
+    from sweeps.reporting.report import compute_pareto
 
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
     by_id = {t.trial_id: t for t in trials}
@@ -346,7 +346,7 @@ def plot_density(stats, title: str, png: Path) -> None:
 
 
 def write_analysis(exp_dir: Path, out: Path, results: list) -> Path:
-    from sweeps.analysis_html import write_html
+    from sweeps.analysis.browser import write_html
 
     hooks, raw = geometry(results)
     plot_geometry(raw, out)

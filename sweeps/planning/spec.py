@@ -42,8 +42,8 @@ from e2e_sae.config import (
 )
 from e2e_sae.hooks import resid_pre
 from e2e_sae.validate import check_config, model_shape
-from sweeps.layout import check_storage, experiment_path
-from sweeps.trial import Trial, trial_name, trial_names  # noqa: F401  (trial_name(s): the plan's names)
+from sweeps.experiment import check_storage, experiment_path
+from sweeps.planning.trial import Trial, trial_name, trial_names  # noqa: F401  (trial_name(s): the plan's names)
 
 
 class _Strict(BaseModel):
@@ -132,7 +132,7 @@ SEARCH_METRICS = ("l0", "ce_loss_increase")
 
 class Search(_Strict):
     """``kind: grid`` (default): the axes' coefficient grid. ``kind: frontier``: per group (the other
-    axes), coefficients placed by sweeps/search.py until every target is met within ``tolerance``
+    axes), coefficients placed by sweeps/planning/curve_search.py until every target is met within ``tolerance``
     (|log(achieved / target)|) or ``max_trials_per_group`` trials have started."""
 
     kind: Literal["grid", "frontier"] = Field(
@@ -261,7 +261,7 @@ class SweepSpec(_Strict):
     storage_shared: bool = Field(
         default=False,
         description="state that a local storage_path is a filesystem every node mounts at the same path (NFS, "
-        "EFS, Filestore); without it a local path on a cluster of several nodes is refused (sweeps/layout.py)",
+        "EFS, Filestore); without it a local path on a cluster of several nodes is refused (sweeps/experiment.py)",
     )
     checkpoint_every_n_samples: int | None = Field(
         default=None, gt=0, description="sets train.checkpoint_every_n_samples in every trial"
@@ -279,7 +279,7 @@ class SweepSpec(_Strict):
     group_size: int = Field(
         default=1,
         description="up to this many trials differing only in seed, dict ratio, coefficient or lr train as one "
-        "Tune trial on one clean forward pass (sweeps/grouping.py); 1: one SAE per Tune trial",
+        "Tune trial on one clean forward pass (sweeps/running/grouped_trial.py); 1: one SAE per Tune trial",
     )
     search: Search = Field(default=Search(), description="how the sparsity coefficients are chosen")
     report: ReportOptions = Field(default=ReportOptions(), description="options of the Pareto report")

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.grid_cost import grid_costs
-from sweeps.search import GroupSearch, Proposal, search_value
-from sweeps.spec import SweepSpec, expand_groups
+from sweeps.planning.curve_search import GroupSearch, Proposal, search_value
+from sweeps.planning.grid_cost import grid_costs
+from sweeps.planning.spec import SweepSpec, expand_groups
 
 
 def build_groups(spec: SweepSpec) -> tuple[dict[str, GroupSearch], dict[str, dict[str, Any]]]:
@@ -35,9 +35,9 @@ def total_budget(spec: SweepSpec) -> int:
 
 
 def groups_from_trials(spec: SweepSpec, trials: list[Any]) -> dict[str, GroupSearch]:
-    """The groups as the trials on disk (sweeps.trial.Trial) leave them, recorded as the searcher
+    """The groups as the trials on disk (sweeps.planning.trial.Trial) leave them, recorded as the searcher
     records them: finished trials with their metric (a dead one beyond every target:
-    sweeps.search.search_value), errored ones as failed, running or pending ones as pending."""
+    sweeps.planning.curve_search.search_value), errored ones as failed, running or pending ones as pending."""
     groups, templates = build_groups(spec)
     by_axes = {
         _axes(t["mode"], t["hook"], t["dict_size_to_input_ratio"], t["seed"]): key for key, t in templates.items()
@@ -89,7 +89,7 @@ def status_lines(spec: SweepSpec, trials: list[Any]) -> list[str]:
 
 def grid_cost_lines(spec: SweepSpec, groups: dict[str, GroupSearch]) -> list[str]:
     """Per mode: the trials this search spent against the smallest log-spaced grid meeting every target
-    (sweeps.grid_cost: sized with hindsight from the search's own curves, so it flatters the grid)."""
+    (sweeps.planning.grid_cost: sized with hindsight from the search's own curves, so it flatters the grid)."""
     templates = expand_groups(spec)
     by_mode: dict[str, dict[str, Sequence[tuple[float, float]]]] = {}
     for key, g in groups.items():

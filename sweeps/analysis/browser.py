@@ -1,7 +1,7 @@
 """The feature browser: static HTML pages (``index.html`` and one page per SAE) that open from disk.
 
 No server, no network: CSS is inline, plots are PNG files beside the pages. Pages are rendered by
-jinja2 with autoescaping on (templates in ``sweeps/templates/``), so every token's text, however
+jinja2 with autoescaping on (templates in ``sweeps/analysis/templates/``), so every token's text, however
 it reads (``<script>``, quotes, ``&``), shows as text.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 
-from sweeps.analysis_doc import (
+from sweeps.analysis.tables import (
     GEOMETRY_PNG,
     NO_SEED_LINE,
     PAPER_NORM_RATIO,
@@ -26,7 +26,7 @@ _VISIBLE = str.maketrans({"\n": "↵", "\t": "→", "\r": "␍"})
 
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("sweeps", "templates"),
+        loader=jinja2.PackageLoader("sweeps.analysis", "templates"),
         autoescape=True,  # every template: token text is untrusted
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

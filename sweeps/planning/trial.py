@@ -99,7 +99,7 @@ class Trial:
 
 # ---- grouped trials ------------------------------------------------------------------------------
 # With ``group_size: K`` one Tune trial trains up to K planned trials, its members, in one process
-# (sweeps/grouping.py). Its config (and params.json) holds each member's ``tune_config()`` and plan
+# (sweeps/running/grouped_trial.py). Its config (and params.json) holds each member's ``tune_config()`` and plan
 # name; the results list the members, not the group, as trials.
 
 

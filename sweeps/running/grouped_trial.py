@@ -5,7 +5,7 @@ trial, K SAEs on one clean forward pass (:func:`e2e_sae.group.train_group`).
 
 Tune schedules, retries and checkpoints the group (``resources_per_trial`` is per group); users see
 members: each step's report is one Tune result row ``{"n_samples", "final", "members": {name:
-metrics or {"error": ...}}}`` that :mod:`sweeps.results` splits into one trial per member, under
+metrics or {"error": ...}}}`` that :mod:`sweeps.reporting.results` splits into one trial per member, under
 the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint
 (``<name>/checkpoint.pt``, with ``<name>/metrics.json`` once the member finished; ``<name>/diverged.txt``
 for a member stopped by a non-finite loss), so a retried group resumes every member from it, and
@@ -13,7 +13,7 @@ from it alone. Each member writes ``<run dir>/<name>/`` (a single run's layout; 
 scratch directory) and, with W&B on, logs a W&B run of its own, its local files in
 ``<wandb dir>/<name>/`` (the trial's artifacts, which Tune copies to ``<trial>/<name>/``).
 
-Ray-free: the trainable (:mod:`sweeps.trainable`) passes ``send(row, checkpoint_dir)``.
+Ray-free: the trainable (:mod:`sweeps.running.trainable`) passes ``send(row, checkpoint_dir)``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from e2e_sae.config import RunConfig, run_config_from_dict
 from e2e_sae.group import GroupMember, GroupSpec, check_members, shared_fields, train_group
 from e2e_sae.loop import Reporter, Run
 from e2e_sae.run_dir import DIVERGED_FILE
-from sweeps.trial import Trial, group_config, members_of, safe_name
+from sweeps.planning.trial import Trial, group_config, members_of, safe_name
 
 Send = Callable[[dict[str, Any], "Path | None"], None]
 STAGING_DIR = ".tune_checkpoint"  # in the group's run dir: the checkpoint handed to Tune, then removed

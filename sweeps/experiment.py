@@ -6,7 +6,7 @@ URI). Ray Tune writes its snapshot (``experiment_state-*.json``, ``tuner.pkl``) 
 trial (``params.json``, ``result.json``, ``error.txt``, ``checkpoint_*/``; grouped members' W&B files
 under ``<member>/``); ``sweeps run`` adds ``sweep.yaml`` (the validated spec, so ``resume`` and
 ``report`` need nothing else) and the report goes to ``report/``. The library's run directory of a
-trial never reaches the storage (sweeps/trainable.py). The report reads only the files
+trial never reaches the storage (sweeps/running/trainable.py). The report reads only the files
 ``is_report_input`` names (docs/report.md).
 
 Where the results may live is decided before any trial starts (``placement_problem``):

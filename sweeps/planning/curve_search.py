@@ -14,7 +14,7 @@ What a real sweep meets at the edges, and what the search makes of it:
 - **Met** means a live trial within tolerance *and* live trials on both sides of the target (or one on
   it): the report reads frontiers only between trials (docs/report.md), so a met level is one the
   report can read. Stepping out toward a target therefore aims past it by half the tolerance.
-- **Dead trials** (a degenerate SAE, :func:`sweeps.pareto.degenerate_reason`: L0 < 1 or CE-loss score
+- **Dead trials** (a degenerate SAE, :func:`sweeps.reporting.pareto.degenerate_reason`: L0 < 1 or CE-loss score
   < 0.1) and values <= 0 are information, not noise: they lie beyond every target (:func:`search_value`).
   Log-log interpolation toward them would crawl next to the live end, so a bracket with such an end is
   narrowed by a step along the live trials' slope when that lands inside it, else by bisection in log
@@ -27,8 +27,8 @@ What a real sweep meets at the edges, and what the search makes of it:
   group with nothing finished retries its start (a new attempt, within its budget); a trial that errored
   and is re-run (``sweeps resume``) is recorded when it ends.
 
-:class:`GroupSearch` is the pure state machine (tested without Ray); :mod:`sweeps.tune_search` adapts
-it to Ray Tune. ``status`` rebuilds it from the trials on disk (:mod:`sweeps.frontier`), and every
+:class:`GroupSearch` is the pure state machine (tested without Ray); :mod:`sweeps.running.searcher` adapts
+it to Ray Tune. ``status`` rebuilds it from the trials on disk (:mod:`sweeps.planning.target_search`), and every
 verdict is a function of the recorded trials, so status says what the search saw.
 """
 
@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.pareto import degenerate_reason
+from sweeps.reporting.pareto import degenerate_reason
 
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
 TARGET_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}

@@ -1,5 +1,5 @@
-"""The frontier search (:mod:`sweeps.search`) as a Ray Tune search algorithm: one Tune trial per proposal,
-or up to ``group_size`` proposals of a group as one grouped Tune trial (sweeps/grouping.py).
+"""The target search (:mod:`sweeps.planning.curve_search`) as a Ray Tune search algorithm: one Tune trial per
+or up to ``group_size`` proposals of a group as one grouped Tune trial (sweeps/running/grouped_trial.py).
 
 Why not Tune's stock wrappers alone: three of their rules would keep results from the search after
 ``sweeps resume`` re-runs errored trials (``resume_errored``; Tune keeps their trial ids):
@@ -23,8 +23,8 @@ from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from sweeps.search import GroupSearch, Proposal, search_value
-from sweeps.trial import Trial, group_config, safe_name
+from sweeps.planning.curve_search import GroupSearch, Proposal, search_value
+from sweeps.planning.trial import Trial, group_config, safe_name
 
 
 def config_with_coeff(template: dict[str, Any], proposal: Proposal) -> dict[str, Any]:

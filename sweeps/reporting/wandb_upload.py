@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from e2e_sae.hooks import hook_slug
-from sweeps.report import X_METRICS, Y_METRIC
+from sweeps.reporting.report import X_METRICS, Y_METRIC
 
 
 def _cell(v: str) -> Any:

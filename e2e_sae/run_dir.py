@@ -70,6 +70,11 @@ class RunDir:
     def diverged(self) -> Path:
         return self.root / DIVERGED_FILE
 
+    def write_diverged(self, why: str) -> None:
+        """Mark the run (or a checkpoint directory of a group member) stopped by a non-finite loss."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.diverged.write_text(why + "\n")
+
     @property
     def group(self) -> Path:
         return self.root / GROUP_FILE

@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 
 import yaml
+from sweep_fixtures import trial_record
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.planning.trial import Trial
 
 SCRIPT = "<script>document.title='pwned'</script>"
 EVAL_LINES = [
@@ -58,11 +58,11 @@ def build_tiny_experiment(root: Path) -> Path:
     eval_file.write_text("".join(json.dumps({"text": EVAL_LINES[i % 2] * 3}) + "\n" for i in range(12)))
     exp = root / "tiny"
     exp.mkdir(parents=True)
-    (exp / "sweep.yaml").write_text(yaml.safe_dump({"name": "tiny", "model": "builtin:pycode"}))
+    saved = {"name": "tiny", "model": "builtin:pycode", "run": {}, "axes": {"mode": ["local"], "sparsity_coeff": [1.0]}}
+    (exp / "sweep.yaml").write_text(yaml.safe_dump(saved))  # the parts of `sweeps run`'s the report reads
     for mode, seed, coeff in TRIALS:
         run = tiny_run(eval_file, mode, seed, coeff)
-        trial = Trial(mode=mode, hook="blocks.1.hook_resid_pre", layer=1, dict_size_to_input_ratio=2.0,
-                      sparsity_coeff=coeff, seed=seed, run=run)  # fmt: skip
+        trial = trial_record(mode, coeff, seed=seed, run=run)
         trial_dir = exp / trial.name
         trial_dir.mkdir()
         (trial_dir / "params.json").write_text(json.dumps(trial.tune_config()))

@@ -1,4 +1,4 @@
-"""The hindsight grid a frontier search is measured against (sweeps.planning.grid_cost)."""
+"""The hindsight grid a target search is measured against (sweeps.planning.grid_cost)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Grouped sweeps (``group_size``) without Ray: planning and chunking, the group's one-row reports and
-checkpoints, resume of every member from a group checkpoint, members read back as trials, the frontier
-searcher packing proposals into groups, and bad group sizes."""
+checkpoints, resume of every member from a group checkpoint, members read back as trials, the target
+searcher packing a curve's proposals into groups, and bad group sizes."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from sweep_fixtures import tiny_sweep
 from e2e_sae.config import ConfigError, run_config_from_dict
 from e2e_sae.run_dir import DIVERGED_FILE
 from e2e_sae.train import train
-from sweeps.cli import _tune_trials
-from sweeps.planning.curve_search import GroupSearch
-from sweeps.planning.spec import expand_trials, sweep_from_dict, trial_names
-from sweeps.planning.trial import members_of
+from sweeps.planning.curve_search import CurveSearch
+from sweeps.planning.plan import Plan
+from sweeps.planning.spec import read_saved_sweep, sweep_from_dict
+from sweeps.planning.trial import Trial, members_of
 from sweeps.reporting.results import load_trials
 from sweeps.running.grouped_trial import member_run_configs, run_group
-from sweeps.running.searcher import FrontierSearcher, Searcher
+from sweeps.running.searcher import Searcher, TargetSearcher
 
 METRICS = ("l0", "ce_loss_increase", "kl", "explained_variance", "alive_dict_elements", "n_samples")
 AXES = {
@@ -31,21 +31,22 @@ AXES = {
 }
 
 
-def grouped(tmp_path, group_size, **top):
-    spec = sweep_from_dict(tiny_sweep(tmp_path, axes=AXES, group_size=group_size, **top))
-    return spec, expand_trials(spec)
+def grouped(tmp_path, group_size, **top) -> Plan:
+    return Plan.from_spec(sweep_from_dict(tiny_sweep(tmp_path, axes=AXES, group_size=group_size, **top)))
+
+
+def coeffs_of(group: dict) -> list[float]:
+    return [Trial.from_config(m).sparsity_coeff for _, m in members_of(group)]
 
 
 def test_group_size_1_is_one_tune_trial_per_planned_trial(tmp_path):
-    spec, trials = grouped(tmp_path, 1)
-    names, configs = _tune_trials(spec, trials)
-    assert names == trial_names(trials) and configs == [t.tune_config() for t in trials]
+    plan = grouped(tmp_path, 1)
+    assert plan.tune_names == plan.names and plan.tune_trials == [t.tune_config() for t in plan.trials]
 
 
 def test_trials_differing_only_in_member_fields_are_chunked_in_plan_order(tmp_path):
-    spec, trials = grouped(tmp_path, 4)
-    names, configs = _tune_trials(spec, trials)
-    plan = trial_names(trials)
+    planned = grouped(tmp_path, 4)
+    names, configs, plan = planned.tune_names, planned.tune_trials, planned.names
     members = [[n for n, _ in members_of(c)] for c in configs]
     # Every planned trial is a member of exactly one group, in plan order within a group.
     assert sorted(n for m in members for n in m) == sorted(plan)
@@ -57,13 +58,13 @@ def test_trials_differing_only_in_member_fields_are_chunked_in_plan_order(tmp_pa
     assert members[0] == local_seed0[:4] and members[1] == local_seed0[4:]
     for m in members:
         assert len({n.split("_")[0] for n in m}) == 1 and len({n.rsplit("seed", 1)[1] for n in m}) == 1
-    assert names[0] == "local_L1_group0" and configs[0]["sparsity_coeff"] == [0.1, 1.0, 2.0, 0.1]
-    assert _tune_trials(spec, trials) == (names, configs)  # deterministic
+    assert names[0] == "local_L1_group0" and coeffs_of(configs[0]) == [0.1, 1.0, 2.0, 0.1]
+    again = grouped(tmp_path, 4)
+    assert (again.tune_names, again.tune_trials) == (names, configs)  # deterministic
 
 
 def test_a_shared_data_seed_lets_seeds_share_a_group(tmp_path):
-    spec, trials = grouped(tmp_path, 12, overrides={"data.seed": 7})
-    _, configs = _tune_trials(spec, trials)
+    configs = grouped(tmp_path, 12, overrides={"data.seed": 7}).tune_trials
     assert [len(members_of(c)) for c in configs] == [12, 4]  # local (3 coeffs x 2 ratios x 2 seeds), e2e
 
 
@@ -75,13 +76,13 @@ def test_bad_group_size_fails_in_one_line(tmp_path, size, message):
 
 
 def test_member_configs_are_the_planned_trials_with_their_own_dirs_and_wandb_runs(tmp_path):
-    spec, trials = grouped(tmp_path, 3, wandb={"mode": "offline", "project": "p"})
-    _, configs = _tune_trials(spec, trials)
+    plan = grouped(tmp_path, 3, wandb={"mode": "offline", "project": "p"})
+    configs = plan.tune_trials
     group_spec, cfgs = member_run_configs(configs[0], tmp_path / "run", "abc_00000", wandb_dir=tmp_path / "artifacts")
     names = [m.name for m in group_spec.members]
     assert names == configs[0]["member_names"] and [c.output_dir.name for c in cfgs] == names
     for i, (name, cfg) in enumerate(zip(names, cfgs, strict=True)):
-        planned = trials[trial_names(trials).index(name)]
+        planned = plan.trials[plan.names.index(name)]
         assert cfg == run_config_from_dict(
             planned.run,
             {
@@ -107,11 +108,12 @@ def test_plan_prints_groups_and_sweep_yaml_keeps_its_old_form_for_group_size_1(t
     assert "group local_L1_group0 (one Tune trial):\n  0 local_L1_r2_s0.1_seed0 " in out
     assert "group e2e_L1_group1 (one Tune trial):\n  2 e2e_L1_r2_s0.1_seed0 " in out
     for size in (1, 2):
-        spec = sweep_from_dict(tiny_sweep(tmp_path, group_size=size))
-        cli._write_sweep_file(spec, expand_trials(spec), str(tmp_path / f"exp{size}"))
+        plan = Plan.from_spec(sweep_from_dict(tiny_sweep(tmp_path, group_size=size)))
+        (tmp_path / f"exp{size}").mkdir()
+        (tmp_path / f"exp{size}" / "sweep.yaml").write_text(plan.saved_text())
         saved = (tmp_path / f"exp{size}" / "sweep.yaml").read_text()
         assert ("group_size" in saved) == (size > 1)
-        assert cli._read_sweep_file(str(tmp_path / f"exp{size}")).group_size == size
+        assert read_saved_sweep(str(tmp_path / f"exp{size}")).spec.group_size == size
 
 
 class FakeTune:
@@ -135,8 +137,8 @@ def _write_trial_dir(trial_dir, config, rows):
 
 @pytest.mark.slow
 def test_a_group_reports_one_row_per_step_and_resumes_every_member_from_its_checkpoint(tmp_path):
-    spec, trials = grouped(tmp_path, 3)
-    config = _tune_trials(spec, trials)[1][0]  # local, seed 0, ratio 2: coefficients 0.1, 1, 2
+    plan = grouped(tmp_path, 3)
+    trials, config = plan.trials, plan.tune_trials[0]  # local, seed 0, ratio 2: coefficients 0.1, 1, 2
     names = config["member_names"]
     whole = FakeTune(tmp_path / "whole")
     run_group(config, tmp_path / "whole" / "run", None, "t0", whole)
@@ -172,8 +174,7 @@ def test_a_group_reports_one_row_per_step_and_resumes_every_member_from_its_chec
 
 
 def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
-    spec, trials = grouped(tmp_path, 3)
-    config = _tune_trials(spec, trials)[1][0]
+    config = grouped(tmp_path, 3).tune_trials[0]
     a, b, c = config["member_names"]
     rows = [
         {"n_samples": 32, "final": False, "members": {a: {"l0": 3.0, "final": False}, b: {"l0": 2.0}, c: {"l0": 1.0}}},
@@ -207,8 +208,7 @@ def test_members_of_a_group_are_trials_finished_errored_or_incomplete(tmp_path):
 def test_members_resume_with_the_states_of_the_checkpoint_alone(tmp_path):
     """A member that diverged before the checkpoint stays stopped; one alive in the checkpoint trains on
     although an earlier attempt left a diverged.txt in its output_dir (that attempt failed later)."""
-    spec, trials = grouped(tmp_path, 3)
-    config = _tune_trials(spec, trials)[1][0]
+    config = grouped(tmp_path, 3).tune_trials[0]
     names = config["member_names"]
     ckpt = tmp_path / "ckpt"
     first = FakeTune(tmp_path / "first")
@@ -229,28 +229,30 @@ def test_members_resume_with_the_states_of_the_checkpoint_alone(tmp_path):
     assert (tmp_path / "again" / "run" / names[1] / DIVERGED_FILE).read_text() == "loss is nan at step 2\n"
 
 
-# ---- the frontier searcher packs a group's proposals into grouped Tune trials ------------------------
+# ---- the target searcher packs a curve's proposals into grouped Tune trials ------------------------
 
 
-def searcher(group_size: int) -> FrontierSearcher:
-    template = {"mode": "e2e", "layer": 1, "hook": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0}
-    template.update(seed=0, sparsity_coeff=None, run={"loss": {"sparsity": {"coeff": None}}})
-    groups = {k: GroupSearch(k, "l0", [20, 40, 80], tolerance=0.15, budget=10, start=1.0) for k in ("a", "b")}
-    return FrontierSearcher(groups, {k: template for k in groups}, group_size=group_size)
+def searcher(group_size: int) -> TargetSearcher:
+    run = {"mode": "e2e", "seed": 0, "sae": {"position": "blocks.1.hook_resid_pre", "dict_size_to_input_ratio": 2.0}}
+    template = {"run": {**run, "loss": {"sparsity": {"coeff": None}}}}
+    groups = {k: CurveSearch(k, "l0", [20, 40, 80], tolerance=0.15, budget=10, start=1.0) for k in ("a", "b")}
+    return TargetSearcher(groups, {k: template for k in groups}, group_size=group_size)
 
 
 def respond(config):
     """The group's last result as Tune hands it to a searcher: flattened (``members/<name>/l0``)."""
     from ray.tune.utils import flatten_dict
 
-    members = {n: {"l0": 150 * m["sparsity_coeff"] ** -0.7, "final": True} for n, m in members_of(config)}
+    members = {
+        n: {"l0": 150 * Trial.from_config(m).sparsity_coeff ** -0.7, "final": True} for n, m in members_of(config)
+    }
     return flatten_dict({"final": True, "members": members})
 
 
-def drive_groups(s: FrontierSearcher, next_id: int, running: dict, n_steps: int, log: list) -> int:
+def drive_groups(s: TargetSearcher, next_id: int, running: dict, n_steps: int, log: list) -> int:
     for _ in range(n_steps):
         while (config := s.suggest(f"g{next_id}")) not in (None, Searcher.FINISHED):
-            log.append((f"g{next_id}", config["name"], [m["sparsity_coeff"] for _, m in members_of(config)]))
+            log.append((f"g{next_id}", config["name"], coeffs_of(config)))
             running[f"g{next_id}"] = config
             next_id += 1
         if not running:
@@ -260,30 +262,30 @@ def drive_groups(s: FrontierSearcher, next_id: int, running: dict, n_steps: int,
     return next_id
 
 
-def test_searcher_packs_up_to_k_proposals_of_one_group_and_records_each_member():
+def test_searcher_packs_up_to_k_proposals_of_one_curve_and_records_each_member():
     s = searcher(group_size=2)
     config = s.suggest("g0")
-    coeffs = [m["sparsity_coeff"] for _, m in members_of(config)]
-    assert len(coeffs) == 1 and s.groups["a"].pending  # nothing known yet: the start coefficient alone
+    coeffs = coeffs_of(config)
+    assert len(coeffs) == 1 and s.curves["a"].pending  # nothing known yet: the start coefficient alone
     names = config["member_names"]
     assert names == ["e2e_L1_r2_s1_seed0"] and config["name"] == "a_s1"
     s.on_trial_complete("g0", respond(config))
-    assert s.groups["a"].finished == [(1.0, pytest.approx(150.0))]
+    assert s.curves["a"].finished == [(1.0, pytest.approx(150.0))]
     config = s.suggest("g1")  # now one proposal per open target (3), at most 2 per grouped trial
     members = members_of(config)
-    assert len(members) == 2 and all(m["run"]["loss"]["sparsity"]["coeff"] == m["sparsity_coeff"] for _, m in members)
-    assert len(s.groups["a"].pending) == 2
+    assert len(members) == 2 and all(list(m) == ["run"] for _, m in members)  # the coefficient once, in the run
+    assert len(s.curves["a"].pending) == 2
     s.on_trial_complete("g1", None, error=True)  # an errored group: no information for any member
-    failed = [p.coeff for p in s.groups["a"].failed.values()]
-    assert failed == [m["sparsity_coeff"] for _, m in members] and not s.groups["a"].pending
+    failed = [p.coeff for p in s.curves["a"].failed.values()]
+    assert failed == coeffs_of(config) and not s.curves["a"].pending
 
 
 def test_grouped_search_reaches_the_targets_and_save_restore_continues_it(tmp_path):
     straight: list = []
     a = searcher(group_size=3)
     drive_groups(a, 0, {}, 100, straight)
-    assert all(g.is_done() for g in a.groups.values()) and a.suggest("extra") == Searcher.FINISHED
-    assert all(g.is_met(t) for g in a.groups.values() for t in g.targets)
+    assert all(g.is_done() for g in a.curves.values()) and a.suggest("extra") == Searcher.FINISHED
+    assert all(g.is_met(t) for g in a.curves.values() for t in g.targets)
     assert max(len(c) for _, _, c in straight) == 3 and len(straight) < sum(len(c) for _, _, c in straight)
 
     split: list = []
@@ -295,4 +297,4 @@ def test_grouped_search_reaches_the_targets_and_save_restore_continues_it(tmp_pa
     c.restore(str(tmp_path / "searcher.pkl"))
     drive_groups(c, next_id, running, 100, split)
     assert split == straight
-    assert {k: g.finished for k, g in c.groups.items()} == {k: g.finished for k, g in a.groups.items()}
+    assert {k: g.finished for k, g in c.curves.items()} == {k: g.finished for k, g in a.curves.items()}

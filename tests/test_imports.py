@@ -149,3 +149,52 @@ def test_every_module_imports_on_its_own():
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every module name a file imports, anywhere in it (absolute imports; the project uses no others)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+# Who may import whom: the library trains one run and knows nothing of the sweep layer; in the sweep
+# layer, planning (the sweep file, trials, the search's maths), reporting and the analysis read what
+# a sweep wrote and know nothing of how Tune ran it, and none of them imports Ray. (The report shows
+# an existing analysis's tables: sweeps.analysis.tables is pure, analysis.json to markdown.)
+FORBIDDEN = {
+    "e2e_sae": ("sweeps", "ray"),
+    "sweeps.planning": ("sweeps.running", "sweeps.reporting.report", "sweeps.analysis", "ray"),
+    "sweeps.reporting": ("sweeps.running", "sweeps.analysis.analyse", "sweeps.analysis.browser", "ray"),
+    "sweeps.analysis": ("sweeps.running", "ray"),
+    "sweeps.experiment": ("sweeps.running", "sweeps.planning", "sweeps.reporting", "ray"),
+}
+
+
+def layering_violations(root: Path, packages: tuple[str, ...]) -> list[str]:
+    found = []
+    for mod, path in module_files(root, packages).items():
+        for layer, banned in FORBIDDEN.items():
+            if mod == layer or mod.startswith(layer + "."):
+                found += [
+                    f"{mod} imports {name}"
+                    for name in sorted(imported_names(path))
+                    if any(name == b or name.startswith(b + ".") for b in banned)
+                ]
+    return found
+
+
+def test_the_layering_check_finds_a_function_level_import_of_ray(tmp_path):
+    (tmp_path / "sweeps" / "planning").mkdir(parents=True)
+    (tmp_path / "sweeps" / "__init__.py").write_text("")
+    (tmp_path / "sweeps" / "planning" / "__init__.py").write_text("")
+    (tmp_path / "sweeps" / "planning" / "x.py").write_text("def f():\n    from ray import tune\n")
+    assert layering_violations(tmp_path, ("sweeps",)) == ["sweeps.planning.x imports ray"]
+
+
+def test_each_layer_imports_only_what_it_may():
+    assert layering_violations(REPO, PACKAGES) == []

@@ -3,8 +3,8 @@ import json
 
 import pytest
 import yaml
+from sweep_fixtures import trial_record
 
-from sweeps.planning.trial import Trial
 from sweeps.reporting.report import compute_pareto, render_markdown, write_report
 from sweeps.reporting.results import load_trials
 from sweeps.reporting.wandb_upload import _matched_rows, log_report_to_wandb
@@ -51,19 +51,12 @@ def build_experiment(root, trials=TRIALS, name="toy"):
     """A Tune-like experiment dir: sweep.yaml and one trial dir per trial."""
     exp = root / name
     exp.mkdir(parents=True)
-    (exp / "sweep.yaml").write_text(yaml.safe_dump({"name": name, "model": "toy-lm"}))
+    saved = {"name": name, "model": "toy-lm", "run": {}, "axes": {"mode": ["local"], "sparsity_coeff": [1.0]}}
+    (exp / "sweep.yaml").write_text(yaml.safe_dump(saved))  # as `sweeps run` saves it (the parts the report reads)
     for trial_dir, hook, mode, coeff, state, (l0, alive, ce) in trials:
         d = exp / trial_dir
         d.mkdir()
-        params = {
-            "mode": mode,
-            "layer": int(hook.split(".")[1]),
-            "hook": hook,
-            "dict_size_to_input_ratio": 4.0,
-            "sparsity_coeff": coeff,
-            "seed": 0,
-            "run": {"model": {"name": "toy-lm"}},
-        }
+        params = trial_record(mode, coeff, hook=hook, ratio=4.0, run={"model": {"name": "toy-lm"}}).tune_config()
         (d / "params.json").write_text(json.dumps(params))
         if state == "pending":
             continue
@@ -266,7 +259,7 @@ def test_wandb_offline_writes_a_run_dir(report, tmp_path, monkeypatch):
 
 def finished(tid, mode, l0, ce, hook=A, alive=100):
     metrics = {"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": alive, "ce_loss_score": 0.9}
-    return Trial(trial_id=tid, state="finished", mode=mode, hook=hook, layer=1, sparsity_coeff=1.0, metrics=metrics)
+    return trial_record(mode, 1.0, hook=hook, trial_id=tid, state="finished", metrics=metrics)
 
 
 META = {"sweep": "t", "model": None, "eval_tokens": [], "n_ctx": [], "match_at": [], "search_targets": {}}

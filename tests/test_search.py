@@ -1,4 +1,4 @@
-"""The frontier search on synthetic responses, without Ray: it reaches the targets in few trials, never
+"""The target search on synthetic responses, without Ray: it reaches the targets in few trials, never
 proposes a coefficient twice, survives failed trials and noise, stops at its budget, resumes exactly, and
 at the edges (dead SAEs, floors, errored starts, re-run errored trials) meets what is reachable and says
 why the rest is not."""
@@ -9,14 +9,15 @@ import math
 import random
 
 import pytest
-from sweep_fixtures import tiny_sweep
+from sweep_fixtures import tiny_sweep, trial_record
 
-from sweeps.planning.curve_search import DUPLICATE, GroupSearch, search_value
+from sweeps.planning.curve_search import DUPLICATE, CurveSearch, search_value
+from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
-from sweeps.planning.target_search import build_groups, groups_from_trials, total_budget
+from sweeps.planning.target_search import build_curves, curves_from_trials, total_budget
 from sweeps.planning.trial import Trial
 from sweeps.reporting.report import compute_pareto
-from sweeps.running.searcher import FrontierSearch, FrontierSearcher, Searcher, frontier_search_alg, trial_label
+from sweeps.running.searcher import Searcher, TargetSearcher, TargetSearchGenerator, target_search_alg, trial_label
 
 
 def l0_response(noise: float = 0.03, seed: int = 0):
@@ -25,22 +26,22 @@ def l0_response(noise: float = 0.03, seed: int = 0):
     return lambda c: 150 * c**-0.7 * math.exp(rng.gauss(0, noise))
 
 
-def run(group: GroupSearch, response, fail=lambda c: False, max_rounds: int = 50) -> list[float]:
-    """Drive a group as Tune would (all proposals start, then all finish); returns the coefficients tried."""
+def run(curve: CurveSearch, response, fail=lambda c: False, max_rounds: int = 50) -> list[float]:
+    """Drive a curve as Tune would (all proposals start, then all finish); returns the coefficients tried."""
     tried, n = [], 0
     for _ in range(max_rounds):
-        proposals = group.proposals()
+        proposals = curve.proposals()
         if not proposals:
-            assert group.is_done()
+            assert curve.is_done()
             return tried
         for p in proposals:
             n += 1
-            group.start_trial(f"t{n}", p)
+            curve.start_trial(f"t{n}", p)
             tried.append(p.coeff)
-        for trial_id, p in list(group.pending.items()):
+        for trial_id, p in list(curve.pending.items()):
             value = response(p.coeff)  # a metric value, or a trial's final metrics (dead SAEs are told by them)
-            value = search_value(group.metric, value) if isinstance(value, dict) else value
-            group.record(trial_id, None if fail(p.coeff) else value)
+            value = search_value(curve.metric, value) if isinstance(value, dict) else value
+            curve.record(trial_id, None if fail(p.coeff) else value)
     raise AssertionError("the search did not stop")
 
 
@@ -50,61 +51,61 @@ def no_duplicates(coeffs: list[float]) -> bool:
 
 
 def test_reaches_every_l0_target_within_tolerance_in_few_trials():
-    group = GroupSearch("e2e_L1", "l0", [20, 40, 80, 160], tolerance=0.15, budget=12, start=1.0)
-    tried = run(group, l0_response())
-    assert all(group.is_met(t) for t in group.targets)
+    curve = CurveSearch("e2e_L1", "l0", [20, 40, 80, 160], tolerance=0.15, budget=12, start=1.0)
+    tried = run(curve, l0_response())
+    assert all(curve.is_met(t) for t in curve.targets)
     assert len(tried) <= 9 and no_duplicates(tried) and all(c > 0 for c in tried)
 
 
 def test_ce_loss_increase_targets_rise_with_the_coefficient():
-    group = GroupSearch("local_L2", "ce_loss_increase", [0.1, 0.2, 0.4], tolerance=0.1, budget=12, start=3.0)
-    tried = run(group, lambda c: 0.05 * c**1.3)
-    assert all(group.is_met(t) for t in group.targets) and len(tried) <= 9 and no_duplicates(tried)
+    curve = CurveSearch("local_L2", "ce_loss_increase", [0.1, 0.2, 0.4], tolerance=0.1, budget=12, start=3.0)
+    tried = run(curve, lambda c: 0.05 * c**1.3)
+    assert all(curve.is_met(t) for t in curve.targets) and len(tried) <= 9 and no_duplicates(tried)
 
 
 def test_failed_trials_carry_no_information_and_are_not_retried():
-    group = GroupSearch("e2e_L1", "l0", [20, 80], tolerance=0.15, budget=12, start=1.0)
+    curve = CurveSearch("e2e_L1", "l0", [20, 80], tolerance=0.15, budget=12, start=1.0)
     calls = []
 
     def fail(c):  # the second and third trials error (after Tune's own retries)
         calls.append(c)
         return len(calls) in (2, 3)
 
-    tried = run(group, l0_response(), fail=fail)
-    assert [p.coeff for p in group.failed.values()] == calls[1:3] and all(group.is_met(t) for t in group.targets)
+    tried = run(curve, l0_response(), fail=fail)
+    assert [p.coeff for p in curve.failed.values()] == calls[1:3] and all(curve.is_met(t) for t in curve.targets)
     assert no_duplicates(tried) and len(tried) <= 10
 
 
 def test_budget_is_a_hard_limit_and_unreachable_targets_stay_unmet():
-    group = GroupSearch("e2e_L1", "l0", [1e6], tolerance=0.1, budget=3, start=1.0)  # 10x steps fall short
-    tried = run(group, lambda c: 150 * c**-0.7)
-    (row,) = group.summary()
-    assert len(tried) == 3 and group.is_done() and row["state"] == "budget spent" and not row["met"]
-    assert "raise search.max_trials_per_group" in row["reason"]
+    curve = CurveSearch("e2e_L1", "l0", [1e6], tolerance=0.1, budget=3, start=1.0)  # 10x steps fall short
+    tried = run(curve, lambda c: 150 * c**-0.7)
+    (row,) = curve.summary()
+    assert len(tried) == 3 and curve.is_done() and row["state"] == "budget spent" and not row["met"]
+    assert "raise search.max_trials_per_curve" in row["reason"]
 
 
 def test_a_ceiling_the_metric_reached_ends_the_search_for_targets_beyond_it():
     """L0 stops rising below coefficient 0.18 (capped at 500): once a decade of smaller coefficients
     leaves it there, the target is out of reach and the rest of the budget is kept."""
-    group = GroupSearch("e2e_L1", "l0", [1e6], tolerance=0.1, budget=8, start=1.0)
-    tried = run(group, lambda c: min(500.0, 150 * c**-0.7))
-    (row,) = group.summary()
+    curve = CurveSearch("e2e_L1", "l0", [1e6], tolerance=0.1, budget=8, start=1.0)
+    tried = run(curve, lambda c: min(500.0, 150 * c**-0.7))
+    (row,) = curve.summary()
     assert len(tried) == 3 and row["state"] == "out of reach" and "l0 stays within 500-500" in row["reason"]
 
 
 def test_heavy_noise_and_a_tight_tolerance_do_not_loop():
-    group = GroupSearch("e2e_L1", "l0", [30, 60], tolerance=0.005, budget=40, start=1.0)
-    tried = run(group, l0_response(noise=0.3, seed=3))
+    curve = CurveSearch("e2e_L1", "l0", [30, 60], tolerance=0.005, budget=40, start=1.0)
+    tried = run(curve, l0_response(noise=0.3, seed=3))
     assert len(tried) <= 40 and no_duplicates(tried)
 
 
-def searcher(start: float = 1.0) -> FrontierSearcher:
-    template = {"mode": "e2e", "sparsity_coeff": None, "run": {"loss": {"sparsity": {"coeff": None}}}}
-    groups = {k: GroupSearch(k, "l0", [20, 40, 80], tolerance=0.15, budget=10, start=start) for k in ("a", "b")}
-    return FrontierSearcher(groups, {k: template for k in groups})
+def searcher(start: float = 1.0) -> TargetSearcher:
+    template = {"run": {"mode": "e2e", "loss": {"sparsity": {"coeff": None}}}}
+    curves = {k: CurveSearch(k, "l0", [20, 40, 80], tolerance=0.15, budget=10, start=start) for k in ("a", "b")}
+    return TargetSearcher(curves, {k: template for k in curves})
 
 
-def drive(s: FrontierSearcher, suggestions: list, n_steps: int, next_id: int, running: list[str]) -> int:
+def drive(s: TargetSearcher, suggestions: list, n_steps: int, next_id: int, running: list[str]) -> int:
     """As Tune would: ask for trials until the searcher waits, then complete the oldest running one
     with the response at its coefficient; ``n_steps`` completions at most."""
     for _ in range(n_steps):
@@ -114,8 +115,8 @@ def drive(s: FrontierSearcher, suggestions: list, n_steps: int, next_id: int, ru
             if config is None or config == Searcher.FINISHED:
                 break
             next_id += 1
-            assert config["run"]["loss"]["sparsity"]["coeff"] == config["sparsity_coeff"] > 0
-            suggestions.append((trial_id, s.trial_group[trial_id], config["sparsity_coeff"]))
+            assert coeff_of(config) > 0 and list(config) == ["run"]  # the coefficient once, in the run config
+            suggestions.append((trial_id, s.trial_curve[trial_id], coeff_of(config)))
             running.append(trial_id)
         if not running:
             break
@@ -129,8 +130,8 @@ def test_searcher_save_and_restore_continue_the_same_search(tmp_path):
     straight: list = []
     a = searcher()
     drive(a, straight, 100, 0, [])
-    assert all(g.is_done() for g in a.groups.values()) and a.suggest("extra") == Searcher.FINISHED
-    assert all(g.is_met(t) for g in a.groups.values() for t in g.targets)
+    assert all(g.is_done() for g in a.curves.values()) and a.suggest("extra") == Searcher.FINISHED
+    assert all(g.is_met(t) for g in a.curves.values() for t in g.targets)
 
     split: list = []
     running: list[str] = []
@@ -141,14 +142,14 @@ def test_searcher_save_and_restore_continue_the_same_search(tmp_path):
     c.restore(str(tmp_path / "searcher.pkl"))
     drive(c, split, 100, next_id, running)
     assert split == straight
-    assert {k: g.finished for k, g in c.groups.items()} == {k: g.finished for k, g in a.groups.items()}
+    assert {k: g.finished for k, g in c.curves.items()} == {k: g.finished for k, g in a.curves.items()}
 
 
 def test_an_errored_trial_is_recorded_as_failed():
     s = searcher()
     config = s.suggest("t0")
     s.on_trial_complete("t0", None, error=True)
-    assert [p.coeff for p in s.groups[s.trial_group["t0"]].failed.values()] == [config["sparsity_coeff"]]
+    assert [p.coeff for p in s.curves[s.trial_curve["t0"]].failed.values()] == [coeff_of(config)]
 
 
 # ---- the edges of a real sweep (issue 26) ------------------------------------------------------------
@@ -162,17 +163,17 @@ def dead_from_3(c: float) -> float:
 def test_a_dead_region_is_narrowed_by_slope_steps_and_bisection_not_crawled_toward():
     """Logged as L0 1e-6, the dead trial made log-log interpolation land next to the live end: 10, 1,
     1.24, 1.46, 1.65, 1.83, 1.99, 2.13, the budget of 8 gone, target 100 missed."""
-    group = GroupSearch("local_L0", "l0", [100], tolerance=0.15, budget=8, start=10.0)
-    tried = run(group, dead_from_3)
-    assert group.is_met(100) and len(tried) <= 5
+    curve = CurveSearch("local_L0", "l0", [100], tolerance=0.15, budget=8, start=10.0)
+    tried = run(curve, dead_from_3)
+    assert curve.is_met(100) and len(tried) <= 5
     assert tried[:2] == [10.0, pytest.approx(1.0)]  # the dead start: 10x away from it
-    assert min(c for c, v in group.finished if v == 0) < 10  # the dead edge was probed, not avoided
+    assert min(c for c, v in curve.finished if v == 0) < 10  # the dead edge was probed, not avoided
 
 
 def test_a_target_beyond_where_the_sae_dies_is_out_of_reach_and_says_so():
-    group = GroupSearch("local_L0", "l0", [40], tolerance=0.15, budget=20, start=1.0)  # needs c = 4.6: dead
-    tried = run(group, dead_from_3)
-    (row,) = group.summary()
+    curve = CurveSearch("local_L0", "l0", [40], tolerance=0.15, budget=20, start=1.0)  # needs c = 4.6: dead
+    tried = run(curve, dead_from_3)
+    (row,) = curve.summary()
     assert row["state"] == "out of reach" and not row["met"] and len(tried) < 20
     assert "l0 jumps across the target between coefficients 2.9" in row["reason"] and "(dead)" in row["reason"]
     assert "overrides.train.n_samples" in row["reason"]
@@ -183,10 +184,10 @@ def test_a_degenerate_trial_is_dead_to_the_search_whatever_its_metric_says():
     assert search_value("l0", dead) == 0.0 and search_value("ce_loss_increase", dead) == math.inf
     assert search_value("l0", {"l0": 0.4, "ce_loss_score": 0.9}) == 0.0  # L0 < 1: no active element
     assert search_value("l0", {"l0": float("nan")}) is None and search_value("l0", {}) is None
-    group = GroupSearch("e2e_L0", "ce_loss_increase", [0.3], tolerance=0.2, budget=6, start=1.0)
-    group.finished = [(1.0, 0.2), (4.0, search_value("ce_loss_increase", dead))]
-    assert not group.is_met(0.3)  # the report keeps that trial off the frontier: no level there
-    assert 1.0 < group.proposals()[0].coeff < 4.0
+    curve = CurveSearch("e2e_L0", "ce_loss_increase", [0.3], tolerance=0.2, budget=6, start=1.0)
+    curve.finished = [(1.0, 0.2), (4.0, search_value("ce_loss_increase", dead))]
+    assert not curve.is_met(0.3)  # the report keeps that trial off the frontier: no level there
+    assert 1.0 < curve.proposals()[0].coeff < 4.0
 
 
 def blocks0_local_l0(c: float) -> float:
@@ -201,9 +202,9 @@ def blocks0_local_l0(c: float) -> float:
 def test_a_floor_ends_the_search_for_targets_below_it_after_the_bracketed_target_is_met():
     """The flat stretch 1-44 is stepped through (L0 has not moved yet); the floor from 443 on is
     recognised once a decade of coefficients leaves L0 on it, and status says why and what to change."""
-    group = GroupSearch("local_L0", "l0", [100, 50], tolerance=0.15, budget=12, start=1.0)
-    tried = run(group, blocks0_local_l0)
-    met, floor = group.summary()
+    curve = CurveSearch("local_L0", "l0", [100, 50], tolerance=0.15, budget=12, start=1.0)
+    tried = run(curve, blocks0_local_l0)
+    met, floor = curve.summary()
     assert met["met"] and floor["state"] == "out of reach" and len(tried) <= 8  # budget left unspent
     assert sum(blocks0_local_l0(c) == 71 for c in tried) <= 3  # at most one decade stepped into the floor
     assert "l0 stays within 71-71 for coefficients" in floor["reason"]
@@ -212,32 +213,30 @@ def test_a_floor_ends_the_search_for_targets_below_it_after_the_bracketed_target
 
 def test_targets_such_as_0_1_and_0_35_read_settled_once_their_bracket_is_too_narrow():
     """exp(log(t)) != t for these: the old flag never matched them."""
-    group = GroupSearch("g", "ce_loss_increase", [0.1, 0.35], tolerance=0.005, budget=10, start=1.0)
-    group.finished = [(1.0, 0.099), (1.015, 0.101), (2.0, 0.34), (2.03, 0.36)]
-    assert [r["settled"] for r in group.summary()] == [True, True]
-    assert group.proposals() == [] and group.is_done()
-    assert "crosses the target between coefficients 1 (0.099) and 1.015 (0.101)" in group.summary()[0]["reason"]
+    curve = CurveSearch("g", "ce_loss_increase", [0.1, 0.35], tolerance=0.005, budget=10, start=1.0)
+    curve.finished = [(1.0, 0.099), (1.015, 0.101), (2.0, 0.34), (2.03, 0.36)]
+    assert [r["settled"] for r in curve.summary()] == [True, True]
+    assert curve.proposals() == [] and curve.is_done()
+    assert "crosses the target between coefficients 1 (0.099) and 1.015 (0.101)" in curve.summary()[0]["reason"]
 
 
 def test_met_needs_live_trials_on_both_sides_of_the_target():
-    group = GroupSearch("g", "ce_loss_increase", [0.3], tolerance=0.2, budget=6, start=2.0)
-    group.finished = [(2.0, 0.3044), (3.9, 0.6)]  # within tolerance, but the report cannot read 0.3 there
-    assert not group.is_met(0.3)
-    (proposal,) = group.proposals()  # aims past the target by half the tolerance: 0.3 * exp(-0.1)
+    curve = CurveSearch("g", "ce_loss_increase", [0.3], tolerance=0.2, budget=6, start=2.0)
+    curve.finished = [(2.0, 0.3044), (3.9, 0.6)]  # within tolerance, but the report cannot read 0.3 there
+    assert not curve.is_met(0.3)
+    (proposal,) = curve.proposals()  # aims past the target by half the tolerance: 0.3 * exp(-0.1)
     assert 0.3044 * proposal.coeff / 2.0 == pytest.approx(0.3 * math.exp(-0.1), rel=0.02)
-    group.finished.append((proposal.coeff, 0.3044 * proposal.coeff / 2.0))
-    assert group.is_met(0.3)
+    curve.finished.append((proposal.coeff, 0.3044 * proposal.coeff / 2.0))
+    assert curve.is_met(0.3)
 
 
 def quickstart_like_trials(mode: str, coeffs: list[float], ce, l0) -> list[Trial]:
     return [
-        Trial(
+        trial_record(
+            mode,
+            c,
             trial_id=f"{mode}_s{c:.4g}",
             state="finished",
-            mode=mode,
-            hook="blocks.1.hook_resid_pre",
-            layer=1,
-            sparsity_coeff=c,
             metrics={"l0": l0(c), "ce_loss_increase": ce(c), "alive_dict_elements": 500, "ce_loss_score": 0.8},
         )
         for c in coeffs
@@ -247,19 +246,19 @@ def quickstart_like_trials(mode: str, coeffs: list[float], ce, l0) -> list[Trial
 def test_every_ce_target_the_search_meets_is_a_level_the_report_reads_on_that_frontier():
     """The quickstart's search counted e2e's 0.3044 and 0.5477 as meeting 0.3 and 0.6 (tolerance 0.2),
     and report.match_at at 0.3 / 0.6 printed "out of range" for e2e: they now agree."""
-    curves = {  # mode: (CE-loss increase, L0, first coefficient); e2e's start lands on 0.3044
+    responses = {  # mode: (CE-loss increase, L0, first coefficient); e2e's start lands on 0.3044
         "local": (lambda c: 0.09 * c**1.1, lambda c: 400 / c, 2.0),
         "e2e": (lambda c: 0.1522 * c, lambda c: 150 / c**0.8, 2.0),
         "e2e+ds": (lambda c: 0.06 * c**0.9, lambda c: 200 / c, 4.0),
     }
-    trials, groups = [], {}
-    for mode, (ce, l0, start) in curves.items():
-        groups[mode] = GroupSearch(mode, "ce_loss_increase", [0.3, 0.6], tolerance=0.2, budget=4, start=start)
-        trials += quickstart_like_trials(mode, run(groups[mode], ce), ce, l0)
+    trials, curves = [], {}
+    for mode, (ce, l0, start) in responses.items():
+        curves[mode] = CurveSearch(mode, "ce_loss_increase", [0.3, 0.6], tolerance=0.2, budget=4, start=start)
+        trials += quickstart_like_trials(mode, run(curves[mode], ce), ce, l0)
     meta = {"sweep": "q", "model": None, "eval_tokens": [], "n_ctx": [], "match_at": [0.3, 0.6], "search_targets": {}}
     matched_at = compute_pareto(trials, meta)["hooks"]["blocks.1.hook_resid_pre"]["matched_at"]
     read = {(row["ce_loss_increase"], mode): v is not None for row in matched_at for mode, v in row["l0"].items()}
-    met = {(t, mode): g.is_met(t) for mode, g in groups.items() for t in g.targets}
+    met = {(t, mode): g.is_met(t) for mode, g in curves.items() for t in g.targets}
     assert met[(0.3, "e2e")] and met[(0.6, "e2e")]
     assert all(read[key] for key, ok in met.items() if ok)
 
@@ -267,40 +266,46 @@ def test_every_ce_target_the_search_meets_is_a_level_the_report_reads_on_that_fr
 # ---- errored trials, retries and resumes through Tune's wrappers (no Ray cluster) ------------------
 
 
+def coeff_of(config: dict) -> float:
+    return config["run"]["loss"]["sparsity"]["coeff"]
+
+
 def l0_at(config: dict) -> dict:
-    return {"l0": 150 * config["sparsity_coeff"] ** -0.7, "final": True}
+    return {"l0": 150 * coeff_of(config) ** -0.7, "final": True}
 
 
-def one_group_spec(tmp_path, budget: int):
+def one_curve_plan(tmp_path, budget: int) -> Plan:
     spec = tiny_sweep(tmp_path)
     spec["axes"] = {"mode": ["local"], "layer": [1]}
-    spec["search"] = {"kind": "frontier", "targets": {"l0": [20, 40, 80]}, "max_trials_per_group": budget}
-    return sweep_from_dict(spec)
+    spec["search"] = {"kind": "targets", "targets": {"l0": [20, 40, 80]}, "max_trials_per_curve": budget}
+    return Plan.from_spec(sweep_from_dict(spec))
 
 
-def test_a_group_whose_start_errors_tries_its_start_again_within_its_budget(tmp_path):
+def test_a_curve_whose_start_errors_tries_its_start_again_within_its_budget(tmp_path):
     """It was abandoned for good: the start counted as tried, with nothing finished to step from."""
-    groups, templates = build_groups(one_group_spec(tmp_path, budget=3))
-    s = FrontierSearcher(groups, templates)
+    plan = one_curve_plan(tmp_path, budget=3)
+    curves = build_curves(plan)
+    s = TargetSearcher(curves, plan.curves)
     first = s.suggest("t0")
     s.on_trial_complete("t0", None, error=True)
     retry = s.suggest("t1")
-    assert retry["sparsity_coeff"] == first["sparsity_coeff"] == 1.0
+    assert coeff_of(retry) == coeff_of(first) == 1.0
     assert trial_label(retry) == trial_label(first) + "_retry1"  # a trial directory of its own
     s.on_trial_complete("t1", l0_at(retry))
-    (group,) = s.groups.values()
-    assert group.finished == [(1.0, pytest.approx(150.0))] and s.suggest("t2") not in (None, Searcher.FINISHED)
+    (curve,) = s.curves.values()
+    assert curve.finished == [(1.0, pytest.approx(150.0))] and s.suggest("t2") not in (None, Searcher.FINISHED)
     s.on_trial_complete("t2", None, error=True)
     assert s.suggest("t3") == Searcher.FINISHED  # errored attempts count against the budget (3)
-    groups, templates = build_groups(one_group_spec(tmp_path, budget=3))
-    s = FrontierSearcher(groups, templates)
-    for i in range(3):  # a start that always errors: three attempts, then the group is done
-        assert s.suggest(f"e{i}")["sparsity_coeff"] == 1.0
+    plan = one_curve_plan(tmp_path, budget=3)
+    curves = build_curves(plan)
+    s = TargetSearcher(curves, plan.curves)
+    for i in range(3):  # a start that always errors: three attempts, then the curve is done
+        assert coeff_of(s.suggest(f"e{i}")) == 1.0
         s.on_trial_complete(f"e{i}", None, error=True)
     assert s.suggest("e3") == Searcher.FINISHED
     assert all(
         r["state"] == "budget spent" and "all 3 trials errored" in r["reason"]
-        for r in groups[next(iter(groups))].summary()
+        for r in curves[next(iter(curves))].summary()
     )
 
 
@@ -309,11 +314,10 @@ def test_an_errored_trial_that_resume_reruns_reaches_the_search_and_status_agree
     under its Tune id: its result reaches the searcher through Tune's ConcurrencyLimiter (which dropped
     ids it no longer counted as live), the restored SearchGenerator is not finished for having been
     (it then asks the searcher again), and status from the trials on disk records what the searcher did."""
-    spec = one_group_spec(tmp_path, budget=8)
+    plan = one_curve_plan(tmp_path, budget=8)
 
     def fresh():
-        groups, templates = build_groups(spec)
-        return frontier_search_alg(FrontierSearcher(groups, templates), max_concurrent=3)
+        return target_search_alg(TargetSearcher(build_curves(plan), plan.curves), max_concurrent=3)
 
     alg = fresh()
     limiter, searcher_ = alg.searcher, alg.searcher.searcher
@@ -330,31 +334,31 @@ def test_an_errored_trial_that_resume_reruns_reaches_the_search_and_status_agree
     searcher_.save(str(tmp_path / "searcher.pkl"))
     limiter_state = limiter.get_state()
     alg.set_finished()  # Tune's flag after FINISHED, saved in its search_gen_state
-    alg._counter, alg._total_samples = len(configs), total_budget(spec)
+    alg._counter, alg._total_samples = len(configs), total_budget(plan)
     generator_state = alg.get_state()
 
     resumed = fresh()
     resumed.searcher.set_state(limiter_state)
     resumed.searcher.searcher.restore(str(tmp_path / "searcher.pkl"))
     resumed.set_state(generator_state)
-    assert len(configs) < total_budget(spec)  # budget left: Tune's counter does not end the search
+    assert len(configs) < total_budget(plan)  # budget left: Tune's counter does not end the search
     assert not resumed.is_finished() and errored in resumed.searcher.searcher.running
     resumed.searcher.on_trial_complete(errored, l0_at(configs[errored]))  # the re-run finished
-    (group,) = resumed.searcher.searcher.groups.values()
-    assert (configs[errored]["sparsity_coeff"], pytest.approx(l0_at(configs[errored])["l0"])) in group.finished
-    assert not group.failed and not group.pending
+    (curve,) = resumed.searcher.searcher.curves.values()
+    assert (coeff_of(configs[errored]), pytest.approx(l0_at(configs[errored])["l0"])) in curve.finished
+    assert not curve.failed and not curve.pending
     assert resumed.searcher.suggest("t99") == Searcher.FINISHED  # every target met
 
     on_disk = [Trial.from_config(c, trial_id=tid, state="finished") for tid, c in configs.items()]
     for t, config in zip(on_disk, configs.values(), strict=True):
         t.metrics = l0_at(config)
-    (status,) = groups_from_trials(spec, on_disk).values()
-    assert sorted(status.finished) == sorted(group.finished)
-    assert status.summary() == group.summary()
+    (status,) = curves_from_trials(plan, on_disk).values()
+    assert sorted(status.finished) == sorted(curve.finished)
+    assert status.summary() == curve.summary()
 
 
 def test_a_restored_search_generator_is_not_finished_for_having_been_but_tunes_stop_still_ends_it():
-    alg = FrontierSearch(FrontierSearcher({}, {}))
+    alg = TargetSearchGenerator(TargetSearcher({}, {}))
     alg.set_state({"counter": 3, "total_samples": 10, "finished": True, "experiment": None})
     assert not alg.is_finished()
     alg.set_finished()  # Ctrl-C, fail_fast: Tune stops the search within a session

@@ -1,4 +1,4 @@
-"""The frontier search on real Ray Tune (no training, tests/tune_search_driver.py): a group whose start
+"""The target search on real Ray Tune (no training, tests/tune_search_driver.py): a curve whose start
 errors tries its start again, and after a resume the re-run errored trial's result reaches the search,
 which ``status`` (from the trials on disk) agrees with."""
 
@@ -31,8 +31,8 @@ def saved_search(exp):
     """The searcher's state Tune saved in the experiment (its newest searcher-state file)."""
     (path,) = sorted(exp.glob("searcher-state-*.pkl"))[-1:]
     with open(path, "rb") as f:
-        (group,) = pickle.load(f)["groups"].values()
-    return group
+        (curve,) = pickle.load(f)["curves"].values()
+    return curve
 
 
 def test_an_errored_start_is_retried_and_resume_brings_its_rerun_to_the_search(tmp_path):
@@ -42,13 +42,13 @@ def test_an_errored_start_is_retried_and_resume_brings_its_rerun_to_the_search(t
     trials = {t.trial_id: t for t in load_trials(exp)}
     assert trials["local_L1_r2_s1_seed0"].state == "errored"
     assert trials["local_L1_r2_s1_seed0_retry1"].state == "finished"  # the start, tried again
-    group = saved_search(exp)
-    assert len(group.failed) == 1 and all(g.is_met(t) for g in [group] for t in group.targets)
+    curve = saved_search(exp)
+    assert len(curve.failed) == 1 and all(g.is_met(t) for g in [curve] for t in curve.targets)
 
     flag.unlink()  # the error is gone: `sweeps resume` re-runs the errored trial under its Tune id
     session("resume", str(exp))
     trials = load_trials(exp)
-    assert all(t.state == "finished" for t in trials) and len(trials) == group.n_started
+    assert all(t.state == "finished" for t in trials) and len(trials) == curve.n_started
     resumed = saved_search(exp)
     assert not resumed.failed and not resumed.pending
-    assert sorted(resumed.finished) == sorted(group.finished + [(1.0, 150.0)])  # the re-run reached it
+    assert sorted(resumed.finished) == sorted(curve.finished + [(1.0, 150.0)])  # the re-run reached it

@@ -1,5 +1,5 @@
 """Property tests (hypothesis) over what a real sweep meets: random frontiers and dead regions, floors,
-noisy and non-monotone responses, errored trials and resumes. The frontier search meets every target
+noisy and non-monotone responses, errored trials and resumes. The target search meets every target
 reachable within its budget and never loops or overspends; ``status`` says what the searcher saw;
 ``report``, analyse's choice of frontier SAEs and ``status`` never crash. Ray-free and quick: example
 counts are kept small."""
@@ -14,16 +14,17 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sweep_fixtures import tiny_sweep
+from sweep_fixtures import tiny_sweep, trial_record
 
 from sweeps.analysis.analyse import _frontier_picks
-from sweeps.planning.curve_search import GroupSearch, search_value
+from sweeps.planning.curve_search import CurveSearch, search_value
+from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
-from sweeps.planning.target_search import build_groups, groups_from_trials, status_lines
+from sweeps.planning.target_search import build_curves, curves_from_trials, status_lines
 from sweeps.planning.trial import Trial
 from sweeps.reporting.pareto import interpolate_at, pareto_front
 from sweeps.reporting.report import compute_pareto, render_markdown, write_report
-from sweeps.running.searcher import FrontierSearcher, Searcher
+from sweeps.running.searcher import Searcher, TargetSearcher
 
 QUICK = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 DEAD = {"l0": 0.0, "ce_loss_increase": 5.0, "ce_loss_score": 0.02}  # a dead SAE's final metrics
@@ -31,7 +32,7 @@ DEAD = {"l0": 0.0, "ce_loss_increase": 5.0, "ce_loss_score": 0.02}  # a dead SAE
 
 @dataclass
 class Response:
-    """A group's SAEs: L0 = A c^-a (at least ``floor``), CE-loss increase = B c^b, dead from ``dead_from``
+    """A curve's SAEs: L0 = A c^-a (at least ``floor``), CE-loss increase = B c^b, dead from ``dead_from``
     (and, by the report's rule, wherever L0 < 1), each trial's target metric times log-normal ``noise``
     and a ``wiggle`` (non-monotone when large against the slope)."""
 
@@ -98,19 +99,19 @@ def responses(draw, noise=NO_NOISE, wiggle=NO_NOISE) -> Response:
     )
 
 
-def drive(group: GroupSearch, response: Response, fail=lambda c: False) -> list[float]:
+def drive(curve: CurveSearch, response: Response, fail=lambda c: False) -> list[float]:
     """As Tune would: every proposal starts, then every pending trial ends; the coefficients tried."""
     tried: list[float] = []
     for _ in range(200):
-        proposals = group.proposals()
+        proposals = curve.proposals()
         if not proposals:
-            assert group.is_done()
+            assert curve.is_done()
             return tried
         for p in proposals:
-            group.start_trial(f"t{len(tried)}", p)
+            curve.start_trial(f"t{len(tried)}", p)
             tried.append(p.coeff)
-        for trial_id, p in list(group.pending.items()):
-            group.record(trial_id, None if fail(p.coeff) else search_value(group.metric, response.metrics(p.coeff)))
+        for trial_id, p in list(curve.pending.items()):
+            curve.record(trial_id, None if fail(p.coeff) else search_value(curve.metric, response.metrics(p.coeff)))
     raise AssertionError("the search did not stop")
 
 
@@ -128,11 +129,11 @@ def test_the_search_meets_every_target_reachable_within_its_budget(response, spo
     targets = sorted({round(response.clean(c), 6) for c in spots})
     in_range = (2, 5000) if response.metric == "l0" else (0.005, 2)  # L0 < 1 is degenerate; CE < zero ablation
     targets = [t for t in targets if in_range[0] <= t <= in_range[1]] or [in_range[0] * 10]
-    group = GroupSearch("g", response.metric, targets, tolerance, budget=4 + 3 * len(targets), start=start)
-    tried = drive(group, response)
-    assert len(tried) <= group.budget
+    curve = CurveSearch("g", response.metric, targets, tolerance, budget=4 + 3 * len(targets), start=start)
+    tried = drive(curve, response)
+    assert len(tried) <= curve.budget
     for t in targets:
-        standing = group.standing(t)
+        standing = curve.standing(t)
         assert standing.state == "met" or standing.reason
         if response.reachable(t, tolerance):
             assert standing.state == "met", (t, standing, tried)
@@ -151,21 +152,21 @@ def test_noise_wiggles_and_errors_never_make_the_search_loop_repeat_itself_or_ov
     response, targets, start, tolerance, extra, fail_rate
 ):
     rng = random.Random(response.seed)
-    group = GroupSearch("g", response.metric, sorted(targets), tolerance, budget=len(targets) + extra, start=start)
-    tried = drive(group, response, fail=lambda c: rng.random() < fail_rate)
-    assert len(tried) <= group.budget and group.is_done()
+    curve = CurveSearch("g", response.metric, sorted(targets), tolerance, budget=len(targets) + extra, start=start)
+    tried = drive(curve, response, fail=lambda c: rng.random() < fail_rate)
+    assert len(tried) <= curve.budget and curve.is_done()
     repeats = [c for i, c in enumerate(tried) if any(abs(math.log(c / o)) < math.log(1.01) for o in tried[:i])]
     assert all(c == start for c in repeats)  # only the start, retried while nothing has finished
-    for row in group.summary():  # a verdict for every target; met exactly when the rule says so
-        assert row["met"] == group.is_met(row["target"]) and (row["met"] or row["reason"])
+    for row in curve.summary():  # a verdict for every target; met exactly when the rule says so
+        assert row["met"] == curve.is_met(row["target"]) and (row["met"] or row["reason"])
 
 
 @pytest.fixture(scope="module")
-def one_group_spec(tmp_path_factory):
+def one_curve_plan(tmp_path_factory):
     spec = tiny_sweep(tmp_path_factory.mktemp("spec"))
     spec["axes"] = {"mode": ["local"], "layer": [1]}
-    spec["search"] = {"kind": "frontier", "targets": {"l0": [8, 20, 50]}, "max_trials_per_group": 10}
-    return sweep_from_dict(spec)
+    spec["search"] = {"kind": "targets", "targets": {"l0": [8, 20, 50]}, "max_trials_per_curve": 10}
+    return Plan.from_spec(sweep_from_dict(spec))
 
 
 @QUICK
@@ -177,7 +178,7 @@ def one_group_spec(tmp_path_factory):
     concurrency=st.integers(1, 3),
 )
 def test_errored_trials_rerun_by_resume_reach_the_search_and_status_agrees(
-    one_group_spec, tmp_path_factory, response, errors, rerun_errors, stop_after, concurrency
+    one_curve_plan, tmp_path_factory, response, errors, rerun_errors, stop_after, concurrency
 ):
     """A session that stops after ``stop_after`` completions (trials still running, some errored),
     then ``sweeps resume``: Tune re-runs running and errored trials under their ids (a re-run may error
@@ -185,14 +186,13 @@ def test_errored_trials_rerun_by_resume_reach_the_search_and_status_agrees(
     every target the searcher's verdict."""
     response.metric = "l0"
     path = tmp_path_factory.mktemp("searcher") / "state.pkl"
-    groups, templates = build_groups(one_group_spec)
-    s = FrontierSearcher(groups, templates)
+    s = TargetSearcher(build_curves(one_curve_plan), one_curve_plan.curves)
     s.set_max_concurrency(concurrency)
     configs: dict[str, dict] = {}
     on_disk: dict[str, tuple[str, dict]] = {}  # trial id -> its state and final metrics, as the report reads them
 
     def complete(trial_id: str, error: bool) -> None:
-        metrics = {} if error else response.metrics(configs[trial_id]["sparsity_coeff"])
+        metrics = {} if error else response.metrics(Trial.from_config(configs[trial_id]).sparsity_coeff)
         on_disk[trial_id] = ("errored" if error else "finished", metrics)
         s.on_trial_complete(trial_id, metrics or None, error)
 
@@ -215,21 +215,21 @@ def test_errored_trials_rerun_by_resume_reach_the_search_and_status_agrees(
 
     if not session(stop_after, errors):  # stopped with the search unfinished: `sweeps resume`
         s.save(str(path))
-        s = FrontierSearcher({}, {})
+        s = TargetSearcher({}, {})
         s.set_max_concurrency(concurrency)
         s.restore(str(path))  # errored trials pending again: the resume re-runs them
         assert session(100, rerun_errors)
-    assert not s.running and all(not g.pending for g in s.groups.values())
+    assert not s.running and all(not c.pending for c in s.curves.values())
 
     trials = []
     for trial_id, (state, metrics) in on_disk.items():
         trials.append(Trial.from_config(configs[trial_id], trial_id=trial_id, state=state))
         trials[-1].metrics = metrics
-    (status,) = groups_from_trials(one_group_spec, trials).values()
-    (search,) = s.groups.values()
+    (status,) = curves_from_trials(one_curve_plan, trials).values()
+    (search,) = s.curves.values()
     assert sorted(status.finished) == sorted(search.finished)
     assert sorted(status.failed) == sorted(search.failed) and status.summary() == search.summary()
-    assert status_lines(one_group_spec, trials)  # and it prints
+    assert status_lines(one_curve_plan, trials)  # and it prints
 
 
 # ---- report, analyse, status on random finished trials ---------------------------------------------
@@ -249,15 +249,13 @@ def trial_sets(draw) -> list[Trial]:
             "ce_loss_score": draw(st.floats(-0.5, 1.0) | odd),
         }
         trials.append(
-            Trial(
+            trial_record(
+                draw(st.sampled_from(["local", "e2e", "e2e+ds"])),
+                draw(log_uniform(1e-3, 1e3)),
+                hook=draw(st.sampled_from(["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"])),
+                seed=draw(st.integers(0, 1)),
                 trial_id=f"t{i:02d}",
                 state=draw(st.sampled_from(["finished"] * 4 + ["errored", "incomplete", "pending"])),
-                mode=draw(st.sampled_from(["local", "e2e", "e2e+ds"])),
-                hook=draw(st.sampled_from(["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"])),
-                layer=1,
-                dict_size_to_input_ratio=2.0,
-                sparsity_coeff=draw(log_uniform(1e-3, 1e3)),
-                seed=draw(st.integers(0, 1)),
                 metrics=metrics,
             )
         )
@@ -302,10 +300,11 @@ def test_write_report_plots_whatever_the_trials(tmp_path_factory, trials):
 
 @QUICK
 @given(trials=trial_sets())
-def test_status_never_crashes_and_has_a_row_per_group_and_target(one_group_spec, trials):
+def test_status_never_crashes_and_has_a_row_per_curve_and_target(one_curve_plan, trials):
     for t in trials:
-        t.mode, t.hook = "local", "blocks.1.hook_resid_pre"
-    lines = status_lines(one_group_spec, trials)
+        assert t.run is not None
+        t.run["mode"], t.run["sae"]["position"] = "local", "blocks.1.hook_resid_pre"
+    lines = status_lines(one_curve_plan, trials)
     assert sum(line.startswith("local_L1_r2_seed0 ") for line in lines) == 3
 
 

@@ -11,7 +11,8 @@ from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
 from sweeps.experiment import check_storage, storage_uri
-from sweeps.planning.spec import LogSpace, expand_trials, sweep_from_dict, trial_name, trial_names, validate_trials
+from sweeps.planning.plan import Plan
+from sweeps.planning.spec import LogSpace, expand_trials, sweep_from_dict
 
 
 def test_axes_expand_per_mode_coefficients(tmp_path):
@@ -34,7 +35,7 @@ def test_axes_expand_per_mode_coefficients(tmp_path):
     t = trials[0]
     assert t.run["mode"] == "local" and t.run["sae"]["position"] == "blocks.0.hook_resid_pre"
     assert t.run["train"]["checkpoint_every_n_samples"] == 32 and t.run["loss"]["sparsity"]["coeff"] == 0.5
-    validate_trials(spec, trials)
+    Plan.from_spec(spec)  # every run config valid
 
 
 def test_overrides_apply_to_every_trial(tmp_path):
@@ -63,7 +64,8 @@ BAD = [
 def test_bad_sweep_file_fails_in_one_line(tmp_path, top, message):
     with pytest.raises(ConfigError) as err:
         spec = sweep_from_dict(tiny_sweep(tmp_path, **top))
-        validate_trials(spec, expand_trials(spec))
+        Plan.from_spec(spec)
+        check_storage(spec.storage_path)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -112,17 +114,16 @@ def test_missing_dataset_in_the_base_fails_validation_in_one_line(tmp_path):
     run["data"]["train"]["name"] = str(tmp_path / "no-such-train.jsonl")
     top["base"] = str(write_sweep(tmp_path, run, "base.yaml"))
     spec = sweep_from_dict(top)
-    trials = expand_trials(spec)
     with pytest.raises(ConfigError) as err:
-        validate_trials(spec, trials)
+        Plan.from_spec(spec)
     message = str(err.value)
-    assert message.startswith(f"trial {trial_name(trials[0])}: data.train")
+    assert message.startswith(f"trial {expand_trials(spec)[0].name}: data.train")
     assert "no-such-train.jsonl does not exist" in message and "\n" not in message
 
 
 def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_path, monkeypatch):
-    from sweeps import cli
     from sweeps import experiment as layout
+    from sweeps.running.tuner import run_config
 
     monkeypatch.setenv("HOME", str(tmp_path))
     for storage in (f"file://{tmp_path}/results", "~/results", str(tmp_path / "results")):
@@ -130,7 +131,7 @@ def test_file_uri_storage_is_one_directory_for_tune_sweep_file_and_resume(tmp_pa
         exp = str(tmp_path / "results" / "tiny")
         assert storage_uri(storage) == str(tmp_path / "results")
         assert spec.experiment_path == exp  # where sweep.yaml is written and the report read
-        tune_config = cli._tune_run_config(spec)  # builds Tune's RunConfig; starts no Ray
+        tune_config = run_config(spec)  # builds Tune's RunConfig; starts no Ray
         assert str(Path(tune_config.storage_path) / tune_config.name) == exp
         assert layout.filesystem(f"file://{exp}")[1] == exp == storage_uri(f"file://{exp}")  # resume's path
         check_storage(storage)
@@ -148,13 +149,16 @@ def test_trial_names_are_unique_and_safe_as_file_names(tmp_path):
             },
         )
     )
-    names = trial_names(expand_trials(spec))
+    names = Plan.from_spec(spec).names
     assert names[:2] == ["e2e_L1_r2_s0.5_seed0", "e2e_L1_r2_s1_seed0_1"]  # 1.00001 and 1.00002 coincide at 4 digits
     assert names[2] == "e2e_L1_r2_s1_seed0_2" and names[4] == "e2e+ds_L1_r2_s0.5_seed0"
     assert len(set(names)) == len(names) == 8
     assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", n) for n in names)
     hooked = expand_trials(sweep_from_dict(tiny_sweep(tmp_path, axes={"mode": ["local"], "sparsity_coeff": [1]})))
-    assert trial_name(hooked[0]) == "local_Lblocks.1.hook_resid_pre_r2_s1_seed0"  # no layer axis: the hook
+    assert hooked[0].name == "local_L1_r2_s1_seed0"  # no layer axis: the base's hook, a resid_pre one
+    base = tiny_sweep(tmp_path, axes={"mode": ["local"], "sparsity_coeff": [1]})
+    base["run"]["sae"]["position"] = "blocks.1.hook_resid_mid"
+    assert expand_trials(sweep_from_dict(base))[0].name == "local_Lblocks.1.hook_resid_mid_r2_s1_seed0"
 
 
 def test_an_experiment_saved_before_the_checkpoints_per_trial_rename_still_loads(tmp_path):

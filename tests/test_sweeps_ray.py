@@ -20,11 +20,12 @@ from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.cli import EXIT_INTERRUPTED
 from sweeps.planning.curve_search import search_value
-from sweeps.planning.spec import expand_trials, sweep_from_dict, trial_names
+from sweeps.planning.plan import Plan
+from sweeps.planning.spec import sweep_from_dict
 from sweeps.reporting.results import load_trials
 from sweeps.running.trainable import WANDB_SERVICE_ENV
+from sweeps.running.tuner import EXIT_INTERRUPTED
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def _sweeps(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
 
 def _plan_names(spec: dict) -> list[str]:
     """The trial names `python -m sweeps plan` prints."""
-    return trial_names(expand_trials(sweep_from_dict(spec)))
+    return Plan.from_spec(sweep_from_dict(spec)).names
 
 
 def _final_row(trial_dir) -> dict:
@@ -214,26 +215,26 @@ def test_ctrl_c_ends_with_the_resume_command(tmp_path):
     assert not (exp / "report").exists()  # no report of a sweep that was stopped
 
 
-def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or_budget(tmp_path):
-    """One Ray run of a tiny frontier search, its driver killed after the first trial finished, then
+def test_target_search_killed_driver_resumes_the_search_and_reaches_targets_or_budget(tmp_path):
+    """One Ray run of a tiny target search, its driver killed after the first trial finished, then
     ``sweeps resume``: no finished trial re-runs, the searcher's state comes back from the experiment
     (the resumed search proposes what a search fed the same results proposes: replayed below with
-    the Ray-free GroupSearch), and the search ends with its targets met or its budget spent."""
-    from sweeps.planning.target_search import build_groups
+    the Ray-free CurveSearch), and the search ends with its targets met or its budget spent."""
+    from sweeps.planning.target_search import build_curves
 
-    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="frontier-crash")
+    spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="search-crash")
     spec["axes"] = {"mode": ["local"], "layer": [1]}
     spec["search"] = {
-        "kind": "frontier",
+        "kind": "targets",
         "targets": {"l0": [2, 11]},
         "tolerance": 0.1,
-        "max_trials_per_group": 3,
+        "max_trials_per_curve": 3,
         "start": {"local": 0.5},
     }
     spec["run"]["train"]["n_samples"] = 256  # a few seconds per trial
     spec["checkpoint_every_n_samples"] = 128
     path = write_sweep(tmp_path, spec)
-    exp = tmp_path / "results" / "frontier-crash"
+    exp = tmp_path / "results" / "search-crash"
     _kill_driver_after_first_finished_trial(path, exp)
     finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
     assert 1 <= len(finished) < 3
@@ -249,20 +250,20 @@ def test_frontier_search_killed_driver_resumes_the_search_and_reaches_targets_or
     # The set of trials is the one an uninterrupted search fed the same results proposes (a searcher
     # that lost its state would propose the start coefficient again, and more than 3 trials).
     by_coeff = {round(t.sparsity_coeff, 9): t.metrics for t in trials}
-    (group,) = build_groups(sweep_from_dict(spec))[0].values()
+    (curve,) = build_curves(Plan.from_spec(sweep_from_dict(spec))).values()
     replayed = []
-    while proposals := group.proposals():
+    while proposals := curve.proposals():
         coeff = proposals[0].coeff
         replayed.append(coeff)
-        group.start_trial(str(len(replayed)), proposals[0])
-        group.record(str(len(replayed)), search_value("l0", by_coeff.get(round(coeff, 9), {})))
+        curve.start_trial(str(len(replayed)), proposals[0])
+        curve.record(str(len(replayed)), search_value("l0", by_coeff.get(round(coeff, 9), {})))
     assert sorted(t.sparsity_coeff for t in trials) == pytest.approx(sorted(replayed), rel=1e-9)
-    assert group.is_done() and (len(trials) == 3 or all(group.standing(t).state != "searching" for t in (2, 11)))
+    assert curve.is_done() and (len(trials) == 3 or all(curve.standing(t).state != "searching" for t in (2, 11)))
     status = _sweeps("status", str(exp))  # from the trials on disk and sweep.yaml's search settings
     rows = [line.split() for line in status.stdout.splitlines() if line.startswith("local_L1_r2_seed0 ")]
-    assert [r[1:3] for r in rows] == [[str(t), "yes" if group.is_met(t) else "no"] for t in (2, 11)]
+    assert [r[1:3] for r in rows] == [[str(t), "yes" if curve.is_met(t) else "no"] for t in (2, 11)]
     saved = yaml.safe_load((exp / "sweep.yaml").read_text())  # the search's size, not a grid's trial count
-    assert (saved["n_groups"], saved["max_trials"]) == (1, 3) and "n_trials" not in saved
+    assert (saved["n_curves"], saved["max_trials"]) == (1, 3) and "n_trials" not in saved
     assert (exp / "report" / "report.md").is_file()
 
 

@@ -1,13 +1,13 @@
-"""Frontier search: the sweep places sparsity coefficients itself until each group's trials land on the
+"""Target search: the sweep places sparsity coefficients itself until each curve's trials land on the
 targets the user names (L0 or CE-loss increase), instead of a grid whose scale must be guessed.
 
-Why this shape: within one group (mode, layer, dictionary ratio, seed) L0 falls and CE-loss increase
+Why this shape: along one curve (the trials of one mode, layer, dictionary ratio and seed) L0 falls and CE-loss increase
 rises monotonically with the sparsity coefficient, close to a straight line in log-log. So for each
 unmet target the search interpolates (in log-log) between the two finished trials that bracket it, and
 where none does, steps out from the last trial in the target's direction along the fitted slope
 (bounded, and with a prior slope until two trials exist). Noise and small wiggles cannot make it loop:
 a target whose bracket has shrunk below :data:`MIN_BRACKET` is settled by its closest trial, no
-coefficient is proposed twice, and every group has a budget.
+coefficient is proposed twice, and every curve has a budget.
 
 What a real sweep meets at the edges, and what the search makes of it:
 
@@ -22,12 +22,12 @@ What a real sweep meets at the edges, and what the search makes of it:
 - **A plateau** (the metric moving less than :data:`FLAT_SLOPE` per unit log coefficient over a decade
   at the end of the measured range toward a target) puts the target out of reach: stepping on would
   spend the budget on the floor. Such a target, and one beyond where the SAE dies, is reported with the
-  reason and what to change (:meth:`GroupSearch.standing`). Bracketed targets are proposed first.
+  reason and what to change (:meth:`CurveSearch.standing`). Bracketed targets are proposed first.
 - **Errored trials** carry no information and their coefficients are not proposed again, except that a
-  group with nothing finished retries its start (a new attempt, within its budget); a trial that errored
+  curve with nothing finished retries its start (a new attempt, within its budget); a trial that errored
   and is re-run (``sweeps resume``) is recorded when it ends.
 
-:class:`GroupSearch` is the pure state machine (tested without Ray); :mod:`sweeps.running.searcher` adapts
+:class:`CurveSearch` is the pure state machine (tested without Ray); :mod:`sweeps.running.searcher` adapts
 it to Ray Tune. ``status`` rebuilds it from the trials on disk (:mod:`sweeps.planning.target_search`), and every
 verdict is a function of the recorded trials, so status says what the search saw.
 """
@@ -42,7 +42,7 @@ from typing import Any
 from sweeps.reporting.pareto import degenerate_reason
 
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
-TARGET_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
+SEARCH_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
 MAX_STEP = math.log(10.0)  # at most 10x the coefficient away from the nearest trial per proposal
 SLOPE_RANGE = (0.1, 10.0)  # |fitted slope| is clamped to this range (a noisy fit must not jump far)
 MIN_BRACKET = math.log(1.02)  # a bracket narrower than 2% in the coefficient settles its target
@@ -93,13 +93,13 @@ def search_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None
     if degenerate_reason(metrics):
-        return 0.0 if TARGET_METRICS[metric] < 0 else math.inf
+        return 0.0 if SEARCH_METRICS[metric] < 0 else math.inf
     return float(value)
 
 
 @dataclass
-class GroupSearch:
-    """The coefficient search of one group toward ``targets`` of ``metric``.
+class CurveSearch:
+    """The coefficient search along one curve toward ``targets`` of ``metric``.
 
     ``finished``: (coeff, value) of trials that reported final metrics (:func:`search_value`);
     ``failed``: trial id -> proposal of trials that errored or reported no metric (no information);
@@ -109,7 +109,7 @@ class GroupSearch:
     metric: str
     targets: list[float]
     tolerance: float  # |log(achieved / target)| that counts as met
-    budget: int  # trials this group may start, errored ones included
+    budget: int  # trials this curve may start, errored ones included
     start: float  # the first coefficient
     finished: list[tuple[float, float]] = field(default_factory=list)
     failed: dict[str, Proposal] = field(default_factory=dict)
@@ -160,7 +160,7 @@ class GroupSearch:
         if self.n_started < self.budget:
             return Standing("searching", "to be proposed")
         if self.pending:
-            return Standing("searching", "the group's last trials are running")
+            return Standing("searching", "the curve's last trials are running")
         if not self.finished:
             return Standing("budget spent", f"all {self.n_started} trials errored (see their error.txt)")
         best = self.closest(target)
@@ -168,9 +168,9 @@ class GroupSearch:
         why = " (the closest trial is within tolerance, but no live trial lies on its other side)" if near else ""
         return Standing(
             "budget spent",
-            f"all {self.budget} trials of the group's budget started{why}"
+            f"all {self.budget} trials of the curve's budget started{why}"
             + (f"; {aim.reason}" if aim.reason else "")
-            + "; raise search.max_trials_per_group",
+            + "; raise search.max_trials_per_curve",
         )
 
     def open_targets(self) -> list[float]:
@@ -250,7 +250,7 @@ class GroupSearch:
     def _aim_beyond(self, t: float, points: list[tuple[float, float]]) -> _Aim:
         """A step out past the last trial toward log target ``t`` (every value lies on one side of it)."""
         up = points[0][1] < t  # the metric must rise: for L0 a smaller coefficient, for CE a larger one
-        d = TARGET_METRICS[self.metric] * (1 if up else -1)  # direction in log coefficient
+        d = SEARCH_METRICS[self.metric] * (1 if up else -1)  # direction in log coefficient
         xe, ye = max(points, key=lambda p: d * p[0])
         if not math.isfinite(ye):  # the last trial is dead: 10x away from it
             return _Aim(2, (xe + d * MAX_STEP,), probe=(xe,))
@@ -318,7 +318,7 @@ class GroupSearch:
         """d log(value) / d log(coeff): least squares over the live finished trials, the prior with fewer
         than two distinct coefficients; magnitude clamped to SLOPE_RANGE. A fit of the wrong sign is a
         response flat at this resolution: the flattest slope, so that steps out go far (at most 10x)."""
-        prior = TARGET_METRICS[self.metric]
+        prior = SEARCH_METRICS[self.metric]
         points = [p for p in self._points() if math.isfinite(p[1])]
         xs = [p[0] for p in points]
         if len(set(xs)) < 2:
@@ -359,7 +359,7 @@ class GroupSearch:
             best, standing = self.closest(t), self.standing(t)
             rows.append(
                 {
-                    "group": self.key,
+                    "curve": self.key,
                     "target": t,
                     "met": standing.state == "met",
                     "settled": standing.state == "settled",

@@ -2,8 +2,8 @@
 targets, sized with hindsight from the search's own measured coefficient-to-metric curves.
 
 A grid sweep crosses one coefficient list per mode with the other axes (layers, ratios, seeds), so
-the grid counted here is one list ``c0 * r**i`` (``i < n``) per mode that, at every group of that mode,
-puts some coefficient within tolerance of every target. A group's curve is the piecewise-linear
+the grid counted here is one list ``c0 * r**i`` (``i < n``) per mode that, at every curve of that mode,
+puts some coefficient within tolerance of every target. A curve's shape is the piecewise-linear
 interpolation of log(metric) against log(coeff) through its finished live trials (a dead trial or a
 CE increase <= 0 has no log); a grid coefficient outside their range tells nothing and meets no target
 (no extrapolation). This is the best
@@ -29,15 +29,15 @@ LOG_STEP = 0.005
 class GridCost:
     mode: str
     n_coeffs: int | None  # the grid's length per mode; None: no grid within MAX_COEFFS meets every target
-    n_groups: int  # groups of this mode (each grid coefficient is one trial per group)
+    n_curves: int  # curves of this mode (each grid coefficient is one trial per curve)
     coeffs: tuple[float, ...] = ()
 
     @property
     def n_trials(self) -> int | None:
-        return None if self.n_coeffs is None else self.n_coeffs * self.n_groups
+        return None if self.n_coeffs is None else self.n_coeffs * self.n_curves
 
 
-Curve = Sequence[tuple[float, float]]  # finished (coeff, metric value) points of one group
+Curve = Sequence[tuple[float, float]]  # finished (coeff, metric value) points of one curve
 
 
 def _live(curve: Curve) -> list[tuple[float, float]]:
@@ -88,9 +88,9 @@ def smallest_grid(curves: list[Curve], targets: Sequence[float], tolerance: floa
 
 
 def grid_costs(points: dict[str, dict[str, Curve]], targets: Sequence[float], tolerance: float) -> list[GridCost]:
-    """Per mode (``points[mode][group] = [(coeff, value), ...]``), the smallest grid meeting every target."""
+    """Per mode (``points[mode][curve] = [(coeff, value), ...]``), the smallest grid meeting every target."""
     out = []
-    for mode, groups in points.items():
-        n, coeffs = smallest_grid(list(groups.values()), targets, tolerance)
-        out.append(GridCost(mode=mode, n_coeffs=n, n_groups=len(groups), coeffs=coeffs))
+    for mode, curves in points.items():
+        n, coeffs = smallest_grid(list(curves.values()), targets, tolerance)
+        out.append(GridCost(mode=mode, n_coeffs=n, n_curves=len(curves), coeffs=coeffs))
     return out

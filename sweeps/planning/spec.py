@@ -23,6 +23,7 @@ import json
 import math
 import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,12 +39,11 @@ from e2e_sae.config import (
     format_validation_error,
     parse_overrides,
     read_yaml_mapping,
-    run_config_from_dict,
 )
 from e2e_sae.hooks import resid_pre
-from e2e_sae.validate import check_config, model_shape
-from sweeps.experiment import check_storage, experiment_path
-from sweeps.planning.trial import Trial, trial_name, trial_names  # noqa: F401  (trial_name(s): the plan's names)
+from sweeps.experiment import experiment_path, read_sweep_file
+from sweeps.planning.curve_search import SEARCH_METRICS
+from sweeps.planning.trial import Trial, model_label
 
 
 class _Strict(BaseModel):
@@ -90,7 +90,7 @@ class Axes(_Strict):
     sparsity_coeff: Coeffs | dict[str, Coeffs] | None = Field(
         default=None,
         description="sparsity coefficients: a list, {log_space: [lo, hi], num: N}, or either per mode "
-        "({local: [...], e2e: [...]}); null: a frontier search places them",
+        "({local: [...], e2e: [...]}); null: a target search places them",
     )
     seed: list[int] = Field(default=[0], min_length=1, description="seeds (SAE initialisation and data order)")
 
@@ -118,7 +118,7 @@ class Axes(_Strict):
     def coeffs_for(self, mode: str) -> list[float]:
         c = self.sparsity_coeff
         if c is None:
-            raise ValueError("axes.sparsity_coeff is not set: a frontier search places the coefficients")
+            raise ValueError("axes.sparsity_coeff is not set: a target search places the coefficients")
         return _coeff_values(c[mode] if isinstance(c, dict) else c)
 
     def has_grid_for(self, mode: str) -> bool:
@@ -126,24 +126,25 @@ class Axes(_Strict):
         return c is not None and (not isinstance(c, dict) or mode in c)
 
 
-# The metrics a frontier search may target: the report's y metric and its log-x metric.
-SEARCH_METRICS = ("l0", "ce_loss_increase")
-
-
 class Search(_Strict):
-    """``kind: grid`` (default): the axes' coefficient grid. ``kind: frontier``: per group (the other
-    axes), coefficients placed by sweeps/planning/curve_search.py until every target is met within ``tolerance``
-    (|log(achieved / target)|) or ``max_trials_per_group`` trials have started."""
+    """``kind: grid`` (default): the axes' coefficient grid. ``kind: targets``: along each curve (the
+    trials of one mode, layer, dict ratio and seed), coefficients placed by the target search
+    (:mod:`sweeps.planning.curve_search`) until every target is met within ``tolerance``
+    (|log(achieved / target)|) or ``max_trials_per_curve`` trials have started."""
 
-    kind: Literal["grid", "frontier"] = Field(
-        default="grid", description="grid: the axes' coefficients; frontier: the search places them toward targets"
+    kind: Literal["grid", "targets"] = Field(
+        default="grid",
+        description="grid: the axes' coefficients; targets: the search places them toward targets (`frontier`, "
+        "its name before, is read as targets)",
     )
     targets: dict[str, list[float]] | None = Field(
         default=None, description="one metric and its levels: {l0: [...]} or {ce_loss_increase: [...]}"
     )
     tolerance: float = Field(default=0.15, description="|log(achieved / target)| that counts as met")
-    max_trials_per_group: int | None = Field(
-        default=None, description="trials a search group may start; default twice the number of targets"
+    max_trials_per_curve: int | None = Field(
+        default=None,
+        description="trials the search may start per curve; default twice the number of targets "
+        "(`max_trials_per_group`, its name before, is read as this)",
     )
     start: dict[str, float] = Field(default={}, description="first coefficient per mode (default 1.0)")
 
@@ -157,7 +158,7 @@ class Search(_Strict):
 
     @property
     def budget(self) -> int:
-        return self.max_trials_per_group or 2 * len(self.target_values)
+        return self.max_trials_per_curve or 2 * len(self.target_values)
 
 
 def check_search(search: Search, axes: Axes) -> None:
@@ -165,12 +166,12 @@ def check_search(search: Search, axes: Axes) -> None:
     if search.kind == "grid":
         if search.targets is not None:
             raise ConfigError(
-                "search.targets: only a frontier search has targets; set search.kind: frontier or remove them"
+                "search.targets: only a target search has targets; set search.kind: targets or remove them"
             )
         if axes.sparsity_coeff is None:
             raise ConfigError(
                 "axes.sparsity_coeff: missing; give coefficients per mode, or use "
-                "search: {kind: frontier, targets: ...} to have them placed"
+                "search: {kind: targets, targets: ...} to have them placed"
             )
         missing = [m for m in axes.mode if not axes.has_grid_for(m)]
         if missing:
@@ -178,7 +179,7 @@ def check_search(search: Search, axes: Axes) -> None:
         return
     if not search.targets:
         raise ConfigError(
-            "search.targets: a frontier search needs targets, e.g. {l0: [20, 40, 80]} or {ce_loss_increase: [0.2, 0.4]}"
+            "search.targets: a target search needs targets, e.g. {l0: [20, 40, 80]} or {ce_loss_increase: [0.2, 0.4]}"
         )
     if len(search.targets) > 1:
         raise ConfigError(f"search.targets: one metric per search, got {sorted(search.targets)}; keep one of them")
@@ -198,13 +199,13 @@ def check_search(search: Search, axes: Axes) -> None:
         )
     if search.budget < len(values):
         raise ConfigError(
-            f"search.max_trials_per_group: {search.budget} is fewer than the {len(values)} targets; "
+            f"search.max_trials_per_curve: {search.budget} is fewer than the {len(values)} targets; "
             f"raise it to at least {len(values)} (about 2 per target)"
         )
     grid = [m for m in axes.mode if axes.has_grid_for(m)]
     if grid:
         raise ConfigError(
-            f"axes.sparsity_coeff: both a coefficient grid and search.kind: frontier for mode(s) "
+            f"axes.sparsity_coeff: both a coefficient grid and search.kind: targets for mode(s) "
             f"{grid}; remove axes.sparsity_coeff (use search.start for first guesses)"
         )
     unknown = sorted(set(search.start) - set(axes.mode))
@@ -261,7 +262,8 @@ class SweepSpec(_Strict):
     storage_shared: bool = Field(
         default=False,
         description="state that a local storage_path is a filesystem every node mounts at the same path (NFS, "
-        "EFS, Filestore); without it a local path on a cluster of several nodes is refused (sweeps/experiment.py)",
+        "EFS, Filestore); without it a local path on a cluster of several nodes is refused "
+        "(sweeps/running/placement.py)",
     )
     checkpoint_every_n_samples: int | None = Field(
         default=None, gt=0, description="sets train.checkpoint_every_n_samples in every trial"
@@ -324,9 +326,7 @@ def load_sweep(path: str | Path, set_items: list[str] | None = None) -> SweepSpe
 def sweep_from_dict(
     raw: dict[str, Any], overrides: dict[str, Any] | None = None, base_dir: Path | None = None
 ) -> SweepSpec:
-    raw = apply_overrides(raw, overrides)
-    if "keep_checkpoints" in raw and "checkpoints_per_trial" not in raw:  # sweep.yaml saved before the rename
-        raw["checkpoints_per_trial"] = raw.pop("keep_checkpoints")
+    raw = _with_current_names(apply_overrides(raw, overrides))
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
@@ -339,6 +339,46 @@ def sweep_from_dict(
         if candidate.is_file():
             spec.base = candidate
     return spec
+
+
+# What ``sweeps run`` writes into sweep.yaml beside the spec (:meth:`sweeps.planning.plan.Plan.saved_text`):
+# the model's label for the report, and the trial count (``n_groups`` in experiments saved before the
+# target search's curves were named so).
+SAVED_FACTS = ("model", "n_trials", "n_curves", "n_groups", "max_trials")
+
+
+@dataclass
+class SavedSweep:
+    """An experiment's sweep.yaml: the spec ``run`` validated, and the model it names."""
+
+    spec: SweepSpec
+    model: str | None
+
+
+def read_saved_sweep(exp_path: str, shown: str | None = None) -> SavedSweep:
+    """The sweep ``run`` saved in an experiment, typed; ``shown`` names the experiment in errors."""
+    raw = read_sweep_file(exp_path, shown)
+    facts = {k: raw.pop(k) for k in SAVED_FACTS if k in raw}
+    try:
+        spec = sweep_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{shown or exp_path}: its sweep.yaml: {err}") from None
+    return SavedSweep(spec, model_label(facts.get("model")))
+
+
+def _with_current_names(raw: dict[str, Any]) -> dict[str, Any]:
+    """A sweep file (or an experiment's saved sweep.yaml) written before a rename, in today's names:
+    ``keep_checkpoints`` -> ``checkpoints_per_trial``; the frontier search is the target search
+    (``search.kind: frontier`` -> ``targets``, ``max_trials_per_group`` -> ``max_trials_per_curve``)."""
+    if "keep_checkpoints" in raw and "checkpoints_per_trial" not in raw:
+        raw["checkpoints_per_trial"] = raw.pop("keep_checkpoints")
+    search = raw.get("search")
+    if isinstance(search, dict):
+        if search.get("kind") == "frontier":
+            search["kind"] = "targets"
+        if "max_trials_per_group" in search and "max_trials_per_curve" not in search:
+            search["max_trials_per_curve"] = search.pop("max_trials_per_group")
+    return raw
 
 
 def _run_field_hint(err: ValidationError, overrides: dict[str, Any]) -> str | None:
@@ -394,23 +434,11 @@ def base_run_dict(spec: SweepSpec) -> dict[str, Any]:
 
 
 def expand_trials(spec: SweepSpec) -> list[Trial]:
-    """One planned trial per point of the axes, with its full run config. For a frontier search: one
-    per group, its coefficient the search's start (the template each proposal fills)."""
-    if spec.search.kind == "frontier":
+    """One planned trial per point of the axes, with its full run config. For a target search: one per
+    curve, its coefficient the search's start (the template each proposal fills)."""
+    if spec.search.kind == "targets":
         return _expand(spec, lambda mode: [spec.search.start.get(mode, 1.0)])
     return _expand(spec, spec.axes.coeffs_for)
-
-
-def expand_groups(spec: SweepSpec) -> dict[str, dict[str, Any]]:
-    """A frontier search's groups: group key (``e2e_L1_r8_seed0``) -> template trial config."""
-    return {group_key(t): t.tune_config() for t in _expand(spec, lambda mode: [spec.search.start.get(mode, 1.0)])}
-
-
-def group_key(trial: Trial) -> str:
-    """The trial's name without its coefficient: the frontier-search group it belongs to."""
-    layer = trial.layer if trial.layer is not None else trial.hook
-    name = f"{trial.mode}_L{layer}_r{float(trial.dict_size_to_input_ratio or 0):g}_seed{trial.seed}"
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
 
 
 def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
@@ -434,42 +462,8 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
             if ratio is not None:
                 dotted["sae.dict_size_to_input_ratio"] = ratio
             run = apply_overrides(base, {**dotted, **fixed})
-            trials.append(
-                Trial(
-                    mode=mode,
-                    layer=layer,
-                    hook=run["sae"]["position"],
-                    dict_size_to_input_ratio=run["sae"]["dict_size_to_input_ratio"],
-                    sparsity_coeff=coeff,
-                    seed=seed,
-                    run=run,
-                )
-            )
+            trials.append(Trial(run=run))
     return trials
-
-
-def validate_trials(spec: SweepSpec, trials: list[Trial]) -> list[RunConfig]:
-    """Every trial's run config validated and put through the library's checks (hooks against the
-    model, context, data sources, pretrained SAE), storage reachable."""
-    configs = []
-    for t in trials:
-        try:
-            configs.append(run_config_from_dict(t.planned_run))
-        except ConfigError as err:
-            raise ConfigError(f"trial {t.name}: {err}") from None
-    shape = model_shape(configs[0].model)
-    layers = sorted({t.layer for t in trials if t.layer is not None})
-    if shape is not None and layers and layers[-1] >= shape.n_layers:
-        raise ConfigError(
-            f"axes.layer: layer {layers[-1]} is out of range; the model has layers 0..{shape.n_layers - 1}"
-        )
-    for t, cfg in zip(trials, configs, strict=True):
-        try:
-            check_config(cfg, shape)
-        except ConfigError as err:
-            raise ConfigError(f"trial {t.name}: {err}") from None
-    check_storage(spec.storage_path)
-    return configs
 
 
 def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:

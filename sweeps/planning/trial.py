@@ -1,33 +1,29 @@
 """One trial of a sweep, as planning, running and reporting all see it.
 
-``plan`` makes one :class:`Trial` per point of the axes (``state="planned"``, with its resolved run
-config); Tune gets :meth:`Trial.tune_config` as the trial's config and writes it to the trial
+A trial is its resolved run config: mode, hook, dictionary ratio, sparsity coefficient and seed are
+read from it (``run``), never stored beside it, so the one copy of each is the one the run trains
+with. ``plan`` makes one :class:`Trial` per point of the axes (``state="planned"``); Tune gets
+:meth:`Trial.tune_config` (``{"run": ...}``) as the trial's config and writes it to the trial
 directory's ``params.json``; the report reads it back with :meth:`Trial.from_config` and adds what
-the run left on disk (state, metrics, error). Imports nothing heavy, so ``plan`` and reports stay quick.
+the run left on disk (state, metrics, error). Names: :mod:`sweeps.planning.names`. Imports nothing
+heavy, so ``plan`` and reports stay quick.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e_sae.hooks import hook_layer
+from e2e_sae.hooks import resid_pre_layer
+from sweeps.planning.names import trial_name
 
 STATES = ("finished", "incomplete", "errored", "pending")  # on disk; a trial not yet run is "planned"
-AXES = ("mode", "layer", "hook", "dict_size_to_input_ratio", "sparsity_coeff", "seed")
 
 
 @dataclass
 class Trial:
-    mode: str | None = None
-    hook: str | None = None
-    layer: int | None = None
-    dict_size_to_input_ratio: float | None = None
-    sparsity_coeff: float | None = None
-    seed: int | None = None
-    run: dict[str, Any] | None = None  # the resolved run config
+    run: dict[str, Any] | None = None  # the resolved run config (a trial read back from disk may lack it)
     # What the run left on disk. ``metrics``: the last ``final`` row when finished, else the latest
     # row (incomplete trials), else empty.
     trial_id: str | None = None  # the trial directory's name
@@ -44,20 +40,53 @@ class Trial:
     def planned_run(self) -> dict[str, Any]:
         """The resolved run config, which every planned trial carries (a trial read back from disk may not)."""
         if self.run is None:
-            raise ValueError(f"trial {self.name}: no run config; only a planned trial carries one")
+            raise ValueError(f"trial {self.trial_id}: no run config; only a planned trial carries one")
         return self.run
+
+    def _field(self, *keys: str) -> Any:
+        d: Any = self.run
+        for k in keys:
+            if not isinstance(d, dict):
+                return None
+            d = d.get(k)
+        return d
+
+    @property
+    def mode(self) -> str | None:
+        return self._field("mode")
+
+    @property
+    def hook(self) -> str | None:
+        return self._field("sae", "position")
+
+    @property
+    def layer(self) -> int | None:
+        """L of a ``blocks.L.hook_resid_pre`` hook (the sweep's ``layer`` axis), else None."""
+        return resid_pre_layer(self.hook) if isinstance(self.hook, str) else None
+
+    @property
+    def dict_size_to_input_ratio(self) -> float | None:
+        return self._field("sae", "dict_size_to_input_ratio")
+
+    @property
+    def sparsity_coeff(self) -> float | None:
+        """``loss.sparsity.coeff`` of the run config (the sweep file's ``sparsity_coeff`` axis)."""
+        return self._field("loss", "sparsity", "coeff")
+
+    @property
+    def seed(self) -> int | None:
+        return self._field("seed")
 
     @property
     def name(self) -> str:
-        """``e2e_L1_r8_s2_seed0``: the trial's axis values, safe as a file name (Tune's trial directory)."""
-        layer = self.layer if self.layer is not None else self.hook
-        return safe_name(
-            f"{self.mode}_L{layer}_r{self.dict_size_to_input_ratio:g}_s{self.sparsity_coeff:.4g}_seed{self.seed}"
+        """``e2e_L1_r8_s2_seed0``: the trial's axis values (:func:`sweeps.planning.names.trial_name`)."""
+        return trial_name(
+            self.mode, self.layer, self.hook, self.dict_size_to_input_ratio, self.sparsity_coeff, self.seed
         )
 
     @property
     def model(self) -> str | None:
-        return model_label((self.run or {}).get("model"))
+        return model_label(self._field("model"))
 
     @property
     def n_samples(self) -> Any:
@@ -68,33 +97,15 @@ class Trial:
         return self.metrics.get("n_dict_elements")
 
     def tune_config(self) -> dict[str, Any]:
-        """What Tune passes to the trainable and saves as ``params.json``."""
-        return {**{axis: getattr(self, axis) for axis in AXES}, "run": self.run}
+        """What Tune passes to the trainable and saves as ``params.json``: the run config, once."""
+        return {"run": self.run}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], trial_id: str | None = None, state: str = "pending") -> Trial:
-        """From a Tune config / ``params.json``; axes missing there come from the run config under ``run``."""
-        run = config.get("run") if isinstance(config.get("run"), dict) else {}
-
-        def pick(top: str, *run_keys: str) -> Any:
-            value = config.get(top)
-            return value if value is not None else _dig(run, *run_keys)
-
-        hook = pick("hook", "sae", "position")
-        layer = config.get("layer")
-        if layer is None and isinstance(hook, str):
-            layer = hook_layer(hook)
-        return cls(
-            mode=pick("mode", "mode"),
-            hook=hook,
-            layer=layer,
-            dict_size_to_input_ratio=pick("dict_size_to_input_ratio", "sae", "dict_size_to_input_ratio"),
-            sparsity_coeff=pick("sparsity_coeff", "loss", "sparsity", "coeff"),
-            seed=pick("seed", "seed"),
-            run=run or None,
-            trial_id=trial_id,
-            state=state,
-        )
+        """From a Tune config / ``params.json`` (experiments written before the axes were dropped from
+        it hold the same values in their run config)."""
+        run = config.get("run")
+        return cls(run=run if isinstance(run, dict) else None, trial_id=trial_id, state=state)
 
 
 # ---- grouped trials ------------------------------------------------------------------------------
@@ -106,20 +117,9 @@ class Trial:
 def group_config(
     name: str, members: list[dict[str, Any]], names: list[str], wandb: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A grouped Tune trial's config: its members' configs and names; the members' shared axes and
-    their coefficients on top, for Tune's live table; ``wandb``: the sweep's settings, which each
-    member then logs as a W&B run of its own."""
-    first = members[0]
-    return {
-        "name": name,
-        "mode": first.get("mode"),
-        "layer": first.get("layer"),
-        "hook": first.get("hook"),
-        "sparsity_coeff": [m.get("sparsity_coeff") for m in members],
-        "member_names": list(names),
-        "members": list(members),
-        "wandb": wandb,
-    }
+    """A grouped Tune trial's config: its members' configs (each a trial's ``tune_config()``) and names;
+    ``wandb``: the sweep's settings, which each member then logs as a W&B run of its own."""
+    return {"name": name, "member_names": list(names), "members": list(members), "wandb": wandb}
 
 
 def is_group(config: dict[str, Any]) -> bool:
@@ -130,22 +130,6 @@ def members_of(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(plan name, member config) of a grouped trial's config."""
     names, members = config.get("member_names") or [], config.get("members") or []
     return [(n, m) for n, m in zip(names, members, strict=False) if isinstance(n, str) and isinstance(m, dict)]
-
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
-
-
-def trial_name(trial: Trial) -> str:
-    return trial.name
-
-
-def trial_names(trials: list[Trial]) -> list[str]:
-    """Each trial's name, made unique: trials whose names coincide (coefficients equal to 4 significant
-    digits, a value repeated on an axis) get their trial index appended."""
-    names = [t.name for t in trials]
-    counts = {n: names.count(n) for n in names}
-    return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
 
 
 def model_label(model: Any) -> str | None:
@@ -160,11 +144,3 @@ def model_label(model: Any) -> str | None:
             shape = ", ".join(f"{k}={native[k]}" for k in ("n_layers", "d_model", "n_ctx") if k in native)
             return f"native TransformerLens model ({shape})"
     return None
-
-
-def _dig(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d

@@ -14,11 +14,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from e2e_sae.config import ConfigError
 from e2e_sae.run_dir import METRICS_FILE
 from sweeps.experiment import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
-from sweeps.planning.trial import Trial, is_group, members_of, model_label
+from sweeps.planning.spec import read_saved_sweep
+from sweeps.planning.trial import Trial, is_group, members_of
 
 # Keys Ray Tune adds to every result row; they are bookkeeping, not metrics.
 TUNE_KEYS = frozenset(
@@ -175,29 +175,27 @@ def load_trials(exp_dir: str | Path) -> list[Trial]:
 
 
 def read_sweep_meta(exp_dir: Path, trials: list[Trial]) -> dict[str, Any]:
-    """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values)."""
-    spec: Any = {}
+    """Sweep name, model and eval settings (eval_tokens, n_ctx: sorted distinct values), the report's
+    ``match_at`` levels and a target search's targets, from the experiment's sweep.yaml (typed, as
+    ``status`` and ``resume`` read it); without a readable one, from the directory and the trials."""
+    saved = None
     if (exp_dir / SWEEP_FILE).is_file():
         try:
-            spec = yaml.safe_load((exp_dir / SWEEP_FILE).read_text()) or {}
-        except yaml.YAMLError as e:
-            warnings.warn(f"{exp_dir / SWEEP_FILE} is not valid YAML ({e}); using the trials' run configs")
-    spec = spec if isinstance(spec, dict) else {}
+            saved = read_saved_sweep(str(exp_dir))
+        except ConfigError as err:
+            warnings.warn(f"{err}; using the trials' run configs")
     finished = [t for t in trials if t.state == "finished"]
-    model = model_label(spec.get("model")) or next((t.model for t in trials if t.model), None)
 
     def distinct(key: str) -> list[Any]:
         return sorted({t.metrics[key] for t in finished if isinstance(t.metrics.get(key), (int, float))})
 
-    report_opts = spec.get("report") if isinstance(spec.get("report"), dict) else {}
-    search = spec.get("search") if isinstance(spec.get("search"), dict) else {}
-    is_frontier = search.get("kind") == "frontier" and isinstance(search.get("targets"), dict)
-    targets = search["targets"] if is_frontier else {}
+    spec = saved.spec if saved is not None else None
+    targets = spec.search.targets or {} if spec is not None and spec.search.kind == "targets" else {}
     return {
-        "sweep": str(spec.get("name") or exp_dir.name),
-        "model": model,
+        "sweep": spec.name if spec is not None else exp_dir.name,
+        "model": (saved.model if saved is not None else None) or next((t.model for t in trials if t.model), None),
         "eval_tokens": distinct("eval_tokens"),
         "n_ctx": distinct("n_ctx"),
-        "match_at": sorted(float(v) for v in report_opts.get("match_at") or []),
+        "match_at": list(spec.report.match_at) if spec is not None else [],
         "search_targets": {k: sorted(float(v) for v in vs) for k, vs in targets.items()},
     }

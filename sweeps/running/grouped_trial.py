@@ -1,4 +1,5 @@
-"""Grouped trials (``group_size: K`` in the sweep file): planned trials that differ only in the
+"""A grouped Tune trial running (``group_size: K`` in the sweep file; planned by
+:func:`sweeps.planning.plan.plan_groups`): up to K planned trials that differ only in the
 fields members of a library group may differ in (:data:`e2e_sae.group.MEMBER_FIELDS`: seed, dict
 ratio, sparsity coefficient, lr; the sample order, ``data.seed`` resolved, shared) run as ONE Tune
 trial, K SAEs on one clean forward pass (:func:`e2e_sae.group.train_group`).
@@ -6,9 +7,9 @@ trial, K SAEs on one clean forward pass (:func:`e2e_sae.group.train_group`).
 Tune schedules, retries and checkpoints the group (``resources_per_trial`` is per group); users see
 members: each step's report is one Tune result row ``{"n_samples", "final", "members": {name:
 metrics or {"error": ...}}}`` that :mod:`sweeps.reporting.results` splits into one trial per member, under
-the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint
-(``<name>/checkpoint.pt``, with ``<name>/metrics.json`` once the member finished; ``<name>/diverged.txt``
-for a member stopped by a non-finite loss), so a retried group resumes every member from it, and
+the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint directory
+under ``<name>/`` (as the library writes it, :mod:`e2e_sae.run_dir`; for a member stopped by a
+non-finite loss, the library's mark of that), so a retried group resumes every member from it, and
 from it alone. Each member writes ``<run dir>/<name>/`` (a single run's layout; the trainable's
 scratch directory) and, with W&B on, logs a W&B run of its own, its local files in
 ``<wandb dir>/<name>/`` (the trial's artifacts, which Tune copies to ``<trial>/<name>/``).
@@ -18,7 +19,6 @@ Ray-free: the trainable (:mod:`sweeps.running.trainable`) passes ``send(row, che
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -26,39 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import RunConfig, run_config_from_dict
-from e2e_sae.group import GroupMember, GroupSpec, check_members, shared_fields, train_group
+from e2e_sae.group import GroupMember, GroupSpec, check_members, train_group
 from e2e_sae.loop import Reporter, Run
-from e2e_sae.run_dir import DIVERGED_FILE
-from sweeps.planning.trial import Trial, group_config, members_of, safe_name
+from e2e_sae.run_dir import RunDir, checkpoint_dir_name
+from sweeps.planning.trial import members_of
 
 Send = Callable[[dict[str, Any], "Path | None"], None]
 STAGING_DIR = ".tune_checkpoint"  # in the group's run dir: the checkpoint handed to Tune, then removed
-
-
-def plan_groups(
-    trials: list[Trial], names: list[str], group_size: int, wandb: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """The grouped Tune trials' configs: trials that may share a group (same shared fields), in plan
-    order, cut into chunks of at most ``group_size``; named ``<mode>_L<layer>_group<i>``."""
-    sets: dict[str, list[int]] = {}
-    for i, t in enumerate(trials):
-        key = json.dumps(shared_fields(run_config_from_dict(t.planned_run)), sort_keys=True, default=str)
-        sets.setdefault(key, []).append(i)
-    configs: list[dict[str, Any]] = []
-    for indices in sets.values():
-        for start in range(0, len(indices), group_size):
-            chunk = indices[start : start + group_size]
-            first = trials[chunk[0]]
-            layer = first.layer if first.layer is not None else first.hook
-            configs.append(
-                group_config(
-                    safe_name(f"{first.mode}_L{layer}_group{len(configs)}"),
-                    [trials[i].tune_config() for i in chunk],
-                    [names[i] for i in chunk],
-                    wandb,
-                )
-            )
-    return configs
 
 
 def member_run_configs(
@@ -125,12 +99,11 @@ class GroupReport:
 
     def _stage(self, n_samples: int, checkpoints: dict[str, Path]) -> Path:
         shutil.rmtree(self.staging, ignore_errors=True)
-        root = self.staging / f"samples_{n_samples:010d}"
+        root = self.staging / checkpoint_dir_name(n_samples)
         for name, src in checkpoints.items():
             shutil.copytree(src, root / name, copy_function=_link_or_copy)
         for name, error in self.errors.items():
-            (root / name).mkdir(parents=True, exist_ok=True)
-            (root / name / DIVERGED_FILE).write_text(error + "\n")
+            RunDir(root / name).write_diverged(error)
         return root
 
 

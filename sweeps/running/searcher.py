@@ -1,15 +1,16 @@
 """The target search (:mod:`sweeps.planning.curve_search`) as a Ray Tune search algorithm: one Tune trial per
-or up to ``group_size`` proposals of a group as one grouped Tune trial (sweeps/running/grouped_trial.py).
+proposal, or up to ``group_size`` proposals along one curve as one grouped Tune trial
+(:mod:`sweeps.running.grouped_trial`).
 
 Why not Tune's stock wrappers alone: three of their rules would keep results from the search after
 ``sweeps resume`` re-runs errored trials (``resume_errored``; Tune keeps their trial ids):
 
 - ``ConcurrencyLimiter`` drops results of trials it no longer counts as live, and an errored trial
-  left its set when it errored. So :class:`FrontierSearcher` limits concurrency itself
+  left its set when it errored. So :class:`TargetSearcher` limits concurrency itself
   (``set_max_concurrency``) and the limiter only tells Tune how many trials may wait for resources.
 - ``SearchGenerator`` restores the "finished" flag the searcher's last FINISHED set, and then asks
-  for no trial again, although a re-run's result can give a group more to do (a group whose start
-  errored has only then something to step from). :class:`FrontierSearch` does not restore that
+  for no trial again, although a re-run's result can give a curve more to do (a curve whose start
+  errored has only then something to step from). :class:`TargetSearchGenerator` does not restore that
   flag; the searcher's own restored state says whether it is finished.
 - The searcher itself recorded the errored trial as failed; restoring puts every errored trial back
   to pending, since the resume re-runs each of them, and the result of each is recorded when it ends.
@@ -23,48 +24,49 @@ from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from sweeps.planning.curve_search import GroupSearch, Proposal, search_value
-from sweeps.planning.trial import Trial, group_config, safe_name
+from sweeps.planning.curve_search import CurveSearch, Proposal, search_value
+from sweeps.planning.names import retry_name, search_group_name
+from sweeps.planning.trial import Trial, group_config
 
 
 def config_with_coeff(template: dict[str, Any], proposal: Proposal) -> dict[str, Any]:
-    """A trial's Tune config from its group's template: the coefficient set in both places; a retry of
-    a start whose trials errored is named ``<trial>_retry<n>`` (its own trial directory)."""
+    """A trial's Tune config from its curve's template, the coefficient set in its run config; a retry
+    of a start whose trials errored is named ``<trial>_retry<n>`` (its own trial directory)."""
     config = copy.deepcopy(template)
-    config["sparsity_coeff"] = proposal.coeff
     config["run"]["loss"]["sparsity"]["coeff"] = proposal.coeff
     if proposal.attempt > 1:
-        config["name"] = f"{Trial.from_config(config).name}_retry{proposal.attempt - 1}"
+        config["name"] = retry_name(Trial.from_config(config).name, proposal.attempt - 1)
     return config
 
 
 def trial_label(config: dict[str, Any]) -> str:
-    """A single trial's name: ``e2e_L1_r8_s0.7413_seed0`` (``_retry<n>`` for a retried start)."""
+    """A Tune trial's name: a grouped trial's own, else its trial's (``e2e_L1_r8_s0.7413_seed0``, or
+    ``..._retry<n>`` for a retried start)."""
     return config.get("name") or Trial.from_config(config).name
 
 
-class FrontierSearcher(Searcher):
-    """Ray Tune searcher over groups; each group's template is a complete trial config but for the
+class TargetSearcher(Searcher):
+    """Ray Tune searcher over curves; each curve's template is a complete trial config but for the
     sparsity coefficient. Deterministic given the results, so a resumed search proposes what an
     uninterrupted one fed the same results would.
 
-    ``group_size`` K > 1: up to K of a group's proposals run as one grouped Tune trial; each member is
+    ``group_size`` K > 1: up to K of a curve's proposals run as one grouped Tune trial; each member is
     recorded on its own when the group ends (an errored group: no information for any of its members).
     ``wandb``: the sweep's W&B settings for such members."""
 
     def __init__(
         self,
-        groups: dict[str, GroupSearch],
+        curves: dict[str, CurveSearch],
         templates: dict[str, dict[str, Any]],
         group_size: int = 1,
         wandb: dict[str, Any] | None = None,
     ):
         super().__init__(metric=None, mode=None)
-        self.groups = groups
+        self.curves = curves
         self.templates = templates
         self.group_size, self.wandb = group_size, wandb
         self.max_concurrent: int | None = None
-        self.trial_group: dict[str, str] = {}
+        self.trial_curve: dict[str, str] = {}  # Tune trial -> its curve
         self.trial_members: dict[str, list[tuple[str, str]]] = {}  # grouped trial -> (member id, name)
         self.running: set[str] = set()  # Tune trials suggested (or re-run) and not yet complete
         self.errored: set[str] = set()  # Tune trials that ended in an error: a resume re-runs them
@@ -79,16 +81,16 @@ class FrontierSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if self.max_concurrent and len(self.running) >= self.max_concurrent:
             return None
-        for key, group in self.groups.items():
-            proposals = group.proposals()
+        for key, curve in self.curves.items():
+            proposals = curve.proposals()
             if proposals:
-                self.trial_group[trial_id] = key
+                self.trial_curve[trial_id] = key
                 self.running.add(trial_id)
                 if self.group_size == 1:
-                    group.start_trial(trial_id, proposals[0])
+                    curve.start_trial(trial_id, proposals[0])
                     return config_with_coeff(self.templates[key], proposals[0])
                 return self._grouped(trial_id, key, proposals[: self.group_size])
-        if not self.running and all(g.is_done() for g in self.groups.values()):
+        if not self.running and all(c.is_done() for c in self.curves.values()):
             return Searcher.FINISHED
         return None  # waiting for running trials
 
@@ -97,37 +99,34 @@ class FrontierSearcher(Searcher):
         names = [trial_label(m) for m in members]  # unique: coefficients are >= 1% apart
         ids = [f"{trial_id}/{i}" for i in range(len(proposals))]
         for member_id, proposal in zip(ids, proposals, strict=True):
-            self.groups[key].start_trial(member_id, proposal)
+            self.curves[key].start_trial(member_id, proposal)
         self.trial_members[trial_id] = list(zip(ids, names, strict=True))
-        retry = max(p.attempt for p in proposals) - 1
-        name = safe_name(
-            f"{key}_s" + "_".join(f"{p.coeff:.4g}" for p in proposals) + (f"_retry{retry}" if retry else "")
-        )
+        name = search_group_name(key, [p.coeff for p in proposals], max(p.attempt for p in proposals) - 1)
         return group_config(name, members, names, self.wandb)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        key = self.trial_group.get(trial_id)
+        key = self.trial_curve.get(trial_id)
         if key is None:
             return
         self.running.discard(trial_id)
         (self.errored.add if error else self.errored.discard)(trial_id)
-        group = self.groups[key]
+        curve = self.curves[key]
         for member_id, prefix in self._members(trial_id):
             # Tune hands searchers the result flattened: a member's metrics are members/<name>/<metric>
             metrics = {k[len(prefix) :]: v for k, v in (result or {}).items() if k.startswith(prefix)}
-            group.record(member_id, None if error else search_value(group.metric, metrics))
+            curve.record(member_id, None if error else search_value(curve.metric, metrics))
 
     def _members(self, trial_id: str) -> list[tuple[str, str]]:
-        """(the group search's id, the result-key prefix) of each proposal a Tune trial ran."""
+        """(the curve search's id, the result-key prefix) of each proposal a Tune trial ran."""
         if trial_id in self.trial_members:
             return [(member_id, f"members/{name}/") for member_id, name in self.trial_members[trial_id]]
         return [(trial_id, "")]
 
     def save(self, checkpoint_path: str) -> None:
         state = {
-            "groups": self.groups,
+            "curves": self.curves,
             "templates": self.templates,
-            "trial_group": self.trial_group,
+            "trial_curve": self.trial_curve,
             "trial_members": self.trial_members,
             "running": self.running,
             "errored": self.errored,
@@ -140,17 +139,16 @@ class FrontierSearcher(Searcher):
         (``resume_errored=True``) under their ids, and each one's result is recorded when it ends."""
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        self.groups, self.templates, self.trial_group = state["groups"], state["templates"], state["trial_group"]
-        self.trial_members = state.get("trial_members", {})  # absent in a search saved before groups
-        self.running, self.errored = state.get("running", set()), state.get("errored", set())
+        self.curves, self.templates, self.trial_curve = state["curves"], state["templates"], state["trial_curve"]
+        self.trial_members, self.running, self.errored = state["trial_members"], state["running"], state["errored"]
         for trial_id in self.errored:
             for member_id, _ in self._members(trial_id):
-                self.groups[self.trial_group[trial_id]].requeue(member_id)
+                self.curves[self.trial_curve[trial_id]].requeue(member_id)
             self.running.add(trial_id)
         self.errored = set()
 
 
-class FrontierSearch(SearchGenerator):
+class TargetSearchGenerator(SearchGenerator):
     """Tune's SearchGenerator, except that a restored one is not finished because it once was (see the
     module docstring). Within a session Tune's own stop (``set_finished``) still ends it."""
 
@@ -159,8 +157,8 @@ class FrontierSearch(SearchGenerator):
         self._finished = False
 
 
-def frontier_search_alg(searcher: FrontierSearcher, max_concurrent: int | None) -> FrontierSearch:
+def target_search_alg(searcher: TargetSearcher, max_concurrent: int | None) -> TargetSearchGenerator:
     """The search algorithm for ``tune.TuneConfig`` (with ``max_concurrent_trials`` left unset): the
     searcher limits concurrency; a ConcurrencyLimiter around it only sizes Tune's queue of trials
     waiting for resources (Tune reads it from the limiter: tune_controller._get_max_pending_trials)."""
-    return FrontierSearch(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher)
+    return TargetSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher)

@@ -12,7 +12,7 @@ from ray_fixtures import REPO, ray_free_env
 from sweep_fixtures import tiny_sweep, write_sweep
 
 from e2e_sae.config import ConfigError
-from sweeps.experiment import (
+from sweeps.running.placement import (
     RAY_JOB_ENV_VAR,
     Placement,
     check_placement,

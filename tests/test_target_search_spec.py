@@ -1,4 +1,4 @@
-"""The sweep file's frontier-search block: one-line errors before any compute, groups and their
+"""The sweep file's target-search block: one-line errors before any compute, curves and their
 templates, status from the trials on disk, and the report's use of the search settings (Ray-free)."""
 
 from __future__ import annotations
@@ -7,24 +7,24 @@ import subprocess
 import sys
 
 import pytest
-from sweep_fixtures import tiny_sweep, write_sweep
+from sweep_fixtures import tiny_sweep, trial_record, write_sweep
 
 from e2e_sae.config import ConfigError
-from sweeps.planning.spec import expand_groups, sweep_from_dict
-from sweeps.planning.target_search import build_groups, groups_from_trials, status_lines, total_budget
-from sweeps.planning.trial import Trial
+from sweeps.planning.plan import Plan
+from sweeps.planning.spec import sweep_from_dict
+from sweeps.planning.target_search import build_curves, curves_from_trials, status_lines, total_budget
 from sweeps.reporting.report import compute_pareto
 
 
-def frontier_sweep(tmp_path, **search):
+def search_sweep(tmp_path, **search):
     spec = tiny_sweep(tmp_path)
     spec["axes"].pop("sparsity_coeff")
     spec["axes"]["seed"] = [0, 1]
     spec["search"] = {
-        "kind": "frontier",
+        "kind": "targets",
         "targets": {"l0": [10, 20, 40]},
         "tolerance": 0.15,
-        "max_trials_per_group": 6,
+        "max_trials_per_curve": 6,
         "start": {"local": 2.0, "e2e": 0.5},
         **search,
     }
@@ -37,28 +37,28 @@ def frontier_sweep(tmp_path, **search):
         ({"targets": {"l0": []}}, "search.targets.l0: empty"),
         ({"targets": {"l0": [10, -5]}}, "search.targets.l0: targets must be finite and > 0"),
         ({"targets": {"l0": [10, 10]}}, "search.targets.l0: repeated target"),
-        ({"targets": {}}, "search.targets: a frontier search needs targets"),
+        ({"targets": {}}, "search.targets: a target search needs targets"),
         ({"targets": {"kl": [0.1]}}, "search.targets: unknown metric 'kl'; use one of l0, ce_loss_increase"),
         ({"targets": {"l0": [10], "ce_loss_increase": [0.2]}}, "search.targets: one metric per search"),
         ({"tolerance": 0}, "search.tolerance: must be > 0"),
-        ({"max_trials_per_group": 2}, "search.max_trials_per_group: 2 is fewer than the 3 targets"),
+        ({"max_trials_per_curve": 2}, "search.max_trials_per_curve: 2 is fewer than the 3 targets"),
         ({"start": {"e2e+ds": 1.0}}, "search.start: mode(s) ['e2e+ds'] are not in axes.mode"),
         ({"start": {"e2e": 0}}, "search.start: coefficients must be > 0"),
     ],
 )
-def test_bad_frontier_search_fails_in_one_line(tmp_path, search, message):
+def test_bad_target_search_fails_in_one_line(tmp_path, search, message):
     with pytest.raises(ConfigError) as err:
-        sweep_from_dict(frontier_sweep(tmp_path, **search))
+        sweep_from_dict(search_sweep(tmp_path, **search))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_coefficient_grid_and_a_frontier_search_for_one_mode_is_refused(tmp_path):
-    spec = frontier_sweep(tmp_path)
+def test_a_coefficient_grid_and_a_target_search_for_one_mode_is_refused(tmp_path):
+    spec = search_sweep(tmp_path)
     spec["axes"]["sparsity_coeff"] = {"local": [1.0]}
     with pytest.raises(
         ConfigError,
         match=r"axes.sparsity_coeff: both a coefficient grid and search.kind: "
-        r"frontier for mode\(s\) \['local'\]",
+        r"targets for mode\(s\) \['local'\]",
     ):
         sweep_from_dict(spec)
     grid = tiny_sweep(tmp_path)
@@ -68,71 +68,64 @@ def test_a_coefficient_grid_and_a_frontier_search_for_one_mode_is_refused(tmp_pa
 
 
 def test_cli_plan_and_run_refuse_a_bad_search_before_ray(tmp_path):
-    path = write_sweep(tmp_path, frontier_sweep(tmp_path, tolerance=-1))
+    path = write_sweep(tmp_path, search_sweep(tmp_path, tolerance=-1))
     for command in ("plan", "run"):
         proc = subprocess.run([sys.executable, "-m", "sweeps", command, str(path)], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.startswith("error: search.tolerance: must be > 0")
     assert not (tmp_path / "results").exists()
 
 
-def test_groups_are_the_other_axes_and_plan_prints_budget_and_first_proposals(tmp_path):
-    spec = sweep_from_dict(frontier_sweep(tmp_path))
-    templates = expand_groups(spec)
-    assert list(templates) == ["local_L1_r2_seed0", "local_L1_r2_seed1", "e2e_L1_r2_seed0", "e2e_L1_r2_seed1"]
-    groups, _ = build_groups(spec)
-    assert [g.start for g in groups.values()] == [2.0, 2.0, 0.5, 0.5]
-    assert all(g.targets == [10, 20, 40] and g.budget == 6 for g in groups.values())
-    assert total_budget(spec) == 24
+def test_curves_are_the_other_axes_and_plan_prints_budget_and_first_proposals(tmp_path):
+    plan = Plan.from_spec(sweep_from_dict(search_sweep(tmp_path)))
+    assert list(plan.curves) == ["local_L1_r2_seed0", "local_L1_r2_seed1", "e2e_L1_r2_seed0", "e2e_L1_r2_seed1"]
+    assert all(
+        t["run"]["loss"]["sparsity"]["coeff"] == plan.spec.search.start[t["run"]["mode"]] for t in plan.curves.values()
+    )
+    curves = build_curves(plan)
+    assert [c.start for c in curves.values()] == [2.0, 2.0, 0.5, 0.5]
+    assert all(c.targets == [10, 20, 40] and c.budget == 6 for c in curves.values())
+    assert total_budget(plan) == 24
     proc = subprocess.run(
-        [sys.executable, "-m", "sweeps", "plan", str(write_sweep(tmp_path, frontier_sweep(tmp_path)))],
+        [sys.executable, "-m", "sweeps", "plan", str(write_sweep(tmp_path, search_sweep(tmp_path)))],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert (
-        "targets [10.0, 20.0, 40.0], tolerance 0.15, at most 6 trials per group, 4 groups: at most 24 trials"
+        "targets [10.0, 20.0, 40.0], tolerance 0.15, at most 6 trials per curve, 4 curves: at most 24 trials"
         in proc.stdout
     )
     assert "e2e_L1_r2_seed1              first coefficient 0.5" in proc.stdout
 
 
 def _record(tid, mode, coeff, l0, ce, state="finished", seed=0, score=0.8):
-    return Trial(
-        trial_id=tid,
-        state=state,
-        mode=mode,
-        hook="blocks.1.hook_resid_pre",
-        layer=1,
-        dict_size_to_input_ratio=2.0,
-        sparsity_coeff=coeff,
-        seed=seed,
-        metrics={"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": 30, "ce_loss_score": score},
-    )
+    metrics = {"l0": l0, "ce_loss_increase": ce, "alive_dict_elements": 30, "ce_loss_score": score}
+    return trial_record(mode, coeff, seed=seed, trial_id=tid, state=state, metrics=metrics)
 
 
 def test_status_reads_met_targets_and_closest_trials_from_disk_records(tmp_path):
-    spec = sweep_from_dict(frontier_sweep(tmp_path))
+    plan = Plan.from_spec(sweep_from_dict(search_sweep(tmp_path)))
     trials = [
         _record("a", "local", 1.0, 41.0, 0.1),
         _record("b", "local", 4.0, 11.5, 0.5),
         _record("c", "local", 9.0, None, None, state="errored"),
         _record("d", "e2e", 1.0, 19.0, 0.3, seed=1),
     ]
-    groups = groups_from_trials(spec, trials)
-    local = groups["local_L1_r2_seed0"]
+    curves = curves_from_trials(plan, trials)
+    local = curves["local_L1_r2_seed0"]
     assert local.finished == [(1.0, 41.0), (4.0, 11.5)] and {k: p.coeff for k, p in local.failed.items()} == {"c": 9.0}
     # 11.5 is within 0.15 of 10 but no trial lies below 10 (the report could not read it); 41 and 11.5 bracket 40
     assert [r["met"] for r in local.summary()] == [False, False, True]
-    lines = status_lines(spec, trials)
+    lines = status_lines(plan, trials)
     assert any(line.split()[:5] == ["local_L1_r2_seed0", "20", "no", "4", "11.5"] for line in lines)
     assert any(line.split()[:6] == ["local_L1_r2_seed0", "40", "yes", "1", "41", "3"] for line in lines)
     assert any(line.split()[:5] == ["e2e_L1_r2_seed1", "20", "no", "1", "19"] for line in lines)
     # Against the smallest grid meeting every target on these curves: local's 3 targets (a factor 2
-    # apart, window +-0.15) need 3 coefficients in each of its 2 groups (seeds); e2e's one finished
+    # apart, window +-0.15) need 3 coefficients in each of its 2 curves (seeds); e2e's one finished
     # trial sizes no grid.
     more = [_record("e", "local", 1.0, 41.0, 0.1, seed=1), _record("f", "local", 4.0, 11.5, 0.5, seed=1)]
-    grid = {line.split()[0]: line for line in status_lines(spec, trials + more) if line.startswith("  ")}
-    assert "search 5 trials; grid 3 coefficients x 2 groups = 6 trials" in grid["local"]
+    grid = {line.split()[0]: line for line in status_lines(plan, trials + more) if line.startswith("  ")}
+    assert "search 5 trials; grid 3 coefficients x 2 curves = 6 trials" in grid["local"]
     assert "search 1 trials; grid no grid" in grid["e2e"]
 
 
@@ -168,8 +161,8 @@ def test_report_matches_at_named_levels_and_never_on_degenerate_trials():
     assert only_dead["hooks"]["blocks.1.hook_resid_pre"]["matched"]["modes"].keys() == {"local"}
 
 
-def test_status_of_a_group_whose_trials_are_all_dead_says_so_instead_of_crashing(tmp_path):
-    spec = sweep_from_dict(frontier_sweep(tmp_path))
+def test_status_of_a_curve_whose_trials_are_all_dead_says_so_instead_of_crashing(tmp_path):
+    spec = Plan.from_spec(sweep_from_dict(search_sweep(tmp_path)))
     dead = [_record("a", "local", 10.0, 0.0, 4.0, score=0.01), _record("b", "local", 1.0, 0.0, 4.5, score=0.01)]
     lines = status_lines(spec, dead)
     rows = [line for line in lines if line.startswith("local_L1_r2_seed0 ")]
@@ -179,7 +172,7 @@ def test_status_of_a_group_whose_trials_are_all_dead_says_so_instead_of_crashing
 
 
 def test_status_says_why_a_target_is_out_of_reach_and_what_to_change(tmp_path):
-    spec = sweep_from_dict(frontier_sweep(tmp_path))
+    spec = Plan.from_spec(sweep_from_dict(search_sweep(tmp_path)))
     floor = [_record(f"f{c}", "local", c, l0, 0.3) for c, l0 in ((44.0, 133.0), (443.0, 71.0), (4439.0, 71.0))]
     rows = [line for line in status_lines(spec, floor) if line.startswith("local_L1_r2_seed0 ")]
     assert len(rows) == 3 and all(
@@ -188,3 +181,12 @@ def test_status_says_why_a_target_is_out_of_reach_and_what_to_change(tmp_path):
     assert all(
         "fix: train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)" in r for r in rows
     )
+
+
+def test_a_sweep_file_of_the_frontier_search_loads_as_the_target_search(tmp_path):
+    """Sweep files (and experiments' saved sweep.yaml) from before the rename keep working."""
+    old = search_sweep(tmp_path)
+    old["search"]["kind"] = "frontier"
+    old["search"]["max_trials_per_group"] = old["search"].pop("max_trials_per_curve")
+    assert sweep_from_dict(old).search == sweep_from_dict(search_sweep(tmp_path)).search
+    assert sweep_from_dict(old).search.kind == "targets"

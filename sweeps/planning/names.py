@@ -1,0 +1,62 @@
+"""Every name a sweep gives: trials, curves, grouped Tune trials and retries. The one place that spells them.
+
+- A **trial** is one SAE training run: ``e2e_L1_r8_s2_seed0`` (mode, layer or hook, dictionary
+  ratio, ``s`` sparsity coefficient to 4 significant digits, seed). It names the trial's directory
+  under the experiment (a single Tune trial) or its part of a grouped one.
+- A **curve** is the trials of one (mode, layer, ratio, seed) that differ only in the sparsity
+  coefficient: ``e2e_L1_r8_seed0``. The target search places coefficients along each curve.
+- A **group** is up to ``group_size`` trials trained as ONE Tune trial on one clean forward pass:
+  ``e2e_L1_group3`` in a grid (the plan's group index), ``e2e_L1_r8_seed0_s0.5_2`` in a target search
+  (the curve and its members' coefficients).
+- A **retry** of a target search's start whose trials errored: ``<name>_retry<n>``, a directory of its own.
+
+Names are safe as file names: anything but letters, digits and ``_ . + -`` becomes ``_``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+
+
+def _where(layer: int | None, hook: Any) -> Any:
+    return layer if layer is not None else hook
+
+
+def trial_name(mode: Any, layer: int | None, hook: Any, ratio: Any, coeff: Any, seed: Any) -> str:
+    """``e2e_L1_r8_s2_seed0``."""
+    return safe_name(f"{mode}_L{_where(layer, hook)}_r{float(ratio):g}_s{float(coeff):.4g}_seed{seed}")
+
+
+def curve_name(mode: Any, layer: int | None, hook: Any, ratio: Any, seed: Any) -> str:
+    """``e2e_L1_r8_seed0``: a trial's name without its coefficient."""
+    return safe_name(f"{mode}_L{_where(layer, hook)}_r{float(ratio or 0):g}_seed{seed}")
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """The names made unique: names that coincide (coefficients equal to 4 significant digits, a value
+    repeated on an axis) get their index in the plan appended."""
+    counts = {n: names.count(n) for n in names}
+    return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
+
+
+def grid_group_name(mode: Any, layer: int | None, hook: Any, index: int) -> str:
+    """``e2e_L1_group3``: the grid's grouped Tune trial ``index`` (its place among the plan's groups)."""
+    return safe_name(f"{mode}_L{_where(layer, hook)}_group{index}")
+
+
+def search_group_name(curve: str, coeffs: Sequence[float], retry: int = 0) -> str:
+    """``e2e_L1_r8_seed0_s0.5_2``: a target search's grouped Tune trial (unique: the search never
+    proposes coefficients of a curve within 1% of each other, and 4 significant digits tell apart any
+    two that are 1% apart)."""
+    return safe_name(f"{curve}_s" + "_".join(f"{c:.4g}" for c in coeffs) + (f"_retry{retry}" if retry else ""))
+
+
+def retry_name(name: str, retry: int) -> str:
+    """``<name>_retry<n>``; the name itself for a first attempt (``retry`` 0)."""
+    return f"{name}_retry{retry}" if retry else name

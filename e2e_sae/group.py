@@ -7,7 +7,7 @@ SAE -> the K spliced suffixes, stacked along the batch dimension in one ``start_
 (``splice: stacked``) or one after another (``loop``) -> per-member losses -> one backward of their
 sum (members are independent, so each SAE gets exactly its own gradient).
 
-Each member is a run of its own (:class:`e2e_sae.train.Run`): its own ``output_dir``
+Each member is a run of its own (:class:`e2e_sae.loop.Run`): its own ``output_dir``
 (``<group output_dir>/<member name>``), optimizer, schedule, activation-frequency window,
 ``metrics.jsonl``/``metrics.json``, checkpoints and W&B run; its ``config.yaml`` trains the same SAE
 as a separate run. A member whose loss turns non-finite stops alone (``diverged.txt`` in its
@@ -34,8 +34,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError
 
-from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
-from e2e_sae.checkpoint import list_checkpoints, load_checkpoint, set_rng_state
+from e2e_sae.checkpoint import list_checkpoints
 from e2e_sae.config import (
     ConfigError,
     RunConfig,
@@ -44,13 +43,12 @@ from e2e_sae.config import (
     format_validation_error,
     run_config_from_dict,
 )
-from e2e_sae.data import load_eval_tokens, open_train_stream
-from e2e_sae.loop import Reporter, Run, run_loop
+from e2e_sae.loop import Reporter, Run
 from e2e_sae.run_dir import DIVERGED_FILE, RunDir, samples_of
+from e2e_sae.session import Session
 from e2e_sae.spliced import CleanPass, SplicedModel, SplicedPass
 from e2e_sae.step import StepStats, clean_log_probs, member_loss, record
 from e2e_sae.strict import Strict
-from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_output_dir, preflight
 
 # The fields in which members of a group may differ (dotted names, as in ``--set``); every other
@@ -176,7 +174,7 @@ def spliced_passes(
 
 
 def group_micro_step(stacked: bool):
-    """The :data:`e2e_sae.train.MicroStep` of a group: one clean pass, K spliced passes, one backward."""
+    """The :data:`e2e_sae.loop.MicroStep` of a group: one clean pass, K spliced passes, one backward."""
 
     def micro(runs: list[Run], tokens: torch.Tensor, stats: list[StepStats]) -> None:
         cfg = runs[0].cfg
@@ -244,23 +242,6 @@ def _resume_sources(
     ]
 
 
-def _restore(runs: list[Run], diverged: list[str | None], sources: list[Path | None], stream) -> None:
-    """Each member as its source left it: stopped (``diverged``), or restored from its checkpoint
-    (the data stream and RNG too: the same in every member's checkpoint), or fresh."""
-    for run, why, source in zip(runs, diverged, sources, strict=True):
-        if why is not None:
-            run.error = why
-        elif source is not None:
-            RunDir(run.cfg.output_dir).diverged.unlink(missing_ok=True)  # stale: the checkpoint has it alive
-            state = load_checkpoint(source)
-            run.restore(state)
-            stream.restore(state["data"])
-            set_rng_state(state["rng"])
-    restored = {run.n_samples for run, source in zip(runs, sources, strict=True) if source is not None}
-    if len(restored) > 1:
-        raise ConfigError(f"resume_from: the members' checkpoints are at different sample counts {sorted(restored)}")
-
-
 def train_group(
     spec: GroupSpec,
     cfgs: list[RunConfig],
@@ -296,21 +277,9 @@ def train_group(
         preflight(cfg, resume=resume)
     sources = _resume_sources(cfgs, names, diverged, resume, resume_from, group_dir)
 
-    base = cfgs[0]
-    device = resolve_device(base.train.device)
-    pretrained = [read_pretrained_sae(c) for c in cfgs]  # before the model loads: a mismatch costs nothing
-    model = load_checked_model(base, device)
-    runs = [
-        Run(c, splice_sae(c, model, device, p), (reporters or [None] * len(cfgs))[i])
-        for i, (c, p) in enumerate(zip(cfgs, pretrained, strict=True))
-    ]
-    tokenizer = resolve_tokenizer(base, model)
-    check_tokenizer(base, tokenizer)
-    stream = open_train_stream(base.data.train, base.data.n_ctx, base.data_seed, tokenizer)
-    eval_tokens = load_eval_tokens(base.data.eval, base.data.n_ctx, base.data.n_eval_samples, tokenizer)
-    mode = splice_mode(spec.splice, base, runs[0].spliced, device)
-
-    _restore(runs, diverged, sources, stream)
+    session = Session.open(cfgs, reporters)
+    mode = splice_mode(spec.splice, cfgs[0], session.runs[0].spliced, session.device)
+    session.restore(sources, diverged)
     group_dir.mkdir(parents=True, exist_ok=True)
     RunDir(group_dir).group.write_text(
         yaml.safe_dump(
@@ -318,24 +287,12 @@ def train_group(
             sort_keys=False,
         )
     )
-    try:
-        for run in runs:
-            if run.error is None:
-                run.open_outputs(resume=resume)
-        run_loop(
-            runs,
-            stream,
-            eval_tokens,
-            device,
-            group_micro_step(mode == "stacked"),
-            stop_alone=True,
-            progress=progress,
-            after_reports=after_reports,
-        )
-    finally:
-        for run in runs:
-            if run.error is not None and not RunDir(run.cfg.output_dir).diverged.is_file():
-                run.cfg.output_dir.mkdir(parents=True, exist_ok=True)  # a member resumed diverged
-                RunDir(run.cfg.output_dir).diverged.write_text(run.error + "\n")
-            run.close()
+    session.train(
+        group_micro_step(mode == "stacked"),
+        resume=resume,
+        stop_alone=True,
+        progress=progress,
+        after_reports=after_reports,
+    )
+    runs = session.runs
     return runs

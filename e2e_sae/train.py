@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e2e_sae.assemble import build_spliced_model, resolve_device
-from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint, set_rng_state
+from e2e_sae.checkpoint import latest_checkpoint
 from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides, read_yaml_mapping
-from e2e_sae.data import load_eval_tokens, open_train_stream
 from e2e_sae.group import member_configs, train_group
-from e2e_sae.loop import Reporter, Run, TrainingDiverged, run_loop, single_micro_step
+from e2e_sae.loop import Reporter, TrainingDiverged, single_micro_step
 from e2e_sae.metric_names import HEADLINE
 from e2e_sae.run_dir import RunDir
-from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
+from e2e_sae.session import Session
 from e2e_sae.validate import preflight
 
 __all__ = ["train", "main", "TrainingDiverged"]
@@ -39,28 +37,15 @@ def train(
     reporter: Reporter | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train one SAE as configured; returns the final metrics (also written to ``metrics.json``)."""
+    """Train one SAE as configured; returns the final metrics (also written to ``metrics.json``).
+    ``resume_from``: a checkpoint directory; everything the next step depends on comes back from it,
+    so the run continues bit for bit."""
     # Every check that needs no model runs first: a bad config costs nothing and writes nothing.
     preflight(cfg, resume=resume_from is not None)
-    device = resolve_device(cfg.train.device)
-    spliced = build_spliced_model(cfg, device)
-    tokenizer = resolve_tokenizer(cfg, spliced.model)
-    check_tokenizer(cfg, tokenizer)
-    stream = open_train_stream(cfg.data.train, cfg.data.n_ctx, cfg.data_seed, tokenizer)
-    eval_tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, tokenizer)
-    run = Run(cfg, spliced, reporter)
-
-    # Resume: everything the next step depends on comes back, so the run continues bit for bit.
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        run.restore(state)
-        stream.restore(state["data"])
-        set_rng_state(state["rng"])
-    try:
-        run.open_outputs(resume=resume_from is not None)
-        run_loop([run], stream, eval_tokens, device, single_micro_step, progress=progress)
-    finally:
-        run.close()
+    session = Session.open([cfg], [reporter])
+    session.restore([Path(resume_from) if resume_from is not None else None])
+    session.train(single_micro_step, resume=resume_from is not None, progress=progress)
+    (run,) = session.runs
     assert run.final is not None
     return run.final
 

@@ -136,7 +136,7 @@ def front_ids(doc, hook, mode, x):
 
 def test_pareto_json_frontiers(report):
     _, _, doc = report
-    assert doc["schema_version"] == 1 and doc["sweep"] == "toy" and doc["model"] == "toy-lm"
+    assert doc["schema_version"] == 2 and doc["sweep"] == "toy" and doc["model"] == "toy-lm"
     assert doc["eval_tokens"] == [2048] and doc["n_ctx"] == [64]
     assert doc["trial_counts"] == {"finished": 9, "incomplete": 1, "errored": 1, "pending": 0, "total": 11}
     assert list(doc["hooks"]) == [A, B]

@@ -155,9 +155,9 @@ def test_report_matches_at_named_levels_and_never_on_degenerate_trials():
     assert [p["ratio"] for p in h["l0_ratio_curve"]["e2e/local"]] == pytest.approx([0.5] * 7)
     assert [t["trial_id"] for t in doc["degenerate_trials"]] == ["dead"]
     assert "CE-loss score 0.02 < 0.1" in doc["degenerate_trials"][0]["reason"]
-    assert doc["degenerate_groups"] == []  # e2e still has good trials there
+    assert doc["modes_without_frontier"] == []  # e2e still has good trials there
     only_dead = compute_pareto([trials[0], trials[1], trials[4]], meta)
-    assert only_dead["degenerate_groups"][0]["mode"] == "e2e"
+    assert only_dead["modes_without_frontier"][0]["mode"] == "e2e"
     assert only_dead["hooks"]["blocks.1.hook_resid_pre"]["matched"]["modes"].keys() == {"local"}
 
 

@@ -1,4 +1,4 @@
-"""What a grid would have cost: the smallest log-spaced coefficient grid that meets a frontier search's
+"""What a grid would have cost: the smallest log-spaced coefficient grid that meets a target search's
 targets, sized with hindsight from the search's own measured coefficient-to-metric curves.
 
 A grid sweep crosses one coefficient list per mode with the other axes (layers, ratios, seeds), so
@@ -42,7 +42,7 @@ Curve = Sequence[tuple[float, float]]  # finished (coeff, metric value) points o
 
 def _live(curve: Curve) -> list[tuple[float, float]]:
     """(log coeff, log value) of the points a curve can be drawn through, sorted by coefficient: a dead
-    trial (L0 0, or the frontier search's encoding of a degenerate one: 0 or inf) or a CE increase
+    trial (L0 0, or the target search's encoding of a degenerate one: 0 or inf) or a CE increase
     <= 0 has no log and says only that the curve left the measurable range there."""
     return sorted((math.log(c), math.log(v)) for c, v in curve if c > 0 and 0 < v < math.inf)
 

@@ -159,7 +159,7 @@ def ratio_bound(numerator_clipped: bool, denominator_clipped: bool) -> str | Non
 # ((CE zero-ablated - CE spliced) / (CE zero-ablated - CE original)) is below this, or its L0 below 1.
 # Such SAEs (e.g. local SAEs at the embedding with coefficients >= 1) would put a "matched" level
 # where every mode is as bad as deleting the activation: the report keeps them off the frontiers and
-# the frontier search counts them as dead (beyond every target, sweeps.planning.curve_search).
+# the target search counts them as dead (beyond every target, sweeps.planning.curve_search).
 DEGENERATE_CE_SCORE = 0.1
 
 

@@ -35,7 +35,7 @@ from sweeps.reporting.pareto import (
 )
 from sweeps.reporting.results import TUNE_KEYS, load_trials, read_sweep_meta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: degenerate_groups renamed modes_without_frontier
 Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
@@ -132,7 +132,7 @@ def _matched(fronts: dict[str, dict[str, list[FrontPoint]]]) -> dict[str, Any]:
 
 
 DEGENERATE_FIX = (
-    "lower the sparsity coefficient for this mode and hook (a frontier search with "
+    "lower the sparsity coefficient for this mode and hook (a target search with "
     "search.targets does it: docs/report.md)"
 )
 
@@ -175,13 +175,13 @@ def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) 
     return out
 
 
-def _degenerate_groups(usable: list[Trial], degenerate: list[tuple[Trial, str]]) -> list[dict[str, Any]]:
-    """(hook, mode) groups all of whose finished trials are degenerate: that mode has no frontier there."""
+def _modes_without_frontier(usable: list[Trial], degenerate: list[tuple[Trial, str]]) -> list[dict[str, Any]]:
+    """(hook, mode) pairs all of whose finished trials are degenerate: that mode has no frontier there."""
     bad = {t.trial_id for t, _ in degenerate}
-    groups = sorted({(t.hook, t.mode) for t in usable})
+    pairs = sorted({(t.hook, t.mode) for t in usable})
     return [
         {"hook": h, "mode": m, "fix": DEGENERATE_FIX}
-        for h, m in groups
+        for h, m in pairs
         if all(t.trial_id in bad for t in usable if t.hook == h and t.mode == m)
     ]
 
@@ -244,7 +244,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
             {"trial_id": t.trial_id, "mode": t.mode, "hook": t.hook, "sparsity_coeff": t.sparsity_coeff, "reason": r}
             for t, r in degenerate
         ],
-        "degenerate_groups": _degenerate_groups(usable, degenerate),
+        "modes_without_frontier": _modes_without_frontier(usable, degenerate),
         "hooks": hooks_out,
     }
 
@@ -337,7 +337,7 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
 
 
 def _mark_targets(ax, targets: dict[str, list[float]], x_metric: str) -> None:
-    """The frontier search's targets: CE-loss increase ones as horizontal lines, L0 ones as vertical
+    """The target search's targets: CE-loss increase ones as horizontal lines, L0 ones as vertical
     lines on the L0 panel."""
     for i, y in enumerate(targets.get(Y_METRIC, [])):
         ax.axhline(y, color="black", ls="--", lw=0.8, alpha=0.5, label="search target" if i == 0 else None)
@@ -457,7 +457,7 @@ def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
         f"Left out of the frontiers and never used as a matched level ({doc['degenerate_rule']}).",
         "",
     ]
-    for g in doc["degenerate_groups"]:
+    for g in doc["modes_without_frontier"]:
         lines.append(
             f"**{g['mode']} at {g['hook']}: every trial is degenerate, so this mode has no frontier "
             f"there.** Fix: {g['fix']}.  "

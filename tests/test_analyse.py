@@ -114,7 +114,7 @@ def test_named_trials_and_the_report_section(experiment, tmp_path):
 def test_members_of_a_grouped_trial_are_analysed_from_their_part_of_the_group_checkpoint(experiment, tmp_path):
     """A grouped Tune trial keeps each member's checkpoint under its name (checkpoint_*/<name>/):
     analyse finds it in the newest checkpoint that has it, and nowhere else."""
-    from sweeps.analysis.analyse import select
+    from sweeps.analysis.picks import select
     from sweeps.planning.trial import group_config
 
     names = ["local_L1_r2_s0.5_seed0", "local_L1_r2_s0.5_seed1"]

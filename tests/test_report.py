@@ -241,7 +241,7 @@ def test_missing_experiment_dir_is_a_clear_error(tmp_path):
 
 def test_wandb_disabled_is_a_no_op(report, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    assert log_report_to_wandb(report[1], project="p", group="g", mode="disabled") is None
+    assert log_report_to_wandb(report[1], project="p", wandb_group="g", mode="disabled") is None
     assert list(tmp_path.iterdir()) == []
 
 
@@ -249,7 +249,7 @@ def test_wandb_offline_writes_a_run_dir(report, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    run_dir = log_report_to_wandb(report[1], project="p", group="g", mode="offline")
+    run_dir = log_report_to_wandb(report[1], project="p", wandb_group="g", mode="offline")
     assert run_dir.is_dir() and run_dir.name.startswith("offline-run-")
     assert tmp_path in run_dir.parents
     assert list(run_dir.glob("*.wandb"))

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sweep_fixtures import tiny_sweep, trial_record
 
-from sweeps.analysis.analyse import _frontier_picks
+from sweeps.analysis.picks import _frontier_picks
 from sweeps.planning.curve_search import CurveSearch, search_value
 from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict

@@ -48,5 +48,5 @@ def run_trial(config) -> None:
 
 
 run_trial.__mixins__ = package_run_trial.__mixins__  # the same trainable class as the package's
-sweeps.running.trainable.run_trial = run_trial  # what `sweeps.cli` hands to Tune
+sweeps.running.trainable.run_trial = run_trial  # what `sweeps.running.tuner` hands to Tune
 sys.exit(main(sys.argv[4:]))

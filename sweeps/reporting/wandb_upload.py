@@ -34,9 +34,10 @@ MATCHED_COLUMNS: list[str | int] = [
 
 
 def log_report_to_wandb(
-    report_dir: str | Path, project: str, group: str, entity: str | None = None, mode: str = "offline"
+    report_dir: str | Path, project: str, wandb_group: str, entity: str | None = None, mode: str = "offline"
 ) -> Path | None:
-    """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in ``group``.
+    """Upload a written report (its PNGs and tables) as one W&B run "<sweep>-report" in the W&B group
+    ``wandb_group`` (the sweep's).
     Credentials come from the environment as usual (``wandb login`` / WANDB_API_KEY); nothing is
     passed here. Returns the run's local directory, or None with ``mode="disabled"`` (a no-op)."""
     if mode not in ("online", "offline", "disabled"):
@@ -53,7 +54,7 @@ def log_report_to_wandb(
     # Local run files beside the report (not in whatever directory the command ran from); WANDB_DIR wins.
     run = wandb.init(
         project=project,
-        group=group,
+        group=wandb_group,
         entity=entity,
         name=f"{doc['sweep']}-report",
         dir=os.environ.get("WANDB_DIR") or str(report_dir),

@@ -10,7 +10,7 @@ deleted when the attempt ends. So no file is uploaded twice, and a retry (Tune r
 trial) starts from ``tune.get_checkpoint()`` alone, never from files an earlier attempt left, and
 resumes exactly where that checkpoint left off. Grouped members' W&B files are written to the trial's
 working directory, which Tune copies to the trial's storage directory (``sync_artifacts``,
-:func:`sweeps.cli._tune_run_config`).
+:func:`sweeps.running.tuner.run_config`).
 """
 
 from __future__ import annotations

@@ -189,17 +189,15 @@ def run_config(spec: SweepSpec):
 
 
 def _status_table(spec: SweepSpec):
-    """The live table: the trial's mode, hook and sparsity coefficient, read from its run config (a
-    grouped trial: its first member's mode and hook; its name tells the rest), and the headline metrics.
-    Tune's newer output engine ignores a ``progress_reporter``; :func:`fit` selects the one that uses it."""
+    """The live table: each Tune trial's name (its axes: ``e2e_L1_r8_s2_seed0``; a group's mode, layer
+    and index, whose members ``plan`` lists), its mode (Tune's default would show the grid index; a
+    hook's name it would cut short) and the headline metrics. Tune's newer output engine ignores a
+    ``progress_reporter``; :func:`fit` selects the one that uses it."""
     from ray.tune import CLIReporter
 
     run = "members/0/run" if spec.group_size > 1 else "run"
-    params = {f"{run}/mode": "mode", f"{run}/sae/position": "hook"}
-    if spec.group_size == 1:
-        params["run/loss/sparsity/coeff"] = "sparsity_coeff"
     return CLIReporter(
-        parameter_columns=params,
+        parameter_columns={f"{run}/mode": "mode"},
         metric_columns={"n_samples": "samples", "l0": "L0", "ce_loss_increase": "CE increase"},
         max_report_frequency=30,
         sort_by_metric=False,

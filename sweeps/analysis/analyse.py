@@ -3,8 +3,9 @@
 The SAEs to look inside are picked by :mod:`sweeps.analysis.picks` (per hook and mode the frontier SAE
 nearest the report's matched level, and a seed baseline; or the trials ``--trials`` names). For each,
 :mod:`e2e_sae.dictionary` makes one pass over the run's held-out eval tokens; this module writes what
-it found (the geometry by :mod:`sweeps.analysis.geometry`, the pages by :mod:`sweeps.analysis.browser`): a static feature browser (``index.html``, one page per SAE), the decoder
-geometry across modes (``geometry.png``, ``analysis.md``) and every number (``analysis.json``).
+it found: a static feature browser (``index.html``, one page per SAE; :mod:`sweeps.analysis.browser`),
+the decoder geometry across modes (``geometry.png``, ``analysis.md``; :mod:`sweeps.analysis.geometry`)
+and every number (``analysis.json``).
 Everything about one bad input (no finished trial, an unknown trial name, a missing checkpoint, an
 existing output directory) is found before any model is loaded. Numbers: docs/analysis.md.
 """

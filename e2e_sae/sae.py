@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +120,7 @@ class SAE(nn.Module):
     def _arch_forward(self, x: Tensor) -> SAEOutput:
         """Encoder, the architecture's activation, decoder, and its loss terms (autograd)."""
         lead, flat = x.shape[:-1], x.reshape(-1, self.d_in)
-        enc, b_dec, w_dec = self.encoder[0], self.decoder.bias, self.dict_elements
+        enc, b_dec, w_dec = cast(nn.Linear, self.encoder[0]), self.decoder.bias, self.dict_elements
         pre = F.linear(flat - b_dec if self.arch.subtracts_b_dec else flat, enc.weight, enc.bias)
         c = self.arch.activate(pre)
         x_hat = F.linear(c, w_dec, b_dec)

@@ -155,7 +155,9 @@ class SplicedModel(nn.Module):
             logits, downstream = self.run_suffix(torch.cat(prefix_hats))
             b = tokens.shape[0]
             return [
-                Reconstruction(h, logits[i * b : (i + 1) * b], {n: v[i * b : (i + 1) * b] for n, v in downstream.items()})
+                Reconstruction(
+                    h, logits[i * b : (i + 1) * b], {n: v[i * b : (i + 1) * b] for n, v in downstream.items()}
+                )
                 for i, h in enumerate(prefix_hats)
             ]
         out = []

@@ -125,7 +125,9 @@ def test_checkpoint_under_another_architecture_is_a_one_line_error(tiny_config, 
     cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", output_dir=str(tmp_path / "topk")))
     train(cfg, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir) / "checkpoint.pt"
-    relu = run_config_from_dict(tiny_config("local", output_dir=str(tmp_path / "relu"), **{"sae.pretrained_path": ckpt}))
+    relu = run_config_from_dict(
+        tiny_config("local", output_dir=str(tmp_path / "relu"), **{"sae.pretrained_path": ckpt})
+    )
     with pytest.raises(ConfigError, match=r"^sae.architecture: .* trained as topk .* set sae.architecture=topk$"):
         train(relu, progress=False)
     batch = run_config_from_dict(arch_config(tiny_config, "batchtopk", "local", output_dir=str(cfg.output_dir)))
@@ -133,7 +135,9 @@ def test_checkpoint_under_another_architecture_is_a_one_line_error(tiny_config, 
         train(batch, resume_from=latest_checkpoint(cfg.output_dir), progress=False)
     raw = arch_config(tiny_config, "topk", "local", output_dir=str(tmp_path / "none"))
     raw["sae"].update(pretrained_path=str(ckpt), input_normalization="none")
-    with pytest.raises(ConfigError, match=r"^sae.input_normalization: .*set sae.input_normalization=mean_squared_norm$"):
+    with pytest.raises(
+        ConfigError, match=r"^sae.input_normalization: .*set sae.input_normalization=mean_squared_norm$"
+    ):
         train(run_config_from_dict(raw), progress=False)
 
 
@@ -188,7 +192,11 @@ def test_relu_keeps_the_reference_state_dict_and_no_normalisation(tiny_config):
 @pytest.mark.parametrize(
     "arch,dotted,match",
     [
-        ("relu", {"sae.k": 4}, r"^sae.k: a knob of topk, batchtopk, matryoshka_batchtopk, but sae.architecture is relu"),
+        (
+            "relu",
+            {"sae.k": 4},
+            r"^sae.k: a knob of topk, batchtopk, matryoshka_batchtopk, but sae.architecture is relu",
+        ),
         ("topk", {"loss.sparsity": {"coeff": 1.0}}, r"^loss.sparsity: topk sets L0 by sae.k .*drop loss.sparsity$"),
         ("topk", {"sae.k": None}, r"^sae.k: topk needs it; set sae.k$"),
         ("topk", {"sae.k": 0}, r"^sae.k: Input should be greater than 0$"),
@@ -217,7 +225,11 @@ def test_config_errors_name_the_field_and_the_fix(tiny_config, arch, dotted, mat
     "arch,dotted,match",
     [
         ("topk", {"sae.k": 32}, r"^sae.k: 32 must be below the dictionary size 32; lower sae.k$"),
-        ("matryoshka_batchtopk", {"sae.matryoshka_prefixes": [0.01, 0.5]}, r"^sae.matryoshka_prefixes: .*sizes \[0, 16\]"),
+        (
+            "matryoshka_batchtopk",
+            {"sae.matryoshka_prefixes": [0.01, 0.5]},
+            r"^sae.matryoshka_prefixes: .*sizes \[0, 16\]",
+        ),
     ],
 )
 def test_knobs_that_do_not_fit_the_dictionary_fail_in_preflight(tiny_config, arch, dotted, match):

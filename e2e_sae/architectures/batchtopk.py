@@ -28,6 +28,7 @@ def batchtopk_activations(pre: Tensor, k: int) -> Tensor:
 
 class BatchTopK(DeadLatents):
     name = "batchtopk"
+    threshold: Tensor  # scalar float64 (a buffer)
     subtracts_b_dec = True
 
     def __init__(self, n_dict: int, k: int, aux_coeff: float, dead_after_tokens: int, threshold_lr: float):

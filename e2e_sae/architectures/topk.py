@@ -45,6 +45,8 @@ def auxk_loss(x: Tensor, x_hat: Tensor, pre: Tensor, w_dec: Tensor, dead: Tensor
 class DeadLatents(Architecture):
     """The TopK family's dead-latent bookkeeping: training tokens since each latent last fired."""
 
+    tokens_since_fired: Tensor  # [n_dict] long (a buffer)
+
     def __init__(self, n_dict: int, aux_coeff: float, dead_after_tokens: int):
         super().__init__()
         self.aux_coeff = aux_coeff

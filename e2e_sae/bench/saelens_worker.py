@@ -1,11 +1,11 @@
 """Runs in the sae-lens venv (:mod:`e2e_sae.bench.saelens`), never imported by this package.
 
-``python saelens_worker.py SPEC.pt OUT.pt``. SPEC is a list of cases, each with ``architecture`` (our name), ``cfg`` (keyword
-arguments of SAELens's training config for it), ``params`` (SAELens parameter/buffer names ->
-tensors), ``x [tokens, d_in]``, ``dead [d_sae]`` bool and ``coefficients``. One training forward pass
-(``training_forward_pass``) and a backward of its total loss per case; OUT holds per case ``feature_acts``,
-``sae_out``, ``loss``, ``losses`` (each term), ``grads`` (each parameter) and ``buffers`` after the
-pass (BatchTopK's threshold).
+``python saelens_worker.py SPEC.pt OUT.pt``. SPEC is a list of cases, each with ``architecture``
+(our name), ``cfg`` (keyword arguments of SAELens's training config for it), ``params`` (SAELens
+parameter/buffer names -> tensors), ``x [tokens, d_in]``, ``dead [d_sae]`` bool and
+``coefficients``. Per case: one training forward pass (``training_forward_pass``) and a backward of
+its total loss; OUT holds per case ``feature_acts``, ``sae_out``, ``loss``, ``losses`` (each term),
+``grads`` (each parameter) and ``buffers`` after the pass (BatchTopK's threshold).
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from e2e_sae.architectures import saved_architecture
 from e2e_sae.config import ConfigError, RunConfig
 from e2e_sae.hooks import downstream_hooks
 from e2e_sae.lm import load_language_model
-from e2e_sae.sae import SAE, SAEFile, read_sae_file
+from e2e_sae.sae import SAE, SAEFile, build_sae, read_sae_file
 from e2e_sae.sae_kernels import resolve_kernel
 from e2e_sae.spliced import SplicedModel
 from e2e_sae.validate import check_hooks_in_model, check_n_ctx
@@ -33,6 +34,7 @@ def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
         sae_file = read_sae_file(cfg.sae.pretrained_path, cfg.sae.position)
     except ValueError as err:
         raise ConfigError(f"sae.pretrained_path: {err}") from None
+    check_saved_sae_matches(cfg, sae_file.architecture, sae_file.input_normalization, "sae.pretrained_path")
     ours = cfg.model.weight_processing
     if sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch:
         raise ConfigError(
@@ -41,6 +43,29 @@ def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
             "sae.ignore_weight_processing_mismatch=true to use it anyway"
         )
     return sae_file
+
+
+def check_saved_sae_matches(cfg: RunConfig, architecture: str, normalization: str, source: str) -> None:
+    """An SAE saved as one architecture (or input normalisation) loads only under the same one."""
+    if architecture != cfg.sae.architecture:
+        raise ConfigError(
+            f"sae.architecture: the SAE of {source} was trained as {architecture} but this run sets "
+            f"{cfg.sae.architecture}; set sae.architecture={architecture}"
+        )
+    if normalization != cfg.sae.input_normalization:
+        raise ConfigError(
+            f"sae.input_normalization: the SAE of {source} was trained with {normalization} but this run sets "
+            f"{cfg.sae.input_normalization}; set sae.input_normalization={normalization}"
+        )
+
+
+def check_checkpoint_matches(cfg: RunConfig, state: dict) -> None:
+    """A training checkpoint resumes only under the architecture and normalisation it was saved with."""
+    saved = state.get("config")
+    sae = (saved.get("sae") or {}) if isinstance(saved, dict) else {}
+    check_saved_sae_matches(
+        cfg, saved_architecture(saved), sae.get("input_normalization") or "none", "the checkpoint resumed"
+    )
 
 
 def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in: int) -> None:
@@ -80,7 +105,10 @@ def seeded_sae(cfg: RunConfig, d_in: int) -> SAE:
     """The run's freshly initialised SAE: the global RNG seeded with ``cfg.seed``, then the SAE drawn
     (the RNG is left as the run continues from it)."""
     torch.manual_seed(cfg.seed)
-    return SAE(d_in, round(cfg.sae.dict_size_to_input_ratio * d_in))
+    try:
+        return build_sae(cfg, d_in)
+    except ValueError as err:  # knobs that do not fit the dictionary (checked by preflight where d_in is known)
+        raise ConfigError(str(err)) from None
 
 
 def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile | None = None) -> SplicedModel:
@@ -97,8 +125,9 @@ def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile 
     if cfg.train.compile:
         sae.compile()  # in place: parameter names, hence checkpoints, are unchanged
     autocast = cfg.train.autocast_bf16 if cfg.train.autocast_bf16 is not None else device.type == "cuda"
-    p_norm = cfg.loss.sparsity.p_norm
+    p_norm = cfg.p_norm
     kernel = resolve_kernel(cfg.train.sae_kernel, device.type, p_norm, cfg.train.compile)
+    kernel = kernel if cfg.sae.architecture == "relu" else "autograd"  # the fused kernels are relu's
     return SplicedModel(
         model, sae.to(device), cfg.sae.position, downstream, autocast_bf16=autocast, p_norm=p_norm, sae_kernel=kernel
     )

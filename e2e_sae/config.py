@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from e2e_sae.architectures.spec import PENALISED, Architecture, default_normalization, resolve_knobs
 from e2e_sae.losses import MODE_PRESETS, LossConfig, check_kernel_supports
 from e2e_sae.modes import MODES, Mode
 from e2e_sae.strict import Strict
@@ -106,6 +107,17 @@ class DataConfig(Strict):
     )
 
 
+ARCHITECTURE_KNOBS = (
+    "k",
+    "aux_loss_coeff",
+    "dead_after_tokens",
+    "topk_threshold_lr",
+    "matryoshka_prefixes",
+    "jumprelu_bandwidth",
+    "jumprelu_init_threshold",
+)
+
+
 class SAEConfig(Strict):
     position: str = Field(description="the hook point the SAE is spliced into, e.g. blocks.6.hook_resid_pre")
     dict_size_to_input_ratio: float = Field(gt=0, description="dictionary elements per input dimension (n_dict / d_in)")
@@ -116,6 +128,72 @@ class SAEConfig(Strict):
         default=False,
         description="load a pretrained SAE trained under another model.weight_processing anyway (its inputs differ)",
     )
+    architecture: Architecture = Field(
+        default="relu",
+        description="the SAE's activation and sparsity mechanism: relu (the paper's, Lp penalty), topk, batchtopk, "
+        "jumprelu, matryoshka_batchtopk (docs/architectures.md)",
+    )
+    k: int | None = Field(
+        default=None,
+        gt=0,
+        description="topk family: active dictionary elements per token (topk), or per token on average over the "
+        "batch (batchtopk, matryoshka_batchtopk); below the dictionary size",
+    )
+    aux_loss_coeff: float | None = Field(
+        default=None,
+        ge=0,
+        description="topk family: weight of the AuxK dead-latent loss (a mean over elements, like the MSE); "
+        "default 1/32 (Gao et al.)",
+    )
+    dead_after_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="topk family: an element that fired on none of this many recent training tokens is dead and "
+        "trained by AuxK, in tokens; default 10,000,000 (Gao et al.)",
+    )
+    topk_threshold_lr: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="batchtopk family: rate of the moving average that learns the evaluation threshold from each "
+        "training batch's smallest kept activation; default 0.01 (SAELens)",
+    )
+    matryoshka_prefixes: list[float] | None = Field(
+        default=None,
+        description="matryoshka_batchtopk: the inner nested prefixes as strictly increasing fractions of the "
+        "dictionary in (0, 1), e.g. [0.0625, 0.25]; each reconstructs on its own",
+    )
+    jumprelu_bandwidth: float | None = Field(
+        default=None,
+        gt=0,
+        description="jumprelu: width epsilon of the straight-through estimator's kernel, in units of the "
+        "(normalised) pre-activations; default 0.001 (Rajamanoharan et al.)",
+    )
+    jumprelu_init_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        description="jumprelu: every element's initial threshold, in units of the (normalised) pre-activations; "
+        "default 0.001 (Rajamanoharan et al.)",
+    )
+    input_normalization: Literal["none", "mean_norm", "mean_squared_norm"] | None = Field(
+        default=None,
+        description="scale the SAE input by one constant estimated on the first training batch and recorded in "
+        "the checkpoint: mean_norm (mean ||a|| = sqrt(d_in), SAELens expected_average_only_in), mean_squared_norm "
+        "(mean ||a||^2 = d_in, dictionary_learning), or none; default none for relu (the paper's), "
+        "mean_squared_norm for the other architectures (docs/architectures.md)",
+    )
+
+    def resolve_architecture(self) -> None:
+        """Fill the architecture's knob defaults and the input normalisation (RunConfig validation
+        calls it, so its errors read ``sae.<knob>: ...``)."""
+        for name, value in resolve_knobs(self.architecture, self.knobs()).items():
+            setattr(self, name, value)
+        if self.input_normalization is None:
+            self.input_normalization = default_normalization(self.architecture)  # type: ignore[assignment]
+
+    def knobs(self) -> dict[str, Any]:
+        """The architecture's knobs (resolved by validation)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_KNOBS}
 
 
 class TrainConfig(Strict):
@@ -231,8 +309,39 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _kernel_supports_p_norm(self) -> RunConfig:
-        check_kernel_supports(self.train.sae_kernel, self.loss.sparsity.p_norm)
+        check_kernel_supports(self.train.sae_kernel, self.p_norm)
+        arch = self.sae.architecture
+        if arch != "relu" and self.train.sae_kernel in ("sparse", "dense"):
+            raise ValueError(
+                f"train.sae_kernel: {self.train.sae_kernel!r} implements the relu SAE only (sae.architecture is "
+                f"{arch}); use auto or autograd"
+            )
         return self
+
+    @model_validator(mode="after")
+    def _architecture_knobs(self) -> RunConfig:
+        self.sae.resolve_architecture()
+        return self
+
+    @model_validator(mode="after")
+    def _sparsity_matches_architecture(self) -> RunConfig:
+        arch, sparsity = self.sae.architecture, self.loss.sparsity
+        if arch in PENALISED and sparsity is None:
+            raise ValueError(f"loss.sparsity: {arch} needs its coefficient; set loss.sparsity.coeff")
+        if arch not in PENALISED and sparsity is not None:
+            raise ValueError(
+                f"loss.sparsity: {arch} sets L0 by sae.k and has no sparsity coefficient; drop loss.sparsity"
+            )
+        if sparsity is not None and sparsity.target_l0 is not None and arch != "jumprelu":
+            raise ValueError("loss.sparsity.target_l0: a jumprelu knob; drop it or set sae.architecture=jumprelu")
+        if arch == "jumprelu" and sparsity is not None and sparsity.p_norm != 1.0:
+            raise ValueError("loss.sparsity.p_norm: jumprelu penalises L0, not an Lp norm; drop p_norm")
+        return self
+
+    @property
+    def p_norm(self) -> float:
+        """p of the relu SAE's Lp penalty (1 where the loss has none)."""
+        return self.loss.sparsity.p_norm if self.loss.sparsity is not None else 1.0
 
     @model_validator(mode="after")
     def _has_reconstruction_term(self) -> RunConfig:

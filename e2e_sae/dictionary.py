@@ -23,7 +23,7 @@ from torch import Tensor
 
 from e2e_sae.checkpoint import load_checkpoint
 from e2e_sae.config import RunConfig, run_config_from_dict
-from e2e_sae.sae import SAE
+from e2e_sae.sae import SAE, build_sae
 from e2e_sae.spliced import SplicedModel
 
 DENSE_FREQUENCY = 0.1  # an element firing on more than this fraction of tokens is counted as dense
@@ -49,7 +49,7 @@ def load_trained_sae(checkpoint: str | Path) -> TrainedSAE:
         raise ValueError(f"{path}: not a training checkpoint of e2e_sae (no config or SAE state)")
     cfg = run_config_from_dict(blob["config"])
     n_dict, d_in = blob["sae"]["encoder.0.weight"].shape
-    sae = SAE(d_in, n_dict)
+    sae = build_sae(cfg, d_in, n_dict)  # the run's architecture and normalisation, from its config
     sae.load_state_dict(blob["sae"])
     return TrainedSAE(cfg, sae.eval(), int(blob.get("n_samples", 0)), path)
 

@@ -54,7 +54,14 @@ from e2e_sae.validate import check_output_dir, preflight
 # The fields in which members of a group may differ (dotted names, as in ``--set``); every other
 # field is shared. ``output_dir`` and ``wandb.name`` (and a sweep's ``wandb.id`` and ``wandb.dir``) are
 # per member.
-MEMBER_FIELDS = ("seed", "sae.dict_size_to_input_ratio", "loss.sparsity.coeff", "train.lr")
+MEMBER_FIELDS = (
+    "seed",
+    "sae.dict_size_to_input_ratio",
+    "loss.sparsity.coeff",
+    "train.lr",
+    "sae.k",
+    "loss.sparsity.target_l0",
+)
 _PER_MEMBER = (*MEMBER_FIELDS, "output_dir", "wandb.name", "wandb.id", "wandb.dir")
 
 
@@ -168,8 +175,9 @@ def spliced_passes(
             **vars(o),
             logits=logits[i * b : (i + 1) * b],
             downstream={h: v[i * b : (i + 1) * b] for h, v in downstream.items()},
+            prefixes=m.prefix_passes(tokens, o.prefix_hats),
         )
-        for i, o in enumerate(outs)
+        for i, (m, o) in enumerate(zip(models, outs, strict=True))
     ]
 
 

@@ -21,6 +21,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from e2e_sae.assemble import check_checkpoint_matches
 from e2e_sae.checkpoint import rng_state, save_checkpoint
 from e2e_sae.config import RunConfig
 from e2e_sae.metrics import ActivationFrequency, evaluate
@@ -92,6 +93,7 @@ class Run:
 
     def restore(self, state: dict[str, Any]) -> None:
         """Everything of this run the next step depends on (the data stream and RNG are the loop's)."""
+        check_checkpoint_matches(self.cfg, state)
         self.sae.load_state_dict(state["sae"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

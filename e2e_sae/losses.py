@@ -8,7 +8,9 @@ Every tensor function takes activations shaped ``[batch, pos, ...]`` and returns
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +19,22 @@ from torch import Tensor
 
 from e2e_sae.strict import Strict
 
+if TYPE_CHECKING:
+    from e2e_sae.architectures.base import AuxTerm
+
 
 class SparsityLoss(Strict):
-    coeff: float = Field(ge=0, description="phi: weight of the sparsity term phi * mean_tokens(||c||_p) / d_in")
-    p_norm: float = Field(default=1.0, gt=0, description="p of the Lp norm of the dictionary activations c")
+    coeff: float = Field(
+        ge=0,
+        description="phi: weight of the sparsity term phi * mean_tokens(penalty) / d_in; the penalty is ||c||_p "
+        "(relu) or L0 (jumprelu)",
+    )
+    p_norm: float = Field(default=1.0, gt=0, description="relu: p of the Lp norm of the dictionary activations c")
+    target_l0: float | None = Field(
+        default=None,
+        gt=0,
+        description="jumprelu: penalise 2/T (L0 - T)^2 around this target L0 T (Gemma Scope 2) instead of L0 itself",
+    )
 
 
 class CoeffLoss(Strict):
@@ -41,7 +55,10 @@ class LossConfig(Strict):
     """Loss terms, named as in the reference library. Missing terms are filled by the ``mode``
     preset; a term set explicitly overrides the preset."""
 
-    sparsity: SparsityLoss = Field(description="the Lp sparsity penalty")
+    sparsity: SparsityLoss | None = Field(
+        default=None,
+        description="the sparsity penalty of relu and jumprelu (the topk family has none: k sets L0)",
+    )
     out_to_in: CoeffLoss | None = Field(default=None, description="MSE(a_hat, a) at the SAE: the local loss")
     logits_kl: CoeffLoss | None = Field(default=None, description="KL(p_orig || p_spliced) on the logits, per token")
     in_to_orig: DownstreamLoss | None = Field(
@@ -124,35 +141,81 @@ def downstream_mse(spliced: dict[str, Tensor], orig: dict[str, Tensor]) -> Tenso
     return torch.stack([mse(spliced[h], orig[h]) for h in orig]).mean()
 
 
+@dataclass
+class Reconstruction:
+    """One reconstruction of the SAE input and what the model computed from it past the SAE."""
+
+    acts_hat: Tensor  # [batch, pos, d_in]
+    logits: Tensor | None = None  # [batch, pos, vocab], when the loss needs them
+    downstream: dict[str, Tensor] = field(default_factory=dict)
+
+
+def reconstruction_terms(
+    cfg: LossConfig,
+    acts: Tensor,
+    rec: Reconstruction,
+    orig: OrigLogProbs | None,
+    downstream_orig: dict[str, Tensor] | None,
+    input_scale: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """The active reconstruction terms of one reconstruction, unweighted. With input normalisation
+    (``input_scale`` s) the MSE at the SAE is measured where the SAE works, on ``s * a``."""
+    active = cfg.active()
+    terms: dict[str, Tensor] = {}
+    if "out_to_in" in active:
+        if input_scale is None:
+            terms["out_to_in"] = mse(rec.acts_hat, acts)
+        else:
+            terms["out_to_in"] = mse(rec.acts_hat * input_scale, acts * input_scale)
+    if "logits_kl" in active:
+        assert orig is not None and rec.logits is not None
+        terms["logits_kl"] = kl_from_log_probs(orig, rec.logits).mean()
+    if "in_to_orig" in active:
+        assert downstream_orig is not None and rec.downstream
+        terms["in_to_orig"] = downstream_mse(rec.downstream, downstream_orig)
+    return terms
+
+
 def total_loss(
     cfg: LossConfig,
     *,
-    c_norm: Tensor,
+    c_norm: Tensor | None,
     acts: Tensor,
     acts_hat: Tensor,
     orig: OrigLogProbs | None = None,
     logits_spliced: Tensor | None = None,
     downstream_orig: dict[str, Tensor] | None = None,
     downstream_spliced: dict[str, Tensor] | None = None,
+    input_scale: Tensor | None = None,
+    prefixes: Sequence[Reconstruction] = (),
+    aux: Sequence[AuxTerm] = (),
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted sum of the configured terms, and each unweighted term (detached) for logging.
 
-    ``c_norm`` is the mean over tokens of ``||c||_p`` as the SAE computed it
-    (:attr:`e2e_sae.sae.SAEOutput.c_norm`, fused with its backward); the sparsity term is
-    ``c_norm / d_in``, i.e. ``mean_tokens(||c||_p) / d_in``. ``orig``: :func:`orig_log_probs` of the
-    clean logits, needed by the KL term.
+    ``c_norm`` is the mean over tokens of the SAE's sparsity penalty (``||c||_p`` for relu, L0 for
+    jumprelu) as the SAE computed it (:attr:`e2e_sae.sae.SAEOutput.c_norm`, fused with its backward);
+    the sparsity term is ``c_norm / d_in``. The topk family has none (``c_norm`` None).
+    ``orig``: :func:`orig_log_probs` of the clean logits, needed by the KL term. ``prefixes``: the
+    inner Matryoshka prefixes' reconstructions, each weighed by the same terms as the full one
+    (logged summed as ``loss/<term>_prefixes``). ``aux``: the architecture's own terms (AuxK).
     """
-    terms: dict[str, Tensor] = {"sparsity": c_norm / acts.shape[-1]}
-    loss = cfg.sparsity.coeff * terms["sparsity"]
+    terms: dict[str, Tensor] = {}
+    if c_norm is not None and cfg.sparsity is not None:
+        terms["sparsity"] = c_norm / acts.shape[-1]
+        loss = cfg.sparsity.coeff * terms["sparsity"]
+    else:
+        loss = acts.new_zeros(())
     active = cfg.active()
-    if "out_to_in" in active:
-        terms["out_to_in"] = mse(acts_hat, acts)
-    if "logits_kl" in active:
-        assert orig is not None and logits_spliced is not None
-        terms["logits_kl"] = kl_from_log_probs(orig, logits_spliced).mean()
-    if "in_to_orig" in active:
-        assert downstream_orig is not None and downstream_spliced is not None
-        terms["in_to_orig"] = downstream_mse(downstream_spliced, downstream_orig)
+    full = Reconstruction(acts_hat, logits_spliced, downstream_spliced or {})
+    terms.update(reconstruction_terms(cfg, acts, full, orig, downstream_orig, input_scale))
     for term, coeff in active.items():
         loss = loss + coeff * terms[term]
+    for rec in prefixes:
+        for term, value in reconstruction_terms(cfg, acts, rec, orig, downstream_orig, input_scale).items():
+            loss = loss + active[term] * value
+            key = f"{term}_prefixes"
+            terms[key] = terms[key] + value if key in terms else value
+    for extra in aux:
+        terms[extra.name] = extra.value
+        loss = loss + extra.coeff * extra.value
     return loss, {f"loss/{k}": v.detach() for k, v in terms.items()}

@@ -130,6 +130,7 @@ def evaluate(
         "top1_agreement": sums["top1"] / n_tok,
         "eval_tokens": n_tok,
         "n_ctx": int(eval_tokens.shape[1]),
+        **spliced.sae.arch.eval_info(),  # e.g. BatchTopK: threshold_inference, inference_threshold
     }
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformer_lens.model_bridge import TransformerBridge
 
 from e2e_sae.hooks import hook_layer, resid_pre_layer
+from e2e_sae.losses import Reconstruction
 from e2e_sae.sae import SAE, SAEOutput
 
 
@@ -38,6 +39,8 @@ class SplicedPass(SAEOutput):
 
     logits: Tensor | None = None
     downstream: dict[str, Tensor] = field(default_factory=dict)
+    # the inner Matryoshka prefixes' reconstructions and, past the SAE, what the model made of each
+    prefixes: list[Reconstruction] = field(default_factory=list)
 
     def needed_logits(self) -> Tensor:
         return _needed(self.logits)
@@ -122,7 +125,7 @@ class SplicedModel(nn.Module):
         """Run the SAE on the clean activations and, if needed, the model onward from its output."""
         if not need_logits:
             out = self.run_sae(clean.acts)
-            return SplicedPass(**vars(out))
+            return SplicedPass(**vars(out), prefixes=[Reconstruction(h) for h in out.prefix_hats])
         downstream: dict[str, Tensor] = {}
         if self.sae_layer is not None:
             out = self.run_sae(clean.acts)
@@ -138,7 +141,32 @@ class SplicedModel(nn.Module):
             with self._lm_context():
                 logits = self.model.run_with_hooks(tokens, fwd_hooks=[(self.position, splice), *hooks])
             out = result["out"]
-        return SplicedPass(**vars(out), logits=logits, downstream=downstream)
+        return SplicedPass(
+            **vars(out), logits=logits, downstream=downstream, prefixes=self.prefix_passes(tokens, out.prefix_hats)
+        )
+
+    def prefix_passes(self, tokens: Tensor, prefix_hats: list[Tensor]) -> list[Reconstruction]:
+        """The model past the SAE from each inner prefix's reconstruction (Matryoshka; none otherwise):
+        one suffix pass with the prefixes stacked along the batch from a ``hook_resid_pre``, else a
+        hooked pass each."""
+        if not prefix_hats:
+            return []
+        if self.sae_layer is not None:
+            logits, downstream = self.run_suffix(torch.cat(prefix_hats))
+            b = tokens.shape[0]
+            return [
+                Reconstruction(
+                    h, logits[i * b : (i + 1) * b], {n: v[i * b : (i + 1) * b] for n, v in downstream.items()}
+                )
+                for i, h in enumerate(prefix_hats)
+            ]
+        out = []
+        for h in prefix_hats:
+            store: dict[str, Tensor] = {}
+            hooks = [(self.position, lambda act, hook, h=h: h.to(act.dtype)), *self._capture_hooks(store)]
+            with self._lm_context():
+                out.append(Reconstruction(h, self.model.run_with_hooks(tokens, fwd_hooks=hooks), store))
+        return out
 
     def run_suffix(self, acts_hat: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Logits and downstream activations of the model from block ``sae_layer`` on, given the

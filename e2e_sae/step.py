@@ -59,6 +59,9 @@ def member_loss(
         logits_spliced=sp.logits,
         downstream_orig=clean.downstream,
         downstream_spliced=sp.downstream,
+        input_scale=sp.input_scale,
+        prefixes=sp.prefixes,
+        aux=sp.aux,
     )
 
 

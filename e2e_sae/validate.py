@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from e2e_sae.architectures.spec import check_dictionary
 from e2e_sae.builtin.assets import builtin_model_path
 from e2e_sae.builtin.catalog import parse_name
 from e2e_sae.config import ConfigError, ModelConfig, RunConfig
@@ -86,6 +87,14 @@ def check_n_ctx(n_ctx: int, model_n_ctx: int) -> None:
         raise ConfigError(f"data.n_ctx: {n_ctx} exceeds the model's context {model_n_ctx}; lower it")
 
 
+def check_architecture_fits(cfg: RunConfig, d_in: int) -> None:
+    """The architecture's knobs against the dictionary size (k below it, Matryoshka prefixes inside it)."""
+    try:
+        check_dictionary(cfg.sae.architecture, cfg.sae.knobs(), round(cfg.sae.dict_size_to_input_ratio * d_in))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def check_pretrained_path(cfg: RunConfig) -> None:
     if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
         raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
@@ -97,6 +106,7 @@ def check_config(cfg: RunConfig, shape: ModelShape | None) -> None:
         check_hook(name, field, shape)
     if shape is not None:
         check_n_ctx(cfg.data.n_ctx, shape.n_ctx)
+        check_architecture_fits(cfg, shape.d_model)
     check_source_exists(cfg.data.train, "data.train")
     check_source_exists(cfg.data.eval, "data.eval")
     check_held_out(cfg.data.train, cfg.data.eval)

@@ -12,6 +12,7 @@ import torch
 from e2e_sae.bench import __doc__ as BENCH_DOC
 from e2e_sae.bench.group import group_benchmark, group_summary
 from e2e_sae.bench.reference import compare, describe, setup_reference
+from e2e_sae.bench.saelens import setup_saelens
 from e2e_sae.bench.throughput import PRESETS, benchmark, compare_bf16, load_bench_config, pack, summary
 from e2e_sae.config import ConfigError
 from e2e_sae.modes import MODES
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peak-tflops", type=float, help="device peak for MFU (default: table for A100/H100/H200)")
     p.add_argument("--out", help="write the result as JSON")
     p.add_argument("--setup-reference", metavar="DIR", help="create DIR/venv with the authors' e2e_sae and exit")
+    p.add_argument(
+        "--setup-saelens", metavar="DIR", help="create DIR/venv with sae-lens (architecture equality tests) and exit"
+    )
     p.add_argument("--reference", metavar="DIR", help="compare with the reference venv in DIR, alternating")
     p.add_argument("--repeats", type=int, default=5, help="alternating repeats with --reference/--group (default 5)")
     p.add_argument("--compare-bf16", action="store_true", help="CE-loss increase fp32 vs bf16 autocast")
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.setup_reference:
             print(f"reference venv ready: {setup_reference(Path(args.setup_reference))}")
+            return 0
+        if args.setup_saelens:
+            print(f"sae-lens venv ready: {setup_saelens(Path(args.setup_saelens))}")
             return 0
         if args.model and args.model not in PRESETS and "." not in args.model and ":" not in args.model:
             raise ConfigError(f"--model: {args.model!r} is neither a preset ({', '.join(PRESETS)}) nor a model name")

@@ -24,7 +24,7 @@ import torch
 from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
 from e2e_sae.bench.common import bench_tokens, hardware
 from e2e_sae.bench.throughput import peak_memory, peak_rss_mib, reset_peak_rss
-from e2e_sae.config import RunConfig, apply_overrides, run_config_from_dict
+from e2e_sae.config import ConfigError, RunConfig, apply_overrides, run_config_from_dict
 from e2e_sae.group import group_micro_step
 from e2e_sae.loop import Run
 from e2e_sae.model_shape import ModelShape
@@ -33,6 +33,11 @@ from e2e_sae.step import StepStats, micro_step, optimizer_step
 
 def member_configs(cfg: RunConfig, k: int) -> list[RunConfig]:
     raw = cfg.to_dict()
+    if cfg.loss.sparsity is None:
+        raise ConfigError(
+            f"--group: the members differ in loss.sparsity.coeff, which {cfg.sae.architecture} has not; "
+            "benchmark a relu or jumprelu config"
+        )
     return [
         run_config_from_dict(apply_overrides(raw, {"loss.sparsity.coeff": cfg.loss.sparsity.coeff * 2**i}))
         for i in range(k)

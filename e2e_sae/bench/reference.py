@@ -140,6 +140,10 @@ def reference_spec(
         "eps": c.eps,
     }
     lc, tc = cfg.loss, cfg.train
+    if cfg.sae.architecture != "relu" or lc.sparsity is None:
+        raise ConfigError(
+            f"--reference: the authors' library trains relu SAEs only; sae.architecture is {cfg.sae.architecture}"
+        )
     loss: dict[str, Any] = {
         "sparsity": {"coeff": lc.sparsity.coeff, "p_norm": lc.sparsity.p_norm},
         "out_to_orig": None,

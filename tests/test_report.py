@@ -174,7 +174,7 @@ def test_pareto_json_matched_comparison(report):
     # local's reading is clipped (an upper bound on its L0), so e2e/local is a lower bound
     assert mb["ratios"]["e2e/local"]["bounds"] == {"l0": "lower", "alive_dict_elements": "lower"}
     assert m["ratios"]["e2e/local"]["bounds"] == {"l0": None, "alive_dict_elements": None}
-    wandb_rows = {(r[0], r[1]): r for r in _matched_rows(doc)}  # W&B's matched table: the same flags
+    wandb_rows = {(r[0], r[2]): r for r in _matched_rows(doc)}  # W&B's matched table: the same flags
     assert wandb_rows[(B, "e2e")][-2:] == ["lower", "lower"] and wandb_rows[(A, "e2e")][-2:] == [None, None]
 
 

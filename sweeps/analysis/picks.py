@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e_sae.config import ConfigError
 from sweeps.planning.trial import Trial
@@ -30,29 +31,38 @@ def final_checkpoint(trial: Trial) -> Path | None:
     return files[-1] if files else None
 
 
+def _nearest_level(view: dict[str, Any], by_id: dict[str | None, Trial]) -> list[tuple[Trial, str]]:
+    """Per mode, the L0-frontier trial whose CE-loss increase is closest to the matched level."""
+    level = view["matched"]["ce_loss_increase"]
+    picks = []
+    for m in view["modes"].values():
+        front = m["frontiers"]["l0"]
+        if not front or level is None:
+            continue
+        best = min(front, key=lambda p: (abs(p["metrics"]["ce_loss_increase"] - level), p["trial_id"]))
+        picks.append((by_id[best["trial_id"]], "frontier"))
+    return picks
+
+
 def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str]]:
     """Per hook and mode, the L0-frontier trial whose CE-loss increase is closest to the matched
     level; then, for each, the finished trial of the same hook, mode and dictionary ratio with another
     seed whose CE-loss increase is closest to it (the seed baseline), if any."""
-    from sweeps.reporting.report import compute_pareto
+    from sweeps.reporting.report import compute_pareto, hook_views
 
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
     by_id = {t.trial_id: t for t in trials}
     picks: list[tuple[Trial, str]] = []
     for h in doc["hooks"].values():
-        level = h["matched"]["ce_loss_increase"]
-        for m in h["modes"].values():
-            front = m["frontiers"]["l0"]
-            if not front or level is None:
-                continue
-            best = min(front, key=lambda p: (abs(p["metrics"]["ce_loss_increase"] - level), p["trial_id"]))
-            picks.append((by_id[best["trial_id"]], "frontier"))
+        for _, view in hook_views(h):  # per architecture in a sweep of several
+            picks += _nearest_level(view, by_id)
     for t, _ in list(picks):
         others = [
             o
             for o in trials
             if o.state == "finished"
-            and (o.hook, o.mode, o.dict_size_to_input_ratio) == (t.hook, t.mode, t.dict_size_to_input_ratio)
+            and (o.hook, o.mode, o.architecture, o.dict_size_to_input_ratio)
+            == (t.hook, t.mode, t.architecture, t.dict_size_to_input_ratio)
             and o.seed != t.seed
         ]
         ce = _ce(t)

@@ -2,9 +2,10 @@
 
 - A **trial** is one SAE training run: ``e2e_L1_r8_s2_seed0`` (mode, layer or hook, dictionary
   ratio, ``s`` sparsity coefficient to 4 significant digits, seed). It names the trial's directory
-  under the experiment (a single Tune trial) or its part of a grouped one.
-- A **curve** is the trials of one (mode, layer, ratio, seed) that differ only in the sparsity
-  coefficient: ``e2e_L1_r8_seed0``. The target search places coefficients along each curve.
+  under the experiment (a single Tune trial) or its part of a grouped one. An architecture other
+  than relu follows the mode, and the topk family's knob is ``k``: ``e2e_batchtopk_L1_r8_k32_seed0``.
+- A **curve** is the trials of one (mode, architecture, layer, ratio, seed) that differ only in the
+  sparsity knob: ``e2e_L1_r8_seed0``. The target search places coefficients along each curve.
 - A **group** is up to ``group_size`` trials trained as ONE Tune trial on one clean forward pass:
   ``e2e_L1_group3`` in a grid (the plan's group index), ``e2e_L1_r8_seed0_s0.5_2`` in a target search
   (the curve and its members' coefficients).
@@ -28,14 +29,21 @@ def _where(layer: int | None, hook: Any) -> Any:
     return layer if layer is not None else hook
 
 
-def trial_name(mode: Any, layer: int | None, hook: Any, ratio: Any, coeff: Any, seed: Any) -> str:
-    """``e2e_L1_r8_s2_seed0``."""
-    return safe_name(f"{mode}_L{_where(layer, hook)}_r{float(ratio):g}_s{float(coeff):.4g}_seed{seed}")
+def _series(mode: Any, architecture: Any) -> str:
+    return f"{mode}" if architecture in (None, "relu") else f"{mode}_{architecture}"
 
 
-def curve_name(mode: Any, layer: int | None, hook: Any, ratio: Any, seed: Any) -> str:
-    """``e2e_L1_r8_seed0``: a trial's name without its coefficient."""
-    return safe_name(f"{mode}_L{_where(layer, hook)}_r{float(ratio or 0):g}_seed{seed}")
+def trial_name(
+    mode: Any, layer: int | None, hook: Any, ratio: Any, coeff: Any, seed: Any, architecture: Any = None, k: Any = None
+) -> str:
+    """``e2e_L1_r8_s2_seed0``; ``e2e_batchtopk_L1_r8_k32_seed0`` for the topk family (its knob ``k``)."""
+    knob = f"k{k}" if k is not None else f"s{float(coeff):.4g}"
+    return safe_name(f"{_series(mode, architecture)}_L{_where(layer, hook)}_r{float(ratio):g}_{knob}_seed{seed}")
+
+
+def curve_name(mode: Any, layer: int | None, hook: Any, ratio: Any, seed: Any, architecture: Any = None) -> str:
+    """``e2e_L1_r8_seed0``: a trial's name without its sparsity knob."""
+    return safe_name(f"{_series(mode, architecture)}_L{_where(layer, hook)}_r{float(ratio or 0):g}_seed{seed}")
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -45,9 +53,9 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
 
 
-def grid_group_name(mode: Any, layer: int | None, hook: Any, index: int) -> str:
+def grid_group_name(mode: Any, layer: int | None, hook: Any, index: int, architecture: Any = None) -> str:
     """``e2e_L1_group3``: the grid's grouped Tune trial ``index`` (its place among the plan's groups)."""
-    return safe_name(f"{mode}_L{_where(layer, hook)}_group{index}")
+    return safe_name(f"{_series(mode, architecture)}_L{_where(layer, hook)}_group{index}")
 
 
 def search_group_name(curve: str, coeffs: Sequence[float], retry: int = 0) -> str:

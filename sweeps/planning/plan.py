@@ -92,7 +92,7 @@ class Plan:
 
 
 def _curve(t: Trial) -> str:
-    return curve_name(t.mode, t.layer, t.hook, t.dict_size_to_input_ratio, t.seed)
+    return curve_name(t.mode, t.layer, t.hook, t.dict_size_to_input_ratio, t.seed, t.architecture)
 
 
 def validate_trials(trials: list[Trial], against_model: bool = True) -> list[RunConfig]:
@@ -146,6 +146,6 @@ def plan_groups(
             members = [names[i] for i in chunk]
             check_members([configs[i].model_copy(update={"output_dir": Path(names[i])}) for i in chunk], members)
             first = trials[chunk[0]]
-            name = grid_group_name(first.mode, first.layer, first.hook, len(groups))
+            name = grid_group_name(first.mode, first.layer, first.hook, len(groups), first.architecture)
             groups.append(group_config(name, [trials[i].tune_config() for i in chunk], members, wandb))
     return groups

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from e2e_sae.architectures.spec import PENALISED, TOPK_FAMILY, Architecture
 from e2e_sae.config import (
     MODES,
     ConfigError,
@@ -93,6 +94,18 @@ class Axes(_Strict):
         "({local: [...], e2e: [...]}); null: a target search places them",
     )
     seed: list[int] = Field(default=[0], min_length=1, description="seeds (SAE initialisation and data order)")
+    architecture: list[Architecture] | None = Field(
+        default=None,
+        min_length=1,
+        description="SAE architectures (docs/architectures.md); relu and jumprelu take sparsity_coeff, the topk "
+        "family (topk, batchtopk, matryoshka_batchtopk) takes k; default the base's sae.architecture",
+    )
+    k: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="the topk family's sparsity knob: active dictionary elements per token (sae.k), in place of "
+        "sparsity_coeff for those architectures",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Axes:
@@ -113,6 +126,8 @@ class Axes(_Strict):
             raise ValueError("dict_size_to_input_ratio: ratios must be > 0")
         if self.layer and any(layer < 0 for layer in self.layer):
             raise ValueError("layer: layers must be >= 0")
+        if self.k and any(k < 1 for k in self.k):
+            raise ValueError("k: active elements per token must be >= 1")
         return self
 
     def coeffs_for(self, mode: str) -> list[float]:
@@ -161,13 +176,41 @@ class Search(_Strict):
         return self.max_trials_per_curve or 2 * len(self.target_values)
 
 
-def check_search(search: Search, axes: Axes) -> None:
-    """One-line errors for a search block that cannot work (raised before any compute)."""
+def check_knobs(spec: SweepSpec) -> None:
+    """Each architecture's sparsity knob where it belongs: ``sparsity_coeff`` for relu and jumprelu,
+    ``k`` for the topk family (a grid; the target search places coefficients only)."""
+    archs, axes = spec.architectures, spec.axes
+    topk = [a for a in archs if a in TOPK_FAMILY]
+    penalised = [a for a in archs if a in PENALISED]
+    if axes.k is not None and not topk:
+        raise ConfigError(
+            f"axes.k: only the topk family ({', '.join(TOPK_FAMILY)}) takes k, and this sweep trains {archs}; "
+            "drop axes.k or add such an architecture to axes.architecture"
+        )
+    if axes.sparsity_coeff is not None and not penalised:
+        raise ConfigError(
+            f"axes.sparsity_coeff: {archs} set L0 by k and take no coefficient; drop axes.sparsity_coeff (give axes.k)"
+        )
+    if topk and spec.search.kind == "targets":
+        raise ConfigError(
+            f"search.kind: targets places sparsity coefficients (relu, jumprelu), not the k of {topk}; give "
+            "those architectures a grid of axes.k in a sweep of their own"
+        )
+    if topk and axes.k is None and spec.base_run_field("sae", "k") is None:
+        raise ConfigError(f"axes.k: missing; {topk} need k (active elements per token), e.g. k: [16, 32, 64]")
+
+
+def check_search(spec: SweepSpec) -> None:
+    """One-line errors for a search block, or sparsity knobs, that cannot work (raised before any compute)."""
+    search, axes = spec.search, spec.axes
+    check_knobs(spec)
     if search.kind == "grid":
         if search.targets is not None:
             raise ConfigError(
                 "search.targets: only a target search has targets; set search.kind: targets or remove them"
             )
+        if not any(a in PENALISED for a in spec.architectures):
+            return  # the topk family: check_knobs checked k
         if axes.sparsity_coeff is None:
             raise ConfigError(
                 "axes.sparsity_coeff: missing; give coefficients per mode, or use "
@@ -309,6 +352,20 @@ class SweepSpec(_Strict):
         return self
 
     @property
+    def architectures(self) -> list[str]:
+        """The architectures the sweep trains: its axis, or the base's (with the overrides)."""
+        if self.axes.architecture:
+            return list(self.axes.architecture)
+        return [self.base_run_field("sae", "architecture") or "relu"]
+
+    def base_run_field(self, *keys: str) -> Any:
+        """A field of the base run config with the sweep's overrides applied (None where unset)."""
+        d: Any = apply_overrides(base_run_dict(self), self.overrides)
+        for k in keys:
+            d = d.get(k) if isinstance(d, dict) else None
+        return d
+
+    @property
     def experiment_path(self) -> str:
         """Where Tune writes the experiment: ``<storage_path>/<name>`` (local paths made absolute)."""
         return experiment_path(self.storage_path, self.name)
@@ -331,13 +388,13 @@ def sweep_from_dict(
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_run_field_hint(err, overrides or {}) or format_validation_error(err)) from None
-    check_search(spec.search, spec.axes)
     spec.overrides = flatten_dotted(spec.overrides)
     if spec.base is not None and not spec.base.is_absolute() and not spec.base.is_file() and base_dir is not None:
         # relative to the current directory first (the README's commands), then to the sweep file
         candidate = base_dir / spec.base
         if candidate.is_file():
             spec.base = candidate
+    check_search(spec)
     return spec
 
 
@@ -453,10 +510,12 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
     trials = []
     layers: list[int | None] = list(ax.layer) if ax.layer else [None]  # None: the base's position
     ratios: list[float | None] = list(ax.dict_size_to_input_ratio) if ax.dict_size_to_input_ratio else [None]
-    for mode in ax.mode:
-        combos = itertools.product(layers, ratios, coeffs_for(mode), ax.seed)
-        for layer, ratio, coeff, seed in combos:
-            dotted = {**spec.overrides, "mode": mode, "seed": seed, "loss.sparsity.coeff": coeff}
+    for mode, arch in itertools.product(ax.mode, spec.architectures):
+        knobs = _knobs(spec, arch, coeffs_for(mode) if arch in PENALISED else [])
+        for layer, ratio, knob, seed in itertools.product(layers, ratios, knobs, ax.seed):
+            dotted = {**spec.overrides, "mode": mode, "seed": seed, **knob}
+            if ax.architecture:
+                dotted["sae.architecture"] = arch
             if layer is not None:
                 dotted["sae.position"] = resid_pre(layer)
             if ratio is not None:
@@ -464,6 +523,15 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
             run = apply_overrides(base, {**dotted, **fixed})
             trials.append(Trial(run=run))
     return trials
+
+
+def _knobs(spec: SweepSpec, arch: str, coeffs: list[float]) -> list[dict[str, Any]]:
+    """A trial's sparsity knob, per value of the axis: the coefficient (relu, jumprelu), or k and no
+    sparsity term (the topk family; the base's k where the sweep has no k axis)."""
+    if arch in PENALISED:
+        return [{"loss.sparsity.coeff": c} for c in coeffs]
+    ks = spec.axes.k or [spec.base_run_field("sae", "k")]
+    return [{"sae.k": k, "loss.sparsity": None} for k in ks]
 
 
 def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:

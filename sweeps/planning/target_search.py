@@ -38,13 +38,13 @@ def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
     :func:`sweeps.planning.curve_search.search_value`), errored ones as failed, running or pending ones as pending."""
     curves = build_curves(plan)
     by_axes = {
-        _axes(t.mode, t.hook, t.dict_size_to_input_ratio, t.seed): name
+        _axes(t.mode, t.architecture, t.hook, t.dict_size_to_input_ratio, t.seed): name
         for name, t in zip(plan.names, plan.trials, strict=True)
     }
     for t in trials:
         if t.mode is None or t.sparsity_coeff is None:
             continue
-        key = by_axes.get(_axes(t.mode, t.hook, t.dict_size_to_input_ratio, t.seed))
+        key = by_axes.get(_axes(t.mode, t.architecture, t.hook, t.dict_size_to_input_ratio, t.seed))
         curve = curves.get(key) if key is not None else None
         if curve is None:
             continue
@@ -59,8 +59,8 @@ def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
     return curves
 
 
-def _axes(mode: Any, hook: Any, ratio: Any, seed: Any) -> tuple:
-    return (mode, hook, None if ratio is None else float(ratio), seed)
+def _axes(mode: Any, architecture: Any, hook: Any, ratio: Any, seed: Any) -> tuple:
+    return (mode, architecture, hook, None if ratio is None else float(ratio), seed)
 
 
 def status_lines(plan: Plan, trials: list[Any]) -> list[str]:

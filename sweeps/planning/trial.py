@@ -78,10 +78,27 @@ class Trial:
         return self._field("seed")
 
     @property
+    def architecture(self) -> str:
+        """``sae.architecture`` (relu where the run config predates architectures)."""
+        return self._field("sae", "architecture") or "relu"
+
+    @property
+    def k(self) -> int | None:
+        """``sae.k``: the topk family's sparsity knob (None for relu and jumprelu)."""
+        return self._field("sae", "k")
+
+    @property
     def name(self) -> str:
         """``e2e_L1_r8_s2_seed0``: the trial's axis values (:func:`sweeps.planning.names.trial_name`)."""
         return trial_name(
-            self.mode, self.layer, self.hook, self.dict_size_to_input_ratio, self.sparsity_coeff, self.seed
+            self.mode,
+            self.layer,
+            self.hook,
+            self.dict_size_to_input_ratio,
+            self.sparsity_coeff,
+            self.seed,
+            self.architecture,
+            self.k,
         )
 
     @property

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from e2e_sae.architectures.spec import ARCHITECTURES
 from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import MODES, in_mode_order
@@ -47,7 +48,9 @@ PARAM_COLUMNS = (
     "layer",
     "dict_size_to_input_ratio",
     "n_dict_elements",
+    "architecture",
     "sparsity_coeff",
+    "k",
     "seed",
     "n_samples",
 )
@@ -86,7 +89,9 @@ def _front_entry(p: FrontPoint) -> dict[str, Any]:
     t: Trial = p.payload
     return {
         "trial_id": t.trial_id,
+        "architecture": t.architecture,
         "sparsity_coeff": t.sparsity_coeff,
+        "k": t.k,
         "dict_size_to_input_ratio": t.dict_size_to_input_ratio,
         "seed": t.seed,
         "n_samples": t.n_samples,
@@ -186,6 +191,51 @@ def _modes_without_frontier(usable: list[Trial], degenerate: list[tuple[Trial, s
     ]
 
 
+def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
+    """One architecture's frontiers at one hook: per mode, and the matched comparisons between modes."""
+    fronts = {
+        mode: {
+            x: pareto_front(
+                [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.mode == mode]
+            )
+            for x in X_METRICS
+        }
+        for mode in in_mode_order(t.mode for t in in_hook if t.mode)
+    }
+    return {
+        "modes": {
+            mode: {
+                "n_finished": sum(t.mode == mode for t in in_hook),
+                "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()},
+            }
+            for mode, by_x in fronts.items()
+        },
+        "matched": _matched(fronts),
+        "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
+        "l0_ratio_curve": _l0_ratio_curve(fronts),
+    }
+
+
+def in_architecture_order(names: set[str]) -> list[str]:
+    return sorted(names, key=lambda a: (ARCHITECTURES.index(a) if a in ARCHITECTURES else len(ARCHITECTURES), a))
+
+
+def series_label(mode: str, architecture: str | None) -> str:
+    """``e2e`` in a sweep of one architecture, ``e2e batchtopk`` beside others."""
+    return mode if architecture is None else f"{mode} {architecture}"
+
+
+def hook_views(h: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """A hook's frontier sets: ``[(None, h)]`` in a sweep of one architecture, else one
+    ``(architecture, entry)`` per architecture (each with the hook's ``ce_loss_original``)."""
+    if "architectures" not in h:
+        return [(None, h)]
+    return [
+        (a, {**e, "layer": h["layer"], "ce_loss_original": h["ce_loss_original"]})
+        for a, e in h["architectures"].items()
+    ]
+
+
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """The pareto.json document (schema in docs/report.md) from loaded trials."""
     usable = [t for t in trials if t.state == "finished" and t.hook and t.mode]
@@ -198,34 +248,25 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         {t.hook for t in finished if t.hook},
         key=lambda h: (min((t.layer for t in finished if t.hook == h and t.layer is not None), default=-1), h),
     )
+    architectures = in_architecture_order({t.architecture for t in usable})
     hooks_out: dict[str, Any] = {}
     for hook in hooks:
         in_hook = [t for t in finished if t.hook == hook]
-        fronts = {
-            mode: {
-                x: pareto_front(
-                    [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.mode == mode]
-                )
-                for x in X_METRICS
-            }
-            for mode in in_mode_order(t.mode for t in in_hook if t.mode)
-        }
         originals = [_num(t.metrics.get("ce_loss_original")) for t in in_hook]
         originals = [v for v in originals if math.isfinite(v)]
-        hooks_out[hook] = {
+        entry: dict[str, Any] = {
             "layer": next((t.layer for t in in_hook if t.layer is not None), None),
             "ce_loss_original": statistics.median(originals) if originals else None,
-            "modes": {
-                mode: {
-                    "n_finished": sum(t.mode == mode for t in in_hook),
-                    "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()},
-                }
-                for mode, by_x in fronts.items()
-            },
-            "matched": _matched(fronts),
-            "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
-            "l0_ratio_curve": _l0_ratio_curve(fronts),
         }
+        if len(architectures) <= 1:
+            entry.update(_fronts_entry(in_hook, meta))
+        else:  # one frontier set per architecture: modes are compared within an architecture
+            entry["architectures"] = {
+                a: _fronts_entry([t for t in in_hook if t.architecture == a], meta)
+                for a in architectures
+                if any(t.architecture == a for t in in_hook)
+            }
+        hooks_out[hook] = entry
     counts = {s: sum(t.state == s for t in trials) for s in STATES}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -233,6 +274,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         "y_metric": Y_METRIC,
         "x_metrics": list(X_METRICS),
         "matched_rule": MATCHED_RULE,
+        "architectures": architectures,
         "trial_counts": {**counts, "total": len(trials)},
         "missing_trials": [
             {"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook, "error": t.error}
@@ -284,7 +326,8 @@ def _settings_line(doc: dict[str, Any]) -> str:
 
 def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> list[Path]:
     """Per hook, the paper's Figure 1 layout: CE-loss increase against L0 (log x) and against alive
-    elements, one colour per mode, finished trials faint, the frontier as connected points. PNG + SVG."""
+    elements, one colour per mode (and one line style per architecture in a sweep of several), finished
+    trials faint, the frontier as connected points. PNG + SVG."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
 
     colours = {m: f"C{i}" for i, m in enumerate(MODES)}
@@ -292,32 +335,15 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
     for hook, h in doc["hooks"].items():
         fig = Figure(figsize=(11, 4.4), layout="constrained")
         axes = fig.subplots(1, 2, sharey=True)
+        views = hook_views(h)
         for ax, x_metric in zip(axes, X_METRICS, strict=True):
-            xs_drawn = []
-            for i, (mode, m) in enumerate(h["modes"].items()):
-                c = colours.get(mode, f"C{len(MODES) + i}")
-                pts = [
-                    (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
-                    for t in trials
-                    if t.state == "finished" and t.hook == hook and t.mode == mode
-                ]
-                xs_drawn += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
-                if pts:
-                    ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
-                front = m["frontiers"][x_metric]
-                ax.plot(
-                    [p["metrics"][x_metric] for p in front],
-                    [p["metrics"][Y_METRIC] for p in front],
-                    "o-",
-                    color=c,
-                    ms=4,
-                    label=mode,
-                )
-                read = h["matched"]["modes"].get(mode, {}).get(x_metric)
-                if read:  # where the matched comparison reads this frontier
-                    ax.plot(read["value"], h["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
-            if h["matched"][Y_METRIC] is not None:
-                ax.axhline(h["matched"][Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
+            xs_drawn: list[float] = []
+            for j, (arch, view) in enumerate(views):
+                style = ("-", "--", ":", "-.")[j % 4]  # one line style per architecture, one colour per mode
+                xs_drawn += _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style)
+            h_matched = views[0][1]["matched"] if len(views) == 1 else {Y_METRIC: None}
+            if h_matched[Y_METRIC] is not None:
+                ax.axhline(h_matched[Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
             _mark_targets(ax, doc.get("search_targets", {}), x_metric)
             if LOG_X[x_metric] and any(x > 0 for x in xs_drawn):  # a log axis with nothing > 0 cannot draw
                 ax.set_xscale("log")
@@ -336,6 +362,29 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
     return pngs
 
 
+def _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style) -> list[float]:
+    """One architecture's modes on one panel: finished trials faint, each frontier as connected points,
+    and where the matched comparison reads it (x). Returns the x values drawn."""
+    xs = []
+    for i, (mode, m) in enumerate(view["modes"].items()):
+        c = colours.get(mode, f"C{len(MODES) + i}")
+        pts = [
+            (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
+            for t in trials
+            if t.state == "finished" and t.hook == hook and t.mode == mode and (arch is None or t.architecture == arch)
+        ]
+        xs += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
+        front = m["frontiers"][x_metric]
+        xy = ([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front])
+        ax.plot(*xy, "o" + style, color=c, ms=4, label=series_label(mode, arch))
+        read = view["matched"]["modes"].get(mode, {}).get(x_metric)
+        if read:  # where the matched comparison reads this frontier
+            ax.plot(read["value"], view["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
+    return xs
+
+
 def _mark_targets(ax, targets: dict[str, list[float]], x_metric: str) -> None:
     """The target search's targets: CE-loss increase ones as horizontal lines, L0 ones as vertical
     lines on the L0 panel."""
@@ -352,7 +401,11 @@ def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     curves = [
-        (hook, name, c) for hook, h in doc["hooks"].items() for name, c in h.get("l0_ratio_curve", {}).items() if c
+        (hook, name if arch is None else f"{name} ({arch})", c)
+        for hook, h in doc["hooks"].items()
+        for arch, view in hook_views(h)
+        for name, c in view.get("l0_ratio_curve", {}).items()
+        if c
     ]
     if not curves:
         return None
@@ -519,29 +572,12 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
             f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
             "",
         ]
-        lines += _matched_lines(h["matched"])
-        lines += _comparison_lines(h)
-        lines += [
-            "### Frontier trials",
-            "",
-            "| mode | on frontier | trial | sparsity coeff | dict ratio | L0 | alive elements | CE-loss increase |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for mode, m in h["modes"].items():
-            on: dict[str, list[str]] = {}
-            points = {}
-            for x, front in m["frontiers"].items():
-                for p in front:
-                    on.setdefault(p["trial_id"], []).append("L0" if x == "l0" else "alive")
-                    points[p["trial_id"]] = p
-            for tid, p in sorted(points.items(), key=lambda kv: _num(kv[1]["metrics"].get("l0"))):
-                mm = p["metrics"]
-                lines.append(
-                    f"| {mode} | {', '.join(on[tid])} | {tid} | {_fmt(p['sparsity_coeff'])} | "
-                    f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
-                    f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |"
-                )
-        lines.append("")
+        for arch, view in hook_views(h):
+            if arch is not None:
+                lines += [f"### {arch}: the modes compared within this architecture", ""]
+            lines += _matched_lines(view["matched"])
+            lines += _comparison_lines(view)
+            lines += _frontier_trial_lines(view)
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
     lines += inside or []
@@ -557,6 +593,32 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
     else:
         lines.append("None: every trial finished.")
     return "\n".join(lines) + "\n"
+
+
+def _frontier_trial_lines(view: dict[str, Any]) -> list[str]:
+    """report.md: the trials on each mode's frontiers, by L0, with their sparsity knob."""
+    lines = [
+        "### Frontier trials",
+        "",
+        "| mode | on frontier | trial | sparsity coeff or k | dict ratio | L0 | alive elements | CE-loss increase |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, m in view["modes"].items():
+        on: dict[str, list[str]] = {}
+        points = {}
+        for x, front in m["frontiers"].items():
+            for p in front:
+                on.setdefault(p["trial_id"], []).append("L0" if x == "l0" else "alive")
+                points[p["trial_id"]] = p
+        for tid, p in sorted(points.items(), key=lambda kv: _num(kv[1]["metrics"].get("l0"))):
+            mm = p["metrics"]
+            knob = f"k {p['k']}" if p.get("k") is not None else _fmt(p["sparsity_coeff"])
+            lines.append(
+                f"| {mode} | {', '.join(on[tid])} | {tid} | {knob} | "
+                f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
+                f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |"
+            )
+    return lines + [""]
 
 
 def write_report(exp_dir: str | Path, out_dir: str | Path | None = None, trials: list[Trial] | None = None) -> Path:

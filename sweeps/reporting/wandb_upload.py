@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from e2e_sae.hooks import hook_slug
-from sweeps.reporting.report import X_METRICS, Y_METRIC
+from sweeps.reporting.report import X_METRICS, Y_METRIC, hook_views
 
 
 def _cell(v: str) -> Any:
@@ -25,10 +25,11 @@ def _cell(v: str) -> Any:
 
 
 FRONTIER_COLUMNS: list[str | int] = [
-    "hook", "mode", "x_metric", "trial_id", "sparsity_coeff", "l0", "alive_dict_elements", Y_METRIC
+    "hook", "architecture", "mode", "x_metric", "trial_id", "sparsity_coeff", "k", "l0", "alive_dict_elements",
+    Y_METRIC,
 ]  # fmt: skip
 MATCHED_COLUMNS: list[str | int] = [
-    "hook", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped", "alive_clipped",
+    "hook", "architecture", "mode", Y_METRIC, "l0", "alive_dict_elements", "l0_clipped", "alive_clipped",
     "l0_ratio_to_local", "alive_ratio_to_local", "l0_ratio_bound", "alive_ratio_bound",
 ]  # fmt: skip
 
@@ -88,16 +89,19 @@ def _frontier_rows(doc: dict[str, Any]) -> list[list[Any]]:
     return [
         [
             hook,
+            p.get("architecture"),
             mode_name,
             x,
             p["trial_id"],
             p["sparsity_coeff"],
+            p.get("k"),
             p["metrics"].get("l0"),
             p["metrics"].get("alive_dict_elements"),
             p["metrics"].get(Y_METRIC),
         ]
         for hook, h in doc["hooks"].items()
-        for mode_name, m in h["modes"].items()
+        for _, view in hook_views(h)
+        for mode_name, m in view["modes"].items()
         for x, front in m["frontiers"].items()
         for p in front
     ]
@@ -108,17 +112,25 @@ def _matched_rows(doc: dict[str, Any]) -> list[list[Any]]:
     to local and which of them are bounds (None: an estimate; docs/report.md)."""
     rows = []
     for hook, h in doc["hooks"].items():
-        for mode_name, m in h["matched"]["modes"].items():
-            ratio = h["matched"]["ratios"].get(f"{mode_name}/local", {})
-            rows.append(
-                [
-                    hook,
-                    mode_name,
-                    h["matched"][Y_METRIC],
-                    *(m[x]["value"] if x in m else None for x in X_METRICS),
-                    *(m[x]["clipped"] if x in m else None for x in X_METRICS),
-                    *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
-                    *((ratio.get("bounds") or {}).get(x) for x in X_METRICS),
-                ]
-            )
+        for arch, view in hook_views(h):
+            rows += _matched_view_rows(hook, arch or (doc.get("architectures") or [None])[0], view["matched"])
+    return rows
+
+
+def _matched_view_rows(hook: str, arch: str | None, matched: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for mode_name, m in matched["modes"].items():
+        ratio = matched["ratios"].get(f"{mode_name}/local", {})
+        rows.append(
+            [
+                hook,
+                arch,
+                mode_name,
+                matched[Y_METRIC],
+                *(m[x]["value"] if x in m else None for x in X_METRICS),
+                *(m[x]["clipped"] if x in m else None for x in X_METRICS),
+                *(1.0 if mode_name == "local" else ratio.get(x) for x in X_METRICS),
+                *((ratio.get("bounds") or {}).get(x) for x in X_METRICS),
+            ]
+        )
     return rows

@@ -13,8 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("e2e_sae", "sweeps")
-# Runs only inside the reference venv, where ``e2e_sae`` is the authors' package.
-NOT_IMPORTABLE_HERE = {"e2e_sae.bench.reference_worker", "e2e_sae.bench.reference_hf_worker"}
+# Run only inside the reference venv (where ``e2e_sae`` is the authors' package) or the sae-lens venv.
+NOT_IMPORTABLE_HERE = {
+    "e2e_sae.bench.reference_worker",
+    "e2e_sae.bench.reference_hf_worker",
+    "e2e_sae.bench.saelens_worker",
+}
 
 
 def module_files(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:

@@ -110,7 +110,11 @@ class CurveSearch:
     targets: list[float]
     tolerance: float  # |log(achieved / target)| that counts as met
     budget: int  # trials this curve may start, errored ones included
-    start: float  # the first coefficient
+    start: float  # the first coefficient (or k)
+    # What the search places: ``coeff`` (a sparsity coefficient: relu, jumprelu) or ``k`` (the topk
+    # family's active elements per token: an integer, and L0 rises with it where it falls with a
+    # coefficient). "coefficient" below means either.
+    knob: str = "coeff"
     finished: list[tuple[float, float]] = field(default_factory=list)
     failed: dict[str, Proposal] = field(default_factory=dict)
     pending: dict[str, Proposal] = field(default_factory=dict)
@@ -118,6 +122,7 @@ class CurveSearch:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a search saved before failed trials kept their ids (a list of coefficients)."""
         state.pop("settled", None)
+        state.setdefault("knob", "coeff")  # saved before the search placed k
         if isinstance(state.get("failed"), list):
             state["failed"] = {f"failed{i}": Proposal(c, None) for i, c in enumerate(state["failed"])}
         self.__dict__.update(state)
@@ -197,7 +202,7 @@ class CurveSearch:
             x = self._untried(aim, taken=[math.log(p.coeff) for p in out])
             if x is not None:
                 attempt = 1 + sum(_near(x, [math.log(p.coeff)]) for p in self.failed.values())
-                out.append(Proposal(self.start if aim.rank == 3 else math.exp(x), target, attempt=attempt))
+                out.append(Proposal(self.start if aim.rank == 3 else self._value(x), target, attempt=attempt))
                 if aim.probe is not None:
                     probed.add(aim.probe)
         return out
@@ -208,7 +213,16 @@ class CurveSearch:
         blocked = [math.log(p.coeff) for p in self.pending.values()] + taken
         if aim.rank != 3:
             blocked += [x for x, _ in self._points()] + [math.log(p.coeff) for p in self.failed.values()]
-        return next((x for x in aim.candidates if not _near(x, blocked)), None)
+        placed = (math.log(self._value(x)) for x in aim.candidates)  # k: the integer it rounds to
+        return next((x for x in placed if not _near(x, blocked)), None)
+
+    def _sign(self) -> int:
+        """The sign of d log(metric) / d log(knob): L0 falls with a coefficient and rises with k."""
+        return int(SEARCH_METRICS[self.metric]) * (-1 if self.knob == "k" else 1)
+
+    def _value(self, x: float) -> float:
+        """The knob's value at log ``x``: a coefficient as is, k rounded to an integer >= 1."""
+        return float(max(1, round(math.exp(x)))) if self.knob == "k" else math.exp(x)
 
     def _aim(self, target: float) -> _Aim:
         t = math.log(target)
@@ -226,8 +240,8 @@ class CurveSearch:
         the midpoint in log coefficient where the response ``bends`` (a kink such as the edge of a floor
         makes interpolation land next to the same end again and again)."""
         (x0, y0), (x1, y1) = a, b
-        if x1 - x0 < MIN_BRACKET:
-            return self._narrow(a, b)
+        if x1 - x0 < MIN_BRACKET or (self.knob == "k" and round(math.exp(x1)) - round(math.exp(x0)) <= 1):
+            return self._narrow(a, b)  # no coefficient (no integer k) left between them
         mid = (x0 + x1) / 2
         if math.isfinite(y0) and math.isfinite(y1):
             x = x0 + (t - y0) * (x1 - x0) / (y1 - y0)
@@ -250,7 +264,7 @@ class CurveSearch:
     def _aim_beyond(self, t: float, points: list[tuple[float, float]]) -> _Aim:
         """A step out past the last trial toward log target ``t`` (every value lies on one side of it)."""
         up = points[0][1] < t  # the metric must rise: for L0 a smaller coefficient, for CE a larger one
-        d = SEARCH_METRICS[self.metric] * (1 if up else -1)  # direction in log coefficient
+        d = self._sign() * (1 if up else -1)  # direction in log coefficient
         xe, ye = max(points, key=lambda p: d * p[0])
         if not math.isfinite(ye):  # the last trial is dead: 10x away from it
             return _Aim(2, (xe + d * MAX_STEP,), probe=(xe,))
@@ -279,12 +293,14 @@ class CurveSearch:
         fix = (
             f"a floor the training sets, not the coefficient (Adam and gradient clipping normalise the sparsity "
             f"push away); fix: {TRAINING_FIX}"
-            if d > 0  # a larger coefficient: more sparsity pressure
+            if d * (-1 if self.knob == "k" else 1)
+            > 0  # toward more sparsity pressure: a larger coefficient, a smaller k
             else "its limit without sparsity pressure; fix: aim within the reached range, or "
             "train longer or with a larger dictionary to move the limit"
         )
         return (
-            f"{self.metric} stays within {math.exp(min(ys)):.3g}-{math.exp(max(ys)):.3g} for coefficients "
+            f"{self.metric} stays within {math.exp(min(ys)):.3g}-{math.exp(max(ys)):.3g} for "
+            f"{'k' if self.knob == 'k' else 'coefficients'} "
             f"{math.exp(lo):.3g}-{math.exp(hi):.3g} (a plateau): {fix}"
         )
 
@@ -312,13 +328,14 @@ class CurveSearch:
                 return "dead" if self.metric == "l0" else "<= 0"
             return "dead" if y == math.inf else f"{math.exp(y):.3g}"
 
-        return f"between coefficients {math.exp(a[0]):.4g} ({show(a[1])}) and {math.exp(b[0]):.4g} ({show(b[1])})"
+        name = "k" if self.knob == "k" else "coefficients"
+        return f"between {name} {math.exp(a[0]):.4g} ({show(a[1])}) and {math.exp(b[0]):.4g} ({show(b[1])})"
 
     def _slope(self) -> float:
         """d log(value) / d log(coeff): least squares over the live finished trials, the prior with fewer
         than two distinct coefficients; magnitude clamped to SLOPE_RANGE. A fit of the wrong sign is a
         response flat at this resolution: the flattest slope, so that steps out go far (at most 10x)."""
-        prior = SEARCH_METRICS[self.metric]
+        prior = self._sign()
         points = [p for p in self._points() if math.isfinite(p[1])]
         xs = [p[0] for p in points]
         if len(set(xs)) < 2:

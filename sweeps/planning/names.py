@@ -58,11 +58,12 @@ def grid_group_name(mode: Any, layer: int | None, hook: Any, index: int, archite
     return safe_name(f"{_series(mode, architecture)}_L{_where(layer, hook)}_group{index}")
 
 
-def search_group_name(curve: str, coeffs: Sequence[float], retry: int = 0) -> str:
-    """``e2e_L1_r8_seed0_s0.5_2``: a target search's grouped Tune trial (unique: the search never
-    proposes coefficients of a curve within 1% of each other, and 4 significant digits tell apart any
-    two that are 1% apart)."""
-    return safe_name(f"{curve}_s" + "_".join(f"{c:.4g}" for c in coeffs) + (f"_retry{retry}" if retry else ""))
+def search_group_name(curve: str, values: Sequence[float], retry: int = 0, knob: str = "coeff") -> str:
+    """``e2e_L1_r8_seed0_s0.5_2`` (``..._k16_32`` placing k): a target search's grouped Tune trial
+    (unique: the search never proposes values of a curve within 1% of each other, and 4 significant
+    digits tell apart any two that are 1% apart)."""
+    tag = "k" if knob == "k" else "s"
+    return safe_name(f"{curve}_{tag}" + "_".join(f"{v:.4g}" for v in values) + (f"_retry{retry}" if retry else ""))
 
 
 def retry_name(name: str, retry: int) -> str:

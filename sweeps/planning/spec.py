@@ -46,6 +46,8 @@ from sweeps.experiment import experiment_path, read_sweep_file
 from sweeps.planning.curve_search import SEARCH_METRICS
 from sweeps.planning.trial import Trial, model_label
 
+DEFAULT_START_K = 32  # a target search's first k for the topk family, without search.start_k or sae.k
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -162,6 +164,9 @@ class Search(_Strict):
         "(`max_trials_per_group`, its name before, is read as this)",
     )
     start: dict[str, float] = Field(default={}, description="first coefficient per mode (default 1.0)")
+    start_k: dict[str, int] = Field(
+        default={}, description="first k per mode for the topk family (default the base's sae.k, else 32)"
+    )
 
     @property
     def metric(self) -> str:
@@ -191,11 +196,18 @@ def check_knobs(spec: SweepSpec) -> None:
         raise ConfigError(
             f"axes.sparsity_coeff: {archs} set L0 by k and take no coefficient; drop axes.sparsity_coeff (give axes.k)"
         )
-    if topk and spec.search.kind == "targets":
-        raise ConfigError(
-            f"search.kind: targets places sparsity coefficients (relu, jumprelu), not the k of {topk}; give "
-            "those architectures a grid of axes.k in a sweep of their own"
-        )
+    if spec.search.kind == "targets":
+        if topk and axes.k is not None:
+            raise ConfigError(
+                f"axes.k: both a k grid and search.kind: targets for {topk}; remove axes.k (search.start_k sets "
+                "the first k)"
+            )
+        bad = {m: v for m, v in spec.search.start_k.items() if v < 1}
+        if bad or set(spec.search.start_k) - set(axes.mode):
+            raise ConfigError(
+                f"search.start_k: give k >= 1 for modes among {list(axes.mode)}, got {spec.search.start_k}"
+            )
+        return
     if topk and axes.k is None and spec.base_run_field("sae", "k") is None:
         raise ConfigError(f"axes.k: missing; {topk} need k (active elements per token), e.g. k: [16, 32, 64]")
 
@@ -494,11 +506,14 @@ def expand_trials(spec: SweepSpec) -> list[Trial]:
     """One planned trial per point of the axes, with its full run config. For a target search: one per
     curve, its coefficient the search's start (the template each proposal fills)."""
     if spec.search.kind == "targets":
-        return _expand(spec, lambda mode: [spec.search.start.get(mode, 1.0)])
-    return _expand(spec, spec.axes.coeffs_for)
+        first_k = spec.base_run_field("sae", "k") or DEFAULT_START_K
+        return _expand(
+            spec, lambda mode: [spec.search.start.get(mode, 1.0)], lambda mode: [spec.search.start_k.get(mode, first_k)]
+        )
+    return _expand(spec, spec.axes.coeffs_for, lambda mode: spec.axes.k or [spec.base_run_field("sae", "k")])
 
 
-def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
+def _expand(spec: SweepSpec, coeffs_for, ks_for) -> list[Trial]:
     base = base_run_dict(spec)
     ax = spec.axes
     # Set on every trial after its axis values (W&B logging is Tune's callback, not the trial's).
@@ -511,7 +526,7 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
     layers: list[int | None] = list(ax.layer) if ax.layer else [None]  # None: the base's position
     ratios: list[float | None] = list(ax.dict_size_to_input_ratio) if ax.dict_size_to_input_ratio else [None]
     for mode, arch in itertools.product(ax.mode, spec.architectures):
-        knobs = _knobs(spec, arch, coeffs_for(mode) if arch in PENALISED else [])
+        knobs = _knobs(arch, coeffs_for(mode) if arch in PENALISED else ks_for(mode))
         for layer, ratio, knob, seed in itertools.product(layers, ratios, knobs, ax.seed):
             dotted = {**spec.overrides, "mode": mode, "seed": seed, **knob}
             if ax.architecture:
@@ -525,13 +540,12 @@ def _expand(spec: SweepSpec, coeffs_for) -> list[Trial]:
     return trials
 
 
-def _knobs(spec: SweepSpec, arch: str, coeffs: list[float]) -> list[dict[str, Any]]:
-    """A trial's sparsity knob, per value of the axis: the coefficient (relu, jumprelu), or k and no
-    sparsity term (the topk family; the base's k where the sweep has no k axis)."""
+def _knobs(arch: str, values: list[Any]) -> list[dict[str, Any]]:
+    """A trial's sparsity knob, per value: the coefficient (relu, jumprelu), or k and no sparsity term
+    (the topk family)."""
     if arch in PENALISED:
-        return [{"loss.sparsity.coeff": c} for c in coeffs]
-    ks = spec.axes.k or [spec.base_run_field("sae", "k")]
-    return [{"sae.k": k, "loss.sparsity": None} for k in ks]
+        return [{"loss.sparsity.coeff": c} for c in values]
+    return [{"sae.k": k, "loss.sparsity": None} for k in values]
 
 
 def config_diff(base: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,8 @@ def build_curves(plan: Plan) -> dict[str, CurveSearch]:
             targets=s.target_values,
             tolerance=s.tolerance,
             budget=s.budget,
-            start=s.start.get(t.mode or "", 1.0),
+            start=float(t.k) if t.k is not None else s.start.get(t.mode or "", 1.0),
+            knob="k" if t.k is not None else "coeff",
         )
         for name, t in zip(plan.names, plan.trials, strict=True)
     }
@@ -42,13 +43,14 @@ def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
         for name, t in zip(plan.names, plan.trials, strict=True)
     }
     for t in trials:
-        if t.mode is None or t.sparsity_coeff is None:
+        knob = t.k if t.k is not None else t.sparsity_coeff
+        if t.mode is None or knob is None:
             continue
         key = by_axes.get(_axes(t.mode, t.architecture, t.hook, t.dict_size_to_input_ratio, t.seed))
         curve = curves.get(key) if key is not None else None
         if curve is None:
             continue
-        proposal = Proposal(float(t.sparsity_coeff), None)
+        proposal = Proposal(float(knob), None)
         value = search_value(curve.metric, t.metrics) if t.state == "finished" else None
         if value is not None:
             curve.finished.append((proposal.coeff, value))
@@ -89,12 +91,15 @@ def status_lines(plan: Plan, trials: list[Any]) -> list[str]:
 def grid_cost_lines(plan: Plan, curves: dict[str, CurveSearch]) -> list[str]:
     """Per mode: the trials this search spent against the smallest log-spaced grid meeting every target
     (sweeps.planning.grid_cost: sized with hindsight from the search's own curves, so it flatters the grid)."""
-    modes = dict(zip(plan.names, (t.mode or "" for t in plan.trials), strict=True))
+    modes = {  # a grid is one list per mode and architecture (of coefficients, or of k)
+        name: f"{t.mode}" if t.architecture == "relu" else f"{t.mode} {t.architecture}"
+        for name, t in zip(plan.names, plan.trials, strict=True)
+    }
     by_mode: dict[str, dict[str, Sequence[tuple[float, float]]]] = {}
     for key, g in curves.items():
         by_mode.setdefault(modes[key], {})[key] = list(g.finished)
     lines = [
-        "against a grid (one log-spaced coefficient list per mode, the smallest that meets every target "
+        "against a grid (one log-spaced coefficient or k list per mode, the smallest that meets every target "
         "on these trials' curves):"
     ]
     for cost in grid_costs(by_mode, plan.spec.search.target_values, plan.spec.search.tolerance):

@@ -29,11 +29,15 @@ from sweeps.planning.names import retry_name, search_group_name
 from sweeps.planning.trial import Trial, group_config
 
 
-def config_with_coeff(template: dict[str, Any], proposal: Proposal) -> dict[str, Any]:
-    """A trial's Tune config from its curve's template, the coefficient set in its run config; a retry
-    of a start whose trials errored is named ``<trial>_retry<n>`` (its own trial directory)."""
+def config_with_coeff(template: dict[str, Any], proposal: Proposal, knob: str = "coeff") -> dict[str, Any]:
+    """A trial's Tune config from its curve's template, the proposal set in its run config (the sparsity
+    coefficient, or the topk family's ``sae.k``); a retry of a start whose trials errored is named
+    ``<trial>_retry<n>`` (its own trial directory)."""
     config = copy.deepcopy(template)
-    config["run"]["loss"]["sparsity"]["coeff"] = proposal.coeff
+    if knob == "k":
+        config["run"]["sae"]["k"] = int(proposal.coeff)
+    else:
+        config["run"]["loss"]["sparsity"]["coeff"] = proposal.coeff
     if proposal.attempt > 1:
         config["name"] = retry_name(Trial.from_config(config).name, proposal.attempt - 1)
     return config
@@ -88,20 +92,21 @@ class TargetSearcher(Searcher):
                 self.running.add(trial_id)
                 if self.group_size == 1:
                     curve.start_trial(trial_id, proposals[0])
-                    return config_with_coeff(self.templates[key], proposals[0])
+                    return config_with_coeff(self.templates[key], proposals[0], curve.knob)
                 return self._grouped(trial_id, key, proposals[: self.group_size])
         if not self.running and all(c.is_done() for c in self.curves.values()):
             return Searcher.FINISHED
         return None  # waiting for running trials
 
     def _grouped(self, trial_id: str, key: str, proposals: list[Proposal]) -> dict[str, Any]:
-        members = [config_with_coeff(self.templates[key], p) for p in proposals]
+        members = [config_with_coeff(self.templates[key], p, self.curves[key].knob) for p in proposals]
         names = [trial_label(m) for m in members]  # unique: coefficients are >= 1% apart
         ids = [f"{trial_id}/{i}" for i in range(len(proposals))]
         for member_id, proposal in zip(ids, proposals, strict=True):
             self.curves[key].start_trial(member_id, proposal)
         self.trial_members[trial_id] = list(zip(ids, names, strict=True))
-        name = search_group_name(key, [p.coeff for p in proposals], max(p.attempt for p in proposals) - 1)
+        retry = max(p.attempt for p in proposals) - 1
+        name = search_group_name(key, [p.coeff for p in proposals], retry, self.curves[key].knob)
         return group_config(name, members, names, self.wandb)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:

@@ -39,14 +39,16 @@ def _init_stats(res, alive) -> tuple[dict[str, Any], Any]:
 
 
 def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(analysis.json's ``hooks`` part, the raw per-element similarities for the plot)."""
+    """(analysis.json's ``hooks`` part, the raw per-element similarities for the plot). SAEs of different
+    architectures are compared within their architecture: with several, the key is ``<hook> [<arch>]``."""
     from e2e_sae.dictionary import max_cos_sim_across, max_cos_sim_within
 
     hooks: dict[str, Any] = {}
     raw: dict[str, Any] = {}
+    several = len({r[0].trial.architecture for r in results}) > 1
     ordered = sorted(results, key=lambda r: (r[0].trial.layer or 0, str(r[0].trial.hook)))
     for p, _tr, _ctx, res in ordered:
-        hook = str(p.trial.hook)
+        hook = f"{p.trial.hook} [{p.trial.architecture}]" if several else str(p.trial.hook)
         h = hooks.setdefault(
             hook, {"layer": p.trial.layer, "within": {}, "cross": [], "norm_ratio": {}, "local_minus": {}}
         )

@@ -335,7 +335,7 @@ class SweepSpec(_Strict):
     )
     group_size: int = Field(
         default=1,
-        description="up to this many trials differing only in seed, dict ratio, coefficient or lr train as one "
+        description="up to this many trials differing only in seed, dict ratio, coefficient, k or lr train as one "
         "Tune trial on one clean forward pass (sweeps/running/grouped_trial.py); 1: one SAE per Tune trial",
     )
     search: Search = Field(default=Search(), description="how the sparsity coefficients are chosen")

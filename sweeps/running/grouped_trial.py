@@ -1,7 +1,7 @@
 """A grouped Tune trial running (``group_size: K`` in the sweep file; planned by
 :func:`sweeps.planning.plan.plan_groups`): up to K planned trials that differ only in the
 fields members of a library group may differ in (:data:`e2e_sae.group.MEMBER_FIELDS`: seed, dict
-ratio, sparsity coefficient, lr; the sample order, ``data.seed`` resolved, shared) run as ONE Tune
+ratio, sparsity coefficient, k, lr; the sample order, ``data.seed`` resolved, shared) run as ONE Tune
 trial, K SAEs on one clean forward pass (:func:`e2e_sae.group.train_group`).
 
 Tune schedules, retries and checkpoints the group (``resources_per_trial`` is per group); users see

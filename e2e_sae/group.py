@@ -3,9 +3,10 @@
 Members of a group share the model, hook, mode, data (and its order), batch sizes and schedule
 shape; they may differ only in :data:`MEMBER_FIELDS` (sparsity coefficient, dictionary ratio, seed,
 learning rate, the topk family's k, JumpReLU's target L0). A step: one clean pass (SAE input, clean
-logits, downstream targets) -> each member's SAE -> the K spliced suffixes, stacked along the batch dimension in one ``start_at_layer`` pass
-(``splice: stacked``) or one after another (``loop``) -> per-member losses -> one backward of their
-sum (members are independent, so each SAE gets exactly its own gradient).
+logits, downstream targets) -> each member's SAE -> the K spliced suffixes, stacked along the batch
+dimension in one ``start_at_layer`` pass (``splice: stacked``) or one after another (``loop``) ->
+per-member losses -> one backward of their sum (members are independent, so each SAE gets exactly its
+own gradient).
 
 Each member is a run of its own (:class:`e2e_sae.loop.Run`): its own ``output_dir``
 (``<group output_dir>/<member name>``), optimizer, schedule, activation-frequency window,

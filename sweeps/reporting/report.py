@@ -202,7 +202,8 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         }
         for mode in in_mode_order(t.mode for t in in_hook if t.mode)
     }
-    return {
+    matched = _matched(fronts)
+    entry = {
         "modes": {
             mode: {
                 "n_finished": sum(t.mode == mode for t in in_hook),
@@ -210,10 +211,67 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
             }
             for mode, by_x in fronts.items()
         },
-        "matched": _matched(fronts),
+        "matched": matched,
         "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
         "l0_ratio_curve": _l0_ratio_curve(fronts),
     }
+    seeds = sorted({t.seed for t in in_hook if t.seed is not None})
+    if len(seeds) > 1:
+        levels = [y for y in [matched[Y_METRIC], *meta.get("match_at", [])] if y is not None]
+        entry["seed_spread"] = seed_spread(in_hook, seeds, sorted(set(levels)))
+    return entry
+
+
+def seed_spread(in_hook: list[Trial], seeds: list[int], levels: list[float]) -> dict[str, Any]:
+    """How far seeds move the comparison: per level, each mode's L0 read off each seed's own frontier
+    (no extrapolation), their mean and min-max over seeds, the ratio to local at each seed (a mode's
+    seed against local's same seed) with its mean and min-max, and whether the mode difference
+    exceeds the seed spread: ``exceeds`` when the mode's and local's min-max ranges over seeds do not
+    overlap, ``within`` when they do, None with fewer than two seeds read on either side."""
+    fronts = {
+        seed: {
+            mode: pareto_front(
+                [
+                    (_num(t.metrics.get("l0")), _num(t.metrics.get(Y_METRIC)), t)
+                    for t in in_hook
+                    if t.mode == mode and t.seed == seed
+                ]
+            )
+            for mode in in_mode_order(t.mode for t in in_hook if t.mode)
+        }
+        for seed in seeds
+    }
+    modes = in_mode_order(t.mode for t in in_hook if t.mode)
+    out = []
+    for level in levels:
+        l0 = {m: {s: _read_inside(fronts[s][m], level) for s in seeds} for m in modes}
+        row: dict[str, Any] = {Y_METRIC: level, "l0": l0, "l0_spread": {m: _spread(l0[m].values()) for m in modes}}
+        row["ratios"], row["verdict"] = {}, {}
+        for m in modes:
+            if m == "local" or "local" not in l0:
+                continue
+            per_seed = {}
+            for s in seeds:
+                x, x_local = l0[m][s], l0["local"][s]
+                if x is not None and x_local:
+                    per_seed[s] = x / x_local
+            row["ratios"][f"{m}/local"] = {"per_seed": per_seed, **_spread(per_seed.values())}
+            row["verdict"][f"{m}/local"] = _verdict(row["l0_spread"][m], row["l0_spread"]["local"])
+        out.append(row)
+    return {"seeds": seeds, "spread": "mean and min-max over seeds", "levels": out}
+
+
+def _spread(values) -> dict[str, Any]:
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return {"n": 0, "mean": None, "min": None, "max": None}
+    return {"n": len(vs), "mean": sum(vs) / len(vs), "min": min(vs), "max": max(vs)}
+
+
+def _verdict(mode: dict[str, Any], local: dict[str, Any]) -> str | None:
+    if mode["n"] < 2 or local["n"] < 2:
+        return None
+    return "exceeds" if mode["max"] < local["min"] or mode["min"] > local["max"] else "within"
 
 
 def in_architecture_order(names: set[str]) -> list[str]:
@@ -223,6 +281,15 @@ def in_architecture_order(names: set[str]) -> list[str]:
 def series_label(mode: str, architecture: str | None) -> str:
     """``e2e`` in a sweep of one architecture, ``e2e batchtopk`` beside others."""
     return mode if architecture is None else f"{mode} {architecture}"
+
+
+def _all_alive(in_hook: list[Trial]) -> bool:
+    """Every trial keeps every dictionary element alive: the alive-elements panel would be one column."""
+    return bool(in_hook) and all(
+        t.metrics.get("alive_dict_elements") is not None
+        and t.metrics.get("alive_dict_elements") == t.metrics.get("n_dict_elements")
+        for t in in_hook
+    )
 
 
 def hook_views(h: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
@@ -257,6 +324,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "layer": next((t.layer for t in in_hook if t.layer is not None), None),
             "ce_loss_original": statistics.median(originals) if originals else None,
+            "all_alive": _all_alive(in_hook),
         }
         if len(architectures) <= 1:
             entry.update(_fronts_entry(in_hook, meta))
@@ -333,10 +401,11 @@ def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> l
     colours = {m: f"C{i}" for i, m in enumerate(MODES)}
     pngs = []
     for hook, h in doc["hooks"].items():
-        fig = Figure(figsize=(11, 4.4), layout="constrained")
-        axes = fig.subplots(1, 2, sharey=True)
+        x_metrics = [x for x in X_METRICS if not (x == "alive_dict_elements" and h.get("all_alive"))]
+        fig = Figure(figsize=(5.5 * len(x_metrics), 4.4), layout="constrained")
+        axes = fig.subplots(1, len(x_metrics), sharey=True, squeeze=False)[0]
         views = hook_views(h)
-        for ax, x_metric in zip(axes, X_METRICS, strict=True):
+        for ax, x_metric in zip(axes, x_metrics, strict=True):
             xs_drawn: list[float] = []
             for j, (arch, view) in enumerate(views):
                 style = ("-", "--", ":", "-.")[j % 4]  # one line style per architecture, one colour per mode
@@ -379,6 +448,14 @@ def _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style) -> list[
         front = m["frontiers"][x_metric]
         xy = ([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front])
         ax.plot(*xy, "o" + style, color=c, ms=4, label=series_label(mode, arch))
+        mine = [t for t in trials if t.state == "finished" and t.hook == hook and t.mode == mode]
+        mine = [t for t in mine if arch is None or t.architecture == arch]
+        seeds = sorted({t.seed for t in mine if t.seed is not None})
+        for seed in seeds if len(seeds) > 1 else []:  # each seed's own frontier, lighter
+            own = pareto_front(
+                [(_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC))) for t in mine if t.seed == seed]
+            )
+            ax.plot([p.x for p in own], [p.y for p in own], style, color=c, lw=0.8, alpha=0.4)
         read = view["matched"]["modes"].get(mode, {}).get(x_metric)
         if read:  # where the matched comparison reads this frontier
             ax.plot(read["value"], view["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
@@ -572,11 +649,18 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
             f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
             "",
         ]
+        if h.get("all_alive"):
+            lines += [
+                "Alive elements: every finished trial here keeps all its dictionary elements alive, so the "
+                "alive-elements panel (one column) is left out and every alive ratio is 1.",
+                "",
+            ]
         for arch, view in hook_views(h):
             if arch is not None:
                 lines += [f"### {arch}: the modes compared within this architecture", ""]
             lines += _matched_lines(view["matched"])
             lines += _comparison_lines(view)
+            lines += _seed_lines(view.get("seed_spread"))
             lines += _frontier_trial_lines(view)
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
@@ -593,6 +677,51 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
     else:
         lines.append("None: every trial finished.")
     return "\n".join(lines) + "\n"
+
+
+def _seed_lines(spread: dict[str, Any] | None) -> list[str]:
+    """report.md: the comparison across seeds (each seed's own frontiers), a table and one plain
+    sentence per level and mode: does the mode difference exceed the seed spread?"""
+    if not spread:
+        return []
+    seeds = spread["seeds"]
+    lines = [
+        f"### Across seeds {', '.join(str(s) for s in seeds)} (each seed's own frontiers; mean and min-max)",
+        "",
+        "| CE-loss increase | mode | " + " | ".join(f"L0 seed {s}" for s in seeds) + " | L0 mean (min-max) | "
+        "ratio to local mean (min-max) |",
+        "| --- " * (4 + len(seeds)) + "|",
+    ]
+    sentences = []
+    for row in spread["levels"]:
+        for mode, per_seed in row["l0"].items():
+            ratio = row["ratios"].get(f"{mode}/local")
+            cells = [_fmt(per_seed[s]) if per_seed[s] is not None else "out of range" for s in seeds]
+            lines.append(
+                f"| {_fmt(row[Y_METRIC], 3)} | {mode} | "
+                + " | ".join(cells)
+                + f" | {_spread_text(row['l0_spread'][mode])}"
+                f" | {_spread_text(ratio, 3) if ratio else '–'} |"
+            )
+            verdict = row["verdict"].get(f"{mode}/local")
+            if verdict is not None:
+                lm, ll = row["l0_spread"][mode], row["l0_spread"]["local"]
+                sentences.append(
+                    f"At CE-loss increase {_fmt(row[Y_METRIC], 3)}, {mode}'s L0 ({_spread_text(lm)}) against "
+                    f"local's ({_spread_text(ll)}): "
+                    + (
+                        "the mode difference exceeds the seed spread (the ranges over seeds do not overlap)."
+                        if verdict == "exceeds"
+                        else "the mode difference is within the seed spread (the ranges over seeds overlap)."
+                    )
+                )
+    return lines + [""] + [f"{x}  " for x in sentences] + [""]
+
+
+def _spread_text(sp: dict[str, Any], digits: int = 4) -> str:
+    if not sp or not sp.get("n"):
+        return "–"
+    return f"{_fmt(sp['mean'], digits)} ({_fmt(sp['min'], digits)}-{_fmt(sp['max'], digits)})"
 
 
 def _frontier_trial_lines(view: dict[str, Any]) -> list[str]:

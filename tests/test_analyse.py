@@ -49,18 +49,23 @@ def test_cli_writes_browser_geometry_and_numbers(analysed, experiment):
     assert set(h["within"]) == {"local", "e2e"} and set(h["norm_ratio"]) == {"local", "e2e"}
     assert h["local_minus"]["e2e"] == pytest.approx(h["within"]["local"]["mean"] - h["within"]["e2e"]["mean"])
     labels = [c["label"] for c in h["cross"]]
+    labelled = {c["label"]: c for c in h["cross"]}
     assert labels[:2] == ["e2e -> local", "local -> e2e"] and doc["has_seed_baseline"]
     assert any(c["seed_baseline"] for c in h["cross"])
     seeds = {s["trial_id"]: s["seed"] for s in doc["saes"]}
     for c in h["cross"]:
         assert -1 <= c["mean"] <= 1 and c["median"] <= 1
         assert c["same_seed"] == (seeds[c["from"]] == seeds[c["to"]])
+        assert c["frac_above_0.9"] <= c["shared"] <= 1  # shared: best match above 0.7 (Paulo & Belrose)
     for w in h["within"].values():  # 48 training samples move the decoder only a little from its init
         assert 0.5 < w["to_init_mean"] < 1 and 0 < w["init_mean"] < 1
     md = (analysed / "analysis.md").read_text()
     assert "| blocks.1.hook_resid_pre | e2e -> local |" in md and "0.166" in md and "0.67 / 0.31 / 0.15" in md
     assert "add `seed: [0, 1]`" not in md  # this sweep has a second seed
     assert "| same seed (same initial decoder) |" in md and "| e2e -> local |" in md
+    assert "| shared (> 0.7) |" in md
+    assert re.search(r"same mode across seeds local seed (\d) -> local seed (?!\1)\d ", md)
+    assert ("across modes and seeds e2e -> local" in md) == (seeds[labelled["e2e -> local"]["to"]] != 0)
     assert (analysed / "geometry.png").stat().st_size > 10_000
 
 

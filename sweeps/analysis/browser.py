@@ -14,6 +14,7 @@ import jinja2
 
 from sweeps.analysis.tables import (
     GEOMETRY_PNG,
+    MATCH_THRESHOLD,
     NO_SEED_LINE,
     PAPER_NORM_RATIO,
     PAPER_WITHIN_LOCAL_MINUS,
@@ -108,7 +109,7 @@ def _features(sae: dict[str, Any], ctx, res) -> list[dict[str, Any]]:
 
 def write_html(out: Path, doc: dict[str, Any], results: list) -> Path:
     env = _env()
-    common = {"doc": doc, "geometry_png": GEOMETRY_PNG}
+    common = {"doc": doc, "geometry_png": GEOMETRY_PNG, "match_threshold": MATCH_THRESHOLD}
     for sae, (_p, _tr, ctx, res) in zip(doc["saes"], results, strict=True):
         page = env.get_template("sae.html.j2").render(
             **common, sae=sae, features=_features(sae, ctx, res), density_png=f"density_{sae['trial_id']}.png"

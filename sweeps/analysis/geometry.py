@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.modes import in_mode_order
-from sweeps.analysis.tables import GEOMETRY_PNG
+from sweeps.analysis.tables import GEOMETRY_PNG, MATCH_THRESHOLD
 
 
 def _summary(values) -> dict[str, Any]:
@@ -17,6 +17,7 @@ def _summary(values) -> dict[str, Any]:
         "mean": float(v.mean()),
         "median": float(v.median()),
         "frac_above_0.9": float((v > 0.9).double().mean()),
+        "shared": float((v > MATCH_THRESHOLD).double().mean()),
         "n": int(v.numel()),
     }
 

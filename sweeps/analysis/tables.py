@@ -11,6 +11,9 @@ from typing import Any
 
 ANALYSIS_JSON = "analysis.json"
 GEOMETRY_PNG = "geometry.png"
+# An element is shared with another SAE when its best match there has decoder cosine similarity above
+# this (Paulo & Belrose, arXiv 2501.16615, count latents shared between two seeds' SAEs this way).
+MATCH_THRESHOLD = 0.7
 # Within-SAE nearest-neighbour cosine similarity: local's is higher than this mode's by ...
 PAPER_WITHIN_LOCAL_MINUS = {"e2e": 0.166, "e2e+ds": 0.04}
 # Reconstruction norm ratio ||a_hat|| / ||a|| at GPT-2 layers 2, 6, 10.
@@ -66,16 +69,19 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
     lines += [
         "",
         "**Across SAEs at the same hook**: for each alive element of the first SAE, its largest cosine "
-        "similarity to any alive element of the second (mean, median, and the fraction above 0.9).",
+        "similarity to any alive element of the second (mean, median, the fraction above 0.9, and the share "
+        f"of elements shared: best match above {MATCH_THRESHOLD}, as Paulo & Belrose count latents shared "
+        "between seeds).",
         "",
-        "| hook | from -> to | mean | median | > 0.9 | same seed (same initial decoder) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"| hook | from -> to | mean | median | > 0.9 | shared (> {MATCH_THRESHOLD}) | "
+        "same seed (same initial decoder) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for hook, h in doc["hooks"].items():
         for c in h["cross"]:
             lines.append(
                 f"| {hook} | {c['label']} | {_f(c['mean'])} | {_f(c['median'])} | {_f(c['frac_above_0.9'])} | "
-                f"{'yes' if c.get('same_seed') else 'no'} |"
+                f"{_f(c.get('shared'))} | {'yes' if c.get('same_seed') else 'no'} |"
             )
     lines += ["", SAME_SEED_LINE]
     if not doc.get("has_seed_baseline"):
@@ -108,6 +114,25 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
         ]
         if h["norm_ratio"]:
             parts.append("norm ratio " + ", ".join(f"{m} {_f(v)}" for m, v in h["norm_ratio"].items()))
+        parts += _shared_parts(h["cross"])
         if parts:
             out.append(f"{hook}: " + "; ".join(parts) + ".")
     return out
+
+
+def _shared_parts(cross: list[dict[str, Any]]) -> list[str]:
+    """The shares of shared elements: same mode across seeds (the seed baseline), against across modes
+    (at one seed: sharing an initial decoder; or at different seeds)."""
+    rows = [c for c in cross if c.get("shared") is not None]
+    groups = [
+        ("same mode across seeds", [c for c in rows if c.get("seed_baseline")]),
+        (
+            "across modes at one seed (sharing an initial decoder)",
+            [c for c in rows if not c.get("seed_baseline") and c.get("same_seed")],
+        ),
+        ("across modes and seeds", [c for c in rows if not c.get("seed_baseline") and not c.get("same_seed")]),
+    ]
+    said = [f"{name} " + ", ".join(f"{c['label']} {_f(c['shared'])}" for c in cs) for name, cs in groups if cs]
+    if not rows or not said or not groups[0][1]:
+        return []
+    return [f"elements shared (best match > {MATCH_THRESHOLD}): " + "; ".join(said)]

@@ -10,7 +10,7 @@ from e2e_sae import ConfigError, run_config_from_dict
 from e2e_sae.train import main
 from e2e_sae.validate import preflight
 
-train_module = importlib.import_module("e2e_sae.train")
+session_module = importlib.import_module("e2e_sae.session")
 
 CASES = [
     ({"sae.bogus": 1}, "sae.bogus: unknown key"),
@@ -50,7 +50,7 @@ def test_bad_config_exits_2_with_one_line_before_the_model_loads_and_touches_not
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the config error was raised")
 
-    monkeypatch.setattr(train_module, "build_spliced_model", no_model)
+    monkeypatch.setattr(session_module, "load_checked_model", no_model)  # where every run loads its model
     before = tree(tmp_path)
     sets = [x for k, v in overrides.items() for x in ("--set", f"{k}={yaml.safe_dump(v).strip()}")]
     rc = main([str(path), "--no-progress", *sets])

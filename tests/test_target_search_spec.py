@@ -96,6 +96,7 @@ def test_curves_are_the_other_axes_and_plan_prints_budget_and_first_proposals(tm
         in proc.stdout
     )
     assert "e2e_L1_r2_seed1              first coefficient 0.5" in proc.stdout
+    assert "2 seeds: 2 curves and at most 12 trials per seed" in proc.stdout  # the budget grows with seeds
 
 
 def _record(tid, mode, coeff, l0, ce, state="finished", seed=0, score=0.8):

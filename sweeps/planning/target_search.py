@@ -122,7 +122,12 @@ def plan_lines(plan: Plan) -> list[str]:
         f"target search on {s.metric}: targets {s.target_values}, tolerance {s.tolerance:g}, "
         f"at most {s.budget} trials per curve, {len(curves)} curves: at most {s.budget * len(curves)} trials"
     ]
+    seeds = plan.spec.axes.seed
+    if len(seeds) > 1:  # every seed is a curve of its own: the budget grows with the seeds
+        per_seed = len(curves) // len(seeds)
+        lines.append(f"  {len(seeds)} seeds: {per_seed} curves and at most {s.budget * per_seed} trials per seed")
     for key, g in curves.items():
         first = g.proposals()
-        lines.append(f"  {key:<28} first coefficient {first[0].coeff:.4g}" if first else f"  {key}")
+        knob = "k" if g.knob == "k" else "coefficient"
+        lines.append(f"  {key:<28} first {knob} {first[0].coeff:.4g}" if first else f"  {key}")
     return lines

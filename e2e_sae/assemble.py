@@ -35,6 +35,12 @@ def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
     except ValueError as err:
         raise ConfigError(f"sae.pretrained_path: {err}") from None
     check_saved_sae_matches(cfg, sae_file.architecture, sae_file.input_normalization, "sae.pretrained_path")
+    for knob, value in sae_file.knobs.items():  # an SAELens TopK SAE's k is part of the SAE
+        if getattr(cfg.sae, knob) != value:
+            raise ConfigError(
+                f"sae.{knob}: the SAE of sae.pretrained_path has {knob}={value} but this run sets "
+                f"{getattr(cfg.sae, knob)}; set sae.{knob}={value}"
+            )
     ours = cfg.model.weight_processing
     if sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch:
         raise ConfigError(

@@ -2,8 +2,10 @@
 
 ``CONFIG`` is a run config (a shipped one, or a run's ``config.yaml``): its ``model``, ``data.eval``,
 ``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size``, ``sae.position`` and ``train.device``
-are used. ``--sae`` is one of our checkpoints or a file in the authors' ``saes.state_dict()`` key
-format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several). The SAE
+are used. ``--sae`` is one of our checkpoints, a file in the authors' ``saes.state_dict()`` key
+format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
+SAELens directory (``cfg.json`` + ``sae_weights.safetensors``: its architecture, k and hook are taken
+from it; :mod:`e2e_sae.saelens_format`). The SAE
 is loaded and checked exactly as ``sae.pretrained_path`` is for training (weight processing, d_in),
 and scored by the training run's own eval (:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json``
 holds the metrics a training run reports. ``alive_dict_elements`` counts elements that fired on the
@@ -18,12 +20,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from e2e_sae.architectures.spec import PENALISED
 from e2e_sae.assemble import build_spliced_model, resolve_device
-from e2e_sae.config import ConfigError, RunConfig, add_set_argument, load_run_config, parse_overrides
+from e2e_sae.config import (
+    ARCHITECTURE_KNOBS,
+    ConfigError,
+    RunConfig,
+    add_set_argument,
+    load_run_config,
+    parse_overrides,
+)
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.run_dir import RunDir
 from e2e_sae.sae import read_sae_file
+from e2e_sae.saelens_format import ImportedSAE, is_saelens_dir, read_saelens_dir
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_hook, check_n_ctx, model_shape
 
@@ -36,22 +47,44 @@ def eval_config(
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
     """The run config with ``sae.pretrained_path``, ``output_dir`` and ``sae.position`` set, and the
-    dictionary size taken from the SAE file (so the config's ratio need not match it)."""
+    dictionary size taken from the SAE file (so the config's ratio need not match it). An SAELens
+    directory also fixes the architecture, its k, the input normalisation and (without ``position``)
+    the hook: :func:`imported_overrides`; ``overrides`` win over those."""
+    if not Path(sae_path).exists():
+        raise ConfigError(f"--sae: {sae_path} does not exist; pass an SAE checkpoint or an SAELens directory")
     overrides = dict(overrides or {})
+    if is_saelens_dir(sae_path):
+        try:
+            overrides = {**imported_overrides(read_saelens_dir(sae_path)), **overrides}
+        except ValueError as err:
+            raise ConfigError(f"--sae: {err}") from None
     overrides["sae.pretrained_path"] = str(sae_path)
     overrides["output_dir"] = str(out)
     if position is not None:
         overrides["sae.position"] = position
     cfg = load_run_config(config, overrides)
-    if not Path(sae_path).is_file():
-        raise ConfigError(f"--sae: {sae_path} does not exist; pass an SAE checkpoint file")
     try:
         state = read_sae_file(sae_path, cfg.sae.position).state
     except ValueError as err:
-        raise ConfigError(f"--sae: {err}; pass --position") from None
+        hint = "; pass --position" if "cannot pick one SAE" in str(err) else ""
+        raise ConfigError(f"--sae: {err}{hint}") from None
     n_dict, d_in = state["encoder.0.weight"].shape
     cfg.sae.dict_size_to_input_ratio = n_dict / d_in
     return cfg
+
+
+def imported_overrides(sae_file: ImportedSAE) -> dict[str, Any]:
+    """The run-config fields an imported SAE fixes: its architecture with its knobs (the others
+    cleared), its input normalisation and hook. Evaluation uses no loss, but the config must fit
+    the architecture: a penalised one gets a placeholder ``loss.sparsity``, the TopK family none."""
+    fixed: dict[str, Any] = dict.fromkeys((f"sae.{knob}" for knob in ARCHITECTURE_KNOBS), None)
+    fixed |= {f"sae.{knob}": value for knob, value in sae_file.knobs.items()}
+    fixed["sae.architecture"] = sae_file.architecture
+    fixed["sae.input_normalization"] = "none"  # SAELens SAEs arrive with any input scale folded in
+    fixed["loss.sparsity"] = {"coeff": 1.0} if sae_file.architecture in PENALISED else None
+    if sae_file.position is not None:
+        fixed["sae.position"] = sae_file.position
+    return fixed
 
 
 def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
@@ -93,7 +126,9 @@ def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="run config YAML (model, data.eval, sae.position are used)")
-    parser.add_argument("--sae", required=True, help="SAE file: our checkpoint or the authors' saes.state_dict()")
+    parser.add_argument(
+        "--sae", required=True, help="SAE: our checkpoint, the authors' saes.state_dict() file, or an SAELens directory"
+    )
     parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
     parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
     add_set_argument(parser)

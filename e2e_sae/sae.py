@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +26,11 @@ from torch import Tensor, nn
 
 from e2e_sae.architectures import Architecture, AuxTerm, make_architecture, saved_architecture
 from e2e_sae.architectures.relu import ReLU
+from e2e_sae.architectures.spec import resolve_knobs
 from e2e_sae.losses import check_kernel_supports
+from e2e_sae.run_dir import CHECKPOINT_FILE
 from e2e_sae.sae_kernels import SAEWithL1
+from e2e_sae.saelens_format import read_saelens_dir
 
 if TYPE_CHECKING:
     from e2e_sae.config import RunConfig
@@ -174,6 +177,9 @@ class SAEFile:
     weight_processing: str | None
     architecture: str = "relu"  # sae.architecture it was trained as (relu: the authors' files, older ones)
     input_normalization: str = "none"  # sae.input_normalization it was trained with
+    # knobs that define the SAE itself and must match the run's (an SAELens TopK SAE's k); ours: none
+    knobs: dict[str, Any] = field(default_factory=dict)
+    position: str | None = None  # the hook it was trained at, where the file says (SAELens's hook_name)
 
 
 def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
@@ -184,8 +190,21 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
     written before the field existed, when HF models were never processed); or the reference's
     ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight`` (pick the SAE
     by ``position``; a file with a single SAE needs none), trained on HookedTransformer-processed
-    models (``hooked_transformer``).
+    models (``hooked_transformer``). A directory: one of our checkpoint directories, or an SAELens
+    SAE (``cfg.json`` + ``sae_weights.safetensors``, :mod:`e2e_sae.saelens_format`).
     """
+    if Path(path).is_dir():
+        if not (Path(path) / CHECKPOINT_FILE).is_file():
+            imported = read_saelens_dir(path, position)
+            return SAEFile(
+                imported.state,
+                imported.weight_processing,
+                imported.architecture,
+                "none",
+                imported.knobs,
+                imported.position,
+            )
+        path = Path(path) / CHECKPOINT_FILE
     blob = torch.load(path, map_location="cpu", weights_only=True)
     processing, architecture, normalization = None, "relu", "none"
     if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
@@ -232,5 +251,15 @@ def load_sae(path: str | Path, position: str | None = None) -> SAE:
         )
     n_dict, d_in = sae_file.state["encoder.0.weight"].shape
     sae = SAE(d_in, n_dict)
+    sae.load_state_dict(sae_file.state)
+    return sae
+
+
+def sae_from_file(sae_file: SAEFile) -> SAE:
+    """The SAE of a file that carries its whole definition (an imported SAELens SAE: architecture and
+    knobs; the architecture's training-only knobs at their defaults)."""
+    n_dict, d_in = sae_file.state["encoder.0.weight"].shape
+    arch = make_architecture(sae_file.architecture, resolve_knobs(sae_file.architecture, sae_file.knobs), n_dict)
+    sae = SAE(d_in, n_dict, arch, sae_file.input_normalization)
     sae.load_state_dict(sae_file.state)
     return sae

@@ -1,4 +1,4 @@
-"""``python -m sweeps plan | run | resume | status | report | analyse``: the arguments, parsed; each
+"""``python -m sweeps plan | run | resume | status | report | analyse | export``: the arguments, parsed; each
 command is a function of :mod:`sweeps.commands`. A bad input is one line on stderr and exit 2."""
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         help="analyse these trials (directory names) instead of, per hook and mode, the frontier SAE "
         "nearest the matched level",
     )
+    p = sub.add_parser("export", help="the finished SAEs as SAELens directories and a manifest (a hub release)")
+    p.add_argument("path")
+    p.add_argument("--frontier", action="store_true", help="only the SAEs on a frontier of the report")
+    p.add_argument("--out", required=True, help="the release directory, new or empty (never overwritten)")
     args = parser.parse_args(argv)
     commands: dict[str, Callable[[], int]] = {
         "plan": lambda: commands_.plan(args.file, args.set),
@@ -57,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: commands_.status(args.path),
         "report": lambda: commands_.report(args.path, args.out, args.wandb),
         "analyse": lambda: commands_.analyse(args.path, args.out, args.trials),
+        "export": lambda: commands_.export(args.path, args.frontier, args.out),
     }
     try:
         return commands[args.command]()

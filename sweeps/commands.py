@@ -9,6 +9,7 @@ modules are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -169,6 +170,17 @@ def analyse(path: str, out: str | None, trials: list[str] | None) -> int:
     index = analyse_experiment(path, out, trials)
     print(f"feature browser: {index}")
     print(f"geometry: {index.parent / 'analysis.md'}")
+    return 0
+
+
+def export(path: str, frontier: bool, out: str) -> int:
+    """Every finished trial's SAE (``frontier``: those on the report's frontiers) as a SAELens release."""
+    from sweeps.reporting.release import export_experiment
+
+    manifest = export_experiment(path, out, frontier)
+    n = len(json.loads(manifest.read_text())["saes"])
+    print(f"exported {n} SAEs to {manifest.parent} (manifest: {manifest})")
+    print(f"publish: huggingface-cli upload USER/REPO {manifest.parent}")
     return 0
 
 

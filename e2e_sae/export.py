@@ -111,7 +111,10 @@ def final_checkpoint(source: str | Path) -> Path:
     elif path.is_dir() and not (path / CHECKPOINT_FILE).is_file():
         newest = latest_checkpoint(path)
         if newest is None:
-            raise ConfigError(f"{source}: neither a run directory with checkpoints nor a checkpoint; pass one")
+            raise ConfigError(
+                f"{source}: neither a run directory with checkpoints nor a checkpoint; pass a run's output_dir, "
+                "one of its checkpoint directories or a checkpoint.pt (a sweep's trials: python -m sweeps export)"
+            )
         if not RunDir(path).metrics.is_file():
             raise ConfigError(f"{source}: an unfinished run (no {METRICS_FILE}); export it once it has finished")
         path = newest

@@ -59,14 +59,18 @@ REQUIREMENTS = [
 ]
 
 
-def reference_python(ref_dir: Path) -> Path:
-    python = ref_dir / "venv" / "bin" / "python"
+def venv_python(root: Path, option: str) -> Path:
+    """``root/venv``'s python, made by ``python -m e2e_sae.bench --setup-<option> root``; one line if absent."""
+    python = root / "venv" / "bin" / "python"
     if not python.exists():
         raise ConfigError(
-            f"--reference: no reference venv in {ref_dir}; create it with "
-            f"python -m e2e_sae.bench --setup-reference {ref_dir}"
+            f"--{option}: no {option} venv in {root}; create it with python -m e2e_sae.bench --setup-{option} {root}"
         )
     return python
+
+
+def reference_python(ref_dir: Path) -> Path:
+    return venv_python(ref_dir, "reference")
 
 
 def reference_env() -> dict[str, str]:

@@ -17,21 +17,14 @@ from typing import Any
 
 import torch
 
-from e2e_sae.bench.reference import reference_env
-from e2e_sae.config import ConfigError
+from e2e_sae.bench.reference import reference_env, venv_python
 
 SAELENS_VERSION = "6.54.0"
 WORKER = Path(__file__).with_name("saelens_worker.py")
 
 
 def saelens_python(saelens_dir: Path) -> Path:
-    python = saelens_dir / "venv" / "bin" / "python"
-    if not python.exists():
-        raise ConfigError(
-            f"--saelens: no sae-lens venv in {saelens_dir}; create it with "
-            f"python -m e2e_sae.bench --setup-saelens {saelens_dir}"
-        )
-    return python
+    return venv_python(saelens_dir, "saelens")
 
 
 def setup_saelens(saelens_dir: Path) -> Path:

@@ -162,7 +162,9 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "driver-crash"
     _kill_driver_after_first_finished_trial(path, exp)
-    finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
+    on_disk = [t for t in load_trials(exp) if t.state == "finished"]
+    finished = {t.trial_id: (t.path / "result.json").read_text() for t in on_disk}
+    finals = {t.trial_id: dict(t.metrics) for t in on_disk}  # the final row, or its checkpoint's metrics
     assert 1 <= len(finished) < 3
 
     proc = _sweeps("resume", str(exp))
@@ -175,8 +177,9 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
         assert after.startswith(rows)
         # A trial whose final row landed just before the kill, but before Tune's experiment snapshot
         # marked it terminated, is restored from its final checkpoint: it re-reports the same final
-        # metrics without a training step.
-        before_final = json.loads(rows.splitlines()[-1])
+        # metrics without a training step. (Killed before the driver appended that row, it counted as
+        # finished from the final metrics in its checkpoint: those are what it must re-report.)
+        before_final = finals[trial_id]
         for line in after[len(rows) :].splitlines():
             row = json.loads(line)
             assert row["final"] and row["n_samples"] == before_final["n_samples"]

@@ -9,6 +9,7 @@ import torch
 
 from e2e_sae.architectures import saved_architecture
 from e2e_sae.config import ConfigError, RunConfig
+from e2e_sae.finetune import Parent, read_parent
 from e2e_sae.hooks import downstream_hooks
 from e2e_sae.lm import load_language_model
 from e2e_sae.sae import SAE, SAEFile, build_sae, read_sae_file
@@ -25,26 +26,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def read_pretrained_sae(cfg: RunConfig) -> SAEFile | None:
-    """The pretrained SAE of ``sae.pretrained_path``, refused (before the model loads) when it was
-    trained under another ``model.weight_processing`` than this run's, unless forced."""
-    if cfg.sae.pretrained_path is None:
+def read_pretrained_sae(cfg: RunConfig, parent: Parent | None = None) -> SAEFile | None:
+    """The SAE the run starts from: ``sae.pretrained_path``, or a fine-tune's ``parent``
+    (:func:`e2e_sae.finetune.read_parent`); refused (before the model loads) when it was trained under
+    another ``model.weight_processing`` than this run's, unless forced."""
+    field = "finetune.parent" if parent is not None else "sae.pretrained_path"
+    path = parent.source if parent is not None else cfg.sae.pretrained_path
+    if path is None:
         return None
     try:
-        sae_file = read_sae_file(cfg.sae.pretrained_path, cfg.sae.position)
+        sae_file = read_sae_file(path, cfg.sae.position)
     except ValueError as err:
-        raise ConfigError(f"sae.pretrained_path: {err}") from None
-    check_saved_sae_matches(cfg, sae_file.architecture, sae_file.input_normalization, "sae.pretrained_path")
+        raise ConfigError(f"{field}: {err}") from None
+    check_saved_sae_matches(cfg, sae_file.architecture, sae_file.input_normalization, field)
     for knob, value in sae_file.knobs.items():  # an SAELens TopK SAE's k is part of the SAE
         if getattr(cfg.sae, knob) != value:
             raise ConfigError(
-                f"sae.{knob}: the SAE of sae.pretrained_path has {knob}={value} but this run sets "
+                f"sae.{knob}: the SAE of {field} has {knob}={value} but this run sets "
                 f"{getattr(cfg.sae, knob)}; set sae.{knob}={value}"
             )
     ours = cfg.model.weight_processing
     if sae_file.weight_processing not in (None, ours) and not cfg.sae.ignore_weight_processing_mismatch:
         raise ConfigError(
-            f"sae.pretrained_path: the SAE was trained under model.weight_processing={sae_file.weight_processing}, "
+            f"{field}: the SAE was trained under model.weight_processing={sae_file.weight_processing}, "
             f"this model uses {ours}; set model.weight_processing={sae_file.weight_processing}, or "
             "sae.ignore_weight_processing_mismatch=true to use it anyway"
         )
@@ -79,20 +83,26 @@ def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in:
     n_dict, sae_d_in = state["encoder.0.weight"].shape
     if sae_d_in != d_in:
         raise ConfigError(
-            f"sae.pretrained_path: the SAE reads d_in={sae_d_in} but {cfg.sae.position} of this model has "
+            f"{_source_field(cfg)}: the SAE reads d_in={sae_d_in} but {cfg.sae.position} of this model has "
             f"d_model={d_in}; use an SAE trained on this model"
         )
     if n_dict != round(cfg.sae.dict_size_to_input_ratio * d_in):
         raise ConfigError(
             f"sae.dict_size_to_input_ratio: {cfg.sae.dict_size_to_input_ratio} gives "
-            f"{round(cfg.sae.dict_size_to_input_ratio * d_in)} elements but the pretrained SAE has {n_dict}; "
+            f"{round(cfg.sae.dict_size_to_input_ratio * d_in)} elements but the SAE of {_source_field(cfg)} has "
+            f"{n_dict}; "
             f"set sae.dict_size_to_input_ratio={n_dict / d_in:g}"
         )
 
 
+def _source_field(cfg: RunConfig) -> str:
+    """The config field that named the SAE a run starts from."""
+    return "finetune.parent" if cfg.finetune is not None else "sae.pretrained_path"
+
+
 def build_spliced_model(cfg: RunConfig, device: torch.device) -> SplicedModel:
     """Load the frozen model, check the hook points against it, and splice a fresh (or loaded) SAE."""
-    pretrained = read_pretrained_sae(cfg)  # before the model loads: a mismatch costs nothing
+    pretrained = read_pretrained_sae(cfg, read_parent(cfg))  # before the model loads: a mismatch costs nothing
     return splice_sae(cfg, load_checked_model(cfg, device), device, pretrained)
 
 

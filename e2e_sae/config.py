@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from e2e_sae.architectures.spec import PENALISED, Architecture, default_normalization, resolve_knobs
 from e2e_sae.losses import MODE_PRESETS, LossConfig, check_kernel_supports
 from e2e_sae.modes import MODES, Mode
+from e2e_sae.run_dir import RunDir
 from e2e_sae.strict import Strict
 
 __all__ = ["MODES", "Mode", "LossConfig", "ConfigError", "RunConfig"]  # MODES, Mode, LossConfig: from losses
@@ -263,6 +264,28 @@ class TrainConfig(Strict):
         return self.warmup_samples // self.step_samples
 
 
+class FinetuneConfig(Strict):
+    """Start from another SAE and train it on (usually) other losses: Karvonen's KL fine-tune of a local
+    SAE. The run's own ``train`` section is the fine-tune's schedule (warm-up, cosine decay)."""
+
+    parent: Path = Field(
+        description="the SAE to start from: a run's output_dir (its last checkpoint), one of its checkpoint "
+        "directories, or any SAE sae.pretrained_path reads (the authors', SAELens)"
+    )
+    fraction: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="train for this fraction of the parent run's training samples (fills train.n_samples; the "
+        "parent must be a run's output_dir); default: train.n_samples as given",
+    )
+    optimizer_state: bool = Field(
+        default=False,
+        description="also start from the parent's Adam moments (a checkpoint of this library, same architecture); "
+        "the learning rate and schedule are this run's",
+    )
+
+
 class WandbConfig(Strict):
     project: str | None = Field(default=None, description="W&B project")
     entity: str | None = Field(default=None, description="W&B entity (user or team)")
@@ -295,6 +318,9 @@ class RunConfig(Strict):
     loss: LossConfig = Field(description="the loss terms; unset terms come from the mode's preset")
     train: TrainConfig = Field(description="optimisation, evaluation and checkpoint schedule")
     wandb: WandbConfig = Field(default=WandbConfig(), description="Weights & Biases logging")
+    finetune: FinetuneConfig | None = Field(
+        default=None, description="start from another SAE (a parent run) instead of a fresh one (docs/finetune.md)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -306,6 +332,31 @@ class RunConfig(Strict):
             if term not in loss:
                 loss[term] = default
         return {**raw, "loss": loss}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finetune_length(cls, raw: Any) -> Any:
+        """``finetune.fraction``: train.n_samples from the parent run's (read from its config.yaml)."""
+        finetune = raw.get("finetune") if isinstance(raw, dict) else None
+        if not isinstance(finetune, dict) or finetune.get("fraction") is None:
+            return raw
+        train = dict(raw.get("train") or {})
+        if train.get("n_samples") is not None:
+            return raw  # a saved config holds both; they are checked against the parent before training
+        fraction = finetune["fraction"]
+        if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+            return raw  # the field's own validation names it
+        train["n_samples"] = max(1, round(fraction * parent_run_samples(Path(finetune.get("parent") or ""))))
+        return {**raw, "train": train}
+
+    @model_validator(mode="after")
+    def _one_starting_sae(self) -> RunConfig:
+        if self.finetune is not None and self.sae.pretrained_path is not None:
+            raise ValueError(
+                "finetune.parent: the run starts from finetune.parent, so sae.pretrained_path has no say; drop "
+                "sae.pretrained_path"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kernel_supports_p_norm(self) -> RunConfig:
@@ -359,6 +410,20 @@ class RunConfig(Strict):
 
 
 # ---- loading -------------------------------------------------------------------------------------
+
+
+def parent_run_samples(parent: Path) -> int:
+    """The training samples of the run in ``parent`` (its config.yaml), for ``finetune.fraction``."""
+    config = RunDir(parent).config
+    if not config.is_file():
+        raise ValueError(
+            f"finetune.fraction: {parent} is not a run's output_dir (no {config.name}); give finetune.parent a "
+            "run directory, or set train.n_samples instead"
+        )
+    try:
+        return int(yaml.safe_load(config.read_text())["train"]["n_samples"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        raise ValueError(f"finetune.fraction: {config} holds no train.n_samples; set train.n_samples instead") from None
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -50,7 +50,7 @@ def field_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str,
     models nested in it, depth first. Raises ValueError naming any field without a description."""
     rows = []
     for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
+        key = f"{prefix}{field.alias or name}"  # as YAML spells it (``from``, a Python keyword)
         if not field.description:
             raise ValueError(f"{model.__name__}.{name} ({key}) has no description: add Field(description=...)")
         nested = _models_in(field.annotation)

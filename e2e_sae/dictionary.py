@@ -56,12 +56,12 @@ def load_trained_sae(checkpoint: str | Path) -> TrainedSAE:
 
 def initial_directions(cfg: RunConfig, d_in: int) -> Tensor | None:
     """The unit decoder directions the run started from: its :func:`e2e_sae.assemble.seeded_sae`
-    (the global RNG is left as it was). None for a run that fine-tuned a pretrained SAE. Short runs
+    (the global RNG is left as it was). None for a run that started from another SAE. Short runs
     move directions little from it, and SAEs of the same seed share it, so it is the reference for
     reading any cross-SAE similarity."""
     from e2e_sae.assemble import seeded_sae
 
-    if cfg.sae.pretrained_path is not None:
+    if cfg.sae.pretrained_path is not None or cfg.finetune is not None:
         return None
     with torch.random.fork_rng(devices=[]):
         return seeded_sae(cfg, d_in).dict_elements.detach()

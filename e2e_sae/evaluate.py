@@ -59,6 +59,7 @@ def eval_config(
         except ValueError as err:
             raise ConfigError(f"--sae: {err}") from None
     overrides["sae.pretrained_path"] = str(sae_path)
+    overrides["finetune"] = None  # a fine-tune's config: the SAE evaluated is --sae, not its parent
     overrides["output_dir"] = str(out)
     if position is not None:
         overrides["sae.position"] = position

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from e2e_sae.assemble import check_checkpoint_matches
 from e2e_sae.checkpoint import rng_state, save_checkpoint
 from e2e_sae.config import RunConfig
+from e2e_sae.finetune import Parent
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.optim import make_optimizer
 from e2e_sae.run_dir import RunDir
@@ -79,8 +80,10 @@ class Run:
     (:mod:`e2e_sae.group`); everything a user sees of a run lives here, so a group member is a run.
     """
 
-    def __init__(self, cfg: RunConfig, spliced: SplicedModel, reporter: Reporter | None = None):
-        self.cfg, self.spliced, self.reporter = cfg, spliced, reporter
+    def __init__(
+        self, cfg: RunConfig, spliced: SplicedModel, reporter: Reporter | None = None, parent: Parent | None = None
+    ):
+        self.cfg, self.spliced, self.reporter, self.parent = cfg, spliced, reporter, parent
         self.sae = spliced.sae
         self.optimizer, self.scheduler = make_optimizer(self.sae, cfg.train)
         device = next(self.sae.parameters()).device
@@ -179,6 +182,7 @@ class Run:
             "n_samples": self.n_samples,
             "step": self.step,
             **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
+            **(self.parent.lineage() if self.parent is not None else {}),
             "final": True,
         }
         self.log.write({"kind": "eval", **final})

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from e2e_sae.strict import Strict
@@ -64,6 +64,21 @@ class LossConfig(Strict):
     in_to_orig: DownstreamLoss | None = Field(
         default=None, description="MSE of downstream activations, spliced vs original (e2e+ds)"
     )
+    balance_kl_to_mse: bool = Field(
+        default=False,
+        description="weigh the KL term each step by alpha = MSE / KL (both detached, MSE of out_to_in), so it "
+        "contributes as much as the MSE and a sparsity coefficient tuned on MSE carries over (Karvonen 2025's "
+        "KL fine-tune); needs out_to_in and logits_kl on",
+    )
+
+    @model_validator(mode="after")
+    def _balance_needs_both(self) -> LossConfig:
+        if self.balance_kl_to_mse and not {"out_to_in", "logits_kl"} <= self.active().keys():
+            raise ValueError(
+                "balance_kl_to_mse: balances logits_kl against out_to_in, so both must be on; set "
+                "loss.out_to_in.coeff and loss.logits_kl.coeff (e.g. 1.0 each)"
+            )
+        return self
 
     def active(self) -> dict[str, float]:
         """The reconstruction terms that are on (coefficient > 0), with their coefficients."""
@@ -208,14 +223,20 @@ def total_loss(
     active = cfg.active()
     full = Reconstruction(acts_hat, logits_spliced, downstream_spliced or {})
     terms.update(reconstruction_terms(cfg, acts, full, orig, downstream_orig, input_scale))
-    for term, coeff in active.items():
-        loss = loss + coeff * terms[term]
+    weights: dict[str, Tensor | float] = dict(active)
+    if cfg.balance_kl_to_mse:
+        alpha = (terms["out_to_in"] / terms["logits_kl"].clamp_min(torch.finfo(torch.float32).tiny)).detach()
+        weights["logits_kl"] = active["logits_kl"] * alpha
+    for term, weight in weights.items():
+        loss = loss + weight * terms[term]
     for rec in prefixes:
         for term, value in reconstruction_terms(cfg, acts, rec, orig, downstream_orig, input_scale).items():
-            loss = loss + active[term] * value
+            loss = loss + weights[term] * value
             key = f"{term}_prefixes"
             terms[key] = terms[key] + value if key in terms else value
     for extra in aux:
         terms[extra.name] = extra.value
         loss = loss + extra.coeff * extra.value
+    if cfg.balance_kl_to_mse:
+        terms["kl_balance_alpha"] = alpha
     return loss, {f"loss/{k}": v.detach() for k, v in terms.items()}

@@ -18,6 +18,7 @@ from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_de
 from e2e_sae.checkpoint import load_checkpoint, set_rng_state
 from e2e_sae.config import ConfigError, RunConfig
 from e2e_sae.data import RowStream, TensorStream, load_eval_tokens, open_train_stream
+from e2e_sae.finetune import load_parent_optimizer, read_parent
 from e2e_sae.loop import MicroStep, Reporter, Run, run_loop
 from e2e_sae.run_dir import RunDir
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
@@ -32,14 +33,18 @@ class Session:
 
     @classmethod
     def open(cls, cfgs: list[RunConfig], reporters: list[Reporter | None] | None = None) -> Session:
-        """The model, data and fresh (or ``sae.pretrained_path``) SAEs of runs that share everything but
-        their SAEs (checked by the caller: a group's members, or one run)."""
+        """The model, data and SAEs (fresh, ``sae.pretrained_path``'s or a fine-tune's parent's) of runs that
+        share everything but their SAEs (checked by the caller: a group's members, or one run)."""
         base = cfgs[0]
         device = resolve_device(base.train.device)
-        pretrained = [read_pretrained_sae(c) for c in cfgs]  # before the model loads: a mismatch costs nothing
+        parents = [read_parent(c) for c in cfgs]  # before the model loads: a mismatch costs nothing
+        pretrained = [read_pretrained_sae(c, p) for c, p in zip(cfgs, parents, strict=True)]
         model = load_checked_model(base, device)
         reporters = reporters or [None] * len(cfgs)
-        runs = [Run(c, splice_sae(c, model, device, p), r) for c, p, r in zip(cfgs, pretrained, reporters, strict=True)]
+        runs = [
+            Run(c, splice_sae(c, model, device, sae), r, parent)
+            for c, sae, r, parent in zip(cfgs, pretrained, reporters, parents, strict=True)
+        ]
         tokenizer = resolve_tokenizer(base, model)
         check_tokenizer(base, tokenizer)
         stream = open_train_stream(base.data.train, base.data.n_ctx, base.data_seed, tokenizer)
@@ -49,7 +54,7 @@ class Session:
     def restore(self, sources: list[Path | None], stopped: list[str | None] | None = None) -> None:
         """Each run as its source left it: stopped (``stopped[i]``, why: a group member that diverged),
         restored from its checkpoint directory (the data stream and RNG too: the same in every run's
-        checkpoint of one session), or fresh (None)."""
+        checkpoint of one session), or fresh (None; a fine-tune asked for it gets its parent's Adam moments)."""
         stopped = stopped or [None] * len(self.runs)
         for run, why, source in zip(self.runs, stopped, sources, strict=True):
             if why is not None:
@@ -60,6 +65,8 @@ class Session:
                 run.restore(state)
                 self.stream.restore(state["data"])
                 set_rng_state(state["rng"])
+            elif run.parent is not None and run.cfg.finetune is not None and run.cfg.finetune.optimizer_state:
+                load_parent_optimizer(run.optimizer, run.parent)
         restored = {run.n_samples for run, source in zip(self.runs, sources, strict=True) if source is not None}
         if len(restored) > 1:
             raise ConfigError(f"resume_from: the runs' checkpoints are at different sample counts {sorted(restored)}")

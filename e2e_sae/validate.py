@@ -96,7 +96,7 @@ def check_architecture_fits(cfg: RunConfig, d_in: int) -> None:
 
 
 def check_pretrained_path(cfg: RunConfig) -> None:
-    if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.is_file():
+    if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.exists():
         raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
 
 

@@ -28,6 +28,15 @@ def plan(path: str, set_items: list[str] | None) -> int:
     """Print the plan: its trials (or curves) with what each changes in the base run config."""
     p = Plan.from_file(path, set_items)
     check_storage(p.spec.storage_path)
+    _print_plan(p)
+    if p.spec.finetune:
+        from sweeps.planning.finetune_stage import plan_lines as stage_lines
+
+        print("\n".join(stage_lines(p.spec.finetune)))
+    return 0
+
+
+def _print_plan(p: Plan) -> None:
     spec = p.spec
     unit = "group (one Tune trial)" if spec.group_size > 1 else "trial"
     if p.is_search:
@@ -38,13 +47,14 @@ def plan(path: str, set_items: list[str] | None) -> int:
         print("\n".join(plan_lines(p)))
         if spec.group_size > 1:
             print(f"group_size {spec.group_size}: up to {spec.group_size} proposals of a curve train as one Tune trial")
+            print("\n".join(_packing_lines(p)))
         print("curves (their run config; the search sets loss.sparsity.coeff):")
         for name, t in zip(p.names, p.trials, strict=True):
             diff = config_diff(p.base_run, t.planned_run)
             for key in ("wandb.mode", "loss.sparsity.coeff"):
                 diff.pop(key, None)
             print(f"    {name:<36} " + " ".join(f"{k}={v}" for k, v in diff.items()))
-        return 0
+        return
     groups = f" in {len(p.tune_trials)} groups of at most {spec.group_size}" if spec.group_size > 1 else ""
     print(f"sweep {spec.name}: {len(p.trials)} trials{groups} -> {spec.experiment_path}")
     print(f"resources per {unit}: cpu={spec.resources_per_trial.cpu:g} gpu={spec.resources_per_trial.gpu:g}")
@@ -61,7 +71,6 @@ def plan(path: str, set_items: list[str] | None) -> int:
             diff = config_diff(p.base_run, member["run"])
             diff.pop("wandb.mode", None)
             print(f"{index[name]:>3} {name:<40} " + " ".join(f"{k}={v}" for k, v in diff.items()))
-    return 0
 
 
 def run(path: str, set_items: list[str] | None) -> int:
@@ -147,6 +156,11 @@ def status(path: str) -> int:
 
             print()
             print("\n".join(status_lines(Plan.from_spec(spec, against_model=False), trials)))
+        if spec.finetune:
+            from sweeps.planning import finetune_stage
+
+            print()
+            print("\n".join(finetune_stage.status_lines(spec.finetune, trials)))
     return 0
 
 
@@ -198,3 +212,14 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _packing_lines(p) -> list[str]:
+    """Which curves fill a grouped trial's places left (they share its clean pass), or why none do."""
+    from sweeps.planning.target_search import packable_curves
+
+    sets = {tuple(sorted([name, *others])) for name, others in packable_curves(p).items() if others}
+    if not sets:
+        return ["  places left stay empty: no two curves share a clean pass (seeds pack only where data.seed is set)"]
+    lines = [f"    {' + '.join(names)}" for names in sorted(sets)]
+    return ["  places left are filled from curves sharing its clean pass:", *lines]

@@ -298,3 +298,43 @@ def test_grouped_search_reaches_the_targets_and_save_restore_continues_it(tmp_pa
     drive_groups(c, next_id, running, 100, split)
     assert split == straight
     assert {k: g.finished for k, g in c.curves.items()} == {k: g.finished for k, g in a.curves.items()}
+
+
+def test_the_search_packs_seeds_of_a_curve_into_one_grouped_trial_where_they_share_the_sample_order(tmp_path):
+    """Two seeds, a shared data.seed: the curves differ only in seed, so one grouped Tune trial trains
+    both seeds' start proposals on one clean pass, and each member's result goes to its own curve."""
+    from sweeps.planning.target_search import build_curves, packable_curves
+
+    spec = tiny_sweep(tmp_path, group_size=2, search={"kind": "targets", "targets": {"l0": [20, 40]}})
+    spec["axes"] = {"mode": ["e2e"], "layer": [1], "seed": [0, 1]}
+    apart = Plan.from_spec(sweep_from_dict(spec))
+    assert packable_curves(apart) == {"e2e_L1_r2_seed0": [], "e2e_L1_r2_seed1": []}  # sample orders differ
+    spec["overrides"] = {"data.seed": 0}
+    plan = Plan.from_spec(sweep_from_dict(spec))
+    assert packable_curves(plan) == {"e2e_L1_r2_seed0": ["e2e_L1_r2_seed1"], "e2e_L1_r2_seed1": ["e2e_L1_r2_seed0"]}
+    s = TargetSearcher(build_curves(plan), plan.curves, group_size=2, packable=packable_curves(plan))
+    config = s.suggest("g0")
+    assert config["member_names"] == ["e2e_L1_r2_s1_seed0", "e2e_L1_r2_s1_seed1"]
+    assert config["name"] == "e2e_L1_r2_seed0_s1+e2e_L1_r2_seed1_s1"
+    member_run_configs(config, tmp_path / "run")  # the library accepts them as one group
+    s.on_trial_complete("g0", respond(config))
+    assert [c.finished for c in s.curves.values()] == [[(1.0, pytest.approx(150.0))]] * 2
+    s.save(str(tmp_path / "s.pkl"))
+    again = TargetSearcher({}, {})
+    again.restore(str(tmp_path / "s.pkl"))
+    assert again.packable == s.packable
+
+
+def test_plan_prints_which_curves_fill_a_grouped_search_trial(tmp_path, capsys):
+    from sweep_fixtures import write_sweep
+
+    from sweeps import cli
+
+    spec = tiny_sweep(tmp_path, group_size=2, search={"kind": "targets", "targets": {"l0": [20, 40]}})
+    spec["axes"] = {"mode": ["e2e"], "layer": [1], "seed": [0, 1]}
+    assert cli.main(["plan", str(write_sweep(tmp_path, spec))]) == 0
+    assert "places left stay empty: no two curves share a clean pass" in capsys.readouterr().out
+    spec["overrides"] = {"data.seed": 0}
+    assert cli.main(["plan", str(write_sweep(tmp_path, spec))]) == 0
+    out = capsys.readouterr().out
+    assert "places left are filled from curves sharing its clean pass:\n    e2e_L1_r2_seed0 + e2e_L1_r2_seed1\n" in out

@@ -214,6 +214,12 @@ def test_sweep_spreads_trials_over_both_nodes_and_reports(cluster: LocalCluster,
         axes={"mode": ["local"], "layer": [1], "sparsity_coeff": [0.1, 0.3, 1.0, 3.0]},
         resources_per_trial={"cpu": 1, "gpu": 0},
     )
+    # Trials reuse their worker process (Tune's reuse_actors): a trial that ended before the second
+    # node's worker started would hand its worker the next trial, and that worker's start would be
+    # cancelled. Trials of ~15 s (a worker starts in under 10 s, even on a loaded 2-core machine)
+    # keep both workers busy.
+    spec["run"]["train"]["n_samples"] = 6400
+    spec["checkpoint_every_n_samples"] = 3200
     sweep_file = write_sweep(tmp_path, spec, "multinode.yaml")
     env = cluster.client_env(token="file")
     env["RAY_ADDRESS"] = cluster.gcs_address

@@ -51,9 +51,26 @@ def test_each_architecture_gets_its_own_knob_and_name(tmp_path):
     assert [c.sae.architecture for c in plan.run_configs].count("batchtopk") == 4  # each validated once
 
 
+def test_jumprelu_target_l0s_are_a_grid_beside_the_coefficient(tmp_path):
+    axes = {"mode": ["e2e"], "layer": [1], "architecture": ["relu", "jumprelu"], "sparsity_coeff": [1.0]}
+    plan = Plan.from_spec(sweep_from_dict(tiny_sweep(tmp_path, axes={**axes, "target_l0": [4, 16]})))
+    assert plan.names == ["e2e_L1_r2_s1_seed0", "e2e_jumprelu_L1_r2_s1_t4_seed0", "e2e_jumprelu_L1_r2_s1_t16_seed0"]
+    relu, t4, t16 = plan.trials
+    assert "target_l0" not in relu.run["loss"]["sparsity"] and relu.target_l0 is None
+    assert (t4.target_l0, t16.target_l0) == (4, 16) and t16.sparsity_coeff == 1.0
+    assert plan.run_configs[2].loss.sparsity.target_l0 == 16  # validated: jumprelu's quadratic penalty
+
+
 @pytest.mark.parametrize(
     "axes, search, message",
     [
+        ({"architecture": ["relu"], "target_l0": [4]}, None, "axes.target_l0: only jumprelu takes a target L0"),
+        (
+            {"architecture": ["jumprelu"], "target_l0": [4], "sparsity_coeff": None},
+            {"kind": "targets", "targets": {"l0": [4]}},
+            "axes.target_l0: a grid, and search.kind: targets places the coefficient",
+        ),
+        ({"architecture": ["jumprelu"], "target_l0": [0]}, None, "axes: target_l0: target L0s must be > 0"),
         ({"architecture": ["relu"], "k": [4]}, None, "axes.k: only the topk family"),
         ({"architecture": ["topk"], "k": [4]}, None, "axes.sparsity_coeff: ['topk'] set L0 by k"),
         ({"architecture": ["topk"], "sparsity_coeff": None}, None, "axes.k: missing; ['topk'] need k"),

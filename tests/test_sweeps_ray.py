@@ -132,9 +132,24 @@ def test_sweep_with_a_killed_trial_finishes_with_uninterrupted_metrics(tmp_path)
     assert all(f"\n{n} " in status.stdout for n in names)
 
 
-def _kill_driver_after_first_finished_trial(sweep_file, exp) -> None:
+def _final_checkpoint_metrics(trial_dir) -> dict | None:
+    """The final metrics in a (non-grouped) trial directory's newest checkpoint, None if it holds none.
+
+    The earliest sign in the storage that a trial finished: its last checkpoint, with the final
+    metrics, is persisted as the trial reports it, while Tune's driver writes params.json and
+    result.json to the storage only when it next syncs the experiment (every several seconds; a
+    trial of these tests takes under a second on an idle machine)."""
+    ckpts = sorted(p for p in trial_dir.glob("checkpoint_*") if (p / "metrics.json").is_file())
+    try:
+        final = json.loads((ckpts[-1] / "metrics.json").read_text()) if ckpts else None
+    except (OSError, json.JSONDecodeError):
+        return None  # being written
+    return final if isinstance(final, dict) and final.get("final") is True else None
+
+
+def _kill_driver_after_first_finished_trial(sweep_file, exp, which=lambda trial_id: True) -> None:
     """Start ``python -m sweeps run`` and SIGKILL it (the driver and the local Ray it started) as soon
-    as one trial of ``exp`` has finished."""
+    as one trial of ``exp`` (``which`` trial directory names) has its final checkpoint in the storage."""
     driver = subprocess.Popen(
         [sys.executable, "-m", "sweeps", "run", str(sweep_file)],
         env=_env(),
@@ -145,9 +160,11 @@ def _kill_driver_after_first_finished_trial(sweep_file, exp) -> None:
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            if exp.exists() and any(t.state == "finished" for t in load_trials(exp)):
+            if exp.exists() and any(
+                which(d.name) and _final_checkpoint_metrics(d) for d in exp.iterdir() if d.is_dir()
+            ):
                 break
-            time.sleep(0.5)
+            time.sleep(0.05)
         else:
             pytest.fail("no trial finished in time")
     finally:
@@ -155,16 +172,40 @@ def _kill_driver_after_first_finished_trial(sweep_file, exp) -> None:
         driver.wait()
 
 
+def _finished_trials(exp) -> dict[str, tuple[str, dict]]:
+    """Each trial of ``exp`` that finished before the kill (its final checkpoint is in the storage):
+    its result.json text, if the driver had written one there yet, and its final metrics."""
+    out = {}
+    for d in sorted(p for p in exp.iterdir() if p.is_dir()):
+        final = _final_checkpoint_metrics(d)
+        if final is not None:
+            out[d.name] = ((d / "result.json").read_text() if (d / "result.json").is_file() else "", final)
+    return out
+
+
+def _assert_not_trained_again(exp, before: dict[str, tuple[str, dict]]) -> None:
+    """Finished trials kept their rows and never trained again. One that finished after Tune's last
+    snapshot of the experiment is restored from its final checkpoint: it may re-report the same final
+    metrics (its only rows, when the driver had not written its result.json yet), never a training step."""
+    trials = {t.trial_id: t for t in load_trials(exp)}
+    for trial_id, (rows, final) in before.items():
+        after = (trials[trial_id].path / "result.json").read_text()
+        assert after.startswith(rows), trial_id
+        for line in after[len(rows) :].splitlines():
+            row = json.loads(line)
+            assert row["final"] and all(row[k] == final[k] for k in METRICS), (trial_id, row)
+
+
 def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(tmp_path):
     spec = tiny_sweep(tmp_path, max_concurrent_trials=1, name="driver-crash")
-    spec["run"]["train"]["n_samples"] = 800  # a few seconds per trial
-    spec["checkpoint_every_n_samples"] = 400  # checkpoints far apart relative to Tune's state snapshots
+    # Trials of a second or two (idle machine), so the kill lands before the next trial finishes; two
+    # checkpoints each, far apart relative to Tune's state snapshots.
+    spec["run"]["train"]["n_samples"] = 3200
+    spec["checkpoint_every_n_samples"] = 1600
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "driver-crash"
     _kill_driver_after_first_finished_trial(path, exp)
-    on_disk = [t for t in load_trials(exp) if t.state == "finished"]
-    finished = {t.trial_id: (t.path / "result.json").read_text() for t in on_disk}
-    finals = {t.trial_id: dict(t.metrics) for t in on_disk}  # the final row, or its checkpoint's metrics
+    finished = _finished_trials(exp)
     assert 1 <= len(finished) < 3
 
     proc = _sweeps("resume", str(exp))
@@ -172,18 +213,7 @@ def test_killed_driver_then_resume_completes_without_rerunning_finished_trials(t
     trials = load_trials(exp)
     assert [t.state for t in trials] == ["finished"] * 3
     assert sorted(t.trial_id for t in trials) == sorted(_plan_names(spec))  # resume found the named trials
-    for trial_id, rows in finished.items():  # finished trials were not trained again
-        after = (exp / next(t.path.name for t in trials if t.trial_id == trial_id) / "result.json").read_text()
-        assert after.startswith(rows)
-        # A trial whose final row landed just before the kill, but before Tune's experiment snapshot
-        # marked it terminated, is restored from its final checkpoint: it re-reports the same final
-        # metrics without a training step. (Killed before the driver appended that row, it counted as
-        # finished from the final metrics in its checkpoint: those are what it must re-report.)
-        before_final = finals[trial_id]
-        for line in after[len(rows) :].splitlines():
-            row = json.loads(line)
-            assert row["final"] and row["n_samples"] == before_final["n_samples"]
-            assert all(row[k] == before_final[k] for k in METRICS)
+    _assert_not_trained_again(exp, finished)
     assert (exp / "report" / "report.md").is_file()
 
 
@@ -234,22 +264,19 @@ def test_target_search_killed_driver_resumes_the_search_and_reaches_targets_or_b
         "max_trials_per_curve": 3,
         "start": {"local": 0.5},
     }
-    spec["run"]["train"]["n_samples"] = 256  # a few seconds per trial
-    spec["checkpoint_every_n_samples"] = 128
+    spec["run"]["train"]["n_samples"] = 1600  # a second or two per trial: the kill lands before the next ends
+    spec["checkpoint_every_n_samples"] = 800
     path = write_sweep(tmp_path, spec)
     exp = tmp_path / "results" / "search-crash"
     _kill_driver_after_first_finished_trial(path, exp)
-    finished = {t.trial_id: (t.path / "result.json").read_text() for t in load_trials(exp) if t.state == "finished"}
+    finished = _finished_trials(exp)
     assert 1 <= len(finished) < 3
 
     proc = _sweeps("resume", str(exp))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     trials = load_trials(exp)
     assert all(t.state == "finished" for t in trials)
-    for trial_id, rows in finished.items():  # finished trials were not trained again
-        after = (exp / trial_id / "result.json").read_text()
-        assert after.startswith(rows)
-        assert all(json.loads(line)["n_samples"] == 256 for line in after[len(rows) :].splitlines())
+    _assert_not_trained_again(exp, finished)
     # The set of trials is the one an uninterrupted search fed the same results proposes (a searcher
     # that lost its state would propose the start coefficient again, and more than 3 trials).
     by_coeff = {round(t.sparsity_coeff, 9): t.metrics for t in trials}

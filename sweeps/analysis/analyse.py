@@ -104,7 +104,7 @@ def write_analysis(exp_dir: Path, out: Path, results: list) -> Path:
     saes = []
     for p, tr, _ctx, res in results:
         t = p.trial
-        plot_density(res.stats, f"{t.trial_id} ({t.mode}, {t.hook})", out / f"density_{t.trial_id}.png")
+        plot_density(res.stats, f"{t.trial_id} ({t.series}, {t.hook})", out / f"density_{t.trial_id}.png")
         saes.append(
             {
                 "trial_id": t.trial_id,

@@ -56,7 +56,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
         r = raw.setdefault(hook, {"within": {}, "cross": {}, "primary": {}, "baseline": {}, "init": {}})
         alive = res.stats.fire_counts > 0
         dirs = res.directions[:, alive]
-        mode = str(p.trial.mode)
+        mode = str(p.trial.series)
         if mode in r["primary"]:  # a second SAE of this mode at this hook: a seed baseline candidate
             if p.trial.seed != r["primary"][mode][0].trial.seed and mode not in r["baseline"]:
                 r["baseline"][mode] = (p, dirs)

@@ -61,8 +61,8 @@ def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str
             o
             for o in trials
             if o.state == "finished"
-            and (o.hook, o.mode, o.architecture, o.dict_size_to_input_ratio)
-            == (t.hook, t.mode, t.architecture, t.dict_size_to_input_ratio)
+            and (o.hook, o.series, o.architecture, o.dict_size_to_input_ratio)
+            == (t.hook, t.series, t.architecture, t.dict_size_to_input_ratio)
             and o.seed != t.seed
         ]
         ce = _ce(t)

@@ -10,6 +10,8 @@
   ``e2e_L1_group3`` in a grid (the plan's group index), ``e2e_L1_r8_seed0_s0.5_2`` in a target search
   (the curve and its members' coefficients).
 - A **retry** of a target search's start whose trials errored: ``<name>_retry<n>``, a directory of its own.
+- A **fine-tune** of a trial (a sweep's ``finetune`` stage): ``<parent>_<stage>_<mode>_<pct>pct``
+  (``local_L1_r8_s2_seed0_kl_e2e_5pct``); its frontier is the series ``local -> e2e, 5%``.
 
 Names are safe as file names: anything but letters, digits and ``_ . + -`` becomes ``_``.
 """
@@ -34,10 +36,20 @@ def _series(mode: Any, architecture: Any) -> str:
 
 
 def trial_name(
-    mode: Any, layer: int | None, hook: Any, ratio: Any, coeff: Any, seed: Any, architecture: Any = None, k: Any = None
+    mode: Any,
+    layer: int | None,
+    hook: Any,
+    ratio: Any,
+    coeff: Any,
+    seed: Any,
+    architecture: Any = None,
+    k: Any = None,
+    target_l0: Any = None,
 ) -> str:
-    """``e2e_L1_r8_s2_seed0``; ``e2e_batchtopk_L1_r8_k32_seed0`` for the topk family (its knob ``k``)."""
+    """``e2e_L1_r8_s2_seed0``; ``e2e_batchtopk_L1_r8_k32_seed0`` for the topk family (its knob ``k``);
+    ``e2e_jumprelu_L1_r8_s1_t20_seed0`` for a jumprelu trial with a target L0."""
     knob = f"k{k}" if k is not None else f"s{float(coeff):.4g}"
+    knob += f"_t{float(target_l0):.4g}" if target_l0 is not None else ""
     return safe_name(f"{_series(mode, architecture)}_L{_where(layer, hook)}_r{float(ratio):g}_{knob}_seed{seed}")
 
 
@@ -69,3 +81,15 @@ def search_group_name(curve: str, values: Sequence[float], retry: int = 0, knob:
 def retry_name(name: str, retry: int) -> str:
     """``<name>_retry<n>``; the name itself for a first attempt (``retry`` 0)."""
     return f"{name}_retry{retry}" if retry else name
+
+
+def finetune_name(parent: str, stage: str, mode: Any, fraction: float) -> str:
+    """``local_L1_r8_s2_seed0_kl_e2e_5pct``: stage ``kl``'s fine-tune of ``parent`` with ``mode``'s
+    losses for ``fraction`` of the parent's samples."""
+    return safe_name(f"{parent}_{stage}_{mode}_{fraction * 100:g}pct")
+
+
+def finetune_series(parent_mode: Any, mode: Any, fraction: float) -> str:
+    """``local -> e2e, 5%``: the frontier a stage's fine-tunes of one parent mode draw (the report
+    compares series within one architecture, as it does modes)."""
+    return f"{parent_mode} -> {mode}, {fraction * 100:g}%"

@@ -23,6 +23,7 @@ import yaml
 from e2e_sae.config import ConfigError, RunConfig, run_config_from_dict
 from e2e_sae.group import check_members, shared_fields
 from e2e_sae.validate import check_config, model_shape
+from sweeps.planning.finetune_stage import check_children
 from sweeps.planning.names import curve_name, grid_group_name, unique_names
 from sweeps.planning.spec import SweepSpec, base_run_dict, expand_trials, load_sweep
 from sweeps.planning.trial import Trial, group_config
@@ -42,6 +43,7 @@ class Plan:
         data; ``status`` of a copied experiment skips it, the model need not be on that machine)."""
         trials = expand_trials(spec)
         configs = validate_trials(trials, against_model)
+        check_children(spec.finetune, trials)
         if spec.search.kind == "targets":
             return cls(spec, trials, [_curve(t) for t in trials], configs, [])
         names = unique_names([t.name for t in trials])

@@ -44,6 +44,7 @@ from e2e_sae.config import (
 from e2e_sae.hooks import resid_pre
 from sweeps.experiment import experiment_path, read_sweep_file
 from sweeps.planning.curve_search import SEARCH_METRICS
+from sweeps.planning.finetune_stage import FinetuneStage, check_stages
 from sweeps.planning.trial import Trial, model_label
 
 DEFAULT_START_K = 32  # a target search's first k for the topk family, without search.start_k or sae.k
@@ -108,6 +109,13 @@ class Axes(_Strict):
         description="the topk family's sparsity knob: active dictionary elements per token (sae.k), in place of "
         "sparsity_coeff for those architectures",
     )
+    target_l0: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        description="jumprelu: target L0s (loss.sparsity.target_l0, the quadratic penalty around it, Gemma Scope 2), "
+        "a grid beside sparsity_coeff (then the penalty's weight); in short runs it sets L0 where the coefficient "
+        "barely moves it (docs/science.md)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Axes:
@@ -130,6 +138,8 @@ class Axes(_Strict):
             raise ValueError("layer: layers must be >= 0")
         if self.k and any(k < 1 for k in self.k):
             raise ValueError("k: active elements per token must be >= 1")
+        if self.target_l0 and any(not t > 0 for t in self.target_l0):
+            raise ValueError("target_l0: target L0s must be > 0")
         return self
 
     def coeffs_for(self, mode: str) -> list[float]:
@@ -192,6 +202,13 @@ def check_knobs(spec: SweepSpec) -> None:
             f"axes.k: only the topk family ({', '.join(TOPK_FAMILY)}) takes k, and this sweep trains {archs}; "
             "drop axes.k or add such an architecture to axes.architecture"
         )
+    if axes.target_l0 is not None and "jumprelu" not in archs:
+        raise ConfigError(
+            f"axes.target_l0: only jumprelu takes a target L0, and this sweep trains {archs}; drop axes.target_l0 "
+            "or add jumprelu to axes.architecture"
+        )
+    if axes.target_l0 is not None and spec.search.kind == "targets":
+        raise ConfigError("axes.target_l0: a grid, and search.kind: targets places the coefficient; drop one of them")
     if axes.sparsity_coeff is not None and not penalised:
         raise ConfigError(
             f"axes.sparsity_coeff: {archs} set L0 by k and take no coefficient; drop axes.sparsity_coeff (give axes.k)"
@@ -341,6 +358,11 @@ class SweepSpec(_Strict):
     search: Search = Field(default=Search(), description="how the sparsity coefficients are chosen")
     report: ReportOptions = Field(default=ReportOptions(), description="options of the Pareto report")
     wandb: SweepWandb = Field(default=SweepWandb(), description="Weights & Biases logging of the trials")
+    finetune: list[FinetuneStage] = Field(
+        default=[],
+        description="fine-tune stages: each finished trial of a stage starts fine-tunes of itself "
+        "(sweeps/planning/finetune_stage.py, docs/finetune.md)",
+    )
     _base_run: dict[str, Any] | None = PrivateAttr(default=None)  # the base run config, read once
 
     @field_validator("name")
@@ -407,6 +429,7 @@ def sweep_from_dict(
         if candidate.is_file():
             spec.base = candidate
     check_search(spec)
+    check_stages(spec.finetune, list(spec.axes.mode))
     return spec
 
 
@@ -526,7 +549,7 @@ def _expand(spec: SweepSpec, coeffs_for, ks_for) -> list[Trial]:
     layers: list[int | None] = list(ax.layer) if ax.layer else [None]  # None: the base's position
     ratios: list[float | None] = list(ax.dict_size_to_input_ratio) if ax.dict_size_to_input_ratio else [None]
     for mode, arch in itertools.product(ax.mode, spec.architectures):
-        knobs = _knobs(arch, coeffs_for(mode) if arch in PENALISED else ks_for(mode))
+        knobs = _knobs(arch, coeffs_for(mode) if arch in PENALISED else ks_for(mode), ax.target_l0)
         for layer, ratio, knob, seed in itertools.product(layers, ratios, knobs, ax.seed):
             dotted = {**spec.overrides, "mode": mode, "seed": seed, **knob}
             if ax.architecture:
@@ -540,9 +563,11 @@ def _expand(spec: SweepSpec, coeffs_for, ks_for) -> list[Trial]:
     return trials
 
 
-def _knobs(arch: str, values: list[Any]) -> list[dict[str, Any]]:
-    """A trial's sparsity knob, per value: the coefficient (relu, jumprelu), or k and no sparsity term
-    (the topk family)."""
+def _knobs(arch: str, values: list[Any], target_l0: list[float] | None = None) -> list[dict[str, Any]]:
+    """A trial's sparsity knob, per value: the coefficient (relu, jumprelu; for jumprelu with target
+    L0s, each coefficient with each target), or k and no sparsity term (the topk family)."""
+    if arch == "jumprelu" and target_l0:
+        return [{"loss.sparsity.coeff": c, "loss.sparsity.target_l0": t} for c in values for t in target_l0]
     if arch in PENALISED:
         return [{"loss.sparsity.coeff": c} for c in values]
     return [{"sae.k": k, "loss.sparsity": None} for k in values]

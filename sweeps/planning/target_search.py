@@ -4,6 +4,7 @@ state: sweep.yaml holds the search settings, params.json and result.json the tri
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,20 @@ def build_curves(plan: Plan) -> dict[str, CurveSearch]:
     }
 
 
+def packable_curves(plan: Plan) -> dict[str, list[str]]:
+    """Per curve, the other curves whose proposals may train in one grouped Tune trial with its own:
+    those whose run configs differ only in what a group's members may differ in (seed, dict ratio; the
+    sample order must be shared, so seeds pack only where ``data.seed`` is set). With ``group_size`` K,
+    a grouped trial fills its K places from one curve first, then from these (sweeps/running/searcher.py)."""
+    from e2e_sae.group import shared_fields
+
+    keys = {
+        name: json.dumps(shared_fields(cfg), sort_keys=True, default=str)
+        for name, cfg in zip(plan.names, plan.run_configs, strict=True)
+    }
+    return {name: [other for other in keys if other != name and keys[other] == key] for name, key in keys.items()}
+
+
 def total_budget(plan: Plan) -> int:
     return plan.spec.search.budget * len(plan.trials)
 
@@ -44,7 +59,7 @@ def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
     }
     for t in trials:
         knob = t.k if t.k is not None else t.sparsity_coeff
-        if t.mode is None or knob is None:
+        if t.mode is None or knob is None or t.finetune is not None:  # a fine-tune is on no curve
             continue
         key = by_axes.get(_axes(t.mode, t.architecture, t.hook, t.dict_size_to_input_ratio, t.seed))
         curve = curves.get(key) if key is not None else None

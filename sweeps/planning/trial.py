@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.hooks import resid_pre_layer
-from sweeps.planning.names import trial_name
+from sweeps.planning.names import finetune_name, finetune_series, trial_name
 
 STATES = ("finished", "incomplete", "errored", "pending")  # on disk; a trial not yet run is "planned"
 
@@ -35,6 +35,9 @@ class Trial:
     # A member of a grouped Tune trial (``path`` is the group's directory): its name there, under
     # which the group keeps its run directory and its part of every checkpoint.
     member: str | None = None
+    # A fine-tune stage's trial: {"stage", "parent" (its name), "parent_trial" (the parent's Tune trial
+    # directory), "member" (the parent's name in a grouped one, else None), "parent_mode", "fraction"}
+    finetune: dict[str, Any] | None = None
 
     @property
     def planned_run(self) -> dict[str, Any]:
@@ -88,8 +91,17 @@ class Trial:
         return self._field("sae", "k")
 
     @property
+    def target_l0(self) -> float | None:
+        """``loss.sparsity.target_l0``: jumprelu's target L0 (the sweep file's ``target_l0`` axis)."""
+        return self._field("loss", "sparsity", "target_l0")
+
+    @property
     def name(self) -> str:
-        """``e2e_L1_r8_s2_seed0``: the trial's axis values (:func:`sweeps.planning.names.trial_name`)."""
+        """``e2e_L1_r8_s2_seed0``: the trial's axis values (:func:`sweeps.planning.names.trial_name`); a
+        fine-tune's: its parent's, stage, mode and length (:func:`sweeps.planning.names.finetune_name`)."""
+        if self.finetune is not None:
+            ft = self.finetune
+            return finetune_name(ft["parent"], ft["stage"], self.mode, ft["fraction"])
         return trial_name(
             self.mode,
             self.layer,
@@ -99,7 +111,17 @@ class Trial:
             self.seed,
             self.architecture,
             self.k,
+            self.target_l0,
         )
+
+    @property
+    def series(self) -> str | None:
+        """What the report draws one frontier per (and compares): the mode, or for a fine-tune
+        ``local -> e2e, 5%`` (its parent's mode, its own, its length)."""
+        if self.finetune is None:
+            return self.mode
+        ft = self.finetune
+        return finetune_series(ft["parent_mode"], self.mode, ft["fraction"])
 
     @property
     def model(self) -> str | None:
@@ -114,15 +136,21 @@ class Trial:
         return self.metrics.get("n_dict_elements")
 
     def tune_config(self) -> dict[str, Any]:
-        """What Tune passes to the trainable and saves as ``params.json``: the run config, once."""
-        return {"run": self.run}
+        """What Tune passes to the trainable and saves as ``params.json``: the run config, once (and a
+        fine-tune's parent)."""
+        return {"run": self.run} if self.finetune is None else {"run": self.run, "finetune": self.finetune}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], trial_id: str | None = None, state: str = "pending") -> Trial:
         """From a Tune config / ``params.json`` (experiments written before the axes were dropped from
         it hold the same values in their run config)."""
-        run = config.get("run")
-        return cls(run=run if isinstance(run, dict) else None, trial_id=trial_id, state=state)
+        run, finetune = config.get("run"), config.get("finetune")
+        return cls(
+            run=run if isinstance(run, dict) else None,
+            trial_id=trial_id,
+            state=state,
+            finetune=finetune if isinstance(finetune, dict) else None,
+        )
 
 
 # ---- grouped trials ------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ def manifest_entry(trial: Trial, frontiers: list[str]) -> dict[str, Any]:
         "hook": trial.hook,
         "sparsity_coeff": trial.sparsity_coeff,
         "k": trial.k,
+        "target_l0": trial.target_l0,
         "dict_size_to_input_ratio": trial.dict_size_to_input_ratio,
         "seed": trial.seed,
         **{k: trial.metrics.get(k) for k in MANIFEST_METRICS},

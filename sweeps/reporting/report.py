@@ -24,6 +24,7 @@ from e2e_sae.modes import MODES, in_mode_order
 from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
 from sweeps.experiment import ANALYSIS_DIR, REPORT_DIR
 from sweeps.planning.trial import STATES, Trial
+from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
 from sweeps.reporting.pareto import (
     DEGENERATE_CE_SCORE,
     FrontPoint,
@@ -92,6 +93,7 @@ def _front_entry(p: FrontPoint) -> dict[str, Any]:
         "architecture": t.architecture,
         "sparsity_coeff": t.sparsity_coeff,
         "k": t.k,
+        "target_l0": t.target_l0,
         "dict_size_to_input_ratio": t.dict_size_to_input_ratio,
         "seed": t.seed,
         "n_samples": t.n_samples,
@@ -183,11 +185,11 @@ def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) 
 def _modes_without_frontier(usable: list[Trial], degenerate: list[tuple[Trial, str]]) -> list[dict[str, Any]]:
     """(hook, mode) pairs all of whose finished trials are degenerate: that mode has no frontier there."""
     bad = {t.trial_id for t, _ in degenerate}
-    pairs = sorted({(t.hook, t.mode) for t in usable})
+    pairs = sorted({(t.hook, t.series) for t in usable})
     return [
         {"hook": h, "mode": m, "fix": DEGENERATE_FIX}
         for h, m in pairs
-        if all(t.trial_id in bad for t in usable if t.hook == h and t.mode == m)
+        if all(t.trial_id in bad for t in usable if t.hook == h and t.series == m)
     ]
 
 
@@ -196,17 +198,17 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     fronts = {
         mode: {
             x: pareto_front(
-                [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.mode == mode]
+                [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.series == mode]
             )
             for x in X_METRICS
         }
-        for mode in in_mode_order(t.mode for t in in_hook if t.mode)
+        for mode in in_mode_order(t.series for t in in_hook if t.series)
     }
     matched = _matched(fronts)
     entry = {
         "modes": {
             mode: {
-                "n_finished": sum(t.mode == mode for t in in_hook),
+                "n_finished": sum(t.series == mode for t in in_hook),
                 "frontiers": {x: [_front_entry(p) for p in f] for x, f in by_x.items()},
             }
             for mode, by_x in fronts.items()
@@ -215,6 +217,9 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
         "l0_ratio_curve": _l0_ratio_curve(fronts),
     }
+    finetune = finetune_comparison(fronts, in_hook)
+    if finetune is not None:
+        entry["finetune"] = finetune
     seeds = sorted({t.seed for t in in_hook if t.seed is not None})
     if len(seeds) > 1:
         levels = [y for y in [matched[Y_METRIC], *meta.get("match_at", [])] if y is not None]
@@ -234,14 +239,14 @@ def seed_spread(in_hook: list[Trial], seeds: list[int], levels: list[float]) -> 
                 [
                     (_num(t.metrics.get("l0")), _num(t.metrics.get(Y_METRIC)), t)
                     for t in in_hook
-                    if t.mode == mode and t.seed == seed
+                    if t.series == mode and t.seed == seed
                 ]
             )
-            for mode in in_mode_order(t.mode for t in in_hook if t.mode)
+            for mode in in_mode_order(t.series for t in in_hook if t.series)
         }
         for seed in seeds
     }
-    modes = in_mode_order(t.mode for t in in_hook if t.mode)
+    modes = in_mode_order(t.series for t in in_hook if t.series)
     out = []
     for level in levels:
         l0 = {m: {s: _read_inside(fronts[s][m], level) for s in seeds} for m in modes}
@@ -305,11 +310,11 @@ def hook_views(h: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
 
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """The pareto.json document (schema in docs/report.md) from loaded trials."""
-    usable = [t for t in trials if t.state == "finished" and t.hook and t.mode]
+    usable = [t for t in trials if t.state == "finished" and t.hook and t.series]
     degenerate = [(t, r) for t in usable if (r := degenerate_reason(t.metrics))]
     finished = [t for t in usable if not degenerate_reason(t.metrics)]
     for t in trials:
-        if t.state == "finished" and not (t.hook and t.mode):
+        if t.state == "finished" and not (t.hook and t.series):
             warnings.warn(f"{t.trial_id}: finished but its params.json names no hook or mode; left off the frontiers")
     hooks = sorted(
         {t.hook for t in finished if t.hook},
@@ -345,13 +350,13 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         "architectures": architectures,
         "trial_counts": {**counts, "total": len(trials)},
         "missing_trials": [
-            {"trial_id": t.trial_id, "state": t.state, "mode": t.mode, "hook": t.hook, "error": t.error}
+            {"trial_id": t.trial_id, "state": t.state, "mode": t.series, "hook": t.hook, "error": t.error}
             for t in trials
             if t.state != "finished"
         ],
         "degenerate_rule": f"CE-loss score < {DEGENERATE_CE_SCORE} or L0 < 1",
         "degenerate_trials": [
-            {"trial_id": t.trial_id, "mode": t.mode, "hook": t.hook, "sparsity_coeff": t.sparsity_coeff, "reason": r}
+            {"trial_id": t.trial_id, "mode": t.series, "hook": t.hook, "sparsity_coeff": t.sparsity_coeff, "reason": r}
             for t, r in degenerate
         ],
         "modes_without_frontier": _modes_without_frontier(usable, degenerate),
@@ -440,7 +445,10 @@ def _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style) -> list[
         pts = [
             (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
             for t in trials
-            if t.state == "finished" and t.hook == hook and t.mode == mode and (arch is None or t.architecture == arch)
+            if t.state == "finished"
+            and t.hook == hook
+            and t.series == mode
+            and (arch is None or t.architecture == arch)
         ]
         xs += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
         if pts:
@@ -448,7 +456,7 @@ def _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style) -> list[
         front = m["frontiers"][x_metric]
         xy = ([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front])
         ax.plot(*xy, "o" + style, color=c, ms=4, label=series_label(mode, arch))
-        mine = [t for t in trials if t.state == "finished" and t.hook == hook and t.mode == mode]
+        mine = [t for t in trials if t.state == "finished" and t.hook == hook and t.series == mode]
         mine = [t for t in mine if arch is None or t.architecture == arch]
         seeds = sorted({t.seed for t in mine if t.seed is not None})
         for seed in seeds if len(seeds) > 1 else []:  # each seed's own frontier, lighter
@@ -661,6 +669,7 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
             lines += _matched_lines(view["matched"])
             lines += _comparison_lines(view)
             lines += _seed_lines(view.get("seed_spread"))
+            lines += finetune_lines(view.get("finetune"))
             lines += _frontier_trial_lines(view)
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
@@ -729,8 +738,9 @@ def _frontier_trial_lines(view: dict[str, Any]) -> list[str]:
     lines = [
         "### Frontier trials",
         "",
-        "| mode | on frontier | trial | sparsity coeff or k | dict ratio | L0 | alive elements | CE-loss increase |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| mode | on frontier | trial | sparsity coeff or k | dict ratio | samples in all | L0 | alive elements | "
+        "CE-loss increase |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for mode, m in view["modes"].items():
         on: dict[str, list[str]] = {}
@@ -742,9 +752,11 @@ def _frontier_trial_lines(view: dict[str, Any]) -> list[str]:
         for tid, p in sorted(points.items(), key=lambda kv: _num(kv[1]["metrics"].get("l0"))):
             mm = p["metrics"]
             knob = f"k {p['k']}" if p.get("k") is not None else _fmt(p["sparsity_coeff"])
+            knob += f", target L0 {_fmt(p['target_l0'])}" if p.get("target_l0") is not None else ""
+            samples = (mm.get("parent_n_samples") or 0) + (mm.get("n_samples") or 0)  # a fine-tune's parent too
             lines.append(
                 f"| {mode} | {', '.join(on[tid])} | {tid} | {knob} | "
-                f"{_fmt(p['dict_size_to_input_ratio'])} | {_fmt(mm.get('l0'))} | "
+                f"{_fmt(p['dict_size_to_input_ratio'])} | {samples or '-'} | {_fmt(mm.get('l0'))} | "
                 f"{_fmt(mm.get('alive_dict_elements'))} | {_fmt(mm.get(Y_METRIC))} |"
             )
     return lines + [""]

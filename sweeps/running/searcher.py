@@ -49,7 +49,24 @@ def trial_label(config: dict[str, Any]) -> str:
     return config.get("name") or Trial.from_config(config).name
 
 
-class TargetSearcher(Searcher):
+class SelfLimitingSearcher(Searcher):
+    """A searcher that limits how many of its trials run at once itself (see the module docstring):
+    Tune's ConcurrencyLimiter hands it the limit and then filters nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(metric=None, mode=None)
+        self.max_concurrent: int | None = None
+        self.running: set[str] = set()  # Tune trials suggested (or re-run) and not yet complete
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        self.max_concurrent = max_concurrent
+        return True
+
+    def at_limit(self) -> bool:
+        return bool(self.max_concurrent) and len(self.running) >= (self.max_concurrent or 0)
+
+
+class TargetSearcher(SelfLimitingSearcher):
     """Ray Tune searcher over curves; each curve's template is a complete trial config but for the
     sparsity coefficient. Deterministic given the results, so a resumed search proposes what an
     uninterrupted one fed the same results would.
@@ -64,26 +81,22 @@ class TargetSearcher(Searcher):
         templates: dict[str, dict[str, Any]],
         group_size: int = 1,
         wandb: dict[str, Any] | None = None,
+        packable: dict[str, list[str]] | None = None,
     ):
-        super().__init__(metric=None, mode=None)
+        super().__init__()
         self.curves = curves
         self.templates = templates
         self.group_size, self.wandb = group_size, wandb
-        self.max_concurrent: int | None = None
+        self.packable = packable or {}  # curve -> curves whose proposals may share its grouped trials
         self.trial_curve: dict[str, str] = {}  # Tune trial -> its curve
-        self.trial_members: dict[str, list[tuple[str, str]]] = {}  # grouped trial -> (member id, name)
-        self.running: set[str] = set()  # Tune trials suggested (or re-run) and not yet complete
+        # grouped trial -> (member id, name, curve) per member (pairs in state saved before groups spanned curves)
+        self.trial_members: dict[str, list[tuple[str, ...]]] = {}
         self.errored: set[str] = set()  # Tune trials that ended in an error: a resume re-runs them
-
-    def set_max_concurrency(self, max_concurrent: int) -> bool:
-        """Tune's ConcurrencyLimiter hands the limit here (True: it then filters nothing)."""
-        self.max_concurrent = max_concurrent
-        return True
 
     # Ray types suggest() as returning a config dict or None, but its own protocol also takes
     # Searcher.FINISHED (a str) to end the search; this returns that too.
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-        if self.max_concurrent and len(self.running) >= self.max_concurrent:
+        if self.at_limit():
             return None
         for key, curve in self.curves.items():
             proposals = curve.proposals()
@@ -93,39 +106,49 @@ class TargetSearcher(Searcher):
                 if self.group_size == 1:
                     curve.start_trial(trial_id, proposals[0])
                     return config_with_coeff(self.templates[key], proposals[0], curve.knob)
-                return self._grouped(trial_id, key, proposals[: self.group_size])
+                picked = [(key, p) for p in proposals[: self.group_size]]
+                for other in self.packable.get(key, []):  # fill the group from curves it may share a pass with
+                    room = self.group_size - len(picked)
+                    picked += [(other, p) for p in self.curves[other].proposals()[:room]] if room > 0 else []
+                return self._grouped(trial_id, picked)
         if not self.running and all(c.is_done() for c in self.curves.values()):
             return Searcher.FINISHED
         return None  # waiting for running trials
 
-    def _grouped(self, trial_id: str, key: str, proposals: list[Proposal]) -> dict[str, Any]:
-        members = [config_with_coeff(self.templates[key], p, self.curves[key].knob) for p in proposals]
-        names = [trial_label(m) for m in members]  # unique: coefficients are >= 1% apart
-        ids = [f"{trial_id}/{i}" for i in range(len(proposals))]
-        for member_id, proposal in zip(ids, proposals, strict=True):
+    def _grouped(self, trial_id: str, picked: list[tuple[str, Proposal]]) -> dict[str, Any]:
+        """One grouped Tune trial of proposals, the first curve's first, then other curves' (each
+        member recorded on its own curve)."""
+        members = [config_with_coeff(self.templates[k], p, self.curves[k].knob) for k, p in picked]
+        names = [trial_label(m) for m in members]  # unique: a curve's coefficients are >= 1% apart
+        ids = [f"{trial_id}/{i}" for i in range(len(picked))]
+        for member_id, (key, proposal) in zip(ids, picked, strict=True):
             self.curves[key].start_trial(member_id, proposal)
-        self.trial_members[trial_id] = list(zip(ids, names, strict=True))
-        retry = max(p.attempt for p in proposals) - 1
-        name = search_group_name(key, [p.coeff for p in proposals], retry, self.curves[key].knob)
-        return group_config(name, members, names, self.wandb)
+        self.trial_members[trial_id] = [(i, n, k) for i, n, (k, _) in zip(ids, names, picked, strict=True)]
+        parts = []
+        for key in dict.fromkeys(k for k, _ in picked):  # curves in order, each with its proposals
+            mine = [p for k, p in picked if k == key]
+            retry = max(p.attempt for p in mine) - 1
+            parts.append(search_group_name(key, [p.coeff for p in mine], retry, self.curves[key].knob))
+        return group_config("+".join(parts), members, names, self.wandb)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        key = self.trial_curve.get(trial_id)
-        if key is None:
+        if trial_id not in self.trial_curve:
             return
         self.running.discard(trial_id)
         (self.errored.add if error else self.errored.discard)(trial_id)
-        curve = self.curves[key]
-        for member_id, prefix in self._members(trial_id):
+        for member_id, prefix, key in self._members(trial_id):
+            curve = self.curves[key]
             # Tune hands searchers the result flattened: a member's metrics are members/<name>/<metric>
             metrics = {k[len(prefix) :]: v for k, v in (result or {}).items() if k.startswith(prefix)}
             curve.record(member_id, None if error else search_value(curve.metric, metrics))
 
-    def _members(self, trial_id: str) -> list[tuple[str, str]]:
-        """(the curve search's id, the result-key prefix) of each proposal a Tune trial ran."""
+    def _members(self, trial_id: str) -> list[tuple[str, str, str]]:
+        """(the curve search's id, the result-key prefix, its curve) of each proposal a Tune trial ran
+        (a member saved before groups spanned curves has its trial's curve)."""
         if trial_id in self.trial_members:
-            return [(member_id, f"members/{name}/") for member_id, name in self.trial_members[trial_id]]
-        return [(trial_id, "")]
+            own = self.trial_curve[trial_id]
+            return [(m[0], f"members/{m[1]}/", m[2] if len(m) > 2 else own) for m in self.trial_members[trial_id]]
+        return [(trial_id, "", self.trial_curve[trial_id])]
 
     def save(self, checkpoint_path: str) -> None:
         state = {
@@ -133,6 +156,7 @@ class TargetSearcher(Searcher):
             "templates": self.templates,
             "trial_curve": self.trial_curve,
             "trial_members": self.trial_members,
+            "packable": self.packable,
             "running": self.running,
             "errored": self.errored,
         }
@@ -146,9 +170,10 @@ class TargetSearcher(Searcher):
             state = pickle.load(f)
         self.curves, self.templates, self.trial_curve = state["curves"], state["templates"], state["trial_curve"]
         self.trial_members, self.running, self.errored = state["trial_members"], state["running"], state["errored"]
+        self.packable = state.get("packable", {})
         for trial_id in self.errored:
-            for member_id, _ in self._members(trial_id):
-                self.curves[self.trial_curve[trial_id]].requeue(member_id)
+            for member_id, _, key in self._members(trial_id):
+                self.curves[key].requeue(member_id)
             self.running.add(trial_id)
         self.errored = set()
 
@@ -162,8 +187,9 @@ class TargetSearchGenerator(SearchGenerator):
         self._finished = False
 
 
-def target_search_alg(searcher: TargetSearcher, max_concurrent: int | None) -> TargetSearchGenerator:
+def target_search_alg(searcher: Searcher, max_concurrent: int | None) -> TargetSearchGenerator:
     """The search algorithm for ``tune.TuneConfig`` (with ``max_concurrent_trials`` left unset): the
-    searcher limits concurrency; a ConcurrencyLimiter around it only sizes Tune's queue of trials
-    waiting for resources (Tune reads it from the limiter: tune_controller._get_max_pending_trials)."""
+    searcher (the target search's, or a staged sweep's: sweeps/running/stages.py) limits concurrency;
+    a ConcurrencyLimiter around it only sizes Tune's queue of trials waiting for resources (Tune reads
+    it from the limiter: tune_controller._get_max_pending_trials)."""
     return TargetSearchGenerator(ConcurrencyLimiter(searcher, max_concurrent) if max_concurrent else searcher)

@@ -7,8 +7,10 @@ the library's checkpoint directory to ``<trial>/checkpoint_NNNNNN/``, the last o
 metrics as ``metrics.json`` too). The library's own run directory (``config.yaml``, ``metrics.jsonl``,
 its checkpoints) is scratch: a new temporary directory on the trial's node for every attempt,
 deleted when the attempt ends. So no file is uploaded twice, and a retry (Tune restarting a failed
-trial) starts from ``tune.get_checkpoint()`` alone, never from files an earlier attempt left, and
-resumes exactly where that checkpoint left off. Grouped members' W&B files are written to the trial's
+trial, or a resumed sweep restarting an unfinished one) starts from what the storage holds, never
+from scratch files an earlier attempt left: the newest readable checkpoint persisted there (Tune's
+own, or one persisted after Tune's last snapshot of the experiment: :mod:`sweeps.running.persisted`),
+and resumes exactly where that checkpoint left off. Grouped members' W&B files are written to the trial's
 working directory, which Tune copies to the trial's storage directory (``sync_artifacts``,
 :func:`sweeps.running.tuner.run_config`).
 """
@@ -29,8 +31,10 @@ from ray import tune
 
 from e2e_sae.config import run_config_from_dict
 from e2e_sae.train import train
-from sweeps.planning.trial import is_group
+from sweeps.planning.trial import is_group, members_of
 from sweeps.running.grouped_trial import run_group
+from sweeps.running.persisted import resume_point
+from sweeps.running.stages import PARENT_DIR, fetch_parent
 
 AfterReport = Callable[[dict[str, Any], "Path | None"], None]
 
@@ -94,14 +98,13 @@ def run_trial(config: dict[str, Any], after_report: AfterReport | None = None) -
 
     with tempfile.TemporaryDirectory(prefix=f"{ctx.get_trial_name()}-", ignore_cleanup_errors=True) as scratch:
         output_dir = Path(scratch) / RUN_DIR
-        resume_from = None
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            resume_from = Path(scratch) / RESUME_FROM_DIR
-            checkpoint.to_directory(str(resume_from))
+        members = [name for name, _ in members_of(config)] if is_group(config) else []
+        resume_from = resume_point(ctx.get_storage(), tune.get_checkpoint(), Path(scratch) / RESUME_FROM_DIR, members)
         if is_group(config):
             run_group(config, output_dir, resume_from, ctx.get_trial_id(), report, wandb_dir=artifacts)
             return
+        if isinstance(config.get("finetune"), dict):  # a fine-tune stage's trial: its parent from the storage
+            config = fetch_parent(config, ctx.get_storage(), Path(scratch) / PARENT_DIR)
         cfg = run_config_from_dict(config["run"], {"output_dir": str(output_dir)})
         train(cfg, resume_from=resume_from, reporter=report, progress=False)
 

@@ -18,6 +18,10 @@ from sweeps.planning.plan import Plan, group_wandb
 from sweeps.planning.spec import SweepSpec
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
+# A trial process trains the next trial (Tune resets it) instead of ending: each trial would otherwise
+# import torch, TransformerLens and Ray again (about 5 s on a CPU core; on a GPU also a CUDA context),
+# a tenth of a quickstart trial. Trials start from their config and checkpoint alone (trainable.py).
+REUSE_ACTORS = True
 _TUNE_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
 
 
@@ -75,9 +79,9 @@ def restored_tuner(plan: Plan, exp_path: str):
 
 
 def n_tune_trials(plan: Plan) -> int | None:
-    """A grid's Tune trial count (groups, when grouped); None for a target search (it ends when its
-    searcher says so)."""
-    return None if plan.is_search else len(plan.tune_trials)
+    """A grid's Tune trial count (groups, when grouped); None for a target search or a sweep with
+    fine-tune stages (they end when their searcher says so)."""
+    return None if plan.is_search or plan.spec.finetune else len(plan.tune_trials)
 
 
 def trainable(spec: SweepSpec):
@@ -91,8 +95,8 @@ def trainable(spec: SweepSpec):
 
 def param_space(plan: Plan) -> dict[str, Any]:
     """A grid: one axis over Tune trial indices; every other key is derived from it, so params.json is
-    the trial's config as planned. A target search: none (the searcher makes each config)."""
-    if plan.is_search:
+    the trial's config as planned. A target search or a staged sweep: none (the searcher makes each config)."""
+    if plan.is_search or plan.spec.finetune:
         return {}
     from ray import tune
 
@@ -116,11 +120,15 @@ class _Pick:
 def tune_config(plan: Plan):
     from ray import tune
 
+    if plan.spec.finetune:
+        return _staged_tune_config(plan)
     if plan.is_search:
-        from sweeps.planning.target_search import build_curves, total_budget
+        from sweeps.planning.target_search import build_curves, packable_curves, total_budget
         from sweeps.running.searcher import TargetSearcher, target_search_alg
 
-        searcher = TargetSearcher(build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec))
+        searcher = TargetSearcher(
+            build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec), packable_curves(plan)
+        )
         # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED. The
         # searcher limits concurrency itself (sweeps/running/searcher.py: so that resumed trials reach it).
         return tune.TuneConfig(
@@ -128,10 +136,42 @@ def tune_config(plan: Plan):
             num_samples=total_budget(plan),
             trial_name_creator=_SearchTrialName(),
             trial_dirname_creator=_SearchTrialName(),
+            reuse_actors=REUSE_ACTORS,
         )
     name = _GridTrialName(plan.tune_names)
     return tune.TuneConfig(
-        max_concurrent_trials=plan.spec.max_concurrent_trials, trial_name_creator=name, trial_dirname_creator=name
+        max_concurrent_trials=plan.spec.max_concurrent_trials,
+        trial_name_creator=name,
+        trial_dirname_creator=name,
+        reuse_actors=REUSE_ACTORS,
+    )
+
+
+def _staged_tune_config(plan: Plan):
+    """A sweep with fine-tune stages: one searcher runs the main trials (the grid's in plan order, or
+    the target search's) and each finished trial's fine-tunes (:mod:`sweeps.running.stages`)."""
+    from ray import tune
+
+    from sweeps.planning.finetune_stage import children_per_parent
+    from sweeps.planning.target_search import build_curves, packable_curves, total_budget
+    from sweeps.running.searcher import TargetSearcher, target_search_alg
+    from sweeps.running.stages import GridSearcher, StagedSearcher
+
+    if plan.is_search:
+        base: Any = TargetSearcher(
+            build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec), packable_curves(plan)
+        )
+        n_main = n_saes = total_budget(plan)  # proposals: SAEs, at most as many Tune trials
+    else:
+        named = [{**c, "name": c.get("name") or n} for c, n in zip(plan.tune_trials, plan.tune_names, strict=True)]
+        base, n_main, n_saes = GridSearcher(named), len(named), len(plan.trials)
+    searcher = StagedSearcher(base, plan.spec.finetune)
+    return tune.TuneConfig(
+        search_alg=target_search_alg(searcher, plan.spec.max_concurrent_trials),
+        num_samples=n_main + n_saes * children_per_parent(plan.spec.finetune),  # at most; the searcher ends it
+        trial_name_creator=_SearchTrialName(),
+        trial_dirname_creator=_SearchTrialName(),
+        reuse_actors=REUSE_ACTORS,
     )
 
 
@@ -159,7 +199,9 @@ def run_config(spec: SweepSpec):
     from ray import tune
     from ray.tune import Callback
 
-    callbacks: list[Callback] = []
+    from sweeps.running.persisted import ResultLog
+
+    callbacks: list[Callback] = [ResultLog()]  # Tune's result.json writer, continuing the storage's copy
     if spec.wandb.mode != "disabled" and spec.group_size == 1:  # grouped members log their own W&B runs
         from ray.air.integrations.wandb import WandbLoggerCallback
 

@@ -1,0 +1,309 @@
+"""A sweep's fine-tune stages: each finished trial of a stage is the parent of one fine-tune per mode
+and length the stage names, started as soon as that parent finishes (Karvonen 2025: a local SAE's
+last few percent of samples trained with KL + MSE recovers most of e2e training's CE-loss gain).
+
+    finetune:
+      - name: kl                       # names the stage's trials: <parent>_kl_e2e_5pct
+        from: main                     # parents: the axes' trials (main) or an earlier stage's
+        parent_modes: [local]          # parents of these modes only (default: all of that stage's)
+        modes: [e2e]                   # each child's losses: a mode's preset ...
+        keep_mse: true                 # ... with the MSE at the SAE kept on and the KL balanced to it
+        fractions: [0.05, 0.1, 0.25]   # each child's length, as a fraction of its parent's samples
+
+This module makes the children's Tune configs from a finished parent's (Ray-free: the searcher that
+starts them is :mod:`sweeps.running.stages`), and the lines ``plan`` and ``status`` print.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from e2e_sae.config import ConfigError, Mode, apply_overrides, flatten_dotted
+from sweeps.planning.names import finetune_name
+from sweeps.planning.trial import Trial, is_group, members_of
+
+MAIN_STAGE = "main"  # the axes' trials, as a stage's ``from`` names them
+TRIAL_SETS_PARENT = "set by the trial: the parent's last checkpoint"  # finetune.parent until the trial runs
+
+
+class FinetuneStage(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(description="the stage's name, in its trials' names (<parent>_<name>_<mode>_<pct>pct)")
+    from_stage: str = Field(
+        default=MAIN_STAGE,
+        alias="from",
+        description="whose finished trials are the parents: main (the axes' trials) or an earlier stage's name",
+    )
+    parent_modes: list[Mode] | None = Field(
+        default=None, description="fine-tune parents of these modes only; default every mode of that stage"
+    )
+    modes: list[Mode] = Field(min_length=1, description="each child's losses: the mode's preset (e2e, e2e+ds, local)")
+    fractions: list[float] = Field(
+        min_length=1, description="each child's length as a fraction of its parent's training samples, in (0, 1]"
+    )
+    keep_mse: bool = Field(
+        default=True,
+        description="keep the MSE at the SAE on (coefficient 1) beside a mode's KL and weigh the KL by MSE / KL "
+        "(loss.balance_kl_to_mse), so the parent's sparsity coefficient carries over (Karvonen 2025)",
+    )
+    parents: Literal["all", "frontier"] = Field(
+        default="all",
+        description="all: every finished trial of the from stage, each fine-tuned as it finishes; frontier: only "
+        "those on their curve's (L0, CE-loss increase) Pareto frontier, fine-tuned once every main trial has "
+        "finished (from: main only)",
+    )
+    optimizer_state: bool = Field(default=False, description="start each child from its parent's Adam moments too")
+    warmup_fraction: float = Field(
+        default=0.1, ge=0, lt=1, description="each child's linear warm-up, as a fraction of its own samples"
+    )
+    overrides: dict[str, Any] = Field(default={}, description="run-config fields set in every child (dotted keys)")
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", v) or v == MAIN_STAGE:
+            raise ValueError(f"use letters, digits and _ . + - only, and not {MAIN_STAGE!r} (it names the trials)")
+        return v
+
+    @field_validator("fractions")
+    @classmethod
+    def _lengths(cls, v: list[float]) -> list[float]:
+        bad = [f for f in v if not 0 < f <= 1]
+        if bad:
+            raise ValueError(
+                f"{bad}: a fine-tune is a fraction in (0, 1] of its parent's samples (0 trains nothing; above 1 "
+                "is longer than the parent); e.g. [0.05, 0.1, 0.25]"
+            )
+        return sorted(set(v))
+
+
+def check_stages(stages: list[FinetuneStage], main_modes: list[str]) -> None:
+    """Stage names unique, each ``from`` an earlier stage (or main), its parent modes ones that stage
+    trains: a one-line ConfigError naming the field otherwise."""
+    modes_of: dict[str, list[str]] = {MAIN_STAGE: list(main_modes)}
+    for i, stage in enumerate(stages):
+        where = f"finetune.{i}"
+        if stage.name in modes_of:
+            raise ConfigError(f"{where}.name: {stage.name!r} names two stages; give each stage its own name")
+        if stage.from_stage not in modes_of:
+            raise ConfigError(
+                f"{where}.from: no stage {stage.from_stage!r} before this one; use one of {sorted(modes_of)}"
+            )
+        if stage.parents == "frontier" and stage.from_stage != MAIN_STAGE:
+            raise ConfigError(
+                f"{where}.parents: frontier picks among the main trials once they have all finished; use it with "
+                f"from: {MAIN_STAGE}, or parents: all"
+            )
+        unknown = sorted(set(stage.parent_modes or []) - set(modes_of[stage.from_stage]))
+        if unknown:
+            raise ConfigError(
+                f"{where}.parent_modes: {unknown} are not trained by stage {stage.from_stage!r} (its modes: "
+                f"{modes_of[stage.from_stage]}); remove them"
+            )
+        modes_of[stage.name] = list(stage.modes)
+
+
+def stage_of(config: dict[str, Any]) -> str:
+    """The stage a Tune trial config belongs to: its fine-tune's stage, else main."""
+    finetune = config.get("finetune")
+    return finetune["stage"] if isinstance(finetune, dict) else MAIN_STAGE
+
+
+def child_config(parent: Trial, parent_trial: str, stage: FinetuneStage, mode: str, fraction: float) -> dict[str, Any]:
+    """One child's Tune config: the parent's run config with ``mode``'s losses (its sparsity term
+    kept), ``fraction`` of the parent's samples, the stage's overrides, and ``finetune.parent`` filled
+    in by the trial (it fetches the parent's last checkpoint from the experiment's storage).
+    ``parent_trial``: the parent's Tune trial directory (its group's, for a grouped member)."""
+    run = copy.deepcopy(parent.planned_run)
+    n_samples = max(1, round(fraction * int(run["train"]["n_samples"])))
+    loss = {k: v for k, v in (run.get("loss") or {}).items() if k == "sparsity"}  # the mode preset fills the rest
+    if stage.keep_mse and mode != "local":
+        loss.update(out_to_in={"coeff": 1.0}, balance_kl_to_mse=True)
+    dotted = {
+        "mode": mode,
+        "loss": loss,
+        "train.n_samples": n_samples,
+        "train.warmup_samples": round(stage.warmup_fraction * n_samples),
+        "finetune": {"parent": TRIAL_SETS_PARENT, "optimizer_state": stage.optimizer_state},
+        **flatten_dotted(stage.overrides),
+    }
+    run = apply_overrides(run, dotted)
+    finetune = {
+        "stage": stage.name,
+        "parent": parent.name,
+        "parent_trial": parent_trial,
+        "member": parent.member,
+        "parent_mode": parent.series,
+        "fraction": fraction,
+    }
+    return {"run": run, "finetune": finetune}
+
+
+def parents_of(config: dict[str, Any], finished: set[str] | None = None) -> list[Trial]:
+    """The trials a finished Tune trial trained: itself, or a grouped one's members in ``finished``
+    (the members that ended with a final row; None: all)."""
+    if not is_group(config):
+        return [Trial.from_config(config)]
+    parents = []
+    for name, member in members_of(config):
+        if finished is None or name in finished:
+            trial = Trial.from_config(member)
+            trial.member = name
+            parents.append(trial)
+    return parents
+
+
+def children(
+    stages: list[FinetuneStage],
+    config: dict[str, Any],
+    parent_trial: str,
+    finished: set[str] | None = None,
+    parents: str = "all",
+) -> list[dict[str, Any]]:
+    """The children of a finished Tune trial (its config, its trial directory's name) in the stages
+    that take ``parents`` (all: every finished trial, as it finishes; frontier: see
+    :func:`frontier_children`)."""
+    out = []
+    for s in stages:
+        if s.from_stage != stage_of(config) or s.parents != parents:
+            continue
+        for parent in parents_of(config, finished):
+            if s.parent_modes is None or parent.mode in s.parent_modes:
+                out += [child_config(parent, parent_trial, s, m, f) for m in s.modes for f in s.fractions]
+    return out
+
+
+def frontier_children(stages: list[FinetuneStage], finished: list[tuple[Trial, str]]) -> list[dict[str, Any]]:
+    """The children of ``parents: frontier`` stages, once every main trial has finished: ``finished``
+    holds each finished main trial (its metrics set) and its Tune trial directory; of each curve (mode,
+    architecture, hook, ratio, seed), only the trials on its (L0, CE-loss increase) Pareto frontier are
+    parents."""
+    on_front = on_curve_frontiers(finished)
+    out = []
+    for s in stages:
+        if s.parents != "frontier":
+            continue
+        for parent, trial_dir in on_front:
+            if s.parent_modes is None or parent.mode in s.parent_modes:
+                out += [child_config(parent, trial_dir, s, m, f) for m in s.modes for f in s.fractions]
+    return out
+
+
+def on_curve_frontiers(finished: list[tuple[Trial, Any]]) -> list[tuple[Trial, Any]]:
+    """The (trial, tag) pairs whose trial lies on its curve's (L0, CE-loss increase) Pareto frontier (a
+    curve: one mode, architecture, hook, ratio and seed)."""
+    from sweeps.reporting.pareto import pareto_front
+
+    curves: dict[tuple, list[tuple[float, float, tuple[Trial, Any]]]] = {}
+    for trial, tag in finished:
+        key = (trial.mode, trial.architecture, trial.hook, trial.dict_size_to_input_ratio, trial.seed)
+        point = (float(trial.metrics.get("l0", "nan")), float(trial.metrics.get("ce_loss_increase", "nan")))
+        curves.setdefault(key, []).append((*point, (trial, tag)))
+    return [p.payload for points in curves.values() for p in pareto_front(points)]
+
+
+def children_per_parent(stages: list[FinetuneStage]) -> int:
+    """At most how many trials one main-stage trial leads to through every stage (chained ones too)."""
+    per: dict[str, int] = {MAIN_STAGE: 1}
+    for s in stages:
+        per[s.name] = per[s.from_stage] * len(s.modes) * len(s.fractions)
+    return sum(n for name, n in per.items() if name != MAIN_STAGE)
+
+
+def plan_lines(stages: list[FinetuneStage]) -> list[str]:
+    """What ``plan`` prints of the stages."""
+    lines = []
+    for s in stages:
+        parents = f"{s.from_stage} trial" + (f" of mode {', '.join(s.parent_modes)}" if s.parent_modes else "")
+        if s.parents == "frontier":
+            parents += " on its curve's frontier (picked once every main trial has ended)"
+        losses = " with the MSE kept and KL balanced to it" if s.keep_mse else ""
+        lengths = ", ".join(f"{f * 100:g}%" for f in s.fractions)
+        lines.append(
+            f"fine-tune stage {s.name}: each finished {parents} -> {', '.join(s.modes)}{losses}, for {lengths} "
+            f"of its samples ({len(s.modes) * len(s.fractions)} children each, started as it finishes)"
+        )
+    return lines
+
+
+def status_lines(stages: list[FinetuneStage], trials: list[Trial]) -> list[str]:
+    """Parents and children per stage: each finished parent's children by state, and the children a
+    parent that errored will never have (skipped, with the parent's error)."""
+    by_parent: dict[str, list[Trial]] = {}
+    for t in trials:
+        if t.finetune is not None:
+            by_parent.setdefault(t.finetune["parent"], []).append(t)
+    lines = []
+    for s in stages:
+        parents = [
+            t
+            for t in trials
+            if (t.finetune or {}).get("stage", MAIN_STAGE) == s.from_stage
+            and (s.parent_modes is None or t.mode in s.parent_modes)
+        ]
+        lines.append(f"fine-tune stage {s.name} (from {s.from_stage}, parents: {s.parents}):")
+        done = all(t.state in ("finished", "errored") for t in parents)
+        front = set()
+        if s.parents == "frontier":
+            front = {t.name for t, _ in on_curve_frontiers([(t, None) for t in parents if t.state == "finished"])}
+        for p in sorted(parents, key=lambda t: t.name):
+            kids = [c for c in by_parent.get(p.name, []) if c.finetune and c.finetune["stage"] == s.name]
+            if p.state == "errored":
+                names = [child_name(p, s, m, f) for m in s.modes for f in s.fractions]
+                lines.append(f"  {p.name}: errored -> skipped {', '.join(names)} (parent error: {p.error})")
+            elif s.parents == "frontier" and not kids and done and p.name not in front:
+                lines.append(f"  {p.name}: {p.state}, not on its curve's frontier -> no children")
+            elif s.parents == "frontier" and not kids:
+                lines.append(
+                    f"  {p.name}: {p.state} -> children start once every main trial has ended, if on its frontier"
+                )
+            elif not kids:
+                lines.append(f"  {p.name}: {p.state} -> children start when it finishes")
+            else:
+                states = ", ".join(f"{c.name} {c.state}" for c in sorted(kids, key=lambda c: c.name))
+                lines.append(f"  {p.name}: {p.state} -> {states}")
+    return lines
+
+
+def child_name(parent: Trial, stage: FinetuneStage, mode: str, fraction: float) -> str:
+    return finetune_name(parent.name, stage.name, mode, fraction)
+
+
+def check_children(stages: list[FinetuneStage], trials: list[Trial]) -> None:
+    """Every stage's children of the planned trials (and of those children, for chained stages)
+    validated as run configs before any compute: a stage's overrides that break a run config, or
+    move it off its parent's hook or dictionary size, are one line naming the stage."""
+    from e2e_sae.config import run_config_from_dict
+
+    made: dict[str, list[Trial]] = {MAIN_STAGE: trials}
+    for i, s in enumerate(stages):
+        kids = []
+        for parent in made[s.from_stage]:
+            if s.parent_modes is not None and parent.mode not in s.parent_modes:
+                continue
+            for m in s.modes:
+                for f in s.fractions:
+                    kid = Trial.from_config(child_config(parent, "planned", s, m, f))
+                    for field, moved in (
+                        ("sae.position", kid.hook != parent.hook),
+                        (
+                            "sae.dict_size_to_input_ratio",
+                            kid.dict_size_to_input_ratio != parent.dict_size_to_input_ratio,
+                        ),
+                    ):
+                        if moved:
+                            raise ConfigError(
+                                f"finetune.{i}.overrides: sets {field}, but a fine-tune keeps its parent's hook and "
+                                f"dictionary size; remove {field}"
+                            )
+                    try:
+                        run_config_from_dict(kid.planned_run)
+                    except ConfigError as err:
+                        raise ConfigError(f"finetune.{i} ({s.name}): child {kid.name}: {err}") from None
+                    kids.append(kid)
+        made[s.name] = kids

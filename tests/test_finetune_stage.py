@@ -1,0 +1,197 @@
+"""A sweep's fine-tune stages, without Ray: the stage spec's one-line errors, the children a finished
+trial gets (their run configs, names and frontier series), what ``status`` and the report say of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sweep_fixtures import tiny_sweep, trial_record
+
+from e2e_sae.config import ConfigError, run_config_from_dict
+from sweeps.planning.finetune_stage import children, children_per_parent, status_lines
+from sweeps.planning.plan import Plan
+from sweeps.planning.spec import sweep_from_dict
+from sweeps.planning.trial import Trial, group_config
+from sweeps.reporting.finetune_table import ce_at_l0, finetune_comparison, finetune_lines
+from sweeps.reporting.pareto import FrontPoint
+
+KL = {"name": "kl", "parent_modes": ["local"], "modes": ["e2e"], "fractions": [0.1, 0.5]}
+
+
+def staged(tmp_path: Path, *stages: dict) -> dict:
+    return tiny_sweep(tmp_path, finetune=list(stages))
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        ([{**KL, "from": "nope"}], "finetune.0.from: no stage 'nope' before this one; use one of ['main']"),
+        ([{**KL, "parent_modes": ["e2e+ds"]}], "finetune.0.parent_modes: ['e2e+ds'] are not trained by stage 'main'"),
+        ([{**KL, "fractions": [0]}], "finetune.0.fractions: [0.0]: a fine-tune is a fraction in (0, 1]"),
+        ([{**KL, "fractions": [1.5]}], "above 1 is longer than the parent"),
+        ([KL, KL], "finetune.1.name: 'kl' names two stages"),
+        ([{**KL, "name": "main"}], "finetune.0.name: "),
+        ([{**KL, "modes": ["e3e"]}], "finetune.0.modes.0: "),
+        ([{**KL, "overrides": {"sae.position": "blocks.2.hook_resid_pre"}}], "finetune.0.overrides: sets sae.position"),
+        (
+            [{**KL, "overrides": {"train.lr": -1}}],
+            "finetune.0 (kl): child local_L1_r2_s0.1_seed0_kl_e2e_10pct: train.lr",
+        ),
+    ],
+)
+def test_a_stage_that_cannot_work_is_one_line_before_any_compute(tmp_path, stages, message):
+    with pytest.raises(ConfigError) as err:
+        Plan.from_spec(sweep_from_dict(staged(tmp_path, *stages)))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_finished_parent_gets_one_child_per_mode_and_length(tmp_path):
+    spec = sweep_from_dict(staged(tmp_path, KL, {"name": "ds", "from": "kl", "modes": ["e2e+ds"], "fractions": [1]}))
+    plan = Plan.from_spec(spec)
+    local, e2e = plan.trials[1], plan.trials[2]  # local coeff 1, e2e coeff 0.1
+    assert (local.mode, e2e.mode) == ("local", "e2e")
+    assert children(spec.finetune, e2e.tune_config(), "e2e_trial") == []  # parent_modes: local only
+    kids = children(spec.finetune, local.tune_config(), "local_dir")
+    assert [Trial.from_config(k).name for k in kids] == [
+        "local_L1_r2_s1_seed0_kl_e2e_10pct",
+        "local_L1_r2_s1_seed0_kl_e2e_50pct",
+    ]
+    run = kids[1]["run"]
+    assert run["mode"] == "e2e" and run["train"]["n_samples"] == 32  # half the parent's 64
+    assert run["train"]["warmup_samples"] == 3  # 10% of its own samples
+    assert run["loss"] == {"sparsity": {"coeff": 1.0}, "out_to_in": {"coeff": 1.0}, "balance_kl_to_mse": True}
+    assert kids[1]["finetune"] == {
+        "stage": "kl",
+        "parent": "local_L1_r2_s1_seed0",
+        "parent_trial": "local_dir",
+        "member": None,
+        "parent_mode": "local",
+        "fraction": 0.5,
+    }
+    cfg = run_config_from_dict(run)  # the mode's preset filled the KL term
+    assert cfg.loss.active() == {"out_to_in": 1.0, "logits_kl": 1.0} and cfg.loss.balance_kl_to_mse
+    assert Trial.from_config(kids[1]).series == "local -> e2e, 50%"
+    # a chained stage fine-tunes the fine-tune
+    grandkids = children(spec.finetune, kids[1], "kid_dir")
+    assert [Trial.from_config(k).name for k in grandkids] == ["local_L1_r2_s1_seed0_kl_e2e_50pct_ds_e2e+ds_100pct"]
+    assert Trial.from_config(grandkids[0]).series == "local -> e2e, 50% -> e2e+ds, 100%"
+    assert children_per_parent(spec.finetune) == 2 + 2
+
+
+def test_a_grouped_parent_gives_children_of_its_finished_members_only(tmp_path):
+    spec = sweep_from_dict(staged(tmp_path, KL))
+    plan = Plan.from_spec(spec)
+    group = group_config("local_L1_group0", [t.tune_config() for t in plan.trials[:2]], ["a", "b"])
+    kids = children(spec.finetune, group, "local_L1_group0", finished={"b"})
+    assert {k["finetune"]["member"] for k in kids} == {"b"}
+    assert {k["finetune"]["parent_trial"] for k in kids} == {"local_L1_group0"}
+
+
+def test_status_lists_children_by_parent_and_skips_those_of_an_errored_parent(tmp_path):
+    spec = sweep_from_dict(staged(tmp_path, KL))
+    plan = Plan.from_spec(spec)
+    ok, bad = plan.trials[0], plan.trials[1]
+    ok.state, bad.state, bad.error = "finished", "errored", "TrainingDiverged: loss is inf"
+    kid = Trial.from_config(children(spec.finetune, ok.tune_config(), "x")[0], state="finished")
+    lines = status_lines(spec.finetune, [ok, bad, kid])
+    assert lines[0] == "fine-tune stage kl (from main, parents: all):"
+    assert "  local_L1_r2_s0.1_seed0: finished -> local_L1_r2_s0.1_seed0_kl_e2e_10pct finished" in lines
+    assert (
+        "  local_L1_r2_s1_seed0: errored -> skipped local_L1_r2_s1_seed0_kl_e2e_10pct, "
+        "local_L1_r2_s1_seed0_kl_e2e_50pct (parent error: TrainingDiverged: loss is inf)"
+    ) in lines
+
+
+def test_the_finetune_table_reads_each_frontier_at_the_parents_l0_and_the_gap_closed():
+    """local: CE 1.0 at L0 10, 0.5 at L0 100; e2e 0.6 / 0.1; the 5% fine-tune 0.8 / 0.3: it closes
+    half of the gap at both levels, 10% of the gap per 1% extra samples."""
+
+    def trial(name, series_mode, l0, ce, finetune=None, n=1000, t=100.0):
+        tr = trial_record(series_mode, l0 / 10, trial_id=name, state="finished", finetune=finetune)
+        tr.metrics = {"l0": l0, "ce_loss_increase": ce, "n_samples": n, "time_total_s": t}
+        if finetune:
+            tr.metrics["parent_n_samples"] = 1000
+        return tr
+
+    ft = {"stage": "kl", "parent_mode": "local", "fraction": 0.05, "member": None, "parent_trial": "p"}
+    local = [trial("l1", "local", 10, 1.0), trial("l2", "local", 100, 0.5)]
+    e2e = [trial("e1", "e2e", 10, 0.6, t=300.0), trial("e2", "e2e", 100, 0.1, t=300.0)]
+    kids = [
+        trial("k1", "e2e", 10, 0.8, {**ft, "parent": local[0].name}, n=50, t=20.0),
+        trial("k2", "e2e", 100, 0.3, {**ft, "parent": local[1].name}, n=50, t=20.0),
+    ]
+    trials = local + e2e + kids
+    fronts = {
+        s: {"l0": [FrontPoint(t.metrics["l0"], t.metrics["ce_loss_increase"], t) for t in trials if t.series == s]}
+        for s in ("local", "e2e", "local -> e2e, 5%")
+    }
+    assert ce_at_l0(fronts["e2e"]["l0"], 31.622776601683793) == pytest.approx(0.35)  # halfway in log L0
+    assert ce_at_l0(fronts["e2e"]["l0"], 5) is None
+    doc = finetune_comparison(fronts, trials)
+    assert doc is not None
+    assert [row["gap_closed"]["local -> e2e, 5%"] for row in doc["levels"]] == pytest.approx([0.5, 0.5])
+    assert doc["series"]["local -> e2e, 5%"]["samples"] == 1050
+    assert doc["series"]["local -> e2e, 5%"]["wall_s"] == 120  # the child's 20 s and its parent's 100 s
+    assert doc["full"]["e2e"] == {"samples": 1000, "wall_s": 300}
+    text = "\n".join(finetune_lines(doc))
+    assert "| 10 | 1 | 0.6 | 0.8 (50%) |" in text
+    assert "closes 50% of the local-to-e2e gap on average over 2 L0 levels (50% to 50%), 10.0% per 1% extra" in text
+    assert "1050 samples in all, parent included, 120 s of trial time (full e2e: 1000 samples, 300 s)" in text
+
+
+def _finish(searcher, trial_id, l0, ce):
+    searcher.on_trial_complete(trial_id, {"final": True, "l0": l0, "ce_loss_increase": ce})
+
+
+def test_the_staged_searcher_starts_children_before_further_main_trials_and_survives_a_restore(tmp_path):
+    from sweeps.running.stages import GridSearcher, StagedSearcher
+
+    spec = sweep_from_dict(staged(tmp_path, {**KL, "fractions": [0.5]}))
+    plan = Plan.from_spec(spec)
+    searcher = StagedSearcher(GridSearcher([t.tune_config() for t in plan.trials]), spec.finetune)
+    searcher.set_max_concurrency(1)
+    first = searcher.suggest("t0")
+    assert first["run"]["mode"] == "local" and searcher.suggest("t1") is None  # at the concurrency limit
+    _finish(searcher, "t0", 10.0, 0.5)
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    restored = StagedSearcher(GridSearcher([]), [])
+    restored.restore(str(path))
+    for s in (searcher, restored):
+        child = s.suggest("t1")
+        assert Trial.from_config(child).name == "local_L1_r2_s0.1_seed0_kl_e2e_50pct"  # before main trial 2
+        _finish(s, "t1", 11.0, 0.4)  # a child has no children here (no stage from kl)
+        assert Trial.from_config(s.suggest("t2")).name == "local_L1_r2_s1_seed0"
+
+
+def test_frontier_parents_are_picked_once_every_main_trial_has_ended(tmp_path):
+    from sweeps.running.stages import GridSearcher, StagedSearcher
+
+    sweep = staged(tmp_path, {**KL, "fractions": [0.5], "parents": "frontier"})
+    sweep["axes"]["sparsity_coeff"]["local"] = [0.1, 1.0, 3.0]
+    spec = sweep_from_dict(sweep)
+    plan = Plan.from_spec(spec)
+    searcher = StagedSearcher(GridSearcher([t.tune_config() for t in plan.trials]), spec.finetune)
+    ids = [f"t{i}" for i in range(len(plan.trials))]
+    configs = [searcher.suggest(i) for i in ids]
+    assert [Trial.from_config(c).name for c in configs] == plan.names
+    # local: coeff 0.1 (L0 30, CE 0.2) and 3 (L0 10, CE 0.6) on the frontier; coeff 1 (L0 20, CE 0.7) is not
+    for trial_id, (l0, ce) in zip(ids, [(30, 0.2), (20, 0.7), (10, 0.6), (25, 0.3)], strict=True):
+        assert searcher.suggest("early") is None  # no child while a main trial runs
+        _finish(searcher, trial_id, l0, ce)
+    kids = [searcher.suggest("k0"), searcher.suggest("k1"), searcher.suggest("k2")]
+    assert sorted(Trial.from_config(k).name for k in kids[:2]) == [
+        "local_L1_r2_s0.1_seed0_kl_e2e_50pct",
+        "local_L1_r2_s3_seed0_kl_e2e_50pct",
+    ]
+    assert kids[2] is None  # the children run; FINISHED once they end
+    _finish(searcher, "k0", 1, 1)
+    _finish(searcher, "k1", 1, 1)
+    assert searcher.suggest("k2") == "FINISHED"
+
+
+def test_frontier_parents_need_the_main_stage(tmp_path):
+    stages = [KL, {"name": "again", "from": "kl", "modes": ["e2e"], "fractions": [1], "parents": "frontier"}]
+    with pytest.raises(ConfigError, match="finetune.1.parents: frontier picks among the main trials"):
+        sweep_from_dict(staged(tmp_path, *stages))

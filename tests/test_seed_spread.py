@@ -65,6 +65,30 @@ def test_overlapping_seed_ranges_are_within_the_spread_and_one_seed_has_no_sprea
     assert "seed_spread" not in compute_pareto(one_seed, META)["hooks"][HOOK]
 
 
+def test_the_l0_ratio_curve_carries_each_seeds_ratio_at_its_levels():
+    """Seed 0's e2e frontier is half of local's everywhere; seed 1's is 0.5 at CE 0.1 and 0.48 at 0.3,
+    interpolated in log L0 between (0.5 * 0.96 ** f at fraction f of the way)."""
+    hook = compute_pareto(trials(), META)["hooks"][HOOK]
+    pooled = hook["l0_ratio_curve"]["e2e/local"]
+    by_seed = hook["seed_spread"]["l0_ratio_curve"]["e2e/local"]
+    assert [p["ce_loss_increase"] for p in by_seed] == [p["ce_loss_increase"] for p in pooled]
+    assert len(by_seed) == 7
+    for point in by_seed:
+        f = (point["ce_loss_increase"] - 0.1) / 0.2
+        assert point["per_seed"] == {0: pytest.approx(0.5), 1: pytest.approx(0.5 * 0.96**f)}
+        assert (point["n"], point["min"], point["max"]) == (2, pytest.approx(0.5 * 0.96**f), pytest.approx(0.5))
+
+
+def test_the_l0_ratio_table_gives_the_per_seed_range(tmp_path):
+    _write(tmp_path / "exp", trials())
+    md = write_report(tmp_path / "exp").read_text()
+    assert "| modes | L0 ratio at CE-loss increase (level: ratio (min-max of the per-seed ratios)) |" in md
+    assert "0.1: 0.5 (0.5-0.5)" in md and "0.3: 0.5 (0.48-0.5)" in md
+    one = tmp_path / "one"
+    _write(one, [t for t in trials() if t.seed == 0])
+    assert "0.3: 0.5 |" in write_report(one).read_text()  # one seed: no range
+
+
 def _write(exp, ts):
     for t in ts:
         d = exp / t.trial_id

@@ -205,7 +205,8 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         for mode in in_mode_order(t.series for t in in_hook if t.series)
     }
     matched = _matched(fronts)
-    entry = {
+    curve = _l0_ratio_curve(fronts)
+    entry: dict[str, Any] = {
         "modes": {
             mode: {
                 "n_finished": sum(t.series == mode for t in in_hook),
@@ -215,7 +216,7 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         },
         "matched": matched,
         "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
-        "l0_ratio_curve": _l0_ratio_curve(fronts),
+        "l0_ratio_curve": curve,
     }
     finetune = finetune_comparison(fronts, in_hook)
     if finetune is not None:
@@ -223,16 +224,20 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     seeds = sorted({t.seed for t in in_hook if t.seed is not None})
     if len(seeds) > 1:
         levels = [y for y in [matched[Y_METRIC], *meta.get("match_at", [])] if y is not None]
-        entry["seed_spread"] = seed_spread(in_hook, seeds, sorted(set(levels)))
+        entry["seed_spread"] = seed_spread(in_hook, seeds, sorted(set(levels)), curve)
     return entry
 
 
-def seed_spread(in_hook: list[Trial], seeds: list[int], levels: list[float]) -> dict[str, Any]:
+def seed_spread(
+    in_hook: list[Trial], seeds: list[int], levels: list[float], curve: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """How far seeds move the comparison: per level, each mode's L0 read off each seed's own frontier
     (no extrapolation), their mean and min-max over seeds, the ratio to local at each seed (a mode's
     seed against local's same seed) with its mean and min-max, and whether the mode difference
     exceeds the seed spread: ``exceeds`` when the mode's and local's min-max ranges over seeds do not
-    overlap, ``within`` when they do, None with fewer than two seeds read on either side."""
+    overlap, ``within`` when they do, None with fewer than two seeds read on either side. ``curve``
+    (the pooled L0-ratio curve): the per-seed ratios at each of its levels too."""
+    modes = in_mode_order(t.series for t in in_hook if t.series)
     fronts = {
         seed: {
             mode: pareto_front(
@@ -242,28 +247,47 @@ def seed_spread(in_hook: list[Trial], seeds: list[int], levels: list[float]) -> 
                     if t.series == mode and t.seed == seed
                 ]
             )
-            for mode in in_mode_order(t.series for t in in_hook if t.series)
+            for mode in modes
         }
         for seed in seeds
     }
-    modes = in_mode_order(t.series for t in in_hook if t.series)
     out = []
     for level in levels:
         l0 = {m: {s: _read_inside(fronts[s][m], level) for s in seeds} for m in modes}
         row: dict[str, Any] = {Y_METRIC: level, "l0": l0, "l0_spread": {m: _spread(l0[m].values()) for m in modes}}
-        row["ratios"], row["verdict"] = {}, {}
-        for m in modes:
-            if m == "local" or "local" not in l0:
-                continue
-            per_seed = {}
-            for s in seeds:
-                x, x_local = l0[m][s], l0["local"][s]
-                if x is not None and x_local:
-                    per_seed[s] = x / x_local
-            row["ratios"][f"{m}/local"] = {"per_seed": per_seed, **_spread(per_seed.values())}
-            row["verdict"][f"{m}/local"] = _verdict(row["l0_spread"][m], row["l0_spread"]["local"])
+        row["ratios"] = _per_seed_ratios(l0, seeds)
+        row["verdict"] = {
+            f"{m}/local": _verdict(row["l0_spread"][m], row["l0_spread"]["local"])
+            for m in l0
+            if m != "local" and "local" in l0
+        }
         out.append(row)
-    return {"seeds": seeds, "spread": "mean and min-max over seeds", "levels": out}
+    curve_spread = {}
+    for name, points in (curve or {}).items():
+        mode = name.removesuffix("/local")
+        rows = []
+        for point in points:
+            level = point[Y_METRIC]
+            l0 = {m: {s: _read_inside(fronts[s][m], level) for s in seeds} for m in ("local", mode)}
+            rows.append({Y_METRIC: level, **_per_seed_ratios(l0, seeds)[name]})
+        curve_spread[name] = rows
+    return {"seeds": seeds, "spread": "mean and min-max over seeds", "levels": out, "l0_ratio_curve": curve_spread}
+
+
+def _per_seed_ratios(l0: dict[str, dict[int, float | None]], seeds: list[int]) -> dict[str, Any]:
+    """Per non-local mode of ``l0`` (mode -> seed -> L0 at one level): its L0 over local's at each seed
+    where both were read, with their mean and min-max."""
+    out = {}
+    for m in l0:
+        if m == "local" or "local" not in l0:
+            continue
+        per_seed = {}
+        for s in seeds:
+            x, x_local = l0[m][s], l0["local"][s]
+            if x is not None and x_local:
+                per_seed[s] = x / x_local
+        out[f"{m}/local"] = {"per_seed": per_seed, **_spread(per_seed.values())}
+    return out
 
 
 def _spread(values) -> dict[str, Any]:
@@ -482,11 +506,16 @@ def _mark_targets(ax, targets: dict[str, list[float]], x_metric: str) -> None:
 
 def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     """One small plot: per hook and non-local mode, L0 / local L0 across the CE range where the two
-    frontiers overlap (1 = no better than local)."""
+    frontiers overlap (1 = no better than local), with seeds the per-seed ratios' min-max as a band."""
     from matplotlib.figure import Figure
 
     curves = [
-        (hook, name if arch is None else f"{name} ({arch})", c)
+        (
+            hook,
+            name if arch is None else f"{name} ({arch})",
+            c,
+            (view.get("seed_spread") or {}).get("l0_ratio_curve", {}).get(name),
+        )
         for hook, h in doc["hooks"].items()
         for arch, view in hook_views(h)
         for name, c in view.get("l0_ratio_curve", {}).items()
@@ -496,8 +525,15 @@ def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
         return None
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
-    for hook, name, c in curves:
-        ax.plot([p[Y_METRIC] for p in c], [p["ratio"] for p in c], "o-", ms=3, label=f"{name} {hook}")
+    banded = False
+    for hook, name, c, by_seed in curves:
+        (line,) = ax.plot([p[Y_METRIC] for p in c], [p["ratio"] for p in c], "o-", ms=3, label=f"{name} {hook}")
+        band = [(p[Y_METRIC], sp["min"], sp["max"]) for p, sp in zip(c, by_seed or [], strict=False) if sp["n"] >= 2]
+        if band:  # the per-seed ratios' min-max, where two seeds or more were read
+            xs, lo, hi = zip(*band, strict=True)
+            label = "min-max of the per-seed ratios" if not banded else None
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0, label=label)
+            banded = True
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_xlabel("CE loss increase")
     ax.set_ylabel("L0 / local L0")
@@ -559,17 +595,37 @@ def _comparison_lines(h: dict[str, Any]) -> list[str]:
         lines += ["", '"out of range": that mode\'s frontier does not span the level (no extrapolation).', ""]
     curve = h.get("l0_ratio_curve", {})
     if curve:
+        by_seed = (h.get("seed_spread") or {}).get("l0_ratio_curve", {})
+        what = "level: ratio (min-max of the per-seed ratios)" if by_seed else "level: ratio"
         lines += [
             "### L0 ratio to local across the CE range where the frontiers overlap",
             "",
-            "| modes | L0 ratio at CE-loss increase (level: ratio) |",
+            f"| modes | L0 ratio at CE-loss increase ({what}) |",
             "| --- | --- |",
         ]
         for name, c in curve.items():
-            body = ", ".join(f"{_fmt(p[Y_METRIC], 3)}: {_fmt(p['ratio'], 3)}" for p in c) or "no overlap"
-            lines.append(f"| {name} | {body} |")
+            spreads = by_seed.get(name, [None] * len(c))
+            body = ", ".join(
+                f"{_fmt(p[Y_METRIC], 3)}: {_fmt(p['ratio'], 3)}{_seed_range(sp)}"
+                for p, sp in zip(c, spreads, strict=True)
+            )
+            lines.append(f"| {name} | {body or 'no overlap'} |")
+        if by_seed:
+            lines += [
+                "",
+                "The pooled frontiers' ratio; in brackets the range of the ratio read off each seed's own frontiers.",
+            ]
         lines.append("")
     return lines
+
+
+def _seed_range(spread: dict[str, Any] | None) -> str:
+    """`` (0.89-0.93)``: a ratio's min-max over seeds (``(1 seed)`` or nothing when it says no more)."""
+    if spread is None:
+        return ""
+    if spread["n"] < 2:
+        return f" ({spread['n']} seed{'s' if spread['n'] != 1 else ''})"
+    return f" ({_fmt(spread['min'], 3)}-{_fmt(spread['max'], 3)})"
 
 
 BOUND_TEXT = {

@@ -223,3 +223,19 @@ def test_analyse_cli_in_a_subprocess(experiment, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "feature browser:" in proc.stdout and (tmp_path / "a" / "index.html").is_file()
+
+
+def test_the_shared_share_counts_latents_whose_best_match_is_above_0_7():
+    """Paulo & Belrose's criterion on decoders with known answers: latents x, y, z, w of one SAE against
+    another SAE with directions x and (y + z/2)/|.|: best matches 1.0, 0.894, 0.447, 0 -> half shared."""
+    import torch
+
+    from e2e_sae.dictionary import max_cos_sim_across
+    from sweeps.analysis.geometry import _summary
+
+    mine = torch.eye(4)
+    other = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5], [0.0, 0.0]])
+    summary = _summary(max_cos_sim_across(mine, other))
+    assert summary["shared"] == 0.5 and summary["frac_above_0.9"] == 0.25 and summary["n"] == 4
+    assert summary["mean"] == pytest.approx((1 + 1 / 1.25**0.5 + 0.5 / 1.25**0.5) / 4, abs=1e-6)
+    assert _summary(max_cos_sim_across(other, mine))["shared"] == 1.0  # not symmetric: x and y+z/2 both match

@@ -346,7 +346,7 @@ class RunConfig(Strict):
         fraction = finetune["fraction"]
         if not isinstance(fraction, int | float) or not 0 < fraction <= 1:
             return raw  # the field's own validation names it
-        train["n_samples"] = max(1, round(fraction * parent_run_samples(Path(finetune.get("parent") or ""))))
+        train["n_samples"] = finetune_samples(fraction, parent_run_samples(Path(finetune.get("parent") or "")))
         return {**raw, "train": train}
 
     @model_validator(mode="after")
@@ -410,6 +410,11 @@ class RunConfig(Strict):
 
 
 # ---- loading -------------------------------------------------------------------------------------
+
+
+def finetune_samples(fraction: float, parent_samples: int) -> int:
+    """A fine-tune's length: ``fraction`` of its parent's training samples, at least one."""
+    return max(1, round(fraction * parent_samples))
 
 
 def parent_run_samples(parent: Path) -> int:

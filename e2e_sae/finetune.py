@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from e2e_sae.checkpoint import latest_checkpoint
-from e2e_sae.config import ConfigError, RunConfig
+from e2e_sae.config import ConfigError, RunConfig, finetune_samples
 from e2e_sae.run_dir import CHECKPOINT_FILE, RunDir
 
 
@@ -87,10 +87,11 @@ def _check_fits(cfg: RunConfig, parent: Parent) -> None:
             f"{sae.get('dict_size_to_input_ratio')}"
         )
     fraction = cfg.finetune.fraction if cfg.finetune is not None else None
-    if fraction is not None and cfg.train.n_samples != max(1, round(fraction * parent.n_samples)):
+    expected = finetune_samples(fraction, parent.n_samples) if fraction is not None else None
+    if expected is not None and cfg.train.n_samples != expected:
         raise ConfigError(
             f"finetune.fraction: {fraction} of the parent's {parent.n_samples} samples is "
-            f"{max(1, round(fraction * parent.n_samples))}, but train.n_samples is {cfg.train.n_samples}; set "
+            f"{expected}, but train.n_samples is {cfg.train.n_samples}; set "
             "train.n_samples=null to take the length from the fraction, or drop finetune.fraction"
         )
     if cfg.train.n_samples > parent.n_samples:

@@ -13,8 +13,8 @@ from sweeps.planning.finetune_stage import children, children_per_parent, status
 from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
 from sweeps.planning.trial import Trial, group_config
-from sweeps.reporting.finetune_table import ce_at_l0, finetune_comparison, finetune_lines
-from sweeps.reporting.pareto import FrontPoint
+from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
+from sweeps.reporting.pareto import FrontPoint, ce_at_l0
 
 KL = {"name": "kl", "parent_modes": ["local"], "modes": ["e2e"], "fractions": [0.1, 0.5]}
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from e2e_sae.config import ConfigError, Mode, apply_overrides, flatten_dotted
+from e2e_sae.config import ConfigError, Mode, apply_overrides, finetune_samples, flatten_dotted
 from sweeps.planning.names import finetune_name
 from sweeps.planning.trial import Trial, is_group, members_of
 
@@ -81,6 +81,16 @@ class FinetuneStage(BaseModel):
             )
         return sorted(set(v))
 
+    def takes(self, parent: Trial) -> bool:
+        """Whether a trial of the ``from`` stage is one of this stage's parents (by its mode)."""
+        return self.parent_modes is None or parent.mode in self.parent_modes
+
+    def children_of(self, parent: Trial, parent_trial: str) -> list[dict[str, Any]]:
+        """``parent``'s children in this stage, one per mode and fraction (none if it takes no such parent)."""
+        if not self.takes(parent):
+            return []
+        return [child_config(parent, parent_trial, self, m, f) for m in self.modes for f in self.fractions]
+
 
 def check_stages(stages: list[FinetuneStage], main_modes: list[str]) -> None:
     """Stage names unique, each ``from`` an earlier stage (or main), its parent modes ones that stage
@@ -120,7 +130,7 @@ def child_config(parent: Trial, parent_trial: str, stage: FinetuneStage, mode: s
     in by the trial (it fetches the parent's last checkpoint from the experiment's storage).
     ``parent_trial``: the parent's Tune trial directory (its group's, for a grouped member)."""
     run = copy.deepcopy(parent.planned_run)
-    n_samples = max(1, round(fraction * int(run["train"]["n_samples"])))
+    n_samples = finetune_samples(fraction, int(run["train"]["n_samples"]))
     loss = {k: v for k, v in (run.get("loss") or {}).items() if k == "sparsity"}  # the mode preset fills the rest
     if stage.keep_mse and mode != "local":
         loss.update(out_to_in={"coeff": 1.0}, balance_kl_to_mse=True)
@@ -173,8 +183,7 @@ def children(
         if s.from_stage != stage_of(config) or s.parents != parents:
             continue
         for parent in parents_of(config, finished):
-            if s.parent_modes is None or parent.mode in s.parent_modes:
-                out += [child_config(parent, parent_trial, s, m, f) for m in s.modes for f in s.fractions]
+            out += s.children_of(parent, parent_trial)
     return out
 
 
@@ -189,8 +198,7 @@ def frontier_children(stages: list[FinetuneStage], finished: list[tuple[Trial, s
         if s.parents != "frontier":
             continue
         for parent, trial_dir in on_front:
-            if s.parent_modes is None or parent.mode in s.parent_modes:
-                out += [child_config(parent, trial_dir, s, m, f) for m in s.modes for f in s.fractions]
+            out += s.children_of(parent, trial_dir)
     return out
 
 
@@ -240,12 +248,7 @@ def status_lines(stages: list[FinetuneStage], trials: list[Trial]) -> list[str]:
             by_parent.setdefault(t.finetune["parent"], []).append(t)
     lines = []
     for s in stages:
-        parents = [
-            t
-            for t in trials
-            if (t.finetune or {}).get("stage", MAIN_STAGE) == s.from_stage
-            and (s.parent_modes is None or t.mode in s.parent_modes)
-        ]
+        parents = [t for t in trials if (t.finetune or {}).get("stage", MAIN_STAGE) == s.from_stage and s.takes(t)]
         lines.append(f"fine-tune stage {s.name} (from {s.from_stage}, parents: {s.parents}):")
         done = all(t.state in ("finished", "errored") for t in parents)
         front = set()
@@ -284,26 +287,24 @@ def check_children(stages: list[FinetuneStage], trials: list[Trial]) -> None:
     for i, s in enumerate(stages):
         kids = []
         for parent in made[s.from_stage]:
-            if s.parent_modes is not None and parent.mode not in s.parent_modes:
-                continue
-            for m in s.modes:
-                for f in s.fractions:
-                    kid = Trial.from_config(child_config(parent, "planned", s, m, f))
-                    for field, moved in (
-                        ("sae.position", kid.hook != parent.hook),
-                        (
-                            "sae.dict_size_to_input_ratio",
-                            kid.dict_size_to_input_ratio != parent.dict_size_to_input_ratio,
-                        ),
-                    ):
-                        if moved:
-                            raise ConfigError(
-                                f"finetune.{i}.overrides: sets {field}, but a fine-tune keeps its parent's hook and "
-                                f"dictionary size; remove {field}"
-                            )
-                    try:
-                        run_config_from_dict(kid.planned_run)
-                    except ConfigError as err:
-                        raise ConfigError(f"finetune.{i} ({s.name}): child {kid.name}: {err}") from None
-                    kids.append(kid)
+            for config in s.children_of(parent, "planned"):
+                kid = Trial.from_config(config)
+                moved = [
+                    field
+                    for field, mine, parents in (
+                        ("sae.position", kid.hook, parent.hook),
+                        ("sae.dict_size_to_input_ratio", kid.dict_size_to_input_ratio, parent.dict_size_to_input_ratio),
+                    )
+                    if mine != parents
+                ]
+                if moved:
+                    raise ConfigError(
+                        f"finetune.{i}.overrides: sets {moved[0]}, but a fine-tune keeps its parent's hook and "
+                        f"dictionary size; remove {moved[0]}"
+                    )
+                try:
+                    run_config_from_dict(kid.planned_run)
+                except ConfigError as err:
+                    raise ConfigError(f"finetune.{i} ({s.name}): child {kid.name}: {err}") from None
+                kids.append(kid)
         made[s.name] = kids

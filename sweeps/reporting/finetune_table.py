@@ -17,19 +17,7 @@ import statistics
 from typing import Any
 
 from sweeps.planning.trial import Trial
-from sweeps.reporting.pareto import FrontPoint
-
-
-def ce_at_l0(front: list[FrontPoint], l0: float) -> float | None:
-    """The frontier's CE-loss increase at ``l0`` (interpolated in log L0), None outside its L0 range."""
-    pts = sorted((p.x, p.y) for p in front if p.x > 0)
-    if not pts or not pts[0][0] <= l0 <= pts[-1][0]:
-        return None
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        if x0 <= l0 <= x1:
-            w = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return y0 + w * (y1 - y0)
-    return pts[0][1]  # a frontier of one point, read at its own L0
+from sweeps.reporting.pareto import FrontPoint, ce_at_l0
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -122,6 +122,19 @@ def interpolate_at(front: Sequence[FrontPoint], y_target: float, log_x: bool = T
     return Interpolated(x, y_target, a, b, log_x=log_x)
 
 
+def ce_at_l0(front: list[FrontPoint], l0: float) -> float | None:
+    """The frontier's CE-loss increase at ``l0``, None outside its L0 range: :func:`interpolate_at` the other
+    way round (the same segments, linear in (log L0, CE-loss increase))."""
+    pts = sorted((p.x, p.y) for p in front if p.x > 0)
+    if not pts or not pts[0][0] <= l0 <= pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        if x0 <= l0 <= x1:
+            w = 0.0 if x1 == x0 else (math.log(l0) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + w * (y1 - y0)
+    return pts[0][1]  # a frontier of one point, read at its own L0
+
+
 def matched_target(fronts: Iterable[Sequence[FrontPoint]]) -> float | None:
     """The lowest CE-loss increase every (non-empty) frontier reaches: the largest of the
     frontiers' minimal y. None when there is no non-empty frontier."""

@@ -27,6 +27,8 @@ from sweeps.running.persisted import checkpoint_dirs
 from sweeps.running.searcher import SelfLimitingSearcher, trial_label
 
 PARENT_DIR = "parent"  # in a child's scratch directory: its parent's last checkpoint
+# StagedSearcher's state saved with Tune's experiment state (and its base searcher's, as "base")
+_SAVED = ("base_done", "queue", "configs", "child_ids", "spawned", "released", "held", "running", "errored", "stages")
 
 
 class GridSearcher(Searcher):
@@ -134,9 +136,8 @@ class StagedSearcher(SelfLimitingSearcher):
             base_file = os.path.join(tmp, "base.pkl")
             self.base.save(base_file)
             base_state = Path(base_file).read_bytes()
-        state = {k: getattr(self, k) for k in ("base_done", "queue", "configs", "child_ids", "spawned", "released")}
-        state["held"] = self.held
-        state.update(running=self.running, errored=self.errored, stages=self.stages, base=base_state)
+        state = {k: getattr(self, k) for k in _SAVED}
+        state["base"] = base_state
         with open(checkpoint_path, "wb") as f:
             pickle.dump(state, f)
 

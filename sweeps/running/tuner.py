@@ -123,21 +123,10 @@ def tune_config(plan: Plan):
     if plan.spec.finetune:
         return _staged_tune_config(plan)
     if plan.is_search:
-        from sweeps.planning.target_search import build_curves, packable_curves, total_budget
-        from sweeps.running.searcher import TargetSearcher, target_search_alg
+        from sweeps.planning.target_search import total_budget
 
-        searcher = TargetSearcher(
-            build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec), packable_curves(plan)
-        )
-        # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED. The
-        # searcher limits concurrency itself (sweeps/running/searcher.py: so that resumed trials reach it).
-        return tune.TuneConfig(
-            search_alg=target_search_alg(searcher, plan.spec.max_concurrent_trials),
-            num_samples=total_budget(plan),
-            trial_name_creator=_SearchTrialName(),
-            trial_dirname_creator=_SearchTrialName(),
-            reuse_actors=REUSE_ACTORS,
-        )
+        # num_samples is the total budget; Tune stops earlier when the searcher returns FINISHED.
+        return _searched_tune_config(plan, _target_searcher(plan), total_budget(plan))
     name = _GridTrialName(plan.tune_names)
     return tune.TuneConfig(
         max_concurrent_trials=plan.spec.max_concurrent_trials,
@@ -147,32 +136,47 @@ def tune_config(plan: Plan):
     )
 
 
+def _target_searcher(plan: Plan):
+    from sweeps.planning.target_search import build_curves, packable_curves
+    from sweeps.running.searcher import TargetSearcher
+
+    return TargetSearcher(
+        build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec), packable_curves(plan)
+    )
+
+
+def _searched_tune_config(plan: Plan, searcher, num_samples: int):
+    """Trials made by ``searcher``, at most ``num_samples`` of them. The searcher limits concurrency
+    itself (sweeps/running/searcher.py: so that resumed trials reach it)."""
+    from ray import tune
+
+    from sweeps.running.searcher import target_search_alg
+
+    return tune.TuneConfig(
+        search_alg=target_search_alg(searcher, plan.spec.max_concurrent_trials),
+        num_samples=num_samples,
+        trial_name_creator=_SearchTrialName(),
+        trial_dirname_creator=_SearchTrialName(),
+        reuse_actors=REUSE_ACTORS,
+    )
+
+
 def _staged_tune_config(plan: Plan):
     """A sweep with fine-tune stages: one searcher runs the main trials (the grid's in plan order, or
     the target search's) and each finished trial's fine-tunes (:mod:`sweeps.running.stages`)."""
-    from ray import tune
-
     from sweeps.planning.finetune_stage import children_per_parent
-    from sweeps.planning.target_search import build_curves, packable_curves, total_budget
-    from sweeps.running.searcher import TargetSearcher, target_search_alg
+    from sweeps.planning.target_search import total_budget
     from sweeps.running.stages import GridSearcher, StagedSearcher
 
     if plan.is_search:
-        base: Any = TargetSearcher(
-            build_curves(plan), plan.curves, plan.spec.group_size, group_wandb(plan.spec), packable_curves(plan)
-        )
+        base: Any = _target_searcher(plan)
         n_main = n_saes = total_budget(plan)  # proposals: SAEs, at most as many Tune trials
     else:
         named = [{**c, "name": c.get("name") or n} for c, n in zip(plan.tune_trials, plan.tune_names, strict=True)]
         base, n_main, n_saes = GridSearcher(named), len(named), len(plan.trials)
     searcher = StagedSearcher(base, plan.spec.finetune)
-    return tune.TuneConfig(
-        search_alg=target_search_alg(searcher, plan.spec.max_concurrent_trials),
-        num_samples=n_main + n_saes * children_per_parent(plan.spec.finetune),  # at most; the searcher ends it
-        trial_name_creator=_SearchTrialName(),
-        trial_dirname_creator=_SearchTrialName(),
-        reuse_actors=REUSE_ACTORS,
-    )
+    # at most this many trials; the searcher ends the sweep
+    return _searched_tune_config(plan, searcher, n_main + n_saes * children_per_parent(plan.spec.finetune))
 
 
 class _SearchTrialName:

@@ -169,18 +169,14 @@ def parents_of(config: dict[str, Any], finished: set[str] | None = None) -> list
 
 
 def children(
-    stages: list[FinetuneStage],
-    config: dict[str, Any],
-    parent_trial: str,
-    finished: set[str] | None = None,
-    parents: str = "all",
+    stages: list[FinetuneStage], config: dict[str, Any], parent_trial: str, finished: set[str] | None = None
 ) -> list[dict[str, Any]]:
     """The children of a finished Tune trial (its config, its trial directory's name) in the stages
-    that take ``parents`` (all: every finished trial, as it finishes; frontier: see
-    :func:`frontier_children`)."""
+    with ``parents: all``, which fine-tune every finished trial as it finishes (``parents: frontier``
+    stages wait for every main trial: :func:`frontier_children`)."""
     out = []
     for s in stages:
-        if s.from_stage != stage_of(config) or s.parents != parents:
+        if s.from_stage != stage_of(config) or s.parents != "all":
             continue
         for parent in parents_of(config, finished):
             out += s.children_of(parent, parent_trial)

@@ -30,7 +30,7 @@ def read_pretrained_sae(cfg: RunConfig, parent: Parent | None = None) -> SAEFile
     """The SAE the run starts from: ``sae.pretrained_path``, or a fine-tune's ``parent``
     (:func:`e2e_sae.finetune.read_parent`); refused (before the model loads) when it was trained under
     another ``model.weight_processing`` than this run's, unless forced."""
-    field = "finetune.parent" if parent is not None else "sae.pretrained_path"
+    field = _source_field(cfg)
     path = parent.source if parent is not None else cfg.sae.pretrained_path
     if path is None:
         return None

@@ -75,7 +75,7 @@ def architecture_lines(comparison: dict[str, Any] | None) -> list[str]:
             cells += [_fmt(row["ratios"].get(n), 3) for n in names]
             lines.append(f"| {mode} | {_fmt(row[Y_METRIC], 3)} | " + " | ".join(cells) + " |")
         spans = [_span(m["l0_ratio_curve"].get(n, [])) for n in names]
-        levels = next((c for c in m["l0_ratio_curve"].values() if c), [])
+        levels: list[dict[str, Any]] = next((c for c in m["l0_ratio_curve"].values() if c), [])
         where = f"across the overlap {_span(levels, Y_METRIC)}" if levels else "across the overlap: none"
         lines.append(f"| {mode} | {where} | " + " | ".join("" for _ in archs) + " | " + " | ".join(spans) + " |")
         for n, c in m["l0_ratio_curve"].items():

@@ -222,7 +222,7 @@ def ratio_figure(doc: dict[str, Any]):
     from matplotlib.patches import Patch
 
     colours = series_colours(doc)
-    hooks = list(doc["hooks"])
+    sets = [(hook, arch) for hook, h in doc["hooks"].items() for arch, _ in hook_views(h)]  # a style each
     curves = [
         (hook, name, arch, c, (view.get("seed_spread") or {}).get("l0_ratio_curve", {}).get(name))
         for hook, h in doc["hooks"].items()
@@ -236,7 +236,7 @@ def ratio_figure(doc: dict[str, Any]):
     ax = fig.subplots()
     banded = False
     for hook, name, arch, c, by_seed in curves:
-        colour, j = colours[name.removesuffix("/local")], hooks.index(hook) % 4
+        colour, j = colours[name.removesuffix("/local")], sets.index((hook, arch)) % 4
         label = f"{name if arch is None else f'{name} ({arch})'} at {hook}"
         ax.plot([p[Y_METRIC] for p in c], [p["ratio"] for p in c], LINE_STYLES[j], marker=MARKERS[j], ms=4,
                 color=colour, label=label)  # fmt: skip

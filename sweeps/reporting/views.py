@@ -41,7 +41,7 @@ def series_colours(doc: dict[str, Any]) -> dict[str, str]:
     """One colour per series in every figure of a report: the paper's modes fixed (local C0 blue, e2e C1
     orange, e2e+ds C2 green), any other series (a fine-tune's ``local -> e2e, 5%``) the next colours in
     the order they first appear over the hooks."""
-    colours = {m: f"C{i}" for i, m in enumerate(MODES)}
+    colours: dict[str, str] = {m: f"C{i}" for i, m in enumerate(MODES)}
     for h in doc.get("hooks", {}).values():
         for _, view in hook_views(h):
             for mode in view.get("modes", {}):

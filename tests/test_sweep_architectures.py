@@ -218,10 +218,13 @@ def test_the_report_draws_every_mode_and_architecture_on_one_plot_per_hook(tmp_p
     report = write_report(exp)
     out = report.parent
     assert sorted(p.name for p in out.glob("frontier_*.png")) == ["frontier_blocks.1.hook_resid_pre.png"]
+    assert (out / "architectures.png").is_file()  # and the architectures compared with each other
     md = report.read_text()
     assert "### relu: the modes compared within this architecture" in md
     assert "### batchtopk: the modes compared within this architecture" in md
     assert "| e2e | L0 | b_e2e_16 | k 16 |" in md
+    assert "### Architectures compared at matched CE-loss increase (L0 ratio to relu)" in md
+    assert "![architectures](architectures.png)" in md
     assert math.isfinite(json.loads((out / "pareto.json").read_text())["hooks"]["blocks.1.hook_resid_pre"]["layer"])
     header = (out / "trials.csv").read_text().splitlines()[0].split(",")
     assert "architecture" in header and "k" in header

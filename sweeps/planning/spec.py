@@ -305,7 +305,9 @@ class ReportOptions(_Strict):
     """``match_at``: CE-loss increase levels for matched comparisons, besides the automatic one."""
 
     match_at: list[float] = Field(
-        default=[], description="CE-loss increase levels for matched comparisons, besides the automatic one"
+        default=[],
+        description="CE-loss increase levels for matched comparisons, besides the automatic one; report.md leads "
+        "each hook with them (and a target search's CE targets)",
     )
 
     @field_validator("match_at")

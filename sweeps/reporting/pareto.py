@@ -135,6 +135,14 @@ def ce_at_l0(front: list[FrontPoint], l0: float) -> float | None:
     return pts[0][1]  # a frontier of one point, read at its own L0
 
 
+def read_inside(front: Sequence[FrontPoint], level: float) -> float | None:
+    """The frontier's L0 (log-x :func:`interpolate_at`) at CE-loss increase ``level`` when its CE range
+    covers the level, else None: no extrapolation, no clipping."""
+    if not front or not (front[-1].y <= level <= front[0].y):
+        return None
+    return interpolate_at(front, level, log_x=True).x
+
+
 def matched_target(fronts: Iterable[Sequence[FrontPoint]]) -> float | None:
     """The lowest CE-loss increase every (non-empty) frontier reaches: the largest of the
     frontiers' minimal y. None when there is no non-empty frontier."""

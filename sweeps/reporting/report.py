@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.architectures.spec import ARCHITECTURES
-from e2e_sae.hooks import hook_slug
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
-from e2e_sae.modes import MODES, in_mode_order
+from e2e_sae.modes import in_mode_order
 from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
 from sweeps.experiment import ANALYSIS_DIR, REPORT_DIR
 from sweeps.planning.trial import STATES, Trial
+from sweeps.reporting.architecture_table import architecture_comparison, architecture_lines
 from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
 from sweeps.reporting.pareto import (
     DEGENERATE_CE_SCORE,
@@ -35,12 +35,13 @@ from sweeps.reporting.pareto import (
     pareto_front,
     ratio_bound,
 )
+from sweeps.reporting.pareto import read_inside as _read_inside
+from sweeps.reporting.plots import plot_architectures, plot_frontiers, plot_l0_ratios
 from sweeps.reporting.results import TUNE_KEYS, load_trials, read_sweep_meta
+from sweeps.reporting.views import LOG_X, X_METRICS, Y_METRIC, hook_views, requested_levels, settings_line
+from sweeps.reporting.views import fmt as _fmt
 
 SCHEMA_VERSION = 2  # 2: degenerate_groups renamed modes_without_frontier
-Y_METRIC = "ce_loss_increase"
-X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
-LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
 PARAM_COLUMNS = (
     "trial_id",
     "state",
@@ -145,9 +146,9 @@ DEGENERATE_FIX = (
 
 
 def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: list[float]) -> list[dict[str, Any]]:
-    """Matched comparisons at CE-loss increase levels the user names (``report.match_at``): per mode
-    the L0 read off its frontier, None where the level lies outside that frontier's CE range (no
-    extrapolation, no clipping), and the ratios to local."""
+    """Matched comparisons at the CE-loss increases the sweep asked for (``report.match_at``, a target
+    search's CE targets: views.requested_levels): per mode the L0 read off its frontier, None where the
+    level lies outside that frontier's CE range (no extrapolation, no clipping), and the ratios to local."""
     out = []
     for level in levels:
         l0 = {mode: _read_inside(by_x.get("l0", []), level) for mode, by_x in fronts.items()}
@@ -155,13 +156,6 @@ def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: l
         ratios = {f"{m}/local": (v / local if v is not None and local else None) for m, v in l0.items() if m != "local"}
         out.append({Y_METRIC: level, "l0": l0, "ratios": ratios})
     return out
-
-
-def _read_inside(front: list[FrontPoint], level: float) -> float | None:
-    """L0 at ``level`` when the frontier's CE range covers it, else None."""
-    if not front or not (front[-1].y <= level <= front[0].y):
-        return None
-    return interpolate_at(front, level, log_x=True).x
 
 
 def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
             for mode, by_x in fronts.items()
         },
         "matched": matched,
-        "matched_at": _matched_at_levels(fronts, meta.get("match_at", [])),
+        "matched_at": _matched_at_levels(fronts, requested_levels(meta)),
         "l0_ratio_curve": curve,
     }
     finetune = finetune_comparison(fronts, in_hook)
@@ -223,7 +217,7 @@ def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
         entry["finetune"] = finetune
     seeds = sorted({t.seed for t in in_hook if t.seed is not None})
     if len(seeds) > 1:
-        levels = [y for y in [matched[Y_METRIC], *meta.get("match_at", [])] if y is not None]
+        levels = [y for y in [matched[Y_METRIC], *requested_levels(meta)] if y is not None]
         entry["seed_spread"] = seed_spread(in_hook, seeds, sorted(set(levels)), curve)
     return entry
 
@@ -307,11 +301,6 @@ def in_architecture_order(names: set[str]) -> list[str]:
     return sorted(names, key=lambda a: (ARCHITECTURES.index(a) if a in ARCHITECTURES else len(ARCHITECTURES), a))
 
 
-def series_label(mode: str, architecture: str | None) -> str:
-    """``e2e`` in a sweep of one architecture, ``e2e batchtopk`` beside others."""
-    return mode if architecture is None else f"{mode} {architecture}"
-
-
 def _all_alive(in_hook: list[Trial]) -> bool:
     """Every trial keeps every dictionary element alive: the alive-elements panel would be one column."""
     return bool(in_hook) and all(
@@ -319,17 +308,6 @@ def _all_alive(in_hook: list[Trial]) -> bool:
         and t.metrics.get("alive_dict_elements") == t.metrics.get("n_dict_elements")
         for t in in_hook
     )
-
-
-def hook_views(h: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """A hook's frontier sets: ``[(None, h)]`` in a sweep of one architecture, else one
-    ``(architecture, entry)`` per architecture (each with the hook's ``ce_loss_original``)."""
-    if "architectures" not in h:
-        return [(None, h)]
-    return [
-        (a, {**e, "layer": h["layer"], "ce_loss_original": h["ce_loss_original"]})
-        for a, e in h["architectures"].items()
-    ]
 
 
 def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
@@ -363,6 +341,7 @@ def compute_pareto(trials: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
                 for a in architectures
                 if any(t.architecture == a for t in in_hook)
             }
+            entry["architecture_comparison"] = architecture_comparison(entry["architectures"], requested_levels(meta))
         hooks_out[hook] = entry
     counts = {s: sum(t.state == s for t in trials) for s in STATES}
     return {
@@ -403,154 +382,16 @@ def write_trials_csv(trials: list[Trial], path: Path) -> None:
             writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if isinstance(v, float) and v.is_integer() and abs(v) >= 10:
-        return f"{int(v):,}" if abs(v) >= 10_000 else str(int(v))
-    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
-
-
-def _settings_line(doc: dict[str, Any]) -> str:
-    def join(vals: list[Any]) -> str:
-        return " / ".join(f"{v:,}" for v in vals) if vals else "unknown"
-
-    return (
-        f"model {doc['model'] or 'unknown'}, {join(doc['eval_tokens'])} eval tokens, "
-        f"context length (n_ctx) {join(doc['n_ctx'])}"
-    )
-
-
-def plot_frontiers(doc: dict[str, Any], trials: list[Trial], out_dir: Path) -> list[Path]:
-    """Per hook, the paper's Figure 1 layout: CE-loss increase against L0 (log x) and against alive
-    elements, one colour per mode (and one line style per architecture in a sweep of several), finished
-    trials faint, the frontier as connected points. PNG + SVG."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend state (renders with Agg)
-
-    colours = {m: f"C{i}" for i, m in enumerate(MODES)}
-    pngs = []
-    for hook, h in doc["hooks"].items():
-        x_metrics = [x for x in X_METRICS if not (x == "alive_dict_elements" and h.get("all_alive"))]
-        fig = Figure(figsize=(5.5 * len(x_metrics), 4.4), layout="constrained")
-        axes = fig.subplots(1, len(x_metrics), sharey=True, squeeze=False)[0]
-        views = hook_views(h)
-        for ax, x_metric in zip(axes, x_metrics, strict=True):
-            xs_drawn: list[float] = []
-            for j, (arch, view) in enumerate(views):
-                style = ("-", "--", ":", "-.")[j % 4]  # one line style per architecture, one colour per mode
-                xs_drawn += _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style)
-            h_matched = views[0][1]["matched"] if len(views) == 1 else {Y_METRIC: None}
-            if h_matched[Y_METRIC] is not None:
-                ax.axhline(h_matched[Y_METRIC], color="grey", ls=":", lw=1, label="matched level")
-            _mark_targets(ax, doc.get("search_targets", {}), x_metric)
-            if LOG_X[x_metric] and any(x > 0 for x in xs_drawn):  # a log axis with nothing > 0 cannot draw
-                ax.set_xscale("log")
-            ax.set_xlabel("L0" if x_metric == "l0" else "alive dictionary elements")
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("CE loss increase")
-        axes[0].legend()
-        fig.suptitle(
-            f"{doc['sweep']}: {hook}. Original model CE loss {_fmt(h['ce_loss_original'], 5)}\n({_settings_line(doc)})",
-            fontsize=10,
-        )
-        png = out_dir / f"frontier_{hook_slug(hook)}.png"
-        fig.savefig(png, dpi=120)
-        fig.savefig(png.with_suffix(".svg"), metadata={"Date": None})
-        pngs.append(png)
-    return pngs
-
-
-def _draw_modes(ax, view, trials, hook, arch, x_metric, colours, style) -> list[float]:
-    """One architecture's modes on one panel: finished trials faint, each frontier as connected points,
-    and where the matched comparison reads it (x). Returns the x values drawn."""
-    xs = []
-    for i, (mode, m) in enumerate(view["modes"].items()):
-        c = colours.get(mode, f"C{len(MODES) + i}")
-        pts = [
-            (_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC)))
-            for t in trials
-            if t.state == "finished"
-            and t.hook == hook
-            and t.series == mode
-            and (arch is None or t.architecture == arch)
-        ]
-        xs += [x for x, y in pts if math.isfinite(x) and math.isfinite(y)]
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), color=c, alpha=0.3, s=18, linewidths=0)
-        front = m["frontiers"][x_metric]
-        xy = ([p["metrics"][x_metric] for p in front], [p["metrics"][Y_METRIC] for p in front])
-        ax.plot(*xy, "o" + style, color=c, ms=4, label=series_label(mode, arch))
-        mine = [t for t in trials if t.state == "finished" and t.hook == hook and t.series == mode]
-        mine = [t for t in mine if arch is None or t.architecture == arch]
-        seeds = sorted({t.seed for t in mine if t.seed is not None})
-        for seed in seeds if len(seeds) > 1 else []:  # each seed's own frontier, lighter
-            own = pareto_front(
-                [(_num(t.metrics.get(x_metric)), _num(t.metrics.get(Y_METRIC))) for t in mine if t.seed == seed]
-            )
-            ax.plot([p.x for p in own], [p.y for p in own], style, color=c, lw=0.8, alpha=0.4)
-        read = view["matched"]["modes"].get(mode, {}).get(x_metric)
-        if read:  # where the matched comparison reads this frontier
-            ax.plot(read["value"], view["matched"][Y_METRIC], "x", color=c, ms=8, mew=2)
-    return xs
-
-
-def _mark_targets(ax, targets: dict[str, list[float]], x_metric: str) -> None:
-    """The target search's targets: CE-loss increase ones as horizontal lines, L0 ones as vertical
-    lines on the L0 panel."""
-    for i, y in enumerate(targets.get(Y_METRIC, [])):
-        ax.axhline(y, color="black", ls="--", lw=0.8, alpha=0.5, label="search target" if i == 0 else None)
-    if x_metric == "l0":
-        for i, x in enumerate(targets.get("l0", [])):
-            ax.axvline(x, color="black", ls="--", lw=0.8, alpha=0.5, label="search target" if i == 0 else None)
-
-
-def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
-    """One small plot: per hook and non-local mode, L0 / local L0 across the CE range where the two
-    frontiers overlap (1 = no better than local), with seeds the per-seed ratios' min-max as a band."""
-    from matplotlib.figure import Figure
-
-    curves = [
-        (
-            hook,
-            name if arch is None else f"{name} ({arch})",
-            c,
-            (view.get("seed_spread") or {}).get("l0_ratio_curve", {}).get(name),
-        )
-        for hook, h in doc["hooks"].items()
-        for arch, view in hook_views(h)
-        for name, c in view.get("l0_ratio_curve", {}).items()
-        if c
-    ]
-    if not curves:
-        return None
-    fig = Figure(figsize=(6, 3.6), layout="constrained")
-    ax = fig.subplots()
-    banded = False
-    for hook, name, c, by_seed in curves:
-        (line,) = ax.plot([p[Y_METRIC] for p in c], [p["ratio"] for p in c], "o-", ms=3, label=f"{name} {hook}")
-        band = [(p[Y_METRIC], sp["min"], sp["max"]) for p, sp in zip(c, by_seed or [], strict=False) if sp["n"] >= 2]
-        if band:  # the per-seed ratios' min-max, where two seeds or more were read
-            xs, lo, hi = zip(*band, strict=True)
-            label = "min-max of the per-seed ratios" if not banded else None
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, lw=0, label=label)
-            banded = True
-    ax.axhline(1.0, color="grey", ls=":", lw=1)
-    ax.set_xlabel("CE loss increase")
-    ax.set_ylabel("L0 / local L0")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    png = out_dir / "l0_ratio.png"
-    fig.savefig(png, dpi=120)
-    return png
-
-
-def _matched_lines(mt: dict[str, Any]) -> list[str]:
+def _matched_lines(view: dict[str, Any], all_alive: bool = False) -> list[str]:
     """report.md: the automatic matched comparison, its readings (``≤``: clipped) with the trials they
-    lie between, and the ratios to local (marked as the bounds they are when a reading was clipped)."""
+    lie between, and the ratios to local (marked as the bounds they are when a reading was clipped; the
+    alive ratio left out where every element is alive, as it compares nothing)."""
+    mt = view["matched"]
     if not mt["modes"]:
         return []
     lines = [
-        f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])}",
+        f"### Matched comparison at CE-loss increase {_fmt(mt[Y_METRIC])} (automatic: the lowest level every "
+        "mode's frontier reaches)",
         "",
         "| mode | L0 | alive elements | L0 read between trials | alive read between trials |",
         "| --- | --- | --- | --- | --- |",
@@ -565,34 +406,71 @@ def _matched_lines(mt: dict[str, Any]) -> list[str]:
         ]
         lines.append(f"| {mode} | " + " | ".join(values + sources) + " |")
     lines.append("")
-    lines += [
-        f"{name}: L0 ratio {_ratio_text(r, 'l0', name)}, "
-        f"alive-elements ratio {_ratio_text(r, 'alive_dict_elements', name)}.  "
-        for name, r in mt["ratios"].items()
-    ]
+    for name, r in mt["ratios"].items():
+        alive = "" if all_alive else f", alive-elements ratio {_ratio_text(r, 'alive_dict_elements', name)}"
+        seeds = _seed_note(view, mt[Y_METRIC], name)
+        lines.append(f"{name}: L0 ratio {_ratio_text(r, 'l0', name)}{seeds}{alive}.  ")
     return lines + [""]
 
 
-def _comparison_lines(h: dict[str, Any]) -> list[str]:
-    """report.md: matched comparisons at the user's levels and the L0-ratio table across the overlap."""
+def _seed_note(view: dict[str, Any], level: float | None, name: str) -> str:
+    """`` (0.8-0.9 over seeds)`` after a ratio read off pooled frontiers, or `` (rests on one seed: only
+    seed 1's frontiers reach this level)`` when a single seed's do."""
+    spread = view.get("seed_spread")
+    if not spread or level is None:
+        return ""
+    row = next((r for r in spread["levels"] if r[Y_METRIC] == level), None)
+    ratio = (row or {}).get("ratios", {}).get(name)
+    if not ratio:
+        return ""
+    if ratio["n"] == 1:
+        (seed,) = ratio["per_seed"]
+        return f" (rests on one seed: only seed {seed}'s frontiers reach this level)"
+    if ratio["n"] == 0:
+        return " (no seed's own frontiers reach this level: the pooled frontiers only)"
+    return f" ({_fmt(ratio['min'], 3)}-{_fmt(ratio['max'], 3)} over seeds)"
+
+
+def _one_seed_lines(view: dict[str, Any]) -> list[str]:
+    """Where the sweep has one seed: one line saying every reading rests on it."""
+    if view.get("seed_spread"):
+        return []
+    seeds = {p.get("seed") for m in view["modes"].values() for f in m["frontiers"].values() for p in f}
+    seeds.discard(None)
+    if len(seeds) != 1:
+        return []
+    return [
+        f"One seed ({seeds.pop()}): every reading here rests on it; a sweep with `seed: [0, 1]` in its axes "
+        "shows how far seeds move each ratio.",
+        "",
+    ]
+
+
+def _requested_lines(view: dict[str, Any]) -> list[str]:
+    """report.md: the matched comparison at the levels the sweep asked for (``report.match_at``, a target
+    search's CE targets), the first table under each hook: what the sweep was run to measure."""
+    if not view.get("matched_at"):
+        return []
+    modes = list(view["modes"])
+    names = [f"{m}/local" for m in modes if m != "local"]
+    lines = [
+        "### Matched comparison at the levels the sweep asked for (report.match_at, search targets)",
+        "",
+        "| CE-loss increase | " + " | ".join(f"{m} L0" for m in modes) + " | " + " | ".join(names) + " |",
+        "| --- " * (1 + len(modes) + len(names)) + "|",
+    ]
+    for row in view["matched_at"]:
+        cells = [_fmt(row["l0"].get(m)) if row["l0"].get(m) is not None else "out of range" for m in modes]
+        for n in names:
+            r = row["ratios"].get(n)
+            cells.append(_fmt(r, 3) + (_seed_note(view, row[Y_METRIC], n) if r is not None else ""))
+        lines.append(f"| {_fmt(row[Y_METRIC])} | " + " | ".join(cells) + " |")
+    return lines + ["", '"out of range": that mode\'s frontier does not span the level (no extrapolation).', ""]
+
+
+def _curve_lines(h: dict[str, Any]) -> list[str]:
+    """report.md: the L0-ratio table across the overlap, with each seed's range."""
     lines: list[str] = []
-    if h.get("matched_at"):
-        modes = list(h["modes"])
-        lines += [
-            "### Matched comparison at the levels named in report.match_at",
-            "",
-            "| CE-loss increase | "
-            + " | ".join(f"{m} L0" for m in modes)
-            + " | "
-            + " | ".join(f"{m}/local" for m in modes if m != "local")
-            + " |",
-            "| --- " * (1 + len(modes) + sum(m != "local" for m in modes)) + "|",
-        ]
-        for row in h["matched_at"]:
-            cells = [_fmt(row["l0"].get(m)) if row["l0"].get(m) is not None else "out of range" for m in modes]
-            cells += [_fmt(row["ratios"].get(f"{m}/local"), 3) for m in modes if m != "local"]
-            lines.append(f"| {_fmt(row[Y_METRIC])} | " + " | ".join(cells) + " |")
-        lines += ["", '"out of range": that mode\'s frontier does not span the level (no extrapolation).', ""]
     curve = h.get("l0_ratio_curve", {})
     if curve:
         by_seed = (h.get("seed_spread") or {}).get("l0_ratio_curve", {})
@@ -613,7 +491,9 @@ def _comparison_lines(h: dict[str, Any]) -> list[str]:
         if by_seed:
             lines += [
                 "",
-                "The pooled frontiers' ratio; in brackets the range of the ratio read off each seed's own frontiers.",
+                "The pooled frontiers' ratio; in brackets the range of the ratio read off each seed's own frontiers. "
+                "The pooled frontier is the lower envelope of every seed's trials, so its ratio can lie outside "
+                "that range; the range is what tells a mode difference from seed noise.",
             ]
         lines.append("")
     return lines
@@ -685,13 +565,46 @@ def analysis_lines(exp_dir: Path, out_dir: Path) -> list[str]:
     return lines + geometry_markdown(doc, img_prefix=f"{rel}/")
 
 
+def _hook_lines(hook: str, h: dict[str, Any], png: Path) -> list[str]:
+    """report.md's section of one hook: the plot, then per architecture the comparisons at the levels the
+    sweep asked for first, the automatic matched level, the ratio across the overlap, seeds, fine-tunes
+    and the frontier trials; with several architectures, the architectures compared with each other."""
+    svg = png.with_suffix(".svg").name
+    lines = [
+        f"## {hook}",
+        "",
+        f"![{hook} frontiers]({png.name})",
+        "",
+        f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
+        "",
+    ]
+    if h.get("all_alive"):
+        lines += [
+            "Alive elements: every finished trial here keeps all its dictionary elements alive, so the "
+            "alive-elements panel (one column) is left out and no alive ratio is given: alive elements do "
+            "not separate the modes here.",
+            "",
+        ]
+    for arch, view in hook_views(h):
+        if arch is not None:
+            lines += [f"### {arch}: the modes compared within this architecture", ""]
+        lines += _one_seed_lines(view)
+        lines += _requested_lines(view)
+        lines += _matched_lines(view, bool(h.get("all_alive")))
+        lines += _curve_lines(view)
+        lines += _seed_lines(view.get("seed_spread"))
+        lines += finetune_lines(view.get("finetune"))
+        lines += _frontier_trial_lines(view)
+    return lines + architecture_lines(h.get("architecture_comparison"))
+
+
 def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str] | None = None) -> str:
     c = doc["trial_counts"]
     mixed = len(doc["eval_tokens"]) > 1 or len(doc["n_ctx"]) > 1
     lines = [
         f"# Sweep report: {doc['sweep']}",
         "",
-        f"Evaluation: {_settings_line(doc)}. CE-loss values at different context lengths or on "
+        f"Evaluation: {settings_line(doc)}. CE-loss values at different context lengths or on "
         "different eval tokens are not comparable."
         + (" **These trials used more than one eval setting.**" if mixed else ""),
         "",
@@ -704,31 +617,11 @@ def render_markdown(doc: dict[str, Any], pngs: dict[str, Path], inside: list[str
         "",
     ]
     for hook, h in doc["hooks"].items():
-        png, svg = pngs[hook].name, pngs[hook].with_suffix(".svg").name
-        lines += [
-            f"## {hook}",
-            "",
-            f"![{hook} frontiers]({png})",
-            "",
-            f"Original model CE loss: {_fmt(h['ce_loss_original'], 5)}. Vector version: [{svg}]({svg}).",
-            "",
-        ]
-        if h.get("all_alive"):
-            lines += [
-                "Alive elements: every finished trial here keeps all its dictionary elements alive, so the "
-                "alive-elements panel (one column) is left out and every alive ratio is 1.",
-                "",
-            ]
-        for arch, view in hook_views(h):
-            if arch is not None:
-                lines += [f"### {arch}: the modes compared within this architecture", ""]
-            lines += _matched_lines(view["matched"])
-            lines += _comparison_lines(view)
-            lines += _seed_lines(view.get("seed_spread"))
-            lines += finetune_lines(view.get("finetune"))
-            lines += _frontier_trial_lines(view)
+        lines += _hook_lines(hook, h, pngs[hook])
     if pngs.get("_l0_ratio"):
         lines += ["## L0 ratio to local", "", f"![L0 ratio]({pngs['_l0_ratio'].name})", ""]
+    if pngs.get("_architectures"):
+        lines += ["## Architectures compared", "", f"![architectures]({pngs['_architectures'].name})", ""]
     lines += inside or []
     lines += _degenerate_lines(doc)
     lines += ["## Missing trials", ""]
@@ -830,9 +723,9 @@ def write_report(exp_dir: str | Path, out_dir: str | Path | None = None, trials:
     write_trials_csv(trials, out_dir / "trials.csv")
     (out_dir / "pareto.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     pngs = dict(zip(doc["hooks"], plot_frontiers(doc, trials, out_dir), strict=True))
-    ratio_png = plot_l0_ratios(doc, out_dir)
-    if ratio_png is not None:
-        pngs["_l0_ratio"] = ratio_png
+    for key, png in (("_l0_ratio", plot_l0_ratios(doc, out_dir)), ("_architectures", plot_architectures(doc, out_dir))):
+        if png is not None:
+            pngs[key] = png
     report = out_dir / "report.md"
     report.write_text(render_markdown(doc, pngs, analysis_lines(exp_dir, out_dir)))
     return report

@@ -27,8 +27,10 @@ from sweeps.planning.trial import STATES, Trial
 from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
 from sweeps.reporting.pareto import (
     DEGENERATE_CE_SCORE,
+    Y_METRIC,
     FrontPoint,
     degenerate_reason,
+    drawn_front,
     interpolate_at,
     matched_target,
     overlap_levels,
@@ -38,7 +40,6 @@ from sweeps.reporting.pareto import (
 from sweeps.reporting.results import TUNE_KEYS, load_trials, read_sweep_meta
 
 SCHEMA_VERSION = 2  # 2: degenerate_groups renamed modes_without_frontier
-Y_METRIC = "ce_loss_increase"
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis
 PARAM_COLUMNS = (
@@ -196,12 +197,7 @@ def _modes_without_frontier(usable: list[Trial], degenerate: list[tuple[Trial, s
 def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """One architecture's frontiers at one hook: per mode, and the matched comparisons between modes."""
     fronts = {
-        mode: {
-            x: pareto_front(
-                [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.series == mode]
-            )
-            for x in X_METRICS
-        }
+        mode: {x: drawn_front([t for t in in_hook if t.series == mode], x) for x in X_METRICS}
         for mode in in_mode_order(t.series for t in in_hook if t.series)
     }
     matched = _matched(fronts)
@@ -239,16 +235,7 @@ def seed_spread(
     (the pooled L0-ratio curve): the per-seed ratios at each of its levels too."""
     modes = in_mode_order(t.series for t in in_hook if t.series)
     fronts = {
-        seed: {
-            mode: pareto_front(
-                [
-                    (_num(t.metrics.get("l0")), _num(t.metrics.get(Y_METRIC)), t)
-                    for t in in_hook
-                    if t.series == mode and t.seed == seed
-                ]
-            )
-            for mode in modes
-        }
+        seed: {mode: drawn_front([t for t in in_hook if t.series == mode and t.seed == seed]) for mode in modes}
         for seed in seeds
     }
     out = []

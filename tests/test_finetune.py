@@ -121,6 +121,25 @@ def test_finetune_fraction_is_of_what_the_parent_trained_not_its_configured_n_sa
         assert parent is not None and parent.n_samples == 56
 
 
+def test_a_fraction_of_an_unfinished_parent_says_so(tiny_config, tmp_path):
+    """A parent stopped at its first checkpoint (32 of the 64 samples it trains): a fraction of it is
+    refused as unfinished, not as a train.n_samples that disagrees with the fraction."""
+    from e2e_sae.finetune import read_parent
+
+    parent_cfg = run_config_from_dict(tiny_config("local", output_dir=str(tmp_path / "cut")))
+
+    def stop_at_first_checkpoint(metrics, ckpt_dir):
+        if ckpt_dir is not None:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(parent_cfg, reporter=stop_at_first_checkpoint, progress=False)
+    raw = child(tiny_config, tmp_path, parent_cfg.output_dir, **{"finetune.fraction": 0.5})
+    del raw["train"]["n_samples"]
+    with pytest.raises(ConfigError, match="finetune.parent: the parent.s last checkpoint .* is at 32 of the 64"):
+        read_parent(run_config_from_dict(raw))
+
+
 def test_a_finetune_of_a_copied_parent_records_where_the_parent_is_kept(tiny_config, tmp_path, parent):
     """A sweep's child reads a scratch copy of its parent, deleted when the trial ends; its metrics name
     the parent as stored (``finetune.copied_from``), not the copy."""

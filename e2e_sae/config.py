@@ -260,6 +260,13 @@ class TrainConfig(Strict):
         return max(1, self.n_samples // self.step_samples)
 
     @property
+    def trained_samples(self) -> int:
+        """The samples the run trains on: whole optimizer steps, so ``n_samples`` rounded down to a
+        multiple of the step's samples (one step at least). A fine-tune's length is a fraction of this,
+        its parent's real length, never of the configured ``n_samples``."""
+        return self.total_steps * self.step_samples
+
+    @property
     def warmup_steps(self) -> int:
         return self.warmup_samples // self.step_samples
 
@@ -276,13 +283,20 @@ class FinetuneConfig(Strict):
         default=None,
         gt=0,
         le=1,
-        description="train for this fraction of the parent run's training samples (fills train.n_samples; the "
-        "parent must be a run's output_dir); default: train.n_samples as given",
+        description="train for this fraction of the samples the parent run trained on (whole steps: its "
+        "train.n_samples rounded down to a multiple of its step's samples; fills train.n_samples; the parent must "
+        "be a run's output_dir); default: train.n_samples as given",
     )
     optimizer_state: bool = Field(
         default=False,
         description="also start from the parent's Adam moments (a checkpoint of this library, same architecture); "
         "the learning rate and schedule are this run's",
+    )
+    copied_from: str | None = Field(
+        default=None,
+        description="where finetune.parent is a local copy of, recorded as the run's finetune_parent instead of the "
+        "copy's path (a sweep's fine-tune: its parent trial's checkpoint in the experiment's storage); default: "
+        "the checkpoint finetune.parent names",
     )
 
 
@@ -417,8 +431,20 @@ def finetune_samples(fraction: float, parent_samples: int) -> int:
     return max(1, round(fraction * parent_samples))
 
 
+def longer_than_parent(train: TrainConfig, parent_samples: int) -> str | None:
+    """What is wrong with a fine-tune of ``train`` whose parent trained on ``parent_samples``, or None:
+    the run trains (whole steps, :attr:`TrainConfig.trained_samples`) longer than its parent did. The
+    one rule for a run (:mod:`e2e_sae.finetune`) and a sweep's planned children."""
+    if train.trained_samples <= parent_samples:
+        return None
+    trained, steps = train.trained_samples, f" ({train.total_steps} step(s) of {train.step_samples})"
+    steps = "" if trained == train.n_samples else steps
+    return f"a fine-tune of {trained} samples{steps} is longer than its parent's {parent_samples}"
+
+
 def parent_run_samples(parent: Path) -> int:
-    """The training samples of the run in ``parent`` (its config.yaml), for ``finetune.fraction``."""
+    """The samples the run in ``parent`` trains on (from its config.yaml: whole steps, not the configured
+    ``train.n_samples``), for ``finetune.fraction``."""
     config = RunDir(parent).config
     if not config.is_file():
         raise ValueError(
@@ -426,9 +452,11 @@ def parent_run_samples(parent: Path) -> int:
             "run directory, or set train.n_samples instead"
         )
     try:
-        return int(yaml.safe_load(config.read_text())["train"]["n_samples"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
-        raise ValueError(f"finetune.fraction: {config} holds no train.n_samples; set train.n_samples instead") from None
+        return TrainConfig.model_validate(yaml.safe_load(config.read_text())["train"]).trained_samples
+    except (yaml.YAMLError, KeyError, TypeError, ValidationError):
+        raise ValueError(
+            f"finetune.fraction: {config} holds no valid train section; set train.n_samples instead"
+        ) from None
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from e2e_sae.checkpoint import latest_checkpoint
-from e2e_sae.config import ConfigError, RunConfig, finetune_samples
+from e2e_sae.config import ConfigError, FinetuneConfig, RunConfig, TrainConfig, finetune_samples, longer_than_parent
 from e2e_sae.run_dir import CHECKPOINT_FILE, RunDir
 
 
@@ -30,9 +31,11 @@ class Parent:
     config: dict[str, Any] | None  # the parent's run config; None likewise
     optimizer: dict[str, Any] | None = None  # its Adam state, kept when finetune.optimizer_state asks for it
 
-    def lineage(self) -> dict[str, Any]:
-        """The fields a fine-tune's metrics carry: what it started from and what that cost."""
-        return {"finetune_parent": str(self.source), "parent_n_samples": self.n_samples}
+    def lineage(self, finetune: FinetuneConfig | None = None) -> dict[str, Any]:
+        """The fields a fine-tune's metrics carry: what it started from (where it is kept, when the run
+        read a copy: ``finetune.copied_from``) and what that cost."""
+        kept = finetune.copied_from if finetune is not None else None
+        return {"finetune_parent": kept or str(self.source), "parent_n_samples": self.n_samples}
 
 
 def parent_source(parent: Path) -> Path:
@@ -86,7 +89,21 @@ def _check_fits(cfg: RunConfig, parent: Parent) -> None:
             f"run sets {cfg.sae.dict_size_to_input_ratio}; set sae.dict_size_to_input_ratio="
             f"{sae.get('dict_size_to_input_ratio')}"
         )
+    _check_length(cfg, parent)
+
+
+def _check_length(cfg: RunConfig, parent: Parent) -> None:
+    """No longer than the parent trained (its last checkpoint's samples), and ``finetune.fraction`` of
+    that: the parent's configured ``train.n_samples`` may be more than it trained (whole steps only)."""
+    assert parent.n_samples is not None
     fraction = cfg.finetune.fraction if cfg.finetune is not None else None
+    planned = _trained_samples(parent.config)
+    if fraction is not None and planned is not None and planned != parent.n_samples:
+        raise ConfigError(
+            f"finetune.parent: the parent's last checkpoint ({parent.source}) is at {parent.n_samples} of the "
+            f"{planned} samples it trains; fine-tune it once it has finished, or drop finetune.fraction and set "
+            "train.n_samples"
+        )
     expected = finetune_samples(fraction, parent.n_samples) if fraction is not None else None
     if expected is not None and cfg.train.n_samples != expected:
         raise ConfigError(
@@ -94,11 +111,20 @@ def _check_fits(cfg: RunConfig, parent: Parent) -> None:
             f"{expected}, but train.n_samples is {cfg.train.n_samples}; set "
             "train.n_samples=null to take the length from the fraction, or drop finetune.fraction"
         )
-    if cfg.train.n_samples > parent.n_samples:
+    too_long = longer_than_parent(cfg.train, parent.n_samples)
+    if too_long is not None:
         raise ConfigError(
-            f"train.n_samples: a fine-tune of {cfg.train.n_samples} samples is longer than its parent's "
-            f"{parent.n_samples}; fine-tune for at most the parent's length (finetune.fraction <= 1)"
+            f"train.n_samples: {too_long}; fine-tune for at most the parent's length (finetune.fraction <= 1, "
+            "or a smaller train.n_samples or batch)"
         )
+
+
+def _trained_samples(config: dict[str, Any] | None) -> int | None:
+    """The samples a run of this (saved) config trains on, None where it holds no valid train section."""
+    try:
+        return TrainConfig.model_validate((config or {})["train"]).trained_samples
+    except (KeyError, TypeError, ValidationError):
+        return None
 
 
 def load_parent_optimizer(optimizer: torch.optim.Optimizer, parent: Parent) -> None:

@@ -182,7 +182,7 @@ class Run:
             "n_samples": self.n_samples,
             "step": self.step,
             **eval_metrics(self.spliced, eval_tokens, self.cfg.data.eval_batch_size, self.act_freq),
-            **(self.parent.lineage() if self.parent is not None else {}),
+            **(self.parent.lineage(self.cfg.finetune) if self.parent is not None else {}),
             "final": True,
         }
         self.log.write({"kind": "eval", **final})

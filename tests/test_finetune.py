@@ -105,6 +105,54 @@ def test_finetune_fraction_sets_the_length_from_the_parent_run(tiny_config, tmp_
     assert run_config_from_dict(cfg.to_dict()).train.n_samples == 16
 
 
+def test_finetune_fraction_is_of_what_the_parent_trained_not_its_configured_n_samples(tiny_config, tmp_path):
+    """A parent configured for 60 samples trains whole steps of 8: 56. Half of it is 28, all of it 56,
+    and both fit the parent's last checkpoint (before: 30 and 60, refused as disagreeing or too long)."""
+    from e2e_sae.finetune import read_parent
+
+    parent_cfg = run_config_from_dict(tiny_config("local", output_dir=str(tmp_path / "p60"), **{"train.n_samples": 60}))
+    assert train(parent_cfg, progress=False)["n_samples"] == parent_cfg.train.trained_samples == 56
+    for fraction, length in ((0.5, 28), (1.0, 56)):
+        raw = child(tiny_config, tmp_path, parent_cfg.output_dir, f"half{fraction}", **{"finetune.fraction": fraction})
+        del raw["train"]["n_samples"]
+        cfg = run_config_from_dict(raw)
+        assert cfg.train.n_samples == length
+        parent = read_parent(cfg)  # the checks against the parent's checkpoint, before any model loads
+        assert parent is not None and parent.n_samples == 56
+
+
+def test_a_fraction_of_an_unfinished_parent_says_so(tiny_config, tmp_path):
+    """A parent stopped at its first checkpoint (32 of the 64 samples it trains): a fraction of it is
+    refused as unfinished, not as a train.n_samples that disagrees with the fraction."""
+    from e2e_sae.finetune import read_parent
+
+    parent_cfg = run_config_from_dict(tiny_config("local", output_dir=str(tmp_path / "cut")))
+
+    def stop_at_first_checkpoint(metrics, ckpt_dir):
+        if ckpt_dir is not None:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(parent_cfg, reporter=stop_at_first_checkpoint, progress=False)
+    raw = child(tiny_config, tmp_path, parent_cfg.output_dir, **{"finetune.fraction": 0.5})
+    del raw["train"]["n_samples"]
+    with pytest.raises(ConfigError, match="finetune.parent: the parent.s last checkpoint .* is at 32 of the 64"):
+        read_parent(run_config_from_dict(raw))
+
+
+def test_a_finetune_of_a_copied_parent_records_where_the_parent_is_kept(tiny_config, tmp_path, parent):
+    """A sweep's child reads a scratch copy of its parent, deleted when the trial ends; its metrics name
+    the parent as stored (``finetune.copied_from``), not the copy."""
+    import shutil
+
+    copy = tmp_path / "scratch_copy"
+    shutil.copytree(latest_checkpoint(parent), copy)
+    stored = "s3://bucket/exp/parent_trial/checkpoint_000001"
+    raw = child(tiny_config, tmp_path, copy, **{"finetune.copied_from": stored, "train.n_samples": 8})
+    final = train(run_config_from_dict(raw), progress=False)
+    assert final["finetune_parent"] == stored and final["parent_n_samples"] == 64
+
+
 @pytest.mark.parametrize(
     ("dotted", "message"),
     [
@@ -112,6 +160,10 @@ def test_finetune_fraction_sets_the_length_from_the_parent_run(tiny_config, tmp_
         ({"sae.position": "blocks.2.hook_resid_pre"}, "sae.position: the parent SAE"),
         ({"sae.dict_size_to_input_ratio": 3.0}, "sae.dict_size_to_input_ratio: the parent SAE has ratio 2.0"),
         ({"train.n_samples": 128}, "train.n_samples: a fine-tune of 128 samples is longer than its parent's 64"),
+        (
+            {"train.effective_batch_size": 128},  # 32 samples, but one step trains 128
+            "train.n_samples: a fine-tune of 128 samples (1 step(s) of 128) is longer than its parent's 64",
+        ),
         ({"finetune.fraction": 0.5}, "finetune.fraction: 0.5 of the parent's 64 samples is 32, but train.n_samples"),
         ({"sae.architecture": "topk", "sae.k": 2, "loss.sparsity": None}, "sae.architecture: the SAE of finetune."),
     ],

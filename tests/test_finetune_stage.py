@@ -38,6 +38,11 @@ def staged(tmp_path: Path, *stages: dict) -> dict:
             [{**KL, "overrides": {"train.lr": -1}}],
             "finetune.0 (kl): child local_L1_r2_s0.1_seed0_kl_e2e_10pct: train.lr",
         ),
+        (
+            [{**KL, "overrides": {"train.effective_batch_size": 128}}],  # one step of 128 > the parent's 64
+            "finetune.0.overrides: child local_L1_r2_s0.1_seed0_kl_e2e_10pct: a fine-tune of 128 samples (1 step(s) "
+            "of 128) is longer than its parent's 64; drop or lower the train.* overrides",
+        ),
     ],
 )
 def test_a_stage_that_cannot_work_is_one_line_before_any_compute(tmp_path, stages, message):
@@ -77,6 +82,17 @@ def test_a_finished_parent_gets_one_child_per_mode_and_length(tmp_path):
     assert [Trial.from_config(k).name for k in grandkids] == ["local_L1_r2_s1_seed0_kl_e2e_50pct_ds_e2e+ds_100pct"]
     assert Trial.from_config(grandkids[0]).series == "local -> e2e, 50% -> e2e+ds, 100%"
     assert children_per_parent(spec.finetune) == 2 + 2
+
+
+def test_a_childs_length_is_a_fraction_of_what_its_parent_trains_not_its_configured_n_samples(tmp_path):
+    """Parents configured for 100 samples train 12 steps of 8 = 96: a child of all of it trains 96 (the
+    library refuses 100 as longer than the parent's checkpoint), half of it 48 (not 50)."""
+    sweep = staged(tmp_path, {**KL, "fractions": [0.5, 1.0]})
+    sweep["run"]["train"]["n_samples"] = 100
+    spec = sweep_from_dict(sweep)
+    plan = Plan.from_spec(spec)  # the children validate against their parents: plan passes
+    kids = children(spec.finetune, plan.trials[0].tune_config(), "local_dir")
+    assert [k["run"]["train"]["n_samples"] for k in kids] == [48, 96]
 
 
 def test_a_grouped_parent_gives_children_of_its_finished_members_only(tmp_path):
@@ -140,8 +156,27 @@ def test_the_finetune_table_reads_each_frontier_at_the_parents_l0_and_the_gap_cl
     assert "1050 samples in all, parent included, 120 s of trial time (full e2e: 1000 samples, 300 s)" in text
 
 
-def _finish(searcher, trial_id, l0, ce):
-    searcher.on_trial_complete(trial_id, {"final": True, "l0": l0, "ce_loss_increase": ce})
+def _finish(searcher, trial_id, l0, ce, score=0.9):
+    searcher.on_trial_complete(trial_id, {"final": True, "l0": l0, "ce_loss_increase": ce, "ce_loss_score": score})
+
+
+def _frontier_searcher(tmp_path, coeffs):
+    """A searcher of a ``parents: frontier`` stage over local trials of ``coeffs`` (and one e2e), every
+    main trial started: (searcher, plan, trial ids)."""
+    from sweeps.running.stages import GridSearcher, StagedSearcher
+
+    sweep = staged(tmp_path, {**KL, "fractions": [0.5], "parents": "frontier"})
+    sweep["axes"]["sparsity_coeff"]["local"] = coeffs
+    spec = sweep_from_dict(sweep)
+    plan = Plan.from_spec(spec)
+    searcher = StagedSearcher(GridSearcher([t.tune_config() for t in plan.trials]), spec.finetune)
+    ids = [f"t{i}" for i in range(len(plan.trials))]
+    assert [Trial.from_config(searcher.suggest(i)).name for i in ids] == plan.names
+    return searcher, plan, ids
+
+
+def _names(configs):
+    return sorted(Trial.from_config(c).name for c in configs)
 
 
 def test_the_staged_searcher_starts_children_before_further_main_trials_and_survives_a_restore(tmp_path):
@@ -195,3 +230,103 @@ def test_frontier_parents_need_the_main_stage(tmp_path):
     stages = [KL, {"name": "again", "from": "kl", "modes": ["e2e"], "fractions": [1], "parents": "frontier"}]
     with pytest.raises(ConfigError, match="finetune.1.parents: frontier picks among the main trials"):
         sweep_from_dict(staged(tmp_path, *stages))
+
+
+def test_frontier_stages_fine_tune_no_trial_the_report_keeps_off_its_frontiers(tmp_path):
+    """Of three trials on one curve, the one at L0 0.4 with CE-loss score 0.02 is on the raw (L0, CE)
+    frontier (the sparsest), but the report calls it barely better than zero ablation: no children."""
+    from sweeps.reporting.report import compute_pareto
+
+    searcher, plan, ids = _frontier_searcher(tmp_path, [0.1, 1.0, 30.0])
+    ends = [(30, 0.2, 0.9), (10, 0.6, 0.5), (0.4, 5.0, 0.02), (25, 0.3, 0.9)]
+    for trial_id, end in zip(ids, ends, strict=True):
+        _finish(searcher, trial_id, *end)
+    kids = [searcher.suggest("k0"), searcher.suggest("k1"), searcher.suggest("k2")]
+    assert kids[2] is None
+    assert _names(kids[:2]) == ["local_L1_r2_s0.1_seed0_kl_e2e_50pct", "local_L1_r2_s1_seed0_kl_e2e_50pct"]
+    # the report's frontier of the same trials: the same two local trials
+    trials = []
+    for i, (t, (l0, ce, score)) in enumerate(zip(plan.trials, ends, strict=True)):
+        t.trial_id, t.state = f"t{i}", "finished"
+        t.metrics = {"l0": l0, "alive_dict_elements": 1, "ce_loss_increase": ce, "ce_loss_score": score}
+        trials.append(t)
+    doc = compute_pareto(trials, {})
+    front = doc["hooks"]["blocks.1.hook_resid_pre"]["modes"]["local"]["frontiers"]["l0"]
+    assert sorted(p["trial_id"] for p in front) == ["t0", "t1"]
+    lines = status_lines(plan_stages(tmp_path), trials)
+    assert any(
+        line.startswith("  local_L1_r2_s30_seed0: finished, degenerate (CE-loss score 0.02 < 0.1") for line in lines
+    ), lines
+
+
+def plan_stages(tmp_path):
+    return sweep_from_dict(staged(tmp_path, {**KL, "fractions": [0.5], "parents": "frontier"})).finetune
+
+
+def test_frontier_stages_reconsider_after_a_resume_reruns_an_errored_main_trial(tmp_path):
+    """local coeff 1 errors; the frontier (coeffs 0.1 and 3) is fine-tuned. After a resume re-runs coeff 1
+    to the end, at (L0 20, CE 0.15) it is on the frontier and gets its child; coeff 0.1 (L0 30, CE 0.2)
+    drops off, keeping the child it had; no child starts twice."""
+    from sweeps.running.stages import GridSearcher, StagedSearcher
+
+    searcher, plan, ids = _frontier_searcher(tmp_path, [0.1, 1.0, 3.0])
+    _finish(searcher, "t0", 30, 0.2)
+    searcher.on_trial_complete("t1", None, error=True)
+    _finish(searcher, "t2", 10, 0.6)
+    _finish(searcher, "t3", 25, 0.3)
+    first = [searcher.suggest("k0"), searcher.suggest("k1")]
+    assert _names(first) == ["local_L1_r2_s0.1_seed0_kl_e2e_50pct", "local_L1_r2_s3_seed0_kl_e2e_50pct"]
+    _finish(searcher, "k0", 1, 1)
+    _finish(searcher, "k1", 1, 1)
+    assert searcher.suggest("k2") == "FINISHED"
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+
+    resumed = StagedSearcher(GridSearcher([]), [])
+    resumed.restore(str(path))  # sweeps resume: t1 runs again under its id
+    assert resumed.suggest("r0") is None  # no frontier child while a main trial runs
+    _finish(resumed, "t1", 20, 0.15)
+    again = resumed.suggest("r0")
+    assert _names([again]) == ["local_L1_r2_s1_seed0_kl_e2e_50pct"]
+    assert resumed.suggest("r1") is None
+    _finish(resumed, "r0", 1, 1)
+    assert resumed.suggest("r1") == "FINISHED"
+
+    # status: the parent that dropped off keeps its child, named as such, and nothing is an error
+    ends = {"t0": (30, 0.2), "t1": (20, 0.15), "t2": (10, 0.6), "t3": (25, 0.3)}
+    trials = []
+    for trial_id, t in zip(ids, plan.trials, strict=True):
+        t.state, t.metrics = "finished", {"l0": ends[trial_id][0], "ce_loss_increase": ends[trial_id][1]}
+        trials.append(t)
+    kids = [Trial.from_config(c, state="finished") for c in [*first, again]]
+    lines = status_lines(plan_stages(tmp_path), trials + kids)
+    assert (
+        "  local_L1_r2_s0.1_seed0: finished, no longer on its frontier -> local_L1_r2_s0.1_seed0_kl_e2e_50pct finished"
+    ) in lines
+    assert "  local_L1_r2_s1_seed0: finished -> local_L1_r2_s1_seed0_kl_e2e_50pct finished" in lines
+
+
+def test_a_childs_parent_is_copied_from_the_storage_and_recorded_as_stored_there(tmp_path):
+    """fetch_parent copies the parent trial's last checkpoint (a grouped member's part of it) into the
+    child's scratch directory, and names the stored checkpoint as what the child's metrics record."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+
+    from sweeps.running.stages import fetch_parent, storage_uri
+
+    exp = tmp_path / "exp"
+    for n in (1, 2):
+        (exp / "group0" / f"checkpoint_00000{n}" / "b").mkdir(parents=True)
+        (exp / "group0" / f"checkpoint_00000{n}" / "b" / "checkpoint.pt").write_text(str(n))
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(), experiment_fs_path=str(exp))
+    spec = sweep_from_dict(staged(tmp_path, KL))
+    group = group_config("group0", [t.tune_config() for t in Plan.from_spec(spec).trials[:2]], ["a", "b"])
+    kid = children(spec.finetune, group, "group0", finished={"b"})[0]
+    fetched = fetch_parent(kid, storage, tmp_path / "scratch" / "parent")
+    assert fetched["run"]["finetune"]["parent"] == str(tmp_path / "scratch" / "parent")
+    assert (tmp_path / "scratch" / "parent" / "checkpoint.pt").read_text() == "2"
+    assert fetched["run"]["finetune"]["copied_from"] == str(exp / "group0" / "checkpoint_000002" / "b")
+    run_config_from_dict(fetched["run"])  # a run config the library takes
+    s3 = SimpleNamespace(type_name="s3")
+    assert storage_uri(s3, "bucket/exp/t/checkpoint_000002") == "s3://bucket/exp/t/checkpoint_000002"

@@ -51,6 +51,8 @@ def test_a_killed_staged_sweep_resumes_without_rerunning_parents_or_children(tmp
     assert child.series == "local -> e2e, 50%"
     saved = torch.load(trial_checkpoints(child)[-1] / "checkpoint.pt", weights_only=True)
     assert saved["config"]["finetune"]["parent"].endswith("/parent")  # the copy of the parent's checkpoint
+    # ... deleted when the trial ended: the metrics name the parent's checkpoint as the storage keeps it
+    assert child.metrics["finetune_parent"] == str(trial_checkpoints(parent)[-1])
     parent_final = torch.load(trial_checkpoints(parent)[-1] / "checkpoint.pt", weights_only=True)
     assert parent_final["n_samples"] == 800
 

@@ -22,7 +22,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from e2e_sae.config import ConfigError, Mode, apply_overrides, finetune_samples, flatten_dotted
+from e2e_sae.config import (
+    ConfigError,
+    Mode,
+    TrainConfig,
+    apply_overrides,
+    finetune_samples,
+    flatten_dotted,
+    longer_than_parent,
+)
 from sweeps.planning.names import finetune_name
 from sweeps.planning.trial import Trial, is_group, members_of
 
@@ -44,7 +52,8 @@ class FinetuneStage(BaseModel):
     )
     modes: list[Mode] = Field(min_length=1, description="each child's losses: the mode's preset (e2e, e2e+ds, local)")
     fractions: list[float] = Field(
-        min_length=1, description="each child's length as a fraction of its parent's training samples, in (0, 1]"
+        min_length=1,
+        description="each child's length as a fraction of the samples its parent trains on (whole steps), in (0, 1]",
     )
     keep_mse: bool = Field(
         default=True,
@@ -54,8 +63,8 @@ class FinetuneStage(BaseModel):
     parents: Literal["all", "frontier"] = Field(
         default="all",
         description="all: every finished trial of the from stage, each fine-tuned as it finishes; frontier: only "
-        "those on their curve's (L0, CE-loss increase) Pareto frontier, fine-tuned once every main trial has "
-        "finished (from: main only)",
+        "those on their curve's (L0, CE-loss increase) Pareto frontier as the report draws it (degenerate trials "
+        "left off), fine-tuned once every main trial has ended (again after a resume re-runs one; from: main only)",
     )
     optimizer_state: bool = Field(default=False, description="start each child from its parent's Adam moments too")
     warmup_fraction: float = Field(
@@ -130,7 +139,7 @@ def child_config(parent: Trial, parent_trial: str, stage: FinetuneStage, mode: s
     in by the trial (it fetches the parent's last checkpoint from the experiment's storage).
     ``parent_trial``: the parent's Tune trial directory (its group's, for a grouped member)."""
     run = copy.deepcopy(parent.planned_run)
-    n_samples = finetune_samples(fraction, int(run["train"]["n_samples"]))
+    n_samples = finetune_samples(fraction, trained_samples(run))
     loss = {k: v for k, v in (run.get("loss") or {}).items() if k == "sparsity"}  # the mode preset fills the rest
     if stage.keep_mse and mode != "local":
         loss.update(out_to_in={"coeff": 1.0}, balance_kl_to_mse=True)
@@ -152,6 +161,12 @@ def child_config(parent: Trial, parent_trial: str, stage: FinetuneStage, mode: s
         "fraction": fraction,
     }
     return {"run": run, "finetune": finetune}
+
+
+def trained_samples(run: dict[str, Any]) -> int:
+    """The samples a planned run trains on (whole steps, :attr:`e2e_sae.config.TrainConfig.trained_samples`):
+    what its children's fractions are of, and what none of them may exceed."""
+    return TrainConfig.model_validate(run["train"]).trained_samples
 
 
 def parents_of(config: dict[str, Any], finished: set[str] | None = None) -> list[Trial]:
@@ -199,16 +214,19 @@ def frontier_children(stages: list[FinetuneStage], finished: list[tuple[Trial, s
 
 
 def on_curve_frontiers(finished: list[tuple[Trial, Any]]) -> list[tuple[Trial, Any]]:
-    """The (trial, tag) pairs whose trial lies on its curve's (L0, CE-loss increase) Pareto frontier (a
-    curve: one mode, architecture, hook, ratio and seed)."""
-    from sweeps.reporting.pareto import pareto_front
+    """The (trial, tag) pairs whose trial lies on its curve's frontier (a curve: one mode, architecture,
+    hook, ratio and seed) as the report draws it (:func:`sweeps.reporting.pareto.drawn_front`: (L0,
+    CE-loss increase), degenerate trials left off), so no SAE the report calls barely better than zero
+    ablation is fine-tuned."""
+    from sweeps.reporting.pareto import drawn_front
 
-    curves: dict[tuple, list[tuple[float, float, tuple[Trial, Any]]]] = {}
+    curves: dict[tuple, list[Trial]] = {}
+    tags: dict[int, Any] = {}
     for trial, tag in finished:
         key = (trial.mode, trial.architecture, trial.hook, trial.dict_size_to_input_ratio, trial.seed)
-        point = (float(trial.metrics.get("l0", "nan")), float(trial.metrics.get("ce_loss_increase", "nan")))
-        curves.setdefault(key, []).append((*point, (trial, tag)))
-    return [p.payload for points in curves.values() for p in pareto_front(points)]
+        curves.setdefault(key, []).append(trial)
+        tags[id(trial)] = tag
+    return [(p.payload, tags[id(p.payload)]) for trials in curves.values() for p in drawn_front(trials)]
 
 
 def children_per_parent(stages: list[FinetuneStage]) -> int:
@@ -256,7 +274,7 @@ def status_lines(stages: list[FinetuneStage], trials: list[Trial]) -> list[str]:
                 names = [child_name(p, s, m, f) for m in s.modes for f in s.fractions]
                 lines.append(f"  {p.name}: errored -> skipped {', '.join(names)} (parent error: {p.error})")
             elif s.parents == "frontier" and not kids and done and p.name not in front:
-                lines.append(f"  {p.name}: {p.state}, not on its curve's frontier -> no children")
+                lines.append(f"  {p.name}: {p.state}, {_off_frontier(p)} -> no children")
             elif s.parents == "frontier" and not kids:
                 lines.append(
                     f"  {p.name}: {p.state} -> children start once every main trial has ended, if on its frontier"
@@ -265,8 +283,17 @@ def status_lines(stages: list[FinetuneStage], trials: list[Trial]) -> list[str]:
                 lines.append(f"  {p.name}: {p.state} -> children start when it finishes")
             else:
                 states = ", ".join(f"{c.name} {c.state}" for c in sorted(kids, key=lambda c: c.name))
-                lines.append(f"  {p.name}: {p.state} -> {states}")
+                moved = s.parents == "frontier" and done and p.name not in front  # a resumed trial outdid it
+                lines.append(f"  {p.name}: {p.state}{', no longer on its frontier' if moved else ''} -> {states}")
     return lines
+
+
+def _off_frontier(trial: Trial) -> str:
+    """Why a finished trial is not a frontier stage's parent: degenerate (the report's rule), or dominated."""
+    from sweeps.reporting.pareto import degenerate_reason
+
+    reason = degenerate_reason(trial.metrics)
+    return f"degenerate ({reason}), off every frontier" if reason else "not on its curve's frontier"
 
 
 def child_name(parent: Trial, stage: FinetuneStage, mode: str, fraction: float) -> str:
@@ -275,32 +302,45 @@ def child_name(parent: Trial, stage: FinetuneStage, mode: str, fraction: float) 
 
 def check_children(stages: list[FinetuneStage], trials: list[Trial]) -> None:
     """Every stage's children of the planned trials (and of those children, for chained stages)
-    validated as run configs before any compute: a stage's overrides that break a run config, or
-    move it off its parent's hook or dictionary size, are one line naming the stage."""
-    from e2e_sae.config import run_config_from_dict
-
+    validated as run configs before any compute: a stage's overrides that break a run config, move it
+    off its parent's hook or dictionary size, or make it train longer than its parent are one line
+    naming the stage."""
     made: dict[str, list[Trial]] = {MAIN_STAGE: trials}
     for i, s in enumerate(stages):
         kids = []
         for parent in made[s.from_stage]:
             for config in s.children_of(parent, "planned"):
                 kid = Trial.from_config(config)
-                moved = [
-                    field
-                    for field, mine, parents in (
-                        ("sae.position", kid.hook, parent.hook),
-                        ("sae.dict_size_to_input_ratio", kid.dict_size_to_input_ratio, parent.dict_size_to_input_ratio),
-                    )
-                    if mine != parents
-                ]
-                if moved:
-                    raise ConfigError(
-                        f"finetune.{i}.overrides: sets {moved[0]}, but a fine-tune keeps its parent's hook and "
-                        f"dictionary size; remove {moved[0]}"
-                    )
-                try:
-                    run_config_from_dict(kid.planned_run)
-                except ConfigError as err:
-                    raise ConfigError(f"finetune.{i} ({s.name}): child {kid.name}: {err}") from None
+                _check_child(f"finetune.{i}", s, parent, kid)
                 kids.append(kid)
         made[s.name] = kids
+
+
+def _check_child(where: str, stage: FinetuneStage, parent: Trial, kid: Trial) -> None:
+    """One planned child against its parent: the run the trial will start, checked as the library
+    checks it (:func:`e2e_sae.config.longer_than_parent`), without the parent's checkpoint."""
+    from e2e_sae.config import run_config_from_dict
+
+    moved = [
+        field
+        for field, mine, parents in (
+            ("sae.position", kid.hook, parent.hook),
+            ("sae.dict_size_to_input_ratio", kid.dict_size_to_input_ratio, parent.dict_size_to_input_ratio),
+        )
+        if mine != parents
+    ]
+    if moved:
+        raise ConfigError(
+            f"{where}.overrides: sets {moved[0]}, but a fine-tune keeps its parent's hook and dictionary size; "
+            f"remove {moved[0]}"
+        )
+    try:
+        cfg = run_config_from_dict(kid.planned_run)
+    except ConfigError as err:
+        raise ConfigError(f"{where} ({stage.name}): child {kid.name}: {err}") from None
+    too_long = longer_than_parent(cfg.train, trained_samples(parent.planned_run))
+    if too_long is not None:  # a fraction <= 1 never is: only train.* overrides make a child this long
+        raise ConfigError(
+            f"{where}.overrides: child {kid.name}: {too_long}; drop or lower the train.* overrides (n_samples, "
+            "batch_size, effective_batch_size) so each child trains at most its parent's samples"
+        )

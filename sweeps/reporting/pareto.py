@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+Y_METRIC = "ce_loss_increase"  # every frontier's y
+
 
 @dataclass(frozen=True)
 class FrontPoint:
@@ -197,3 +199,22 @@ def degenerate_reason(metrics: Mapping[str, Any]) -> str | None:
 def _finite(v: Any) -> float | None:
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     return float(v) if ok else None
+
+
+def drawn_front(trials: Iterable[Any], x_metric: str = "l0") -> list[FrontPoint]:
+    """The frontier the report draws of ``trials`` (each with a ``metrics`` mapping, its final row): the
+    (``x_metric``, CE-loss increase) :func:`pareto_front` of those that are not degenerate
+    (:func:`degenerate_reason`), each point's payload its trial. The report's frontiers and a sweep's
+    ``parents: frontier`` fine-tune stages (sweeps.planning.finetune_stage) are both this."""
+    return pareto_front(
+        [
+            (_number(t.metrics.get(x_metric)), _number(t.metrics.get(Y_METRIC)), t)
+            for t in trials
+            if degenerate_reason(t.metrics) is None
+        ]
+    )
+
+
+def _number(v: Any) -> float:
+    """A metric as a float; NaN (dropped from a frontier, with a warning) where it is missing or no number."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan

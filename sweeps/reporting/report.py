@@ -29,10 +29,10 @@ from sweeps.reporting.pareto import (
     DEGENERATE_CE_SCORE,
     FrontPoint,
     degenerate_reason,
+    drawn_front,
     interpolate_at,
     matched_target,
     overlap_levels,
-    pareto_front,
     ratio_bound,
 )
 from sweeps.reporting.pareto import read_inside as _read_inside
@@ -190,12 +190,7 @@ def _modes_without_frontier(usable: list[Trial], degenerate: list[tuple[Trial, s
 def _fronts_entry(in_hook: list[Trial], meta: dict[str, Any]) -> dict[str, Any]:
     """One architecture's frontiers at one hook: per mode, and the matched comparisons between modes."""
     fronts = {
-        mode: {
-            x: pareto_front(
-                [(_num(t.metrics.get(x)), _num(t.metrics.get(Y_METRIC)), t) for t in in_hook if t.series == mode]
-            )
-            for x in X_METRICS
-        }
+        mode: {x: drawn_front([t for t in in_hook if t.series == mode], x) for x in X_METRICS}
         for mode in in_mode_order(t.series for t in in_hook if t.series)
     }
     matched = _matched(fronts)
@@ -233,16 +228,7 @@ def seed_spread(
     (the pooled L0-ratio curve): the per-seed ratios at each of its levels too."""
     modes = in_mode_order(t.series for t in in_hook if t.series)
     fronts = {
-        seed: {
-            mode: pareto_front(
-                [
-                    (_num(t.metrics.get("l0")), _num(t.metrics.get(Y_METRIC)), t)
-                    for t in in_hook
-                    if t.series == mode and t.seed == seed
-                ]
-            )
-            for mode in modes
-        }
+        seed: {mode: drawn_front([t for t in in_hook if t.series == mode and t.seed == seed]) for mode in modes}
         for seed in seeds
     }
     out = []

@@ -8,7 +8,9 @@ each child fetches its parent's last checkpoint from the experiment's storage wh
 (:func:`fetch_parent`). Children are Tune trials like any other: scheduled, retried from their own
 checkpoints, resumed. The searcher's state (its queue, what it started) is saved with Tune's
 experiment state, so a resumed sweep re-runs neither finished parents nor finished children; a parent
-that errored has no children (``status`` lists them as skipped), unless a resume re-runs it to the end.
+that errored has no children (``status`` lists them as skipped), unless a resume re-runs it to the end:
+then a ``parents: all`` stage fine-tunes it as it finishes, and ``parents: frontier`` stages draw the
+frontiers again once every main trial re-run has ended.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from e2e_sae.metric_names import EVAL_METRICS
 from sweeps.planning.finetune_stage import FinetuneStage, children, frontier_children, parents_of
 from sweeps.planning.trial import Trial, is_group, members_of
 from sweeps.running.persisted import checkpoint_dirs
@@ -128,7 +131,7 @@ class StagedSearcher(SelfLimitingSearcher):
         if trial_id not in self.child_ids:
             for parent in parents_of(config, members):
                 p = prefix[parent.member]
-                parent.metrics = {k: result.get(f"{p}{k}") for k in ("l0", "ce_loss_increase")}
+                parent.metrics = {k: result.get(f"{p}{k}") for k in EVAL_METRICS}  # what the report's frontier reads
                 self.held.append((parent, trial_label(config)))
 
     def save(self, checkpoint_path: str) -> None:
@@ -143,7 +146,10 @@ class StagedSearcher(SelfLimitingSearcher):
 
     def restore(self, checkpoint_path: str) -> None:
         """The saved state; every errored trial running again (``sweeps resume`` re-runs it under its
-        id; its children are queued if it now finishes)."""
+        id; its children are queued if it now finishes). A main trial running again reopens the
+        ``parents: frontier`` choice: once it has ended the frontiers are drawn again, and parents now on
+        them get their children (those already started are not started again; a parent that has dropped
+        off keeps the children it had)."""
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
         with tempfile.TemporaryDirectory() as tmp:
@@ -152,13 +158,17 @@ class StagedSearcher(SelfLimitingSearcher):
             self.base.restore(base_file)
         for key, value in state.items():
             setattr(self, key, value)
+        if self.errored - self.child_ids:
+            self.released = False
         self.running |= self.errored
         self.errored = set()
 
 
 def fetch_parent(config: dict[str, Any], storage, into: Path) -> dict[str, Any]:
     """A child's config with ``finetune.parent`` set to its parent's last checkpoint, copied from the
-    experiment's storage (``storage``: Tune's storage context; local or cloud) into ``into``."""
+    experiment's storage (``storage``: Tune's storage context; local or cloud) into ``into``, and
+    ``finetune.copied_from`` to that checkpoint as stored, which the child's metrics record as its
+    ``finetune_parent`` (``into`` is deleted when the trial ends)."""
     import pyarrow.fs
 
     finetune = config["finetune"]
@@ -169,5 +179,15 @@ def fetch_parent(config: dict[str, Any], storage, into: Path) -> dict[str, Any]:
     source = checkpoints[-1] + (f"/{finetune['member']}" if finetune.get("member") else "")
     into.mkdir(parents=True, exist_ok=True)
     pyarrow.fs.copy_files(source, str(into), source_filesystem=fs, destination_filesystem=pyarrow.fs.LocalFileSystem())
-    run = {**config["run"], "finetune": {**config["run"]["finetune"], "parent": str(into)}}
-    return {**config, "run": run}
+    finetune_run = {**config["run"]["finetune"], "parent": str(into), "copied_from": storage_uri(fs, source)}
+    return {**config, "run": {**config["run"], "finetune": finetune_run}}
+
+
+def storage_uri(fs, path: str) -> str:
+    """``path`` on the pyarrow filesystem ``fs`` as one string that names it: the path itself on a local
+    (or mounted: NFS) filesystem, ``s3://...`` / ``gs://...`` in a bucket."""
+    kind = fs.type_name
+    if kind == "local":
+        return path
+    scheme = {"gcs": "gs"}.get(kind, kind)
+    return f"{scheme}://{path}" if scheme.isalnum() else path

@@ -15,7 +15,10 @@ PENALISED = ("relu", "jumprelu")
 # sae.<knob>: (the architectures it belongs to, its default there; None: required)
 KNOBS: dict[str, tuple[tuple[str, ...], Any]] = {
     "k": (TOPK_FAMILY, None),
-    "aux_loss_coeff": (TOPK_FAMILY, 1 / 32),  # Gao et al.'s alpha
+    # Gao et al.'s alpha, which belongs to their normalised form (auxk_form gao); kept as the saelens form's
+    # default too, so runs from before auxk_form existed are unchanged (SAELens's own default is 1)
+    "aux_loss_coeff": (TOPK_FAMILY, 1 / 32),
+    "auxk_form": (TOPK_FAMILY, "saelens"),  # SAELens's AuxK (the definition before the switch existed)
     "dead_after_tokens": (TOPK_FAMILY, 10_000_000),  # Gao et al.: no activation in 10M tokens
     "topk_threshold_lr": (BATCHTOPK_FAMILY, 0.01),  # SAELens
     "matryoshka_prefixes": (("matryoshka_batchtopk",), None),

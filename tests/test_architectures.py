@@ -75,8 +75,10 @@ def test_each_architecture_trains_in_each_mode(tiny_config, arch, mode):
         assert moved.any() and "loss/sparsity" in train_rows[-1]
 
 
-def test_auxk_trains_dead_latents(tiny_config):
-    cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", **{"train.eval_every_n_samples": None}))
+@pytest.mark.parametrize("form", ["saelens", "gao"])
+def test_auxk_trains_dead_latents(tiny_config, form):
+    dotted = {"train.eval_every_n_samples": None, "sae.auxk_form": form}
+    cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", **dotted))
     train(cfg, progress=False)
     auxk = [r["loss/auxk"] for r in rows(cfg) if r["kind"] == "train"]
     assert auxk and auxk[-1] > 0  # after 64 tokens some of the 32 latents with k = 4 are dead and train on it

@@ -28,8 +28,8 @@ KNOBS: dict[str, tuple[tuple[str, ...], Any]] = {
 
 
 def default_normalization(architecture: str) -> str:
-    """``none`` for relu (the paper's, bit for bit today's); ``mean_squared_norm`` for the others,
-    whose absolute-scale knobs (JumpReLU's threshold and bandwidth) assume E||x||^2 = d_in."""
+    """``none`` for relu (the paper's, bit for bit today's); ``mean_squared_norm`` (E||s x||^2 = d_in)
+    for the others, whose absolute-scale knobs (JumpReLU's threshold and bandwidth) then have one unit."""
     return "none" if architecture == "relu" else "mean_squared_norm"
 
 

@@ -111,6 +111,7 @@ class DataConfig(Strict):
 ARCHITECTURE_KNOBS = (
     "k",
     "aux_loss_coeff",
+    "auxk_form",
     "dead_after_tokens",
     "topk_threshold_lr",
     "matryoshka_prefixes",
@@ -143,8 +144,15 @@ class SAEConfig(Strict):
     aux_loss_coeff: float | None = Field(
         default=None,
         ge=0,
-        description="topk family: weight of the AuxK dead-latent loss (a mean over elements, like the MSE); "
-        "default 1/32 (Gao et al.)",
+        description="topk family: weight of the AuxK dead-latent loss (sae.auxk_form says which term it weighs); "
+        "default 1/32, Gao et al.'s alpha, which they set for the gao form",
+    )
+    auxk_form: Literal["saelens", "gao"] | None = Field(
+        default=None,
+        description="topk family: whose AuxK: saelens (SAELens 6: dead set from the counts before the batch, raw "
+        "pre-activations, min(n_dead/k_aux, 1) * error / d_in) or gao (Gao et al.'s code and dictionary_learning "
+        "0.1.0: counts updated first, ReLU values, error / the residual's variance over the batch); default "
+        "saelens (docs/architectures.md)",
     )
     dead_after_tokens: int | None = Field(
         default=None,
@@ -179,8 +187,9 @@ class SAEConfig(Strict):
     input_normalization: Literal["none", "mean_norm", "mean_squared_norm"] | None = Field(
         default=None,
         description="scale the SAE input by one constant estimated on the first training batch and recorded in "
-        "the checkpoint: mean_norm (mean ||a|| = sqrt(d_in), SAELens expected_average_only_in), mean_squared_norm "
-        "(mean ||a||^2 = d_in, dictionary_learning), or none; default none for relu (the paper's), "
+        "the checkpoint: mean_norm (mean ||s a|| = sqrt(d_in), SAELens expected_average_only_in), "
+        "mean_squared_norm (mean ||s a||^2 = d_in: sqrt(d_in) times dictionary_learning's scale, which makes it 1, "
+        "so our per-element MSE equals its summed one), or none; default none for relu (the paper's), "
         "mean_squared_norm for the other architectures (docs/architectures.md)",
     )
 

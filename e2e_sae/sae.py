@@ -115,7 +115,7 @@ class SAE(nn.Module):
             sq_norms = acts.detach().double().flatten(0, -2).pow(2).sum(-1)
             if self.input_normalization == "mean_norm":  # SAELens: mean ||s a|| = sqrt(d_in)
                 scale = self.d_in**0.5 / sq_norms.sqrt().mean()
-            else:  # dictionary_learning: mean ||s a||^2 = d_in
+            else:  # mean ||s a||^2 = d_in: sqrt(d_in) x dictionary_learning's (mean ||s a||^2 = 1)
                 scale = (self.d_in / sq_norms.mean()).sqrt()
             self.input_scale.copy_(scale)
         return self.input_scale

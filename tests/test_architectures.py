@@ -75,8 +75,10 @@ def test_each_architecture_trains_in_each_mode(tiny_config, arch, mode):
         assert moved.any() and "loss/sparsity" in train_rows[-1]
 
 
-def test_auxk_trains_dead_latents(tiny_config):
-    cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", **{"train.eval_every_n_samples": None}))
+@pytest.mark.parametrize("form", ["saelens", "gao"])
+def test_auxk_trains_dead_latents(tiny_config, form):
+    dotted = {"train.eval_every_n_samples": None, "sae.auxk_form": form}
+    cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", **dotted))
     train(cfg, progress=False)
     auxk = [r["loss/auxk"] for r in rows(cfg) if r["kind"] == "train"]
     assert auxk and auxk[-1] > 0  # after 64 tokens some of the 32 latents with k = 4 are dead and train on it
@@ -208,6 +210,8 @@ def test_relu_keeps_the_reference_state_dict_and_no_normalisation(tiny_config):
         ("matryoshka_batchtopk", {"sae.matryoshka_prefixes": [0.5, 0.25]}, r"^sae.matryoshka_prefixes: .*increasing"),
         ("matryoshka_batchtopk", {"sae.matryoshka_prefixes": [0.5, 1.0]}, r"^sae.matryoshka_prefixes: .*\(0, 1\)"),
         ("topk", {"train.sae_kernel": "sparse"}, r"^train.sae_kernel: 'sparse' implements the relu SAE only"),
+        ("relu", {"sae.auxk_form": "gao"}, r"^sae.auxk_form: a knob of topk, batchtopk, matryoshka_batchtopk, but"),
+        ("topk", {"sae.auxk_form": "openai"}, r"^sae.auxk_form: Input should be 'saelens' or 'gao'$"),
     ],
 )
 def test_config_errors_name_the_field_and_the_fix(tiny_config, arch, dotted, match):
@@ -240,3 +244,86 @@ def test_knobs_that_do_not_fit_the_dictionary_fail_in_preflight(tiny_config, arc
         set_dotted(raw, key, value)
     with pytest.raises(ConfigError, match=match):
         preflight(run_config_from_dict(raw))
+
+
+# AuxK on hand-sized tensors: d_in 4 (so k_aux = 2), the decoder the identity, x_hat = 0 (so e = x).
+AUX_X = torch.tensor([[1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, -1.0]])
+AUX_PRE = torch.tensor([[-1.0, 5.0, 0.5, 9.0], [-3.0, -0.5, -2.0, 9.0]])  # latent 3 is never dead here
+# the residual's variance over the batch: mean (.5, 1, .5, -.5); each token's squared distance 1.75
+
+
+def auxk_value(form: str, dead: list[bool]) -> float:
+    from e2e_sae.architectures.topk import auxk_loss
+
+    return float(auxk_loss(AUX_X, torch.zeros(2, 4), AUX_PRE, torch.eye(4), torch.tensor(dead), form))
+
+
+@pytest.mark.parametrize(
+    "form,dead,expected",
+    [
+        # saelens, 3 dead: token 0 keeps 5 and 0.5 -> error (-1, 3, .5, 0), 10.25; token 1 keeps the raw
+        # negatives -0.5 and -2 -> (0, -.5, -3, 1), 10.25; mean 10.25 / d_in 4, times min(3/2, 1) = 1
+        ("saelens", [True, True, True, False], 2.5625),
+        # gao, 3 dead: token 0 as above, 10.25; token 1's ReLU values are 0 -> error -e, 2; 6.125 / 1.75
+        ("gao", [True, True, True, False], 3.5),
+        # saelens, 1 dead: -1 and -3 -> errors (-2, -2, 0, 0), 8 and (-3, 0, -1, 1), 11; 9.5 / 4 * min(1/2, 1)
+        ("saelens", [True, False, False, False], 1.1875),
+        # gao, 1 dead: ReLU values 0, no n_dead factor -> errors -e, 5 and 2; 3.5 / 1.75
+        ("gao", [True, False, False, False], 2.0),
+    ],
+)
+def test_auxk_forms_give_their_hand_computed_values(form, dead, expected):
+    assert auxk_value(form, dead) == pytest.approx(expected, rel=1e-6)
+
+
+def test_auxk_gao_form_is_zero_when_the_residual_has_no_variance():
+    from e2e_sae.architectures.topk import auxk_loss
+
+    same = AUX_X[:1].expand(2, 4)  # every token's error the same: variance 0 (dictionary_learning: NaN -> 0)
+    dead = torch.tensor([True, True, True, False])
+    assert float(auxk_loss(same, torch.zeros(2, 4), AUX_PRE, torch.eye(4), dead, "gao")) == 0
+
+
+@pytest.mark.parametrize(
+    "form,dead,expected",
+    [
+        # counts before the batch [10, 8, 0, 0], window 10, 2 tokens, latent 0 fires in the batch:
+        # saelens chooses from the counts before it (latent 0); gao from the counts after it (latent 1:
+        # 8 + 2 = 10 tokens without firing; latent 0 just fired) -> ReLU(5) on token 0 only:
+        # errors (-1, 3, 0, 0), 10 and -e, 2; 6 / 1.75
+        ("saelens", [True, False, False, False], 1.1875),
+        ("gao", [False, True, False, False], 6 / 1.75),
+    ],
+)
+def test_auxk_forms_choose_the_dead_set_before_or_after_counting_the_batch(form, dead, expected):
+    from e2e_sae.architectures.topk import TopK
+
+    arch = TopK(4, 1, aux_coeff=0.5, dead_after_tokens=10, auxk_form=form)
+    arch.tokens_since_fired.copy_(torch.tensor([10, 8, 0, 0]))
+    c = torch.zeros(2, 4)
+    c[0, 0], c[1, 3] = 1.0, 1.0
+    assert arch.auxk_dead(c).tolist() == dead
+    (term,) = arch.aux_terms(AUX_X, torch.zeros(2, 4), AUX_PRE, c, torch.eye(4))
+    assert (term.name, term.coeff) == ("auxk", 0.5) and float(term.value) == pytest.approx(expected, rel=1e-6)
+    arch.after_forward(AUX_PRE, c)  # either way the counts then move the same: the batch's 2 tokens
+    assert arch.tokens_since_fired.tolist() == [0, 10, 2, 0]
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka_batchtopk"])
+def test_auxk_form_defaults_to_saelens_and_reaches_the_architecture(tiny_config, arch):
+    assert seeded_sae(run_config_from_dict(arch_config(tiny_config, arch)), 16).arch.auxk_form == "saelens"
+    cfg = run_config_from_dict(arch_config(tiny_config, arch, **{"sae.auxk_form": "gao"}))
+    assert cfg.sae.auxk_form == "gao" and seeded_sae(cfg, 16).arch.auxk_form == "gao"
+
+
+def test_input_normalisation_scales_known_norms_to_their_targets(tiny_config):
+    # two tokens of squared norm 4 and 12 (d_in 16): mean_squared_norm s = sqrt(16 / 8) = sqrt(2), i.e.
+    # sqrt(d_in) = 4 times dictionary_learning's 1 / sqrt(8); mean_norm s = 4 / ((2 + sqrt(12)) / 2)
+    acts = torch.zeros(2, 16)
+    acts[0, 0], acts[1, :3] = 2.0, 2.0
+    for norm, expected in [("mean_squared_norm", 2**0.5), ("mean_norm", 8 / (2 + 12**0.5))]:
+        raw = arch_config(tiny_config, "topk", "local")
+        raw["sae"]["input_normalization"] = norm
+        sae = seeded_sae(run_config_from_dict(raw), 16)
+        sae(acts)
+        assert float(sae.input_scale) == pytest.approx(expected, rel=1e-6)

@@ -3,6 +3,9 @@ decode, every loss term and every gradient (JumpReLU's straight-through estimato
 1e-6. SAELens runs in its own venv (``E2E_SAE_SAELENS_DIR``, built by
 ``python -m e2e_sae.bench --setup-saelens DIR``; .ci/run builds it).
 
+AuxK is compared at ``sae.auxk_form: saelens`` (the default), SAELens's form; the ``gao`` form
+(dictionary_learning's) is tested on hand-computed values in tests/test_architectures.py.
+
 Conventions bridged here, each a definition stated in docs/architectures.md: our reconstruction terms
 are means over elements, SAELens's sums over d_in (so every SAELens term and gradient is ours times
 d_in, with the same coefficients); both sides compute in float64, so 1e-6 tests the definitions, not
@@ -32,24 +35,25 @@ pytestmark = pytest.mark.skipif(
 )
 
 D_IN, N_DICT, TOKENS, DEAD_AFTER = 16, 32, 24, 100
+AUXK = {"aux_loss_coeff": 0.25, "auxk_form": "saelens", "dead_after_tokens": DEAD_AFTER}  # SAELens's AuxK
 # case name -> (architecture, our knobs, loss.sparsity, SAELens config keyword arguments)
 CASES: dict[str, tuple[str, dict, SparsityLoss | None, dict]] = {
     "relu": ("relu", {}, SparsityLoss(coeff=0.7), {"l1_coefficient": 0.7, "apply_b_dec_to_input": False}),
     "topk": (
         "topk",
-        {"k": 5, "aux_loss_coeff": 0.25, "dead_after_tokens": DEAD_AFTER},
+        {"k": 5, **AUXK},
         None,
         {"k": 5, "aux_loss_coefficient": 0.25, "rescale_acts_by_decoder_norm": False},
     ),
     "batchtopk": (
         "batchtopk",
-        {"k": 5, "aux_loss_coeff": 0.25, "dead_after_tokens": DEAD_AFTER, "topk_threshold_lr": 0.3},
+        {"k": 5, **AUXK, "topk_threshold_lr": 0.3},
         None,
         {"k": 5, "aux_loss_coefficient": 0.25, "rescale_acts_by_decoder_norm": False, "topk_threshold_lr": 0.3},
     ),
     "matryoshka_batchtopk": (
         "matryoshka_batchtopk",
-        {"k": 5, "aux_loss_coeff": 0.25, "dead_after_tokens": DEAD_AFTER, "matryoshka_prefixes": [0.25, 0.5]},
+        {"k": 5, **AUXK, "matryoshka_prefixes": [0.25, 0.5]},
         None,
         {"k": 5, "aux_loss_coefficient": 0.25, "rescale_acts_by_decoder_norm": False, "matryoshka_widths": [8, 16, 32]},
     ),

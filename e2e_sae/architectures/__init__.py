@@ -3,7 +3,7 @@ loss, running state, knobs), in the spirit of dictionary_learning's trainers: th
 training loop are the same for all. Definitions and conventions: docs/architectures.md.
 
 - :mod:`.relu` -- ``relu``: Braun et al. 2024 (the paper's; the default)
-- :mod:`.topk` -- ``topk``: Gao et al. 2024, with AuxK
+- :mod:`.topk` -- ``topk``: Gao et al. 2024, with AuxK (SAELens's form or Gao et al.'s: ``sae.auxk_form``)
 - :mod:`.batchtopk` -- ``batchtopk``: Bussmann et al. 2024
 - :mod:`.jumprelu` -- ``jumprelu``: Rajamanoharan et al. 2024 (+ Gemma Scope 2's target-L0 penalty)
 - :mod:`.matryoshka` -- ``matryoshka_batchtopk``: Bussmann et al. 2025
@@ -33,13 +33,14 @@ def make_architecture(
     if name == "jumprelu":
         return JumpReLU(n_dict, knobs["jumprelu_bandwidth"], knobs["jumprelu_init_threshold"], target_l0)
     dead = (knobs["aux_loss_coeff"], knobs["dead_after_tokens"])
+    form = knobs["auxk_form"]
     if name == "topk":
-        return TopK(n_dict, knobs["k"], *dead)
+        return TopK(n_dict, knobs["k"], *dead, auxk_form=form)
     if name == "batchtopk":
-        return BatchTopK(n_dict, knobs["k"], *dead, knobs["topk_threshold_lr"])
+        return BatchTopK(n_dict, knobs["k"], *dead, knobs["topk_threshold_lr"], auxk_form=form)
     if name == "matryoshka_batchtopk":
         sizes = prefix_sizes(knobs["matryoshka_prefixes"], n_dict)
-        return MatryoshkaBatchTopK(n_dict, knobs["k"], *dead, knobs["topk_threshold_lr"], sizes)
+        return MatryoshkaBatchTopK(n_dict, knobs["k"], *dead, knobs["topk_threshold_lr"], sizes, auxk_form=form)
     raise ValueError(f"sae.architecture: unknown {name!r}; use one of {', '.join(ARCHITECTURES)}")
 
 

@@ -7,7 +7,8 @@ kept: ``theta <- (1 - lr) theta + lr * min(c[c > 0])`` (``sae.topk_threshold_lr`
 estimate of the authors' "average minimum positive activation", starting from 0). Evaluation uses
 that threshold instead of the batch selection, as the authors define inference:
 ``c = ReLU(pre) * (pre > theta)``, so a token's L0 no longer depends on its batch; the eval metrics
-record ``threshold_inference`` and the threshold. AuxK as for TopK (:mod:`.topk`).
+record ``threshold_inference`` and the threshold. AuxK as for TopK (:mod:`.topk`), ``sae.auxk_form``
+included; a latent fires when the batch selection kept it (``c > 0``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,16 @@ class BatchTopK(DeadLatents):
     threshold: Tensor  # scalar float64 (a buffer)
     subtracts_b_dec = True
 
-    def __init__(self, n_dict: int, k: int, aux_coeff: float, dead_after_tokens: int, threshold_lr: float):
-        super().__init__(n_dict, aux_coeff, dead_after_tokens)
+    def __init__(
+        self,
+        n_dict: int,
+        k: int,
+        aux_coeff: float,
+        dead_after_tokens: int,
+        threshold_lr: float,
+        auxk_form: str = "saelens",
+    ):
+        super().__init__(n_dict, aux_coeff, dead_after_tokens, auxk_form)
         self.k = k
         self.threshold_lr = threshold_lr
         # double, as SAELens keeps it: an EMA of small steps loses them in fp32

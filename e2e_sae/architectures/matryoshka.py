@@ -24,8 +24,9 @@ class MatryoshkaBatchTopK(BatchTopK):
         dead_after_tokens: int,
         threshold_lr: float,
         prefixes: list[int],
+        auxk_form: str = "saelens",
     ):
-        super().__init__(n_dict, k, aux_coeff, dead_after_tokens, threshold_lr)
+        super().__init__(n_dict, k, aux_coeff, dead_after_tokens, threshold_lr, auxk_form)
         self.prefixes = list(prefixes)
 
     def prefix_sizes(self) -> list[int]:

@@ -15,7 +15,10 @@ PENALISED = ("relu", "jumprelu")
 # sae.<knob>: (the architectures it belongs to, its default there; None: required)
 KNOBS: dict[str, tuple[tuple[str, ...], Any]] = {
     "k": (TOPK_FAMILY, None),
-    "aux_loss_coeff": (TOPK_FAMILY, 1 / 32),  # Gao et al.'s alpha
+    # Gao et al.'s alpha, which belongs to their normalised form (auxk_form gao); kept as the saelens form's
+    # default too, so runs from before auxk_form existed are unchanged (SAELens's own default is 1)
+    "aux_loss_coeff": (TOPK_FAMILY, 1 / 32),
+    "auxk_form": (TOPK_FAMILY, "saelens"),  # SAELens's AuxK (the definition before the switch existed)
     "dead_after_tokens": (TOPK_FAMILY, 10_000_000),  # Gao et al.: no activation in 10M tokens
     "topk_threshold_lr": (BATCHTOPK_FAMILY, 0.01),  # SAELens
     "matryoshka_prefixes": (("matryoshka_batchtopk",), None),
@@ -25,8 +28,8 @@ KNOBS: dict[str, tuple[tuple[str, ...], Any]] = {
 
 
 def default_normalization(architecture: str) -> str:
-    """``none`` for relu (the paper's, bit for bit today's); ``mean_squared_norm`` for the others,
-    whose absolute-scale knobs (JumpReLU's threshold and bandwidth) assume E||x||^2 = d_in."""
+    """``none`` for relu (the paper's, bit for bit today's); ``mean_squared_norm`` (E||s x||^2 = d_in)
+    for the others, whose absolute-scale knobs (JumpReLU's threshold and bandwidth) then have one unit."""
     return "none" if architecture == "relu" else "mean_squared_norm"
 
 

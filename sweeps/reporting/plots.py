@@ -139,7 +139,15 @@ def _legend(fig, ax, several_seeds: bool, views: list[tuple[str | None, dict[str
         marks.insert(1, (Line2D([], [], color="grey", lw=0.8, alpha=0.5), "thin line: one seed's own frontier"))
     handles += [m[0] for m in marks]
     labels += [m[1] for m in marks]
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(4, len(handles)),
+        fontsize=8,
+        frameon=False,
+        handlelength=3.5,
+    )
 
 
 def _draw_modes(ax, view, trials, hook, arch_index, x_metric, colours) -> list[float]:

@@ -146,11 +146,17 @@ def check_out(out: str | Path) -> Path:
         raise ConfigError(
             f"--out: {out} already exists and is not an empty directory; choose another (nothing was written)"
         )
-    above = next((p for p in out.absolute().parents if p.exists()), None)
-    if above is not None and not above.is_dir():
-        raise ConfigError(
-            f"--out: {out} lies under {above}, which is a file; choose a path in a directory (nothing was written)"
-        )
+    return check_under_directory(out)
+
+
+def check_under_directory(out: Path, field: str = "--out") -> Path:
+    """``out`` is a directory or can be created as one: neither it nor the nearest existing folder above
+    it is a file."""
+    here = out.absolute()
+    found = next((p for p in (here, *here.parents) if p.exists()), None)
+    if found is not None and not found.is_dir():
+        where = "is a file" if found == here else f"lies under {found}, which is a file"
+        raise ConfigError(f"{field}: {out} {where}; choose a path in a directory (nothing was written)")
     return out
 
 

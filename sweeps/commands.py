@@ -171,6 +171,10 @@ def report(path: str, out: str | None, wandb: bool) -> int:
     from sweeps.reporting.report import write_report
     from sweeps.reporting.wandb_upload import log_report_to_wandb
 
+    if out is not None:
+        from e2e_sae.export import check_under_directory
+
+        check_under_directory(Path(out))
     local = local_copy(path)
     experiment.check_experiment(local, shown=path)  # before report/ is written into it
     written = write_report(local, out or (None if local == path else experiment.REPORT_DIR))

@@ -116,7 +116,7 @@ def test_export_never_overwrites_a_non_empty_out(experiment, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("command", ["e2e_sae.export", "sweeps export", "sweeps analyse"])
+@pytest.mark.parametrize("command", ["e2e_sae.export", "sweeps export", "sweeps analyse", "sweeps report"])
 def test_an_out_under_a_file_is_one_line_and_exit_2_before_anything_is_written(experiment, tmp_path, capsys, command):
     (tmp_path / "notes.txt").write_text("mine")
     out = tmp_path / "notes.txt" / "sae"
@@ -128,6 +128,14 @@ def test_an_out_under_a_file_is_one_line_and_exit_2_before_anything_is_written(e
     assert err.count("\n") == 1, err
     assert f"--out: {out} lies under {tmp_path / 'notes.txt'}, which is a file; choose a path in a directory" in err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_report_out_that_is_a_file_is_one_line_and_exit_2(experiment, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert sweeps_main(["report", str(experiment), "--out", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out: {tmp_path / 'notes.txt'} is a file; choose a path in a directory" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_sweep_export_writes_one_saelens_directory_per_trial_and_a_manifest(experiment, tmp_path, capsys):

@@ -72,6 +72,7 @@ def test_a_finetune_records_its_parent_and_resumes_bit_for_bit(tiny_config, tmp_
     straight = train(straight_cfg, progress=False)
     assert straight["finetune_parent"] == str(latest_checkpoint(parent))
     assert straight["parent_n_samples"] == 64 and straight["n_samples"] == 32
+    assert straight["parent_mode"] == "local" and straight["parent_total_n_samples"] == 64
     assert json.loads((straight_cfg.output_dir / "metrics.json").read_text()) == straight
     rows = [json.loads(line) for line in (straight_cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
     alphas = [r["loss/kl_balance_alpha"] for r in rows if r["kind"] == "train"]

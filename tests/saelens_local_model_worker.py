@@ -48,7 +48,7 @@ def write_models(root: Path):
 
 
 def load_as_documented(sae_dir: str):
-    """docs/export.md's snippet, verbatim but for the SAE's directory."""
+    """docs/export.md's snippet (the same calls), for the SAE in ``sae_dir``."""
     from sae_lens import SAE, HookedSAETransformer
     from transformer_lens import loading
     from transformers import AutoModelForCausalLM

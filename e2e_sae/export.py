@@ -27,6 +27,7 @@ from e2e_sae.architectures.jumprelu import JumpReLU
 from e2e_sae.architectures.topk import TopK
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.config import ConfigError, run_config_from_dict
+from e2e_sae.finetune import export_lineage, lineage_words
 from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
 from e2e_sae.sae import SAE, build_sae
 from e2e_sae.saelens_format import SAELENS_FORMAT_VERSION, TO_SAELENS, SAELensSAE, model_from_pretrained_kwargs
@@ -138,10 +139,24 @@ def _is_final(metrics: Path) -> bool:
 
 
 def check_out(out: str | Path) -> Path:
-    """``out`` must be new or an empty directory: an export never overwrites."""
+    """``out`` must be new or an empty directory (an export never overwrites), and creatable: every
+    existing folder above it a directory (else ``mkdir`` fails mid-export with NotADirectoryError)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out: {out} exists and is not an empty directory; choose another (nothing was written)")
+        raise ConfigError(
+            f"--out: {out} already exists and is not an empty directory; choose another (nothing was written)"
+        )
+    return check_under_directory(out)
+
+
+def check_under_directory(out: Path, field: str = "--out") -> Path:
+    """``out`` is a directory or can be created as one: neither it nor the nearest existing folder above
+    it is a file."""
+    here = out.absolute()
+    found = next((p for p in (here, *here.parents) if p.exists()), None)
+    if found is not None and not found.is_dir():
+        where = "is a file" if found == here else f"lies under {found}, which is a file"
+        raise ConfigError(f"{field}: {out} {where}; choose a path in a directory (nothing was written)")
     return out
 
 
@@ -164,8 +179,12 @@ def load_for_export(checkpoint_dir: Path, fmt: str = "saelens") -> SAELensSAE:
     sae = build_sae(cfg, d_in, n_dict)
     sae.load_state_dict(blob["sae"])
     final = json.loads((checkpoint_dir / METRICS_FILE).read_text())
+    n_samples = int(blob.get("n_samples", 0))
+    lineage = export_lineage(config, {"n_samples": n_samples, **final})  # a fine-tune: its parent, mode, length
     extra: dict[str, Any] = {
-        "n_samples": int(blob.get("n_samples", 0)),
+        "n_samples": n_samples,  # this run's own; total_n_samples counts a fine-tune's parents too
+        "total_n_samples": lineage["total_n_samples"] if lineage is not None else n_samples,
+        "finetune": lineage,
         "final_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))},
     }
     return to_saelens(sae, cfg.to_dict(), extra)
@@ -193,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = cfg["metadata"]
     shape = f"d_in={cfg['d_in']} d_sae={cfg['d_sae']}"
     print(f"{cfg['architecture']} SAE, {shape}, {meta['hook_name']} of {meta['model_name']}")
+    ours = meta["e2e_sae"]
+    if ours["finetune"] is not None:
+        print(f"trained: {lineage_words(ours['finetune'], ours['mode'], ours['n_samples'])}")
     print(f"wrote {args.out} (load with sae_lens.SAE.load_from_disk({str(args.out)!r}))")
     return 0
 

@@ -10,6 +10,7 @@ fine-tune's own schedule. Docs: docs/finetune.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from e2e_sae.checkpoint import latest_checkpoint
 from e2e_sae.config import ConfigError, FinetuneConfig, RunConfig, TrainConfig, finetune_samples, longer_than_parent
-from e2e_sae.run_dir import CHECKPOINT_FILE, RunDir
+from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
 
 
 @dataclass
@@ -30,12 +31,75 @@ class Parent:
     n_samples: int | None  # the parent's training samples; None for an SAE of another library
     config: dict[str, Any] | None  # the parent's run config; None likewise
     optimizer: dict[str, Any] | None = None  # its Adam state, kept when finetune.optimizer_state asks for it
+    total_n_samples: int | None = None  # the parent's samples with its own ancestors' (it may be a fine-tune)
+
+    @property
+    def mode(self) -> str | None:
+        return (self.config or {}).get("mode")
 
     def lineage(self, finetune: FinetuneConfig | None = None) -> dict[str, Any]:
-        """The fields a fine-tune's metrics carry: what it started from (where it is kept, when the run
-        read a copy: ``finetune.copied_from``) and what that cost."""
+        """The fields a fine-tune's metrics carry: what it started from (its checkpoint, or where it is kept
+        when the run read a copy: ``finetune.copied_from``; and its mode) and what that cost (its samples,
+        and with its own ancestors'); an export reads them (:func:`export_lineage`)."""
         kept = finetune.copied_from if finetune is not None else None
-        return {"finetune_parent": kept or str(self.source), "parent_n_samples": self.n_samples}
+        return {
+            "finetune_parent": kept or str(self.source),
+            "parent_mode": self.mode,
+            "parent_n_samples": self.n_samples,
+            "parent_total_n_samples": self.total_n_samples,
+        }
+
+
+def _total_samples(source: Path, n_samples: int, config: dict[str, Any]) -> int | None:
+    """A parent's samples with its ancestors': a parent that is itself a fine-tune recorded them in the
+    final metrics beside its checkpoint (None when they are gone)."""
+    if not isinstance(config.get("finetune"), dict):
+        return n_samples
+    metrics = (source if source.is_dir() else source.parent) / METRICS_FILE
+    try:
+        final = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    ancestors = final.get("parent_total_n_samples", final.get("parent_n_samples")) if isinstance(final, dict) else None
+    return n_samples + ancestors if isinstance(ancestors, int) else None
+
+
+def export_lineage(config: dict[str, Any], final: dict[str, Any]) -> dict[str, Any] | None:
+    """How a fine-tuned SAE was trained, for its export: from a run config (``config``, with its
+    ``finetune`` section) and the run's final metrics (``final``, with :meth:`Parent.lineage`'s fields).
+    None for an SAE trained from scratch. ``fraction``: ``finetune.fraction`` when the config set it,
+    else the fine-tune's samples over its parent's (a sweep's fine-tune sets the length itself)."""
+    finetune = config.get("finetune")
+    if not isinstance(finetune, dict):
+        return None
+    n, parent_n = final.get("n_samples"), final.get("parent_n_samples")
+    parent_total = final.get("parent_total_n_samples", parent_n)
+    fraction = finetune.get("fraction")
+    if fraction is None and isinstance(n, int) and isinstance(parent_n, int) and parent_n > 0:
+        fraction = n / parent_n
+    return {
+        "parent": final.get("finetune_parent", finetune.get("parent")),
+        "parent_mode": final.get("parent_mode"),
+        "parent_n_samples": parent_n,
+        "mode": config.get("mode"),
+        "n_samples": n,
+        "fraction": fraction,
+        "total_n_samples": n + parent_total if isinstance(n, int) and isinstance(parent_total, int) else None,
+    }
+
+
+def lineage_words(lineage: dict[str, Any] | None, mode: str | None, n_samples: int | None) -> str:
+    """How an SAE was trained, in words (model cards): ``local SAE (960 samples) fine-tuned with e2e
+    losses for 48 samples (5%)``, or ``e2e, 960 samples`` for one trained from scratch."""
+    if lineage is None:
+        return f"{mode}, {n_samples} samples"
+    parent_n, fraction = lineage.get("parent_n_samples"), lineage.get("fraction")
+    if lineage.get("parent_mode") is None:  # an SAE of another library: its training is not known here
+        parent = f"SAE {lineage.get('parent')}" + (f" ({parent_n} samples)" if parent_n is not None else "")
+    else:
+        parent = f"{lineage['parent_mode']} SAE ({parent_n} samples)"
+    share = f" ({100 * fraction:.3g}%)" if fraction is not None else ""
+    return f"{parent} fine-tuned with {lineage.get('mode')} losses for {lineage.get('n_samples')} samples{share}"
 
 
 def parent_source(parent: Path) -> Path:
@@ -70,7 +134,8 @@ def read_parent(cfg: RunConfig) -> Parent | None:
         return Parent(source, None, None)
     assert isinstance(blob, dict)
     optimizer = blob.get("optimizer") if cfg.finetune.optimizer_state else None
-    parent = Parent(source, int(blob["n_samples"]), blob["config"], optimizer)
+    n_samples = int(blob["n_samples"])
+    parent = Parent(source, n_samples, blob["config"], optimizer, _total_samples(source, n_samples, blob["config"]))
     _check_fits(cfg, parent)
     return parent
 

@@ -99,6 +99,8 @@ def resume(path: str, storage_shared: bool) -> int:
 
     placement.check_placement(path, placement.job_placement(), storage_shared, resume=True)  # before any read
     exp_path = storage_uri(path)
+    if not experiment.is_remote(exp_path):
+        experiment.check_experiment(exp_path, shown=path)  # a remote one without sweep.yaml: read_saved_sweep says
     spec = read_saved_sweep(exp_path).spec
     if not Tuner.can_restore(exp_path):
         raise ConfigError(f"{exp_path}: no Tune experiment state to restore; start it with `python -m sweeps run`")
@@ -147,6 +149,7 @@ def status(path: str) -> int:
     from sweeps.reporting.results import load_trials
 
     local = local_copy(path)
+    experiment.check_experiment(local, shown=path)
     trials = load_trials(local)
     print_table(trials)
     if (Path(local) / experiment.SWEEP_FILE).is_file():
@@ -168,7 +171,12 @@ def report(path: str, out: str | None, wandb: bool) -> int:
     from sweeps.reporting.report import write_report
     from sweeps.reporting.wandb_upload import log_report_to_wandb
 
+    if out is not None:
+        from e2e_sae.export import check_under_directory
+
+        check_under_directory(Path(out))
     local = local_copy(path)
+    experiment.check_experiment(local, shown=path)  # before report/ is written into it
     written = write_report(local, out or (None if local == path else experiment.REPORT_DIR))
     print(f"report: {written}")
     if wandb:

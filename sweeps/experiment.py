@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import ConfigError
-from e2e_sae.run_dir import METRICS_FILE
+from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
 
 # ---- names inside an experiment -------------------------------------------------------------------
 
@@ -75,6 +75,50 @@ def is_report_input(name: str) -> bool:
         name in (SWEEP_FILE, METRICS_FILE)  # METRICS_FILE: in a trial's last checkpoint
         or name in TRIAL_FILES
         or fnmatch.fnmatchcase(name, EXPERIMENT_STATE_GLOB)
+    )
+
+
+# What every command that reads an experiment is given (errors say it).
+TAKES_EXPERIMENT = "sweeps commands take an experiment directory (the path `sweeps run` printed: <storage_path>/<name>)"
+
+
+def is_trial_dir(path: Path) -> bool:
+    """A Tune trial directory: it holds one of Tune's per-trial files."""
+    return any((path / f).is_file() for f in TRIAL_FILES)
+
+
+def is_experiment_dir(path: Path) -> bool:
+    """A local directory is an experiment when it holds ``sweep.yaml``, Tune's experiment state or a
+    trial directory (a Tune experiment not started by ``sweeps run`` has no sweep.yaml)."""
+    return (
+        (path / SWEEP_FILE).is_file()
+        or any(path.glob(EXPERIMENT_STATE_GLOB))
+        or any(p.is_dir() and is_trial_dir(p) for p in path.iterdir())
+    )
+
+
+def check_experiment(path: str | Path, shown: str | None = None) -> None:
+    """ConfigError, one line naming what was passed and what was expected, unless the local directory
+    ``path`` is an experiment (:func:`is_experiment_dir`); ``shown`` names it in the error (a remote
+    experiment's local copy). Every command that reads an experiment calls this before it writes."""
+    p, name = Path(path), shown or str(path)
+    if not p.exists():
+        raise ConfigError(f"{name} does not exist; {TAKES_EXPERIMENT}")
+    if not p.is_dir():
+        raise ConfigError(f"{name} is a file; {TAKES_EXPERIMENT}")
+    if is_experiment_dir(p):
+        return
+    run = RunDir(p)
+    if run.config.is_file() or run.checkpoints.is_dir() or (p / CHECKPOINT_FILE).is_file():
+        what = "a single run's checkpoint" if (p / CHECKPOINT_FILE).is_file() else "a single run's output directory"
+        raise ConfigError(
+            f"{name} is {what}; {TAKES_EXPERIMENT}; a single run's SAE exports with python -m e2e_sae.export {name}"
+        )
+    if is_trial_dir(p):
+        raise ConfigError(f"{name} is one trial's directory; {TAKES_EXPERIMENT}: its parent, {p.resolve().parent}")
+    raise ConfigError(
+        f"{name} is not an experiment directory (no {SWEEP_FILE}, Tune experiment state or trial directory); "
+        f"{TAKES_EXPERIMENT}"
     )
 
 

@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from analysis_fixtures import build_tiny_experiment
+from analysis_fixtures import build_tiny_experiment, tiny_run
 from safetensors.torch import save_file
+from sweep_fixtures import trial_record
 
+from e2e_sae.checkpoint import latest_checkpoint
+from e2e_sae.config import run_config_from_dict
 from e2e_sae.dictionary import load_trained_sae
 from e2e_sae.evaluate import main as evaluate_main
 from e2e_sae.export import main as export_main
 from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
 from e2e_sae.sae import read_sae_file, sae_from_file
+from e2e_sae.train import train
 from sweeps.cli import main as sweeps_main
 from sweeps.reporting.release import frontier_membership
 from sweeps.reporting.results import load_trials, read_sweep_meta
@@ -112,6 +116,28 @@ def test_export_never_overwrites_a_non_empty_out(experiment, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("command", ["e2e_sae.export", "sweeps export", "sweeps analyse", "sweeps report"])
+def test_an_out_under_a_file_is_one_line_and_exit_2_before_anything_is_written(experiment, tmp_path, capsys, command):
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "sae"
+    if command == "e2e_sae.export":
+        assert export_main([str(checkpoint_of(experiment)), "--out", str(out)]) == 2
+    else:
+        assert sweeps_main([command.split()[1], str(experiment), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"--out: {out} lies under {tmp_path / 'notes.txt'}, which is a file; choose a path in a directory" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_report_out_that_is_a_file_is_one_line_and_exit_2(experiment, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert sweeps_main(["report", str(experiment), "--out", str(tmp_path / "notes.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out: {tmp_path / 'notes.txt'} is a file; choose a path in a directory" in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_sweep_export_writes_one_saelens_directory_per_trial_and_a_manifest(experiment, tmp_path, capsys):
     out = tmp_path / "release"
     assert sweeps_main(["export", str(experiment), "--out", str(out)]) == 0
@@ -134,6 +160,64 @@ def test_sweep_export_writes_one_saelens_directory_per_trial_and_a_manifest(expe
     kept = json.loads((frontier_out / "manifest.json").read_text())["saes"]
     assert sorted(e["sae_id"] for e in kept) == sorted(membership)
     assert sweeps_main(["export", str(experiment), "--out", str(out)]) == 2  # never over an existing release
+
+
+@pytest.fixture(scope="module")
+def finetuned(experiment, tmp_path_factory):
+    """A copy of the tiny experiment with one fine-tune trial, laid out as a sweep's fine-tune stage
+    leaves it: the local trial's SAE trained on with e2e losses for 24 of its 48 samples (the length
+    set as a stage sets it, without finetune.fraction). Returns (experiment, the child's run dir)."""
+    root = tmp_path_factory.mktemp("finetuned")
+    exp = root / "tiny"
+    shutil.copytree(experiment, exp)
+    run = tiny_run(experiment.parent / "eval.jsonl", "e2e", 0, 0.5)
+    run["finetune"] = {"parent": str(experiment.parent / "scratch" / TRIAL)}  # the local trial's run
+    run["train"] |= {"n_samples": 24, "checkpoint_every_n_samples": 24}
+    child_dir = root / "child"
+    final = train(run_config_from_dict(run, {"output_dir": str(child_dir)}), progress=False)
+    stage = {"stage": "kl", "parent": TRIAL, "parent_trial": TRIAL, "member": None, "parent_mode": "local"}
+    trial = trial_record("e2e", 0.5, run=run, finetune={**stage, "fraction": 0.5})
+    (exp / trial.name).mkdir()
+    (exp / trial.name / "params.json").write_text(json.dumps(trial.tune_config()))
+    (exp / trial.name / "result.json").write_text(json.dumps({**final, "training_iteration": 1}) + "\n")
+    shutil.copytree(sorted((child_dir / "checkpoints").glob("samples_*"))[-1], exp / trial.name / "checkpoint_000000")
+    return exp, child_dir
+
+
+FINETUNE_WORDS = "local SAE (48 samples) fine-tuned with e2e losses for 24 samples (50%)"
+
+
+def test_an_exported_finetune_carries_its_lineage_not_just_its_own_mode_and_samples(
+    experiment, finetuned, tmp_path, capsys
+):
+    exp, child_dir = finetuned
+    out = tmp_path / "sae"
+    assert export_main([str(child_dir), "--out", str(out)]) == 0
+    assert f"trained: {FINETUNE_WORDS}" in capsys.readouterr().out
+    ours = json.loads((out / "cfg.json").read_text())["metadata"]["e2e_sae"]
+    assert (ours["mode"], ours["n_samples"], ours["total_n_samples"]) == ("e2e", 24, 72)
+    lineage = {k: v for k, v in ours["finetune"].items() if k != "parent"}
+    assert lineage == {
+        "parent_mode": "local",
+        "parent_n_samples": 48,
+        "mode": "e2e",
+        "n_samples": 24,
+        "fraction": 0.5,
+        "total_n_samples": 72,
+    }
+    assert ours["finetune"]["parent"] == str(latest_checkpoint(experiment.parent / "scratch" / TRIAL))
+
+    release = tmp_path / "release"
+    assert sweeps_main(["export", str(exp), "--out", str(release)]) == 0
+    entries = {e["trial"]: e for e in json.loads((release / "manifest.json").read_text())["saes"]}
+    child = entries[f"{TRIAL}_kl_e2e_50pct"]
+    assert {k: v for k, v in child["finetune"].items() if k != "parent"} == {**lineage, "parent_trial": TRIAL}
+    assert (child["mode"], child["n_samples"], child["total_n_samples"]) == ("e2e", 24, 72)
+    assert child["trained"] == FINETUNE_WORDS
+    assert entries[TRIAL]["finetune"] is None and entries[TRIAL]["trained"] == "local, 48 samples"
+    card = (release / "README.md").read_text()
+    assert f"| `{child['sae_id']}` | {FINETUNE_WORDS} | relu |" in card
+    assert f"| `{TRIAL}` | local, 48 samples | relu |" in card
 
 
 def test_evaluate_scores_an_exported_sae_as_its_run_did(experiment, tmp_path, capsys):

@@ -11,6 +11,7 @@ import torch
 
 from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.config import ConfigError, run_config_from_dict
+from e2e_sae.finetune import read_parent
 from e2e_sae.losses import LossConfig, total_loss
 from e2e_sae.session import Session
 from e2e_sae.train import main, train
@@ -71,6 +72,7 @@ def test_a_finetune_records_its_parent_and_resumes_bit_for_bit(tiny_config, tmp_
     straight = train(straight_cfg, progress=False)
     assert straight["finetune_parent"] == str(latest_checkpoint(parent))
     assert straight["parent_n_samples"] == 64 and straight["n_samples"] == 32
+    assert straight["parent_mode"] == "local" and straight["parent_total_n_samples"] == 64
     assert json.loads((straight_cfg.output_dir / "metrics.json").read_text()) == straight
     rows = [json.loads(line) for line in (straight_cfg.output_dir / "metrics.jsonl").read_text().splitlines()]
     alphas = [r["loss/kl_balance_alpha"] for r in rows if r["kind"] == "train"]
@@ -245,5 +247,22 @@ def test_a_finetune_starts_from_an_sae_lens_directory_too(tiny_config, tmp_path,
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert run.parent is not None and run.parent.lineage() == {
         "finetune_parent": str(tmp_path / "saelens"),
+        "parent_mode": None,
         "parent_n_samples": None,
+        "parent_total_n_samples": None,
+    }
+
+
+def test_a_finetune_of_a_finetune_counts_every_ancestors_samples(tiny_config, tmp_path, parent):
+    """The lineage a fine-tune records (and its export reads) holds its parent's mode and samples, and
+    the samples of the parent's own parent when the parent is itself a fine-tune: 32 + 64."""
+    first = run_config_from_dict(child(tiny_config, tmp_path, parent, "first"))
+    train(first, progress=False)
+    second = run_config_from_dict(child(tiny_config, tmp_path, first.output_dir, "second", **{"train.n_samples": 16}))
+    read = read_parent(second)
+    assert read is not None and read.lineage() == {
+        "finetune_parent": str(latest_checkpoint(first.output_dir)),
+        "parent_mode": "e2e",
+        "parent_n_samples": 32,
+        "parent_total_n_samples": 96,
     }

@@ -3,6 +3,7 @@ trial gets (their run configs, names and frontier series), what ``status`` and t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from sweeps.planning.spec import sweep_from_dict
 from sweeps.planning.trial import Trial, group_config
 from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
 from sweeps.reporting.pareto import FrontPoint, ce_at_l0
+from sweeps.reporting.results import load_trials
 
 KL = {"name": "kl", "parent_modes": ["local"], "modes": ["e2e"], "fractions": [0.1, 0.5]}
 
@@ -124,8 +126,8 @@ def test_the_finetune_table_reads_each_frontier_at_the_parents_l0_and_the_gap_cl
     half of the gap at both levels, 10% of the gap per 1% extra samples."""
 
     def trial(name, series_mode, l0, ce, finetune=None, n=1000, t=100.0):
-        tr = trial_record(series_mode, l0 / 10, trial_id=name, state="finished", finetune=finetune)
-        tr.metrics = {"l0": l0, "ce_loss_increase": ce, "n_samples": n, "time_total_s": t}
+        tr = trial_record(series_mode, l0 / 10, trial_id=name, state="finished", finetune=finetune, wall_s=t)
+        tr.metrics = {"l0": l0, "ce_loss_increase": ce, "n_samples": n}
         if finetune:
             tr.metrics["parent_n_samples"] = 1000
         return tr
@@ -177,6 +179,46 @@ def _frontier_searcher(tmp_path, coeffs):
 
 def _names(configs):
     return sorted(Trial.from_config(c).name for c in configs)
+
+
+def _write_trial(exp: Path, name: str, config: dict, rows: list[dict]) -> None:
+    (exp / name).mkdir(parents=True)
+    (exp / name / "params.json").write_text(json.dumps(config))
+    (exp / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_grouped_trials_get_their_share_of_the_group_time_in_the_finetune_table(tmp_path):
+    """Two local members in one Tune trial of 200 s, two e2e members in one of 600 s, a 20 s fine-tune
+    of each local member: each member is given its group's time over its 2 members (its own result
+    entry has no time), so a fine-tune costs 100 + 20 s and full e2e 300 s; the note says the rule."""
+    exp = tmp_path / "exp"
+    points = {"local": [(10, 1.0), (100, 0.5)], "e2e": [(10, 0.6), (100, 0.1)]}
+    parents = {}
+    for mode, seconds in (("local", 200.0), ("e2e", 600.0)):
+        members = [trial_record(mode, l0 / 10, state="planned") for l0, _ in points[mode]]
+        names = [m.name for m in members]
+        final = {n: {"l0": l0, "ce_loss_increase": ce, "n_samples": 1000, "final": True}
+                 for n, (l0, ce) in zip(names, points[mode], strict=True)}  # fmt: skip
+        config = group_config(f"{mode}_group0", [m.tune_config() for m in members], names)
+        _write_trial(exp, f"{mode}_group0", config, [{"final": True, "time_total_s": seconds, "members": final}])
+        parents[mode] = names
+    ft = {"stage": "kl", "parent_mode": "local", "fraction": 0.05, "parent_trial": "local_group0"}
+    for parent, (l0, ce) in zip(parents["local"], [(10, 0.8), (100, 0.3)], strict=True):
+        kid = trial_record("e2e", l0 / 10, finetune={**ft, "parent": parent, "member": parent})
+        row = {"l0": l0, "ce_loss_increase": ce, "n_samples": 50, "parent_n_samples": 1000, "final": True}
+        _write_trial(exp, kid.name, kid.tune_config(), [{**row, "time_total_s": 20.0}])
+    trials = load_trials(exp)
+    assert sorted(t.wall_s for t in trials) == [20.0, 20.0, 100.0, 100.0, 300.0, 300.0]
+    fronts = {
+        s: {"l0": [FrontPoint(t.metrics["l0"], t.metrics["ce_loss_increase"], t) for t in trials if t.series == s]}
+        for s in ("local", "e2e", "local -> e2e, 5%")
+    }
+    doc = finetune_comparison(fronts, trials)
+    assert doc is not None and doc["series"]["local -> e2e, 5%"]["wall_s"] == 120
+    assert doc["full"] == {"local": {"samples": 1000, "wall_s": 100}, "e2e": {"samples": 1000, "wall_s": 300}}
+    text = "\n".join(finetune_lines(doc))
+    assert "1050 samples in all, parent included, 120 s of trial time (full e2e: 1000 samples, 300 s)" in text
+    assert "a member of a grouped Tune trial is given its group's time divided by the group's members" in text
 
 
 def test_the_staged_searcher_starts_children_before_further_main_trials_and_survives_a_restore(tmp_path):

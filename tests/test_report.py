@@ -5,6 +5,8 @@ import pytest
 import yaml
 from sweep_fixtures import trial_record
 
+from e2e_sae.run_dir import CHECKPOINT_FILE, RunDir
+from sweeps.cli import main as sweeps_main
 from sweeps.reporting.report import compute_pareto, render_markdown, write_report
 from sweeps.reporting.results import load_trials
 from sweeps.reporting.wandb_upload import _matched_rows, log_report_to_wandb
@@ -232,6 +234,48 @@ def test_write_report_uses_trials_it_is_given(tmp_path):
     trials = load_trials(exp)
     doc = json.loads((write_report(exp, trials=trials[:2]).parent / "pareto.json").read_text())
     assert doc["trial_counts"]["total"] == 2  # not read again from the directory
+
+
+def _not_an_experiment(kind, root):
+    """An empty directory, a single run's output directory, one trial's directory of an experiment."""
+    if kind == "empty":
+        root.mkdir()
+        return root
+    if kind == "run":
+        run = RunDir(root)
+        run.checkpoint(48).mkdir(parents=True)
+        (run.checkpoint(48) / CHECKPOINT_FILE).write_bytes(b"")
+        run.config.write_text("mode: local\n")
+        run.metrics.write_text("{}")
+        return root
+    return build_experiment(root, TRIALS[:1]) / "train_00000"
+
+
+@pytest.mark.parametrize("command", ["status", "report", "analyse", "export", "resume"])
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("empty", "is not an experiment directory (no sweep.yaml, Tune experiment state or trial directory)"),
+        ("run", "is a single run's output directory; sweeps commands take an experiment directory"),
+        ("trial", "is one trial's directory; sweeps commands take an experiment directory"),
+    ],
+)
+def test_a_directory_that_is_not_an_experiment_is_refused_in_one_line_writing_nothing(
+    tmp_path, capsys, command, kind, says
+):
+    path = _not_an_experiment(kind, tmp_path / kind)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    extra = ["--out", str(tmp_path / "release")] if command == "export" else []
+    assert sweeps_main([command, str(path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path} {says}"), err
+    assert "the path `sweeps run` printed" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no report/, no release
+
+
+def test_status_of_a_missing_path_names_what_it_takes(tmp_path, capsys):
+    assert sweeps_main(["status", str(tmp_path / "nope")]) == 2
+    assert "nope does not exist; sweeps commands take an experiment directory" in capsys.readouterr().err
 
 
 def test_missing_experiment_dir_is_a_clear_error(tmp_path):

@@ -7,6 +7,7 @@ sides, so 1e-6 tests the conventions (e2e_sae/saelens_format.py), not rounding."
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -191,3 +192,30 @@ def test_hook_activations_agree_with_the_model_as_saelens_loads_it(worker, hf_as
         torch.testing.assert_close(logits.log_softmax(-1), got["log_probs"], rtol=1e-5, atol=1e-5)
     # and the two processings differ at the residual stream, so the comparison can tell them apart
     assert (theirs["model"][0]["hooks"][HOOK] - theirs["model"][1]["hooks"][HOOK]).abs().max() > 1e-3
+
+
+def test_a_local_model_directory_loads_in_saelens_as_docs_export_says(tmp_path):
+    """docs/export.md, "An SAE of a model in a local directory": SAELens's load_model refuses a path as
+    model_name (TransformerLens 3's official-name lookup); the documented loading through TL3's
+    lower-level loaders gives the HF model's log-probs under all four processing flags and runs the
+    SAE; a path with "llama" in it takes TL3's Llama presets by name (none matched: an error; llama-30b
+    matched: its dimensions) unless reached through a symlink without it; an official name with
+    hf_model= takes the official model's dimensions."""
+    python = saelens_python(Path(os.environ["E2E_SAE_SAELENS_DIR"]))
+    worker = Path(__file__).with_name("saelens_local_model_worker.py")
+    proc = subprocess.run(
+        [str(python), "-P", "-s", str(worker), str(tmp_path), str(tmp_path / "out.json")],
+        cwd=tmp_path,
+        env=reference_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["load_model"].startswith(f"ValueError: {tmp_path}/models/my_model not found. Valid official model names")
+    for case in ("documented", "documented_symlink"):
+        diff, shape = got[case].removeprefix("ok: max_logprob_diff=").split(" run_with_saes=")
+        assert float(diff) < 1e-5 and shape == "(2, 16, 100)", got[case]
+    assert got["documented_llama_name"] == "AttributeError: 'NoneType' object has no attribute 'hidden_size'"
+    assert got["llama_30b_name_dims"] == "ok: d_model=6656 n_layers=60"
+    assert got["official_name_hf_model"].startswith("IndexError")

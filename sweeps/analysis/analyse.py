@@ -19,22 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.config import ConfigError
+from e2e_sae.export import check_out  # never overwrites; refuses a path under a file
 from sweeps.analysis.geometry import geometry, plot_density, plot_geometry
 from sweeps.analysis.picks import select
 from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
-from sweeps.experiment import ANALYSIS_DIR, is_remote
+from sweeps.experiment import ANALYSIS_DIR, check_experiment, is_remote
 from sweeps.reporting.results import read_sweep_meta
 
 N_CONTEXTS = 10  # top-activating contexts per feature
 N_PER_KIND = 8  # features per sample kind (most frequent, random, rarest alive)
 N_LOGIT_TOKENS = 8  # boosted / suppressed output tokens per feature
 SAMPLE_SEED = 0
-
-
-def check_out(out: Path) -> None:
-    """Never overwrite an analysis: a non-empty output directory is refused."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out: {out} already exists; pass another --out or delete it first (nothing was written)")
 
 
 # ---- running the library pass ---------------------------------------------------------------------
@@ -58,6 +53,7 @@ def analyse_experiment(
             "first (e.g. aws s3 sync URI DIR / gsutil -m rsync -r URI DIR) and pass DIR"
         )
     exp_dir = Path(path)
+    check_experiment(exp_dir)
     out_dir = Path(out) if out is not None else exp_dir / ANALYSIS_DIR
     check_out(out_dir)
     picks = select(exp_dir, names)

@@ -38,6 +38,10 @@ class Trial:
     # A fine-tune stage's trial: {"stage", "parent" (its name), "parent_trial" (the parent's Tune trial
     # directory), "member" (the parent's name in a grouped one, else None), "parent_mode", "fraction"}
     finetune: dict[str, Any] | None = None
+    # Seconds of Tune trial time the trial cost (its final row's time_total_s). A grouped Tune trial's
+    # members train together, so each is given its group's time at its final row divided by the
+    # group's members (sweeps.reporting.results); None when unknown.
+    wall_s: float | None = None
 
     @property
     def planned_run(self) -> dict[str, Any]:

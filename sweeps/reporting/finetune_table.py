@@ -2,7 +2,8 @@
 mode (local), of each fine-tune (``local -> e2e, 5%``) and of full training in the fine-tune's mode
 (e2e), the share of the parent-to-full gap each fine-tune closes, and what each cost in samples and
 wall time, parent included. Karvonen (2025) reports 20-50% of the CE-loss gap closed for 5% more
-samples; this table is that measurement on the sweep's own models.
+samples; this table is that measurement on the sweep's own models. A grouped Tune trial's members
+share one trial time; each is given its group's time divided by its members (:data:`GROUPED_TIME_RULE`).
 
 Frontiers are read at the L0 of each point of the parents', the fine-tunes' and the full modes'
 frontiers that lies where the parents' and the full mode's frontiers overlap in L0 (where the gap is
@@ -18,6 +19,9 @@ from typing import Any
 
 from sweeps.planning.trial import Trial
 from sweeps.reporting.pareto import FrontPoint, ce_at_l0
+
+# How a grouped member's trial time is counted (sweeps.reporting.results gives each member its share).
+GROUPED_TIME_RULE = "its group's time divided by the group's members (they train together)"
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -44,8 +48,8 @@ def finetune_comparison(fronts: dict[str, dict[str, list[FrontPoint]]], in_hook:
             "samples": _mean([(t.metrics.get("parent_n_samples") or 0) + (t.n_samples or 0) for t in mine]),
             "wall_s": _mean(
                 [
-                    t.metrics.get("time_total_s", math.nan)
-                    + (p.metrics.get("time_total_s", math.nan) if p else math.nan)
+                    (t.wall_s if t.wall_s is not None else math.nan)
+                    + (p.wall_s if p is not None and p.wall_s is not None else math.nan)
                     for t, p in zip(mine, parents, strict=True)
                 ]
             ),
@@ -53,7 +57,7 @@ def finetune_comparison(fronts: dict[str, dict[str, list[FrontPoint]]], in_hook:
     full = {
         m: {
             "samples": _mean([t.n_samples for t in in_hook if t.series == m]),
-            "wall_s": _mean([t.metrics.get("time_total_s") for t in in_hook if t.series == m]),
+            "wall_s": _mean([t.wall_s for t in in_hook if t.series == m]),
         }
         for m in fronts
         if m not in series
@@ -96,7 +100,9 @@ def finetune_lines(doc: dict[str, Any] | None) -> list[str]:
         "",
         "CE-loss increase read off each frontier at the L0 of the frontiers' points where the parents' and the "
         "full mode's frontiers overlap (log-L0 interpolation, no extrapolation); in brackets the share of the gap "
-        "between the parents' mode and full training in the fine-tune's mode that the fine-tune closes.",
+        "between the parents' mode and full training in the fine-tune's mode that the fine-tune closes. "
+        "Trial time is Tune's time_total_s (a fine-tune's: its parent's included); a member of a grouped Tune "
+        f"trial is given {GROUPED_TIME_RULE}.",
         "",
         "| L0 | " + " | ".join(cols) + " |",
         "| --- " * (1 + len(cols)) + "|",

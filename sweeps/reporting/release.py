@@ -19,8 +19,9 @@ from typing import Any
 
 from e2e_sae.config import ConfigError
 from e2e_sae.export import check_out, final_checkpoint, load_for_export
+from e2e_sae.finetune import lineage_words
 from e2e_sae.saelens_format import SAELENS_FORMAT_VERSION, TO_SAELENS
-from sweeps.experiment import is_remote
+from sweeps.experiment import check_experiment, is_remote
 from sweeps.planning.trial import Trial
 from sweeps.reporting.results import load_trials, read_sweep_meta, trial_checkpoints
 
@@ -50,11 +51,20 @@ def sae_id(trial: Trial) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", trial.trial_id or "trial")
 
 
-def manifest_entry(trial: Trial, frontiers: list[str]) -> dict[str, Any]:
+def manifest_entry(trial: Trial, frontiers: list[str], ours: dict[str, Any]) -> dict[str, Any]:
+    """One SAE of the manifest; ``ours``: its exported ``cfg.json``'s ``metadata.e2e_sae`` (samples and,
+    for a fine-tune, its lineage: what the SAE is, whatever the trial's name says)."""
+    lineage = ours["finetune"]
+    if lineage is not None and trial.finetune is not None:
+        lineage = {**lineage, "parent_trial": trial.finetune.get("parent")}
     return {
         "sae_id": sae_id(trial),
         "trial": trial.trial_id,
-        "mode": trial.mode,
+        "mode": trial.mode,  # a fine-tune's: its own losses; "finetune" says what it started from
+        "trained": lineage_words(lineage, trial.mode, ours["n_samples"]),
+        "n_samples": ours["n_samples"],
+        "total_n_samples": ours["total_n_samples"],
+        "finetune": lineage,
         "architecture": trial.architecture,
         "saelens_architecture": TO_SAELENS.get(trial.architecture),
         "hook": trial.hook,
@@ -72,6 +82,7 @@ def export_experiment(path: str, out: str | Path, frontier_only: bool) -> Path:
     """Write the release (module docstring) to ``out``; returns the manifest's path."""
     if is_remote(path):
         raise ConfigError(f"{path}: export reads every trial's checkpoint; copy the experiment to a local path first")
+    check_experiment(path)
     out = check_out(out)
     trials = load_trials(path)
     meta = read_sweep_meta(Path(path), trials)
@@ -90,8 +101,9 @@ def export_experiment(path: str, out: str | Path, frontier_only: bool) -> Path:
         raise ConfigError(f"{path}: two trials share a directory name; rename them (nothing was written)")
     entries = []
     for t in chosen:
-        load_for_export(checkpoints[t.trial_id]).write(out / sae_id(t))
-        entries.append(manifest_entry(t, membership.get(t.trial_id or "", [])))
+        exported = load_for_export(checkpoints[t.trial_id])
+        exported.write(out / sae_id(t))
+        entries.append(manifest_entry(t, membership.get(t.trial_id or "", []), exported.cfg["metadata"]["e2e_sae"]))
     manifest = {
         "sweep": meta["sweep"],
         "model": meta["model"],
@@ -107,7 +119,7 @@ def export_experiment(path: str, out: str | Path, frontier_only: bool) -> Path:
 def model_card(manifest: dict[str, Any]) -> str:
     """The hub's README.md: what the SAEs are and how to load one."""
     rows = [
-        f"| `{e['sae_id']}` | {e['mode']} | {e['architecture']} | `{e['hook']}` | "
+        f"| `{e['sae_id']}` | {e['trained']} | {e['architecture']} | `{e['hook']}` | "
         f"{e['k'] if e['k'] is not None else e['sparsity_coeff']} | {_fmt(e['l0'])} | {_fmt(e['ce_loss_increase'])} | "
         f"{', '.join(e['frontiers']) or '-'} |"
         for e in manifest["saes"]
@@ -123,6 +135,7 @@ def model_card(manifest: dict[str, Any]) -> str:
             "",
             "Trained with e2e_sae (end-to-end sparse dictionary learning, Braun et al. 2024); one SAELens "
             "directory per SAE, described in `manifest.json`.",
+            *_finetune_note(manifest["saes"]),
             "",
             "```python",
             "from sae_lens import SAE",
@@ -130,12 +143,23 @@ def model_card(manifest: dict[str, Any]) -> str:
             f'sae = SAE.from_pretrained("<this repo id>", "{first}")',
             "```",
             "",
-            "| sae_id | mode | architecture | hook | coeff or k | L0 | CE-loss increase | frontiers |",
+            "| sae_id | trained | architecture | hook | coeff or k | L0 | CE-loss increase | frontiers |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             *rows,
             "",
         ]
     )
+
+
+def _finetune_note(entries: list[dict[str, Any]]) -> list[str]:
+    """For a release with fine-tunes: what their rows mean (a fine-tune is not an SAE trained from scratch
+    in its mode)."""
+    if not any(e["finetune"] for e in entries):
+        return []
+    return [
+        "A fine-tuned SAE (Karvonen 2025) started from its parent's SAE; its row says the parent's mode and "
+        "samples and the fine-tune's losses and samples (`manifest.json`: `finetune`, `total_n_samples`)."
+    ]
 
 
 def _fmt(v: Any) -> str:

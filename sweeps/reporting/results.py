@@ -16,7 +16,7 @@ from typing import Any
 
 from e2e_sae.config import ConfigError
 from e2e_sae.run_dir import METRICS_FILE
-from sweeps.experiment import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, TRIAL_FILES
+from sweeps.experiment import EXPERIMENT_STATE_GLOB, SWEEP_FILE, TRIAL_CHECKPOINT_GLOB, is_trial_dir
 from sweeps.planning.spec import read_saved_sweep
 from sweeps.planning.trial import Trial, is_group, members_of
 
@@ -84,9 +84,12 @@ def _load_trial_dir(path: Path) -> list[Trial]:
     if not is_group(params):
         trial = Trial.from_config(params, trial_id=path.name)
         trial.path = path
-        return [_settle(trial, _with_checkpoint_final(rows, trial), error)]
+        trial = _settle(trial, _with_checkpoint_final(rows, trial), error)
+        trial.wall_s = _seconds(trial.metrics.get("time_total_s")) if trial.state == "finished" else None
+        return [trial]
     members = []
-    for name, config in members_of(params):
+    group = members_of(params)
+    for name, config in group:
         trial = Trial.from_config(config, trial_id=name)
         trial.path, trial.member = path, name
         entries = [r["members"].get(name) for r in rows if isinstance(r.get("members"), dict)]
@@ -94,7 +97,24 @@ def _load_trial_dir(path: Path) -> list[Trial]:
         own_error = next((str(e["error"])[:300] for e in reversed(entries) if "error" in e), None)
         entries = _with_checkpoint_final([e for e in entries if "error" not in e], trial)
         members.append(_settle(trial, entries, own_error or error))
+        trial.wall_s = _member_seconds(rows, name, len(group)) if trial.state == "finished" else None
     return members
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _member_seconds(rows: list[dict[str, Any]], name: str, n_members: int) -> float | None:
+    """A grouped member's share of its Tune trial's time: the group's ``time_total_s`` at the row that
+    reported the member's final metrics, divided by the group's members (they train together, one
+    clean pass for all; the member's own entry has no time of its own). None without such a row."""
+    for row in rows:
+        entry = row.get("members", {}).get(name) if isinstance(row.get("members"), dict) else None
+        if isinstance(entry, dict) and entry.get("final") is True:
+            seconds = _seconds(row.get("time_total_s"))
+            return None if seconds is None else seconds / n_members
+    return None
 
 
 def trial_checkpoints(trial: Trial) -> list[Path]:
@@ -168,7 +188,7 @@ def load_trials(exp_dir: str | Path) -> list[Trial]:
         raise FileNotFoundError(
             f"experiment directory {exp_dir} does not exist; pass the sweep's <storage_path>/<name>"
         )
-    dirs = [p for p in exp_dir.iterdir() if p.is_dir() and any((p / f).is_file() for f in TRIAL_FILES)]
+    dirs = [p for p in exp_dir.iterdir() if p.is_dir() and is_trial_dir(p)]
     trials = [t for p in dirs for t in _load_trial_dir(p)]  # a grouped trial's members are trials
     trials += _trials_from_experiment_state(exp_dir, {p.name for p in dirs})
     return sorted(trials, key=lambda t: t.trial_id or "")

@@ -153,8 +153,9 @@ def _sae_table(saes: list[dict[str, Any]]) -> str:
     ]
     for s in saes:
         ce = s["trial_metrics"]["ce_loss_increase"]
+        seed = "–" if s["seed"] is None else s["seed"]
         rows.append(
-            f"| {s['trial_id']} | {s['role']} | {s['hook']} | {s['mode']} | {s['seed']} | {s['l0']:.1f} | "
+            f"| {s['trial_id']} | {s['role']} | {s['hook']} | {s['mode']} | {seed} | {s['l0']:.1f} | "
             f"{ce if ce is None else f'{ce:.3f}'} | {s['dead']} | {s['dense']} | {s['norm_ratio']:.3f} |"
         )
     return "\n".join(rows)

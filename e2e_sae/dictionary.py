@@ -275,14 +275,6 @@ def load_eval_context(cfg: RunConfig) -> EvalContext:
     return EvalContext(model, tokenizer, tokens, device)
 
 
-def token_strings(tokenizer: Any, ids: list[int]) -> dict[int, str]:
-    """Each token id's text, decoded on its own (a byte-level piece of a multi-byte character shows
-    as U+FFFD); ``<id>`` when there is no tokenizer. Plain text: the caller escapes it for HTML."""
-    if tokenizer is None:
-        return {i: f"<{i}>" for i in ids}
-    return {i: tokenizer.decode([i]) for i in ids}
-
-
 @dataclass
 class SAEAnalysis:
     stats: DictionaryStats

@@ -34,10 +34,14 @@ def analysed(experiment):
 def test_cli_writes_browser_geometry_and_numbers(analysed, experiment):
     doc = json.loads((analysed / "analysis.json").read_text())
     roles = {s["trial_id"]: s["role"] for s in doc["saes"]}
-    # one frontier SAE per mode at the hook, and the other local seed as its baseline
-    assert sorted(roles.values()) == ["frontier", "frontier", "seed baseline"]
-    assert roles["e2e_L1_r2_s0.5_seed0"] == "frontier"
-    assert {"local_L1_r2_s0.5_seed0", "local_L1_r2_s0.5_seed1"} <= set(roles)
+    # one frontier SAE per mode at the hook, both of seed 0 (e2e has only seed 0, and local's seed 1
+    # is nearer the matched level: picking it would compare the modes across seeds), and local's
+    # other seed as its baseline
+    assert roles == {
+        "local_L1_r2_s0.5_seed0": "frontier",
+        "e2e_L1_r2_s0.5_seed0": "frontier",
+        "local_L1_r2_s0.5_seed1": "seed baseline",
+    }
     for s in doc["saes"]:
         result = json.loads((experiment / s["trial_id"] / "result.json").read_text())
         # the pass runs on the run's own eval tokens: its L0 is the run's final l0
@@ -53,7 +57,9 @@ def test_cli_writes_browser_geometry_and_numbers(analysed, experiment):
     assert labels[:2] == ["e2e -> local", "local -> e2e"] and doc["has_seed_baseline"]
     assert any(c["seed_baseline"] for c in h["cross"])
     seeds = {s["trial_id"]: s["seed"] for s in doc["saes"]}
+    assert h["seeds"] == {"local": 0, "e2e": 0}
     for c in h["cross"]:
+        assert c["same_seed"] != c["seed_baseline"]  # modes at one seed; the baseline across seeds
         assert -1 <= c["mean"] <= 1 and c["median"] <= 1
         assert c["same_seed"] == (seeds[c["from"]] == seeds[c["to"]])
         assert c["frac_above_0.9"] <= c["shared"] <= 1  # shared: best match above 0.7 (Paulo & Belrose)
@@ -65,7 +71,10 @@ def test_cli_writes_browser_geometry_and_numbers(analysed, experiment):
     assert "| same seed (same initial decoder) |" in md and "| e2e -> local |" in md
     assert "| shared (> 0.7) |" in md
     assert re.search(r"same mode across seeds local seed (\d) -> local seed (?!\1)\d ", md)
-    assert ("across modes and seeds e2e -> local" in md) == (seeds[labelled["e2e -> local"]["to"]] != 0)
+    assert "across modes at one seed (sharing an initial decoder) e2e -> local" in md
+    assert "across modes and seeds" not in md and labelled["e2e -> local"]["same_seed"]
+    assert "blocks.1.hook_resid_pre: the modes are compared at seed 0" in md
+    assert "| local_L1_r2_s0.5_seed1 | seed baseline | blocks.1.hook_resid_pre | local | 1 |" in md
     assert (analysed / "geometry.png").stat().st_size > 10_000
 
 
@@ -76,6 +85,22 @@ def test_token_text_is_escaped(analysed):
     sae_page = next(p for p in analysed.glob("*_seed0.html") if p.name.startswith("e2e"))
     text = sae_page.read_text()
     assert "&lt;" in text and "&gt;" in text  # the tags in the eval text, as text
+
+
+def test_tokens_show_as_bytes_and_visible_whitespace_on_every_page(analysed):
+    """No token is U+FFFD (a partial UTF-8 character decoded alone) or blank: the contexts and the
+    boosts / suppresses lists both go through e2e_sae.token_text.token_strings."""
+    pages = [p for p in analysed.glob("*.html") if p.name != "index.html"]
+    assert pages
+    for page in pages:
+        text = page.read_text()
+        assert "\ufffd" not in text, page
+        spans = re.findall(r'<span class="tok[^"]*"[^>]*>([^<]*)</span>', text)
+        spans += re.findall(r'<span title="[^"]*">([^<]*)</span>', text)  # boosts and suppresses
+        assert len(spans) > 100
+        for token in map(html.unescape, spans):
+            assert token and not any(c.isspace() for c in token), (page, token)
+    assert re.search(r"&lt;0x[0-9A-F]{2}&gt;", "".join(p.read_text() for p in pages))  # a byte token, escaped
 
 
 def test_an_existing_analysis_is_never_overwritten(analysed, experiment, capsys):
@@ -210,6 +235,23 @@ def test_pages_render_in_headless_chromium(analysed, tmp_path):
         assert pixel_std(png) > 0.05, f"{png} looks blank"
 
 
+def test_the_index_fits_1280_px_in_headless_chromium(analysed, tmp_path):
+    """document.scrollWidth <= clientWidth at a 1280 px window, with a script measuring it in a copy
+    (the pages themselves carry none)."""
+    exe = chromium()
+    copy = tmp_path / "pages"
+    shutil.copytree(analysed, copy)
+    root = "document.documentElement"
+    measure = f"<script>document.body.dataset.width = {root}.scrollWidth + ' ' + {root}.clientWidth</script></body>"
+    for name in ("index.html", next(p.name for p in copy.glob("e2e_*.html"))):
+        page = copy / f"measured_{name}"
+        page.write_text((copy / name).read_text().replace("</body>", measure))
+        proc = browse(exe, page, tmp_path, "--dump-dom", "--window-size=1280,900")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        scroll, client = map(int, re.search(r'data-width="(\d+) (\d+)"', proc.stdout).groups())
+        assert 1200 < client <= 1280 and scroll <= client, (name, scroll, client)
+
+
 @pytest.mark.slow
 def test_analyse_cli_in_a_subprocess(experiment, tmp_path):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
@@ -239,3 +281,74 @@ def test_the_shared_share_counts_latents_whose_best_match_is_above_0_7():
     assert summary["shared"] == 0.5 and summary["frac_above_0.9"] == 0.25 and summary["n"] == 4
     assert summary["mean"] == pytest.approx((1 + 1 / 1.25**0.5 + 0.5 / 1.25**0.5) / 4, abs=1e-6)
     assert _summary(max_cos_sim_across(other, mine))["shared"] == 1.0  # not symmetric: x and y+z/2 both match
+
+
+def _finished(mode: str, seed: int, ce: float, l0: float = 20.0):
+    from sweep_fixtures import trial_record
+
+    tid = f"{mode}_seed{seed}_ce{ce}"
+    return trial_record(mode, 1.0, seed=seed, trial_id=tid, state="finished",
+                        metrics={"l0": l0, "ce_loss_increase": ce})  # fmt: skip
+
+
+def test_every_mode_is_picked_at_one_seed():
+    """Modes compared at one seed: the seed at which the most modes have a frontier, even where another
+    seed's SAE of a mode is nearer the matched level; a mode lacking that seed falls back to its own."""
+    from sweeps.analysis.picks import _at_one_seed
+
+    modes = ["local", "e2e", "e2e+ds"]
+    trials = [
+        _finished("local", 0, 0.30),
+        _finished("local", 1, 0.20),  # nearest the level, but seed 1 has no e2e+ds
+        _finished("e2e", 0, 0.21),
+        _finished("e2e", 1, 0.50),
+        _finished("e2e+ds", 0, 0.25),
+        _finished("e2e+ds", 0, 0.19, l0=30.0),  # on seed 0's frontier too, and nearer
+    ]
+    picks = _at_one_seed(trials, modes, 0.2)
+    assert [(t.trial_id, role) for t, role in picks] == [
+        ("local_seed0_ce0.3", "frontier"),
+        ("e2e_seed0_ce0.21", "frontier"),
+        ("e2e+ds_seed0_ce0.19", "frontier"),
+    ]
+    only_one = [t for t in trials if not (t.series == "e2e+ds")] + [_finished("e2e+ds", 2, 0.2)]
+    assert [t.trial_id for t, _ in _at_one_seed(only_one, modes, 0.2)] == [
+        "local_seed0_ce0.3",  # seeds 0 and 1 both cover two modes: the smaller wins
+        "e2e_seed0_ce0.21",
+        "e2e+ds_seed2_ce0.2",  # its only seed
+    ]
+
+
+def test_geometry_legends_sit_outside_the_histograms():
+    """Three modes with seed baselines give the cross-SAE panel ten entries: no legend overlaps an axes."""
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from sweeps.analysis.geometry import geometry_figure
+
+    g = torch.Generator().manual_seed(0)
+
+    def sims():
+        return torch.rand(64, generator=g)
+
+    cross = {}
+    for m in ("e2e", "e2e+ds"):
+        cross |= {f"{m} -> local": sims(), f"local -> {m}": sims()}
+    for m in ("local", "e2e", "e2e+ds"):
+        cross |= {f"{m} seed 0 -> {m} seed 1": sims(), f"{m} seed 1 -> {m} seed 0": sims()}
+    raw = {
+        hook: {"within": {m: sims() for m in ("local", "e2e")}, "cross": cross, "init": {0: sims(), 1: sims()}}
+        for hook in ("blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre")
+    }
+    fig = geometry_figure(raw)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [(ax, ax.get_legend()) for ax in fig.axes]
+    assert len(legends) == 4 and all(leg is not None for _, leg in legends)
+    assert max(len(leg.get_texts()) for _, leg in legends) == 10
+    for leg_ax, leg in legends:
+        box = leg.get_window_extent(renderer)
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and 0 <= box.y0 and box.y1 <= fig.bbox.y1  # not cut off
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (leg_ax.get_title(), ax.get_title())

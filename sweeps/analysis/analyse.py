@@ -1,7 +1,8 @@
 """``python -m sweeps analyse PATH [--out DIR] [--trials NAME ...]``: look inside a sweep's dictionaries.
 
 The SAEs to look inside are picked by :mod:`sweeps.analysis.picks` (per hook and mode the frontier SAE
-nearest the report's matched level, and a seed baseline; or the trials ``--trials`` names). For each,
+nearest the report's matched level, every mode at one seed, and a seed baseline; or the trials
+``--trials`` names). For each,
 :mod:`e2e_sae.dictionary` makes one pass over the run's held-out eval tokens; this module writes what
 it found: a static feature browser (``index.html``, one page per SAE; :mod:`sweeps.analysis.browser`),
 the decoder geometry across modes (``geometry.png``, ``analysis.md``; :mod:`sweeps.analysis.geometry`)
@@ -143,13 +144,14 @@ def write_analysis(exp_dir: Path, out: Path, results: list) -> Path:
 
 def _sae_table(saes: list[dict[str, Any]]) -> str:
     rows = [
-        "| trial | role | hook | mode | L0 (eval) | CE-loss increase | dead | dense | norm ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| trial | role | hook | mode | seed | L0 (eval) | CE-loss increase | dead | dense | norm ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in saes:
         ce = s["trial_metrics"]["ce_loss_increase"]
+        seed = "–" if s["seed"] is None else s["seed"]
         rows.append(
-            f"| {s['trial_id']} | {s['role']} | {s['hook']} | {s['mode']} | {s['l0']:.1f} | "
+            f"| {s['trial_id']} | {s['role']} | {s['hook']} | {s['mode']} | {seed} | {s['l0']:.1f} | "
             f"{ce if ce is None else f'{ce:.3f}'} | {s['dead']} | {s['dense']} | {s['norm_ratio']:.3f} |"
         )
     return "\n".join(rows)

@@ -2,7 +2,8 @@
 
 No server, no network: CSS is inline, plots are PNG files beside the pages. Pages are rendered by
 jinja2 with autoescaping on (templates in ``sweeps/analysis/templates/``), so every token's text, however
-it reads (``<script>``, quotes, ``&``), shows as text.
+it reads (``<script>``, quotes, ``&``), shows as text; every token is shown by one function,
+:func:`e2e_sae.token_text.token_strings` (byte tokens as ``<0xE2>``, whitespace as ``␣ ↵ ⇥``).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from sweeps.analysis.tables import (
     PAPER_NORM_RATIO,
     PAPER_WITHIN_LOCAL_MINUS,
     SAME_SEED_LINE,
+    seed_lines,
     summary_lines,
 )
-
-_VISIBLE = str.maketrans({"\n": "↵", "\t": "→", "\r": "␍"})
 
 
 def _env() -> jinja2.Environment:
@@ -35,14 +35,9 @@ def _env() -> jinja2.Environment:
     )
 
 
-def shown(text: str) -> str:
-    """A token's text with line breaks and tabs made visible (one context stays on one line)."""
-    return text.translate(_VISIBLE)
-
-
 def _features(sae: dict[str, Any], ctx, res) -> list[dict[str, Any]]:
     """Per sampled element: its density, top contexts (token text + activation) and logit effects."""
-    from e2e_sae.dictionary import token_strings
+    from e2e_sae.token_text import token_strings
 
     stats, tokens = res.stats, ctx.tokens
     n_seq, n_ctx = tokens.shape
@@ -78,7 +73,7 @@ def _features(sae: dict[str, Any], ctx, res) -> list[dict[str, Any]]:
                 "value": c["value"],
                 "where": f"sequence {c['seq']}, position {c['pos']}",
                 "tokens": [
-                    {"text": shown(text[t]), "act": a, "alpha": max(0.0, a) / top, "top": is_top}
+                    {"text": text[t], "act": a, "alpha": max(0.0, a) / top, "top": is_top}
                     for t, a, is_top in c["tokens"]
                 ],
             }
@@ -88,7 +83,7 @@ def _features(sae: dict[str, Any], ctx, res) -> list[dict[str, Any]]:
         if effect is not None:
             logits = {
                 name: [
-                    {"text": shown(text[int(i)]), "value": float(v)}
+                    {"text": text[int(i)], "value": float(v)}
                     for i, v in zip(effect[f"{name}_ids"][row], effect[f"{name}_values"][row], strict=True)
                 ]
                 for name in ("boost", "suppress")
@@ -118,6 +113,7 @@ def write_html(out: Path, doc: dict[str, Any], results: list) -> Path:
     index = env.get_template("index.html.j2").render(
         **common,
         summary=summary_lines(doc),
+        seed_lines=seed_lines(doc),
         no_seed_line=None if doc["has_seed_baseline"] else NO_SEED_LINE,
         same_seed_line=SAME_SEED_LINE,
         paper_within=PAPER_WITHIN_LOCAL_MINUS,

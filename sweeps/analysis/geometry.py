@@ -80,6 +80,7 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
         modes = in_mode_order(r["primary"])
         h["within"] = {m: h["within"][m] for m in modes}
         h["norm_ratio"] = {m: h["norm_ratio"][m] for m in modes}
+        h["seeds"] = {m: r["primary"][m][0].trial.seed for m in modes}  # the seed each mode is compared at
         local = h["within"].get("local", {}).get("mean")
         for m in modes:
             if m != "local" and local is not None and h["within"][m]["mean"] is not None:
@@ -110,14 +111,23 @@ def geometry(results: list) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def plot_geometry(raw: dict[str, Any], out: Path) -> Path:
+    """Draw :func:`geometry_figure` to ``out/geometry.png``."""
+    png = out / GEOMETRY_PNG
+    geometry_figure(raw).savefig(png, dpi=90)
+    return png
+
+
+def geometry_figure(raw: dict[str, Any]):
     """Rows: hooks. Left: within-SAE nearest-neighbour cosine similarity per mode (grey dotted: the
-    initial decoder of each seed); right: each
-    cross-SAE direction (solid: a mode to local, dashed: local to it, grey: seed baseline)."""
+    initial decoder of each seed); right: each cross-SAE direction (solid: a mode to local, dashed:
+    local to it, grey: seed baseline). Each panel's legend sits below it, outside the axes: with three
+    modes and their seed baselines the right panel has ten entries, which inside would cover the
+    histograms."""
     import numpy as np
     from matplotlib.figure import Figure
 
     colours = {"local": "C0", "e2e": "C1", "e2e+ds": "C2"}
-    fig = Figure(figsize=(11, 3.2 * len(raw)), layout="constrained")
+    fig = Figure(figsize=(11, 4.6 * len(raw)), layout="constrained")
     axes = fig.subplots(len(raw), 2, squeeze=False)
     bins = np.linspace(-0.2, 1.0, 49)
     for row, (hook, r) in zip(axes, raw.items(), strict=True):
@@ -145,10 +155,8 @@ def plot_geometry(raw: dict[str, Any], out: Path) -> Path:
             ax.set_ylabel("density of elements")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-    png = out / GEOMETRY_PNG
-    fig.savefig(png, dpi=90)
-    return png
+                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)
+    return fig
 
 
 def plot_density(stats, title: str, png: Path) -> None:

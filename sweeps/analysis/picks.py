@@ -1,14 +1,13 @@
-"""Which SAEs ``sweeps analyse`` looks inside: per (hook, mode) the frontier SAE closest to the report's
-matched CE-loss increase (the report's own frontiers, :func:`sweeps.reporting.report.compute_pareto`),
-plus another seed of the same mode as a baseline when the sweep has one; or the trials ``--trials``
-names. Every pick's checkpoint is found here, before any model loads."""
+"""Which SAEs ``sweeps analyse`` looks inside: per (hook, mode) the SAE on the mode's frontier closest to
+the report's matched CE-loss increase (:func:`sweeps.reporting.report.compute_pareto`), every mode at
+the same seed, plus another seed of the same mode as a baseline when the sweep has one; or the trials
+``--trials`` names. Every pick's checkpoint is found here, before any model loads."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from e2e_sae.config import ConfigError
 from sweeps.planning.trial import Trial
@@ -31,31 +30,60 @@ def final_checkpoint(trial: Trial) -> Path | None:
     return files[-1] if files else None
 
 
-def _nearest_level(view: dict[str, Any], by_id: dict[str | None, Trial]) -> list[tuple[Trial, str]]:
-    """Per mode, the L0-frontier trial whose CE-loss increase is closest to the matched level."""
-    level = view["matched"]["ce_loss_increase"]
+def _seed_order(seed: int | None) -> tuple[bool, int]:
+    return (seed is None, seed if seed is not None else 0)
+
+
+def _nearest(trials: list[Trial], level: float) -> Trial | None:
+    """Of ``trials``' own L0 frontier, the trial whose CE-loss increase is closest to ``level``."""
+    from sweeps.reporting.pareto import pareto_front
+
+    points = [(_num(t, "l0"), _ce(t), t) for t in trials]
+    front = pareto_front([p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])])
+    return min((p.payload for p in front), key=lambda t: (abs(_ce(t) - level), t.trial_id), default=None)
+
+
+def _at_one_seed(candidates: list[Trial], modes: list[str], level: float) -> list[tuple[Trial, str]]:
+    """Per mode, the trial nearest ``level`` on that mode's frontier at ONE seed, the same for every
+    mode: the seed at which the most modes have a frontier (the smallest such seed). SAEs of one seed
+    share their initial decoder, so a cross-mode comparison that mixed seeds would mix the seed's
+    effect into the mode's. A mode with no trial at that seed falls back to its smallest seed (the
+    cross-mode table's "same seed" column then says no)."""
+    by_seed: dict[int | None, dict[str, Trial]] = {}
+    for seed in sorted({t.seed for t in candidates}, key=_seed_order):
+        for mode in modes:
+            best = _nearest([t for t in candidates if t.series == mode and t.seed == seed], level)
+            if best is not None:
+                by_seed.setdefault(seed, {})[mode] = best
+    if not by_seed:
+        return []
+    chosen = min(by_seed, key=lambda s: (-len(by_seed[s]), _seed_order(s)))
     picks = []
-    for m in view["modes"].values():
-        front = m["frontiers"]["l0"]
-        if not front or level is None:
-            continue
-        best = min(front, key=lambda p: (abs(p["metrics"]["ce_loss_increase"] - level), p["trial_id"]))
-        picks.append((by_id[best["trial_id"]], "frontier"))
+    for mode in modes:
+        at = by_seed[chosen].get(mode) or next((by_seed[s][mode] for s in by_seed if mode in by_seed[s]), None)
+        if at is not None:
+            picks.append((at, "frontier"))
     return picks
 
 
 def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str]]:
-    """Per hook and mode, the L0-frontier trial whose CE-loss increase is closest to the matched
-    level; then, for each, the finished trial of the same hook, mode and dictionary ratio with another
-    seed whose CE-loss increase is closest to it (the seed baseline), if any."""
+    """Per hook (and architecture), the report's matched CE-loss increase, and per mode the trial
+    nearest it at one seed for all modes (:func:`_at_one_seed`); then, for each, the finished trial of
+    the same hook, mode and dictionary ratio with another seed whose CE-loss increase is closest to it
+    (the seed baseline), if any."""
+    from sweeps.reporting.pareto import degenerate_reason
     from sweeps.reporting.report import compute_pareto, hook_views
 
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))
-    by_id = {t.trial_id: t for t in trials}
+    usable = [t for t in trials if t.state == "finished" and not degenerate_reason(t.metrics)]
     picks: list[tuple[Trial, str]] = []
-    for h in doc["hooks"].values():
-        for _, view in hook_views(h):  # per architecture in a sweep of several
-            picks += _nearest_level(view, by_id)
+    for hook, h in doc["hooks"].items():
+        for arch, view in hook_views(h):  # per architecture in a sweep of several
+            level = view["matched"]["ce_loss_increase"]
+            modes = list(view["modes"])
+            here = [t for t in usable if t.hook == hook and t.series in modes and arch in (None, t.architecture)]
+            if level is not None:
+                picks += _at_one_seed(here, modes, level)
     for t, _ in list(picks):
         others = [
             o
@@ -71,9 +99,13 @@ def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str
     return picks
 
 
+def _num(t: Trial, key: str) -> float:
+    v = t.metrics.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.inf
+
+
 def _ce(t: Trial) -> float:
-    v = t.metrics.get("ce_loss_increase")
-    return float(v) if isinstance(v, (int, float)) else math.inf
+    return _num(t, "ce_loss_increase")
 
 
 def select(exp_dir: Path, names: list[str] | None) -> list[Pick]:

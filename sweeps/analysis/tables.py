@@ -66,6 +66,7 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
                 f"{_f(w['median'])} | {_f(diff)} | {_f(paper)} | {_f(w.get('init_mean'))} | "
                 f"{_f(w.get('to_init_mean'))} |"
             )
+    lines += ["", *seed_lines(doc)]
     lines += [
         "",
         "**Across SAEs at the same hook**: for each alive element of the first SAE, its largest cosine "
@@ -100,6 +101,29 @@ def geometry_markdown(doc: dict[str, Any], img_prefix: str = "") -> list[str]:
     lines.append("")
     lines += [f"- {s}" for s in summary_lines(doc)]
     return lines + [""]
+
+
+def seed_lines(doc: dict[str, Any]) -> list[str]:
+    """Per hook, the seed its modes are compared at: one seed for all (``sweeps analyse`` picks every
+    mode's frontier SAE at the same seed), or, with named trials of several seeds, each mode's."""
+    out = []
+    for hook, h in doc["hooks"].items():
+        seeds = h.get("seeds") or {}
+        if len(seeds) < 2:
+            continue
+        if len(set(seeds.values())) == 1:
+            seed = next(iter(seeds.values()))
+            out.append(
+                f"{hook}: the modes are compared at seed {seed} (every mode's SAE is seed {seed}'s, so "
+                "all start from the same initial decoder); the seed baseline is another seed of one mode."
+            )
+        else:
+            each = ", ".join(f"{m} seed {s}" for m, s in seeds.items())
+            out.append(
+                f"{hook}: the modes' SAEs are of different seeds ({each}): a cross-mode row between two "
+                "seeds mixes the seed's effect with the mode's."
+            )
+    return out
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:

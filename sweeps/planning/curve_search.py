@@ -14,11 +14,17 @@ What a real sweep meets at the edges, and what the search makes of it:
 - **Met** means a live trial within tolerance *and* live trials on both sides of the target (or one on
   it): the report reads frontiers only between trials (docs/report.md), so a met level is one the
   report can read. Stepping out toward a target therefore aims past it by half the tolerance.
-- **Dead trials** (a degenerate SAE, :func:`sweeps.reporting.pareto.degenerate_reason`: L0 < 1 or CE-loss score
-  < 0.1) and values <= 0 are information, not noise: they lie beyond every target (:func:`search_value`).
+- **Degenerate trials** (:func:`sweeps.degenerate.degenerate_reason`, the report's rule: L0 < 1 or CE-loss
+  score < 0.1, barely better than zero ablation) and values <= 0 are information, not noise: they lie
+  beyond every target (:func:`search_value`). Degeneration sets in with sparsity pressure, so a target
+  past the metric a degenerate trial still reached (L0 126 at a degenerate trial, target 100) lies
+  where every SAE is degenerate: it is out of reach at once, with the fix (:data:`DEGENERATE_FIX`),
+  instead of spending the budget there.
   Log-log interpolation toward them would crawl next to the live end, so a bracket with such an end is
   narrowed by a step along the live trials' slope when that lands inside it, else by bisection in log
-  coefficient; a dead start steps 10x away.
+  coefficient; a degenerate start steps 10x away.
+- **The dictionary** bounds L0 and k: an L0 target at or above ``n_dict`` is out of reach, and k is
+  proposed within [1, n_dict) (a target past what k = n_dict - 1 reaches is out of reach).
 - **A plateau** (the metric moving less than :data:`FLAT_SLOPE` per unit log coefficient over a decade
   at the end of the measured range toward a target) puts the target out of reach: stepping on would
   spend the budget on the floor. Such a target, and one beyond where the SAE dies, is reported with the
@@ -39,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.reporting.pareto import degenerate_reason
+from sweeps.degenerate import degenerate_reason
 
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
 SEARCH_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
@@ -50,6 +56,13 @@ DUPLICATE = math.log(1.01)  # coefficients within 1% of a tried one count as the
 FLAT_SPAN = math.log(10.0)  # a plateau is judged over at least a decade of the coefficient ...
 FLAT_SLOPE = 0.05  # ... across which log(metric) moves by less than this per unit log(coeff) (10x: < 12%)
 TRAINING_FIX = "train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)"
+# What lets an SAE reach a sparsity where it now degenerates: the coefficient acting at one scale at every
+# layer (an unnormalised relu coefficient weighs ~20x more where activations are ~20x smaller, e.g. the
+# built-in model's blocks.0), or more training to learn a reconstruction at that sparsity.
+DEGENERATE_FIX = (
+    "fix: sae.input_normalization=mean_squared_norm (overrides.sae.input_normalization: one coefficient scale at "
+    "every layer), or train longer (overrides.train.n_samples), or aim within what live trials reach"
+)
 
 
 @dataclass
@@ -87,7 +100,7 @@ class _Aim:
 
 def search_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
     """What the search records of a finished trial's final ``metrics``: the target metric, or for a
-    degenerate (dead) SAE the end beyond every target on the dead side (0 for L0, inf for CE-loss
+    degenerate SAE the end beyond every target on the dead side (0 for L0, inf for CE-loss
     increase); None when the metric is missing or not finite (no information)."""
     value = metrics.get(metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -118,11 +131,17 @@ class CurveSearch:
     finished: list[tuple[float, float]] = field(default_factory=list)
     failed: dict[str, Proposal] = field(default_factory=dict)
     pending: dict[str, Proposal] = field(default_factory=dict)
+    # (coeff, the metric it still reached or None, why) of each finished degenerate trial (in ``finished``
+    # beyond every target): where degeneration set in, for the verdicts
+    degenerate: list[tuple[float, float | None, str]] = field(default_factory=list)
+    n_dict: int | None = None  # the dictionary's size (bounds L0 and k); None: not known
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a search saved before failed trials kept their ids (a list of coefficients)."""
         state.pop("settled", None)
         state.setdefault("knob", "coeff")  # saved before the search placed k
+        state.setdefault("degenerate", [])  # saved before degenerate trials kept their metric
+        state.setdefault("n_dict", None)
         if isinstance(state.get("failed"), list):
             state["failed"] = {f"failed{i}": Proposal(c, None) for i, c in enumerate(state["failed"])}
         self.__dict__.update(state)
@@ -221,11 +240,16 @@ class CurveSearch:
         return int(SEARCH_METRICS[self.metric]) * (-1 if self.knob == "k" else 1)
 
     def _value(self, x: float) -> float:
-        """The knob's value at log ``x``: a coefficient as is, k rounded to an integer >= 1."""
-        return float(max(1, round(math.exp(x)))) if self.knob == "k" else math.exp(x)
+        """The knob's value at log ``x``: a coefficient as is, k rounded to an integer in [1, n_dict)."""
+        if self.knob != "k":
+            return math.exp(x)
+        return float(min(max(1, round(math.exp(x))), (self.n_dict or math.inf) - 1))
 
     def _aim(self, target: float) -> _Aim:
         t = math.log(target)
+        beyond = self._beyond_dictionary(target) or self._degenerate_before(target)
+        if beyond:
+            return _Aim(2, state="out of reach", reason=beyond)
         points = self._points()
         if not points:  # nothing known yet: the start (again, if its trials errored)
             return _Aim(3, (math.log(self.start),))
@@ -234,6 +258,40 @@ class CurveSearch:
             i = min(pairs, key=lambda k: points[k + 1][0] - points[k][0])
             return self._aim_inside(t, points[i], points[i + 1], bends=_bends(points, i))
         return self._aim_beyond(t, points)
+
+    def _reached(self, x: float) -> float | None:
+        """What the degenerate trial at log coefficient ``x`` still reached of the metric (None: unknown)."""
+        return next((v for c, v, _ in self.degenerate if abs(math.log(c) - x) < 1e-9 and v is not None and v > 0), None)
+
+    def _beyond_dictionary(self, target: float) -> str | None:
+        """Why an L0 target is out of reach of the dictionary (L0 counts its active elements), or None."""
+        if self.metric != "l0" or self.n_dict is None or target < self.n_dict:
+            return None
+        return (
+            f"l0 counts active elements of the {self.n_dict} in the dictionary, so {target:g} is beyond it; fix: a "
+            f"target below {self.n_dict}, or a larger dictionary (axes.dict_size_to_input_ratio)"
+        )
+
+    def _degenerate_before(self, target: float) -> str | None:
+        """Why ``target`` is out of reach where a degenerate trial had not yet reached it, or was within
+        tolerance of it (L0 still above an L0 target, CE-loss increase still below a CE target):
+        degeneration sets in with sparsity pressure, and a trial past the target is under more; None where
+        no degenerate trial says so. Reported at the degenerate trial under the least pressure (the edge)."""
+        up = SEARCH_METRICS[self.metric] > 0  # the metric rises with sparsity pressure (CE) or falls (L0)
+        edge = target * math.exp(self.tolerance if up else -self.tolerance)
+        short = [(c, v, why) for c, v, why in self.degenerate if v is not None and (v <= edge if up else v >= edge)]
+        if not short:
+            return None
+        c, v, why = min(short, key=lambda d: d[1] if up else -d[1])
+        name = "k" if self.knob == "k" else "coefficient"
+        start = ""
+        if any(_near(math.log(c0), [math.log(self.start)]) for c0, _, _ in self.degenerate):
+            start = f"; the start ({self.start:.4g}) was degenerate itself: a smaller search.start for this mode"
+        return (
+            f"the SAE degenerates before {self.metric} reaches the target (within tolerance): at {name} {c:.4g} "
+            f"{self.metric} is "
+            f"{v:.3g} and the trial is degenerate ({why}); {DEGENERATE_FIX}{start}"
+        )
 
     def _aim_inside(self, t: float, a: tuple[float, float], b: tuple[float, float], bends: bool = False) -> _Aim:
         """A proposal between two trials on either side of log target ``t``: log-log interpolation, or
@@ -248,14 +306,18 @@ class CurveSearch:
             return _Aim(0, (mid,) if bends else (x, mid))  # the midpoint also if interpolation hits a tried one
         if not (math.isfinite(y0) or math.isfinite(y1)):
             return _Aim(1, (mid,), probe=(x0, x1))
-        (xl, yl), y_dead = (a, y1) if math.isfinite(y0) else (b, y0)
-        # Along the live trials' slope if that stays inside, aiming past the target (toward the dead end)
-        # by half the tolerance, so that a live trial lands on its other side; else bisect.
+        (xl, yl), (xd, y_dead) = (a, b) if math.isfinite(y0) else (b, a)
+        # Aiming past the target (toward the degenerate end) by half the tolerance, so that a live trial
+        # lands on its other side: where the degenerate trial's own L0 (>= 1) puts it in log-log (a trial
+        # there settles the target either way: live, it meets it; degenerate, it is out of reach), else
+        # along the live trials' slope if that stays inside; else bisect.
         aim = t + math.copysign(self.tolerance / 2, y_dead)
-        x = xl + (aim - yl) / self._slope()
+        reached = self._reached(xd) if self.metric == "l0" else None
+        xs = [xl + (aim - yl) * (xd - xl) / (math.log(reached) - yl)] if reached and reached >= 1 else []
+        xs.append(xl + (aim - yl) / self._slope())
         return _Aim(
             1,
-            (x, mid) if x0 < x < x1 else (mid,),
+            tuple(x for x in xs if x0 < x < x1) + (mid,),
             distance=abs(t - yl),
             probe=(x0, x1),
             reason=f"{self.metric} leaves the live range {self._between(a, b)}: the target may lie beyond it",
@@ -266,8 +328,16 @@ class CurveSearch:
         up = points[0][1] < t  # the metric must rise: for L0 a smaller coefficient, for CE a larger one
         d = self._sign() * (1 if up else -1)  # direction in log coefficient
         xe, ye = max(points, key=lambda p: d * p[0])
-        if not math.isfinite(ye):  # the last trial is dead: 10x away from it
+        if not math.isfinite(ye):  # the last trial is degenerate: 10x away from it
             return _Aim(2, (xe + d * MAX_STEP,), probe=(xe,))
+        if self.knob == "k" and self.n_dict is not None and d > 0 and round(math.exp(xe)) >= self.n_dict - 1:
+            return _Aim(
+                2,
+                state="out of reach",
+                reason=f"{self.metric} at the largest k, {self.n_dict - 1} (the dictionary has {self.n_dict} "
+                f"elements), is {math.exp(ye):.3g}; fix: a larger dictionary (axes.dict_size_to_input_ratio) or a "
+                "target within reach",
+            )
         plateau = self._plateau(points, d)
         if plateau:
             return _Aim(2, state="out of reach", reason=plateau)
@@ -316,20 +386,23 @@ class CurveSearch:
         return _Aim(
             1,
             state="out of reach",
-            reason=f"{self.metric} jumps across the target {where}, so no coefficient lands on it; fix: aim within "
-            f"what live trials reach, or {TRAINING_FIX} and search again",
+            reason=f"{self.metric} jumps across the target {where} where the SAE degenerates, so no coefficient "
+            f"lands on it; {DEGENERATE_FIX}",
         )
 
     def _between(self, a: tuple[float, float], b: tuple[float, float]) -> str:
-        """``between coefficients 2.9 (81) and 3.1 (dead)``: two trials, for a reason."""
+        """``between coefficients 2.9 (81) and 3.1 (degenerate at 79)``: two trials, for a reason."""
 
-        def show(y: float) -> str:
-            if y == -math.inf:
-                return "dead" if self.metric == "l0" else "<= 0"
-            return "dead" if y == math.inf else f"{math.exp(y):.3g}"
+        def show(x: float, y: float) -> str:
+            if math.isfinite(y):
+                return f"{math.exp(y):.3g}"
+            reached = [v for c, v, _ in self.degenerate if abs(math.log(c) - x) < 1e-9 and v is not None]
+            if reached:
+                return f"degenerate at {reached[0]:.3g}"
+            return "<= 0" if y == -math.inf and self.metric != "l0" else "degenerate"
 
         name = "k" if self.knob == "k" else "coefficients"
-        return f"between {name} {math.exp(a[0]):.4g} ({show(a[1])}) and {math.exp(b[0]):.4g} ({show(b[1])})"
+        return f"between {name} {math.exp(a[0]):.4g} ({show(*a)}) and {math.exp(b[0]):.4g} ({show(*b)})"
 
     def _slope(self) -> float:
         """d log(value) / d log(coeff): least squares over the live finished trials, the prior with fewer
@@ -353,16 +426,35 @@ class CurveSearch:
     def start_trial(self, trial_id: str, proposal: Proposal) -> None:
         self.pending[trial_id] = proposal
 
-    def record(self, trial_id: str, value: float | None) -> None:
-        """A trial ended: its :func:`search_value`, or None when it errored or reported none. A trial
-        recorded as failed that ends again (re-run by ``sweeps resume``) replaces its failure."""
+    def record(self, trial_id: str, result: float | Mapping[str, Any] | None) -> None:
+        """A trial ended: its final metrics (or just its :func:`search_value`), or None when it errored
+        or reported none. A trial recorded as failed that ends again (re-run by ``sweeps resume``)
+        replaces its failure."""
         proposal = self.pending.pop(trial_id, None) or self.failed.pop(trial_id, None)
         if proposal is None:
             return
-        if value is None or math.isnan(value):
+        if isinstance(result, Mapping):
+            if not self.add_finished(proposal.coeff, result):
+                self.failed[trial_id] = proposal
+        elif result is None or math.isnan(result):
             self.failed[trial_id] = proposal
         else:
-            self.finished.append((proposal.coeff, float(value)))
+            self.finished.append((proposal.coeff, float(result)))
+
+    def add_finished(self, coeff: float, metrics: Mapping[str, Any]) -> bool:
+        """A finished trial at ``coeff`` from its final metrics: its :func:`search_value`, where it is
+        degenerate what it still reached, and the dictionary's size; False when it carries no value."""
+        value = search_value(self.metric, metrics)
+        if value is None:
+            return False
+        self.finished.append((coeff, value))
+        why = degenerate_reason(metrics)
+        if why:
+            self.degenerate.append((coeff, float(metrics[self.metric]), why))  # finite: search_value said so
+        n_dict = metrics.get("n_dict_elements")
+        if self.n_dict is None and isinstance(n_dict, int) and n_dict > 0:
+            self.n_dict = n_dict
+        return True
 
     def requeue(self, trial_id: str) -> None:
         """A failed trial runs again (``sweeps resume`` re-runs errored trials): pending until it ends."""

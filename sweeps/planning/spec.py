@@ -219,6 +219,17 @@ def check_knobs(spec: SweepSpec) -> None:
                 f"axes.k: both a k grid and search.kind: targets for {topk}; remove axes.k (search.start_k sets "
                 "the first k)"
             )
+        # A first guess the sweep would not use is refused, not ignored: the user expects it to act.
+        if spec.search.start_k and not topk:
+            raise ConfigError(
+                f"search.start_k: only the topk family ({', '.join(TOPK_FAMILY)}) takes k, and this sweep trains "
+                f"{archs}; drop search.start_k (search.start sets the first coefficient)"
+            )
+        if spec.search.start and not penalised:
+            raise ConfigError(
+                f"search.start: {archs} set L0 by k and take no coefficient; drop search.start (search.start_k sets "
+                "the first k)"
+            )
         bad = {m: v for m, v in spec.search.start_k.items() if v < 1}
         if bad or set(spec.search.start_k) - set(axes.mode):
             raise ConfigError(

@@ -392,3 +392,45 @@ def test_a_restored_search_generator_is_not_finished_for_having_been_but_tunes_s
     assert not alg.is_finished()
     alg.set_finished()  # Ctrl-C, fail_fast: Tune stops the search within a session
     assert alg.is_finished()
+
+
+def test_a_budget_spent_partly_on_errored_trials_says_how_many_errored():
+    """Errored trials spent the budget and the verdict blamed the budget alone."""
+    curve = CurveSearch("e2e_L1", "l0", [20], tolerance=0.15, budget=3, start=1.0)
+    run(curve, lambda c: 150 * c**-0.7, fail=lambda c: c != 1.0)
+    (row,) = curve.summary()
+    assert row["state"] == "budget spent" and "2 of them errored (see their error.txt)" in row["reason"], row
+
+
+def test_a_step_out_next_to_a_running_trial_waits_for_its_answer():
+    """Two trials at a time, as Tune ran the measured blocks.0 search (docs/sweeps.md): L0 100's step from
+    coefficient 1.62 landed at 6.38, next to the running 6.06 (L0 50's step): both degenerate, where one
+    told. It now waits for 6.06, whose answer puts both targets out of reach: 5 trials, not 6."""
+    measured = {0.106: (258.5, 0.886), 0.303: (172.6, 0.626), 0.606: (142.6, 0.293), 1.62: (128.8, 0.133)}
+    measured.update({6.06: (124.9, 0.075), 6.38: (124.8, 0.074)})
+    curve = CurveSearch("local_L0", "l0", [50, 100], tolerance=0.2, budget=6, start=0.106)
+    running: list[tuple[str, float]] = []
+    while True:
+        while len(running) < 2 and (proposals := curve.proposals()):
+            curve.start_trial(str(curve.n_started), proposals[0])
+            running.append((str(curve.n_started - 1), proposals[0].coeff))
+        if not running:
+            break
+        trial_id, coeff = running.pop(0)
+        l0, score = measured[min(measured, key=lambda c: abs(math.log(c / coeff)))]
+        curve.record(trial_id, {"l0": l0, "ce_loss_score": score})
+    assert curve.n_started == 5 and [r["state"] for r in curve.summary()] == ["out of reach"] * 2
+
+
+def test_a_budget_spent_stepping_toward_a_floor_says_the_floor_may_be_near():
+    """Measured: e2e at the built-in model's blocks.0, 1000 samples, L0 target 50 (docs/sweeps.md): L0 fell
+    from 80.9 to 71.3 over coefficients 604-3969 when the budget ran out, and the verdict only said to
+    raise the budget."""
+    curve = CurveSearch("e2e_L0", "l0", [50], tolerance=0.2, budget=4, start=9.43)
+    curve.finished = [(9.43, 289.9), (229.8, 99.95), (604.2, 80.89), (3969.0, 71.28)]
+    (row,) = curve.summary()
+    assert row["state"] == "budget spent" and row["reason"].endswith("raise search.max_trials_per_curve")
+    assert (
+        "l0 moves slowly at the end of the measured range (80.9 to 71.3 for coefficients 604.2-3969)" in (row["reason"])
+    )
+    assert "a floor the training sets may be near (fix: train longer (overrides.train.n_samples)" in row["reason"]

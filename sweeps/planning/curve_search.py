@@ -53,8 +53,10 @@ MAX_STEP = math.log(10.0)  # at most 10x the coefficient away from the nearest t
 SLOPE_RANGE = (0.1, 10.0)  # |fitted slope| is clamped to this range (a noisy fit must not jump far)
 MIN_BRACKET = math.log(1.02)  # a bracket narrower than 2% in the coefficient settles its target
 DUPLICATE = math.log(1.01)  # coefficients within 1% of a tried one count as the same
+WAIT = math.log(1.25)  # a step out this close to a running trial waits for it (its answer serves both)
 FLAT_SPAN = math.log(10.0)  # a plateau is judged over at least a decade of the coefficient ...
 FLAT_SLOPE = 0.05  # ... across which log(metric) moves by less than this per unit log(coeff) (10x: < 12%)
+SLOW_SLOPE = 0.2  # a step out from trials moving less than this may be heading for a floor (said if budget runs out)
 TRAINING_FIX = "train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)"
 # What lets an SAE reach a sparsity where it now degenerates: the coefficient acting at one scale at every
 # layer (an unnormalised relu coefficient weighs ~20x more where activations are ~20x smaller, e.g. the
@@ -190,6 +192,8 @@ class CurveSearch:
         best = self.closest(target)
         near = best is not None and abs(_log(best[1]) - math.log(target)) <= self.tolerance
         why = " (the closest trial is within tolerance, but no live trial lies on its other side)" if near else ""
+        if self.failed:  # they spent the budget too: the fix may be theirs, not a bigger budget
+            why += f"; {len(self.failed)} of them errored (see their error.txt)"
         return Standing(
             "budget spent",
             f"all {self.budget} trials of the curve's budget started{why}"
@@ -216,7 +220,7 @@ class CurveSearch:
         probed: set[tuple[float, ...]] = set()
         aims = [(self._aim(t), i, t) for i, t in enumerate(self.open_targets())]
         for aim, _, target in sorted(aims, key=lambda a: (a[0].rank, a[0].distance, a[1])):
-            if len(out) >= room or aim.probe in probed:
+            if len(out) >= room or aim.probe in probed or self._answered_by_running(aim):
                 continue
             x = self._untried(aim, taken=[math.log(p.coeff) for p in out])
             if x is not None:
@@ -225,6 +229,12 @@ class CurveSearch:
                 if aim.probe is not None:
                     probed.add(aim.probe)
         return out
+
+    def _answered_by_running(self, aim: _Aim) -> bool:
+        """A step out (rank 2) landing within WAIT of a running trial waits for that trial's answer: it
+        was two trials 5% apart, both degenerate, where one would have told."""
+        running = [math.log(p.coeff) for p in self.pending.values()]
+        return aim.rank == 2 and bool(aim.candidates) and any(abs(aim.candidates[0] - x) < WAIT for x in running)
 
     def _untried(self, aim: _Aim, taken: list[float]) -> float | None:
         """The first of ``aim``'s candidates not within DUPLICATE of a tried, pending or ``taken``
@@ -343,7 +353,21 @@ class CurveSearch:
             return _Aim(2, state="out of reach", reason=plateau)
         aim = t + (self.tolerance if up else -self.tolerance) / 2  # land across the target, within tolerance
         step = max(-MAX_STEP, min(MAX_STEP, (aim - ye) / self._slope()))
-        return _Aim(2, (xe + step, xe + step * 1.5, xe + step * 0.5), distance=abs(t - ye))
+        candidates = (xe + step, xe + step * 1.5, xe + step * 0.5)
+        return _Aim(2, candidates, distance=abs(t - ye), reason=self._slow(points, d))
+
+    def _slow(self, points: list[tuple[float, float]], d: float) -> str:
+        """Where the last two live trials toward the target moved the metric less than SLOW_SLOPE per unit
+        log coefficient: that a floor may be near (said where the budget runs out there), else ''."""
+        live = sorted((p for p in points if math.isfinite(p[1])), key=lambda p: d * p[0])[-2:]
+        if len(live) < 2 or abs((live[1][1] - live[0][1]) / (live[1][0] - live[0][0])) >= SLOW_SLOPE:
+            return ""
+        (x0, y0), (x1, y1) = sorted(live)
+        return (
+            f"{self.metric} moves slowly at the end of the measured range ({math.exp(y0):.3g} to {math.exp(y1):.3g} "
+            f"for {'k' if self.knob == 'k' else 'coefficients'} {math.exp(x0):.4g}-{math.exp(x1):.4g}): a floor the "
+            f"training sets may be near (fix: {TRAINING_FIX})"
+        )
 
     def _plateau(self, points: list[tuple[float, float]], d: float) -> str | None:
         """Why the target is out of reach when the live trials at the end of the measured range in

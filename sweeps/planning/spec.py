@@ -173,7 +173,11 @@ class Search(_Strict):
         description="trials the search may start per curve; default twice the number of targets "
         "(`max_trials_per_group`, its name before, is read as this)",
     )
-    start: dict[str, float] = Field(default={}, description="first coefficient per mode (default 1.0)")
+    start: dict[str, float] = Field(
+        default={},
+        description="first coefficient per mode; default: scaled to each layer's measured activation norm (1.0 with "
+        "sae.input_normalization; docs/sweeps.md)",
+    )
     start_k: dict[str, int] = Field(
         default={}, description="first k per mode for the topk family (default the base's sae.k, else 32)"
     )

@@ -434,3 +434,14 @@ def test_a_budget_spent_stepping_toward_a_floor_says_the_floor_may_be_near():
         "l0 moves slowly at the end of the measured range (80.9 to 71.3 for coefficients 604.2-3969)" in (row["reason"])
     )
     assert "a floor the training sets may be near (fix: train longer (overrides.train.n_samples)" in row["reason"]
+
+
+def test_a_curve_whose_every_trial_degenerates_says_to_start_lower():
+    """The issue's first trial: coefficient 14.7 at blocks.0, L0 124, CE-loss score 0.062."""
+    curve = CurveSearch("local_L0", "l0", [100], tolerance=0.2, budget=6, start=14.7)
+    tried = run(curve, lambda c: {"l0": 124.3, "ce_loss_score": 0.062})
+    (row,) = curve.summary()
+    assert tried == [14.7] and row["state"] == "out of reach"
+    assert row["reason"].endswith(
+        "every trial was degenerate: a smaller search.start for this mode (or none: scaled to the layer)"
+    )

@@ -294,9 +294,9 @@ class CurveSearch:
             return None
         c, v, why = min(short, key=lambda d: d[1] if up else -d[1])
         name = "k" if self.knob == "k" else "coefficient"
-        start = ""
-        if any(_near(math.log(c0), [math.log(self.start)]) for c0, _, _ in self.degenerate):
-            start = f"; the start ({self.start:.4g}) was degenerate itself: a smaller search.start for this mode"
+        start = ""  # from the trials alone (status does not know the start the searcher scaled)
+        if self.closest(target) is None:
+            start = "; every trial was degenerate: a smaller search.start for this mode (or none: scaled to the layer)"
         return (
             f"the SAE degenerates before {self.metric} reaches the target (within tolerance): at {name} {c:.4g} "
             f"{self.metric} is "

@@ -241,6 +241,15 @@ def test_a_first_guess_the_sweep_would_ignore_is_refused(tmp_path, architecture,
     assert str(err.value) == message
 
 
+def test_a_grid_refuses_a_first_guess_it_would_ignore(tmp_path):
+    spec = tiny_sweep(tmp_path, search={"start_k": {"local": 16}})
+    with pytest.raises(ConfigError) as err:
+        sweep_from_dict(spec)
+    assert (
+        str(err.value) == "search.start_k: only a target search starts from it; set search.kind: targets or remove it"
+    )
+
+
 def test_without_a_start_each_curve_starts_at_a_coefficient_scaled_to_its_layers_measured_activations(
     tmp_path, monkeypatch
 ):

@@ -20,9 +20,12 @@ What a real sweep meets at the edges, and what the search makes of it:
   past the metric a degenerate trial still reached (L0 126 at a degenerate trial, target 100) lies
   where every SAE is degenerate: it is out of reach at once, with the fix (:data:`DEGENERATE_FIX`),
   instead of spending the budget there.
-  Log-log interpolation toward them would crawl next to the live end, so a bracket with such an end is
-  narrowed by a step along the live trials' slope when that lands inside it, else by bisection in log
-  coefficient; a degenerate start steps 10x away.
+  A bracket with such an end is narrowed by log-log interpolation toward the L0 the degenerate trial
+  still reached where that is >= 1 (a trial there settles the target: live, met; degenerate, out of
+  reach), else (an L0 "0" toward which interpolation would crawl next to the live end) by a step along
+  the live trials' slope when that lands inside it, else by bisection in log coefficient; a degenerate
+  start steps 10x away. A step out that would land within :data:`WAIT` of a running trial waits for
+  that trial's answer.
 - **The dictionary** bounds L0 and k: an L0 target at or above ``n_dict`` is out of reach, and k is
   proposed within [1, n_dict) (a target past what k = n_dict - 1 reaches is out of reach).
 - **A plateau** (the metric moving less than :data:`FLAT_SLOPE` per unit log coefficient over a decade

@@ -253,6 +253,11 @@ def check_search(spec: SweepSpec) -> None:
             raise ConfigError(
                 "search.targets: only a target search has targets; set search.kind: targets or remove them"
             )
+        for name in ("start", "start_k"):  # a first guess a grid would ignore
+            if getattr(search, name):
+                raise ConfigError(
+                    f"search.{name}: only a target search starts from it; set search.kind: targets or remove it"
+                )
         if not any(a in PENALISED for a in spec.architectures):
             return  # the topk family: check_knobs checked k
         if axes.sparsity_coeff is None:

@@ -198,7 +198,7 @@ def test_a_target_past_where_the_sae_degenerates_is_out_of_reach_and_names_the_f
         assert "the SAE degenerates before l0 reaches the target" in row["reason"]
         assert "at coefficient 2.94 l0 is 129 and the trial is degenerate (CE-loss score 0.0" in row["reason"]
         assert "barely better than zero ablation" in row["reason"] and "dead" not in row["reason"]
-        assert "sae.input_normalization" in row["reason"] and "overrides.train.n_samples" in row["reason"]
+        assert "fix: train longer (overrides.train.n_samples" in row["reason"]
         assert "max_trials_per_curve" not in row["reason"]
 
 

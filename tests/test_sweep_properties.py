@@ -389,7 +389,7 @@ def test_a_degenerate_region_is_named_and_never_spends_the_budget(response, spot
         assert standing.state == "met" or standing.reason
         if t in beyond:
             assert standing.state == "out of reach", (t, standing, tried)
-            assert "degenerate" in standing.reason and "sae.input_normalization" in standing.reason
+            assert "degenerate" in standing.reason and "fix: train longer (overrides.train.n_samples" in standing.reason
             assert "dead" not in standing.reason and "max_trials_per_curve" not in standing.reason
     assert not beyond or len(tried) < curve.budget, tried
     first_live = next((i for i, c in enumerate(tried) if c < response.degenerate_from), len(tried))

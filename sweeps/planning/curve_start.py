@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,7 +88,7 @@ def activation_norms(cfg: RunConfig, hooks: list[str]) -> dict[str, float]:
     if missing:
         cache.update({keys[h]: v for h, v in _measure(cfg, missing).items()})
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # one per process: concurrent plans never share it
         tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
         tmp.replace(path)
     return {h: float(cache[keys[h]]) for h in hooks}

@@ -305,7 +305,8 @@ def test_the_search_packs_seeds_of_a_curve_into_one_grouped_trial_where_they_sha
     both seeds' start proposals on one clean pass, and each member's result goes to its own curve."""
     from sweeps.planning.target_search import build_curves, packable_curves
 
-    spec = tiny_sweep(tmp_path, group_size=2, search={"kind": "targets", "targets": {"l0": [20, 40]}})
+    search = {"kind": "targets", "targets": {"l0": [10, 20]}, "start": {"e2e": 1.0}}
+    spec = tiny_sweep(tmp_path, group_size=2, search=search)
     spec["axes"] = {"mode": ["e2e"], "layer": [1], "seed": [0, 1]}
     apart = Plan.from_spec(sweep_from_dict(spec))
     assert packable_curves(apart) == {"e2e_L1_r2_seed0": [], "e2e_L1_r2_seed1": []}  # sample orders differ
@@ -330,7 +331,7 @@ def test_plan_prints_which_curves_fill_a_grouped_search_trial(tmp_path, capsys):
 
     from sweeps import cli
 
-    spec = tiny_sweep(tmp_path, group_size=2, search={"kind": "targets", "targets": {"l0": [20, 40]}})
+    spec = tiny_sweep(tmp_path, group_size=2, search={"kind": "targets", "targets": {"l0": [10, 20]}})
     spec["axes"] = {"mode": ["e2e"], "layer": [1], "seed": [0, 1]}
     assert cli.main(["plan", str(write_sweep(tmp_path, spec))]) == 0
     assert "places left stay empty: no two curves share a clean pass" in capsys.readouterr().out

@@ -40,7 +40,6 @@ def run(curve: CurveSearch, response, fail=lambda c: False, max_rounds: int = 50
             tried.append(p.coeff)
         for trial_id, p in list(curve.pending.items()):
             value = response(p.coeff)  # a metric value, or a trial's final metrics (dead SAEs are told by them)
-            value = search_value(curve.metric, value) if isinstance(value, dict) else value
             curve.record(trial_id, None if fail(p.coeff) else value)
     raise AssertionError("the search did not stop")
 
@@ -175,8 +174,32 @@ def test_a_target_beyond_where_the_sae_dies_is_out_of_reach_and_says_so():
     tried = run(curve, dead_from_3)
     (row,) = curve.summary()
     assert row["state"] == "out of reach" and not row["met"] and len(tried) < 20
-    assert "l0 jumps across the target between coefficients 2.9" in row["reason"] and "(dead)" in row["reason"]
+    assert "l0 jumps across the target between coefficients 2.9" in row["reason"] and "(degenerate)" in row["reason"]
     assert "overrides.train.n_samples" in row["reason"]
+
+
+def blocks0(c: float) -> dict:
+    """The built-in model's blocks.0 with an unnormalised local relu, 1000 samples (measured: L0 133 at
+    coefficient 1, 126 at 2.94 and 124 at 14.7; CE-loss score 0.19, 0.097, 0.062; here 133 c^-0.026 and
+    0.19 c^-0.64): L0 hardly falls
+    while the SAE degenerates from about 2.9 on, barely better than zero ablation."""
+    return {"l0": 133 * c**-0.026, "ce_loss_increase": 3.8 * c**0.06, "ce_loss_score": 0.19 * c**-0.64}
+
+
+def test_a_target_past_where_the_sae_degenerates_is_out_of_reach_and_names_the_fix():
+    """It bisected between a live and a degenerate trial until the budget was gone (6 trials, 3 of
+    them degenerate), then said "l0 leaves the live range between coefficients 2.082 (127) and 2.944
+    (dead) ... raise search.max_trials_per_curve"."""
+    curve = CurveSearch("local_L0", "l0", [50, 100], tolerance=0.2, budget=6, start=1.0)
+    tried = run(curve, blocks0)
+    assert sum(blocks0(c)["ce_loss_score"] < 0.1 for c in tried) == 1 and len(tried) < curve.budget
+    for row in curve.summary():
+        assert row["state"] == "out of reach", row
+        assert "the SAE degenerates before l0 reaches the target" in row["reason"]
+        assert "at coefficient 2.94 l0 is 129 and the trial is degenerate (CE-loss score 0.0" in row["reason"]
+        assert "barely better than zero ablation" in row["reason"] and "dead" not in row["reason"]
+        assert "fix: train longer (overrides.train.n_samples" in row["reason"]
+        assert "max_trials_per_curve" not in row["reason"]
 
 
 def test_a_degenerate_trial_is_dead_to_the_search_whatever_its_metric_says():
@@ -277,7 +300,13 @@ def l0_at(config: dict) -> dict:
 def one_curve_plan(tmp_path, budget: int) -> Plan:
     spec = tiny_sweep(tmp_path)
     spec["axes"] = {"mode": ["local"], "layer": [1]}
-    spec["search"] = {"kind": "targets", "targets": {"l0": [20, 40, 80]}, "max_trials_per_curve": budget}
+    spec["run"]["sae"]["dict_size_to_input_ratio"] = 16.0  # 256 elements: room for the L0 targets
+    spec["search"] = {
+        "kind": "targets",
+        "targets": {"l0": [20, 40, 80]},
+        "max_trials_per_curve": budget,
+        "start": {"local": 1.0},
+    }
     return Plan.from_spec(sweep_from_dict(spec))
 
 
@@ -363,3 +392,56 @@ def test_a_restored_search_generator_is_not_finished_for_having_been_but_tunes_s
     assert not alg.is_finished()
     alg.set_finished()  # Ctrl-C, fail_fast: Tune stops the search within a session
     assert alg.is_finished()
+
+
+def test_a_budget_spent_partly_on_errored_trials_says_how_many_errored():
+    """Errored trials spent the budget and the verdict blamed the budget alone."""
+    curve = CurveSearch("e2e_L1", "l0", [20], tolerance=0.15, budget=3, start=1.0)
+    run(curve, lambda c: 150 * c**-0.7, fail=lambda c: c != 1.0)
+    (row,) = curve.summary()
+    assert row["state"] == "budget spent" and "2 of them errored (see their error.txt)" in row["reason"], row
+
+
+def test_a_step_out_next_to_a_running_trial_waits_for_its_answer():
+    """Two trials at a time, as Tune ran the measured blocks.0 search (docs/sweeps.md): L0 100's step from
+    coefficient 1.62 landed at 6.38, next to the running 6.06 (L0 50's step): both degenerate, where one
+    told. It now waits for 6.06, whose answer puts both targets out of reach: 5 trials, not 6."""
+    measured = {0.106: (258.5, 0.886), 0.303: (172.6, 0.626), 0.606: (142.6, 0.293), 1.62: (128.8, 0.133)}
+    measured.update({6.06: (124.9, 0.075), 6.38: (124.8, 0.074)})
+    curve = CurveSearch("local_L0", "l0", [50, 100], tolerance=0.2, budget=6, start=0.106)
+    running: list[tuple[str, float]] = []
+    while True:
+        while len(running) < 2 and (proposals := curve.proposals()):
+            curve.start_trial(str(curve.n_started), proposals[0])
+            running.append((str(curve.n_started - 1), proposals[0].coeff))
+        if not running:
+            break
+        trial_id, coeff = running.pop(0)
+        l0, score = measured[min(measured, key=lambda c: abs(math.log(c / coeff)))]
+        curve.record(trial_id, {"l0": l0, "ce_loss_score": score})
+    assert curve.n_started == 5 and [r["state"] for r in curve.summary()] == ["out of reach"] * 2
+
+
+def test_a_budget_spent_stepping_toward_a_floor_says_the_floor_may_be_near():
+    """Measured: e2e at the built-in model's blocks.0, 1000 samples, L0 target 50 (docs/sweeps.md): L0 fell
+    from 80.9 to 71.3 over coefficients 604-3969 when the budget ran out, and the verdict only said to
+    raise the budget."""
+    curve = CurveSearch("e2e_L0", "l0", [50], tolerance=0.2, budget=4, start=9.43)
+    curve.finished = [(9.43, 289.9), (229.8, 99.95), (604.2, 80.89), (3969.0, 71.28)]
+    (row,) = curve.summary()
+    assert row["state"] == "budget spent" and row["reason"].endswith("raise search.max_trials_per_curve")
+    assert (
+        "l0 moves slowly at the end of the measured range (80.9 to 71.3 for coefficients 604.2-3969)" in (row["reason"])
+    )
+    assert "a floor the training sets may be near (fix: train longer (overrides.train.n_samples)" in row["reason"]
+
+
+def test_a_curve_whose_every_trial_degenerates_says_to_start_lower():
+    """The issue's first trial: coefficient 14.7 at blocks.0, L0 124, CE-loss score 0.062."""
+    curve = CurveSearch("local_L0", "l0", [100], tolerance=0.2, budget=6, start=14.7)
+    tried = run(curve, lambda c: {"l0": 124.3, "ce_loss_score": 0.062})
+    (row,) = curve.summary()
+    assert tried == [14.7] and row["state"] == "out of reach"
+    assert row["reason"].endswith(
+        "every trial was degenerate: a smaller search.start for this mode (or none: scaled to the layer)"
+    )

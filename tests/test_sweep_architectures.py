@@ -228,3 +228,31 @@ def test_the_report_draws_every_mode_and_architecture_on_one_plot_per_hook(tmp_p
     assert math.isfinite(json.loads((out / "pareto.json").read_text())["hooks"]["blocks.1.hook_resid_pre"]["layer"])
     header = (out / "trials.csv").read_text().splitlines()[0].split(",")
     assert "architecture" in header and "k" in header
+
+
+def test_k_is_proposed_inside_the_dictionary_and_a_target_past_it_is_out_of_reach():
+    """n_dict 256, target L0 240 from k 32: it proposed 32, 259 and 736 (both error: k >= n_dict), 91,
+    then said "budget spent ... raise search.max_trials_per_curve"."""
+    curve = CurveSearch("e2e_topk_L1", "l0", [240], tolerance=0.15, budget=4, start=32.0, knob="k", n_dict=256)
+    tried = []
+    while proposals := curve.proposals():
+        for p in proposals:
+            tried.append(p.coeff)
+            curve.start_trial(str(len(tried)), p)
+            curve.record(str(len(tried)), {"l0": 0.95 * p.coeff, "ce_loss_score": 0.8, "n_dict_elements": 256})
+    assert all(1 <= k < 256 for k in tried) and curve.is_met(240), (tried, curve.summary())
+    short = CurveSearch("e2e_topk_L1", "l0", [250], tolerance=0.02, budget=6, start=32.0, knob="k", n_dict=256)
+    while proposals := short.proposals():
+        for p in proposals:
+            short.start_trial(str(p.coeff), p)
+            short.record(str(p.coeff), {"l0": 0.9 * p.coeff, "ce_loss_score": 0.8})
+    (row,) = short.summary()
+    assert row["state"] == "out of reach" and "the largest k, 255 (the dictionary has 256 elements)" in row["reason"]
+    assert "axes.dict_size_to_input_ratio" in row["reason"] and short.n_started < short.budget
+
+
+def test_an_l0_target_at_or_above_the_dictionary_is_out_of_reach_without_a_trial():
+    curve = CurveSearch("local_L1", "l0", [20, 5000], tolerance=0.15, budget=4, start=1.0, n_dict=1024)
+    assert curve.standing(5000).state == "out of reach"
+    assert "active elements of the 1024 in the dictionary" in curve.standing(5000).reason
+    assert [p.target for p in curve.proposals()] == [20]

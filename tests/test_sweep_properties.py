@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sweep_fixtures import tiny_sweep, trial_record
 
 from sweeps.analysis.picks import _frontier_picks
-from sweeps.planning.curve_search import CurveSearch, search_value
+from sweeps.planning.curve_search import CurveSearch
 from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
 from sweeps.planning.target_search import build_curves, curves_from_trials, status_lines
@@ -111,7 +111,7 @@ def drive(curve: CurveSearch, response: Response, fail=lambda c: False) -> list[
             curve.start_trial(f"t{len(tried)}", p)
             tried.append(p.coeff)
         for trial_id, p in list(curve.pending.items()):
-            curve.record(trial_id, None if fail(p.coeff) else search_value(curve.metric, response.metrics(p.coeff)))
+            curve.record(trial_id, None if fail(p.coeff) else response.metrics(p.coeff))
     raise AssertionError("the search did not stop")
 
 
@@ -165,6 +165,7 @@ def test_noise_wiggles_and_errors_never_make_the_search_loop_repeat_itself_or_ov
 def one_curve_plan(tmp_path_factory):
     spec = tiny_sweep(tmp_path_factory.mktemp("spec"))
     spec["axes"] = {"mode": ["local"], "layer": [1]}
+    spec["run"]["sae"]["dict_size_to_input_ratio"] = 16.0  # 256 elements: room for the L0 targets
     spec["search"] = {"kind": "targets", "targets": {"l0": [8, 20, 50]}, "max_trials_per_curve": 10}
     return Plan.from_spec(sweep_from_dict(spec))
 
@@ -305,7 +306,7 @@ def test_status_never_crashes_and_has_a_row_per_curve_and_target(one_curve_plan,
         assert t.run is not None
         t.run["mode"], t.run["sae"]["position"] = "local", "blocks.1.hook_resid_pre"
     lines = status_lines(one_curve_plan, trials)
-    assert sum(line.startswith("local_L1_r2_seed0 ") for line in lines) == 3
+    assert sum(line.startswith("local_L1_r16_seed0 ") for line in lines) == 3
 
 
 def test_interpolation_inside_a_random_frontier_is_never_clipped():
@@ -315,3 +316,81 @@ def test_interpolation_inside_a_random_frontier_is_never_clipped():
         front = pareto_front([(rng.uniform(1, 100), rng.uniform(0, 1)) for _ in range(rng.randint(1, 6))])
         for y in (front[-1].y, front[0].y, (front[-1].y + front[0].y) / 2):
             assert not interpolate_at(front, y).clipped
+
+
+# ---- degenerate regions: the SAE degenerates while the metric still moves ------------------------
+
+
+@dataclass
+class DegeneratingResponse:
+    """The built-in model's blocks.0 with an unnormalised relu, in general: L0 = A c^-a and CE-loss
+    increase = B c^b keep moving with the coefficient, but from ``degenerate_from`` on every SAE is
+    degenerate (CE-loss score 0.05: barely better than zero ablation) while still reporting them."""
+
+    metric: str
+    A: float
+    a: float
+    B: float
+    b: float
+    degenerate_from: float
+    noise: float
+    seed: int
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def clean(self, c: float) -> float:
+        return self.A * c**-self.a if self.metric == "l0" else self.B * c**self.b
+
+    def metrics(self, c: float) -> dict[str, float]:
+        shake = math.exp(self.rng.gauss(0, self.noise))
+        score = 0.05 if c >= self.degenerate_from else 0.8
+        l0, ce = self.A * c**-self.a * shake, self.B * c**self.b * shake
+        return {"l0": l0, "ce_loss_increase": ce, "ce_loss_score": score}
+
+    def coeff_at(self, value: float) -> float:
+        return (self.A / value) ** (1 / self.a) if self.metric == "l0" else (value / self.B) ** (1 / self.b)
+
+
+@st.composite
+def degenerating(draw) -> DegeneratingResponse:
+    return DegeneratingResponse(
+        metric=draw(st.sampled_from(["l0", "ce_loss_increase"])),
+        A=draw(log_uniform(50, 3000)),
+        a=draw(st.floats(0.05, 1.5)),  # down to the flat L0 of blocks.0 (133 -> 124 over coefficients 1-15)
+        B=draw(log_uniform(0.01, 0.5)),
+        b=draw(st.floats(0.3, 1.5)),
+        degenerate_from=draw(log_uniform(0.1, 10)),
+        noise=draw(st.sampled_from([0.0, 0.02])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@QUICK
+@given(
+    response=degenerating(),
+    spots=st.lists(log_uniform(1e-2, 1e2), min_size=1, max_size=3),
+    start=log_uniform(1e-2, 1e2),
+    tolerance=st.floats(0.1, 0.3),
+)
+def test_a_degenerate_region_is_named_and_never_spends_the_budget(response, spots, start, tolerance):
+    """Targets on either side of where the SAE degenerates: a target whose coefficient lies inside the
+    degenerate region (by a margin beyond the noise) ends out of reach, its reason naming degeneration
+    and the fix; the search then stops with budget left, and once a live trial is known it puts at most
+    one trial per target (and one more) inside the region. (It spent the budget bisecting there, and
+    status said "dead" and "raise search.max_trials_per_curve".)"""
+    targets = sorted({float(f"{response.clean(c):.6g}") for c in spots})
+    curve = CurveSearch("g", response.metric, targets, tolerance, budget=4 + 3 * len(targets), start=start)
+    tried = drive(curve, response)
+    margin = 0.3 / (response.a if response.metric == "l0" else response.b)  # 0.3 in log metric: past the noise
+    beyond = [t for t in targets if response.coeff_at(t) > response.degenerate_from * math.exp(margin)]
+    for t in targets:
+        standing = curve.standing(t)
+        assert standing.state == "met" or standing.reason
+        if t in beyond:
+            assert standing.state == "out of reach", (t, standing, tried)
+            assert "degenerate" in standing.reason and "fix: train longer (overrides.train.n_samples" in standing.reason
+            assert "dead" not in standing.reason and "max_trials_per_curve" not in standing.reason
+    assert not beyond or len(tried) < curve.budget, tried
+    first_live = next((i for i, c in enumerate(tried) if c < response.degenerate_from), len(tried))
+    assert sum(c >= response.degenerate_from for c in tried[first_live:]) <= len(targets) + 1, tried

@@ -14,11 +14,20 @@ What a real sweep meets at the edges, and what the search makes of it:
 - **Met** means a live trial within tolerance *and* live trials on both sides of the target (or one on
   it): the report reads frontiers only between trials (docs/report.md), so a met level is one the
   report can read. Stepping out toward a target therefore aims past it by half the tolerance.
-- **Dead trials** (a degenerate SAE, :func:`sweeps.reporting.pareto.degenerate_reason`: L0 < 1 or CE-loss score
-  < 0.1) and values <= 0 are information, not noise: they lie beyond every target (:func:`search_value`).
-  Log-log interpolation toward them would crawl next to the live end, so a bracket with such an end is
-  narrowed by a step along the live trials' slope when that lands inside it, else by bisection in log
-  coefficient; a dead start steps 10x away.
+- **Degenerate trials** (:func:`sweeps.degenerate.degenerate_reason`, the report's rule: L0 < 1 or CE-loss
+  score < 0.1, barely better than zero ablation) and values <= 0 are information, not noise: they lie
+  beyond every target (:func:`search_value`). Degeneration sets in with sparsity pressure, so a target
+  past the metric a degenerate trial still reached (L0 126 at a degenerate trial, target 100) lies
+  where every SAE is degenerate: it is out of reach at once, with the fix (:data:`DEGENERATE_FIX`),
+  instead of spending the budget there.
+  A bracket with such an end is narrowed by log-log interpolation toward the L0 the degenerate trial
+  still reached where that is >= 1 (a trial there settles the target: live, met; degenerate, out of
+  reach), else (an L0 "0" toward which interpolation would crawl next to the live end) by a step along
+  the live trials' slope when that lands inside it, else by bisection in log coefficient; a degenerate
+  start steps 10x away. A step out that would land within :data:`WAIT` of a running trial waits for
+  that trial's answer.
+- **The dictionary** bounds L0 and k: an L0 target at or above ``n_dict`` is out of reach, and k is
+  proposed within [1, n_dict) (a target past what k = n_dict - 1 reaches is out of reach).
 - **A plateau** (the metric moving less than :data:`FLAT_SLOPE` per unit log coefficient over a decade
   at the end of the measured range toward a target) puts the target out of reach: stepping on would
   spend the budget on the floor. Such a target, and one beyond where the SAE dies, is reported with the
@@ -39,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.reporting.pareto import degenerate_reason
+from sweeps.degenerate import degenerate_reason
 
 # The metrics a search can target, with the sign of d log(metric) / d log(coeff) and a prior slope.
 SEARCH_METRICS = {"l0": -1.0, "ce_loss_increase": 1.0}
@@ -47,9 +56,19 @@ MAX_STEP = math.log(10.0)  # at most 10x the coefficient away from the nearest t
 SLOPE_RANGE = (0.1, 10.0)  # |fitted slope| is clamped to this range (a noisy fit must not jump far)
 MIN_BRACKET = math.log(1.02)  # a bracket narrower than 2% in the coefficient settles its target
 DUPLICATE = math.log(1.01)  # coefficients within 1% of a tried one count as the same
+WAIT = math.log(1.25)  # a step out this close to a running trial waits for it (its answer serves both)
 FLAT_SPAN = math.log(10.0)  # a plateau is judged over at least a decade of the coefficient ...
 FLAT_SLOPE = 0.05  # ... across which log(metric) moves by less than this per unit log(coeff) (10x: < 12%)
+SLOW_SLOPE = 0.2  # a step out from trials moving less than this may be heading for a floor (said if budget runs out)
 TRAINING_FIX = "train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)"
+# What lets an SAE reach a sparsity where it now degenerates: more training, to learn a reconstruction at
+# that sparsity. Measured at the built-in model's blocks.0 (local, L0 target 100, docs/sweeps.md): at 1000
+# samples L0 stops near 125 where the SAE degenerates, at 4000 the start coefficient alone reaches L0 100
+# (CE-loss increase 0.35); sae.input_normalization did not help (L0 stuck at 191 at 1000 samples).
+DEGENERATE_FIX = (
+    "fix: train longer (overrides.train.n_samples: the SAE needs the samples to learn a reconstruction at that "
+    "sparsity), or aim within what live trials reach"
+)
 
 
 @dataclass
@@ -87,7 +106,7 @@ class _Aim:
 
 def search_value(metric: str, metrics: Mapping[str, Any]) -> float | None:
     """What the search records of a finished trial's final ``metrics``: the target metric, or for a
-    degenerate (dead) SAE the end beyond every target on the dead side (0 for L0, inf for CE-loss
+    degenerate SAE the end beyond every target on the dead side (0 for L0, inf for CE-loss
     increase); None when the metric is missing or not finite (no information)."""
     value = metrics.get(metric)
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -118,11 +137,17 @@ class CurveSearch:
     finished: list[tuple[float, float]] = field(default_factory=list)
     failed: dict[str, Proposal] = field(default_factory=dict)
     pending: dict[str, Proposal] = field(default_factory=dict)
+    # (coeff, the metric it still reached or None, why) of each finished degenerate trial (in ``finished``
+    # beyond every target): where degeneration set in, for the verdicts
+    degenerate: list[tuple[float, float | None, str]] = field(default_factory=list)
+    n_dict: int | None = None  # the dictionary's size (bounds L0 and k); None: not known
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a search saved before failed trials kept their ids (a list of coefficients)."""
         state.pop("settled", None)
         state.setdefault("knob", "coeff")  # saved before the search placed k
+        state.setdefault("degenerate", [])  # saved before degenerate trials kept their metric
+        state.setdefault("n_dict", None)
         if isinstance(state.get("failed"), list):
             state["failed"] = {f"failed{i}": Proposal(c, None) for i, c in enumerate(state["failed"])}
         self.__dict__.update(state)
@@ -171,6 +196,8 @@ class CurveSearch:
         best = self.closest(target)
         near = best is not None and abs(_log(best[1]) - math.log(target)) <= self.tolerance
         why = " (the closest trial is within tolerance, but no live trial lies on its other side)" if near else ""
+        if self.failed:  # they spent the budget too: the fix may be theirs, not a bigger budget
+            why += f"; {len(self.failed)} of them errored (see their error.txt)"
         return Standing(
             "budget spent",
             f"all {self.budget} trials of the curve's budget started{why}"
@@ -197,7 +224,7 @@ class CurveSearch:
         probed: set[tuple[float, ...]] = set()
         aims = [(self._aim(t), i, t) for i, t in enumerate(self.open_targets())]
         for aim, _, target in sorted(aims, key=lambda a: (a[0].rank, a[0].distance, a[1])):
-            if len(out) >= room or aim.probe in probed:
+            if len(out) >= room or aim.probe in probed or self._answered_by_running(aim):
                 continue
             x = self._untried(aim, taken=[math.log(p.coeff) for p in out])
             if x is not None:
@@ -206,6 +233,12 @@ class CurveSearch:
                 if aim.probe is not None:
                     probed.add(aim.probe)
         return out
+
+    def _answered_by_running(self, aim: _Aim) -> bool:
+        """A step out (rank 2) landing within WAIT of a running trial waits for that trial's answer: it
+        was two trials 5% apart, both degenerate, where one would have told."""
+        running = [math.log(p.coeff) for p in self.pending.values()]
+        return aim.rank == 2 and bool(aim.candidates) and any(abs(aim.candidates[0] - x) < WAIT for x in running)
 
     def _untried(self, aim: _Aim, taken: list[float]) -> float | None:
         """The first of ``aim``'s candidates not within DUPLICATE of a tried, pending or ``taken``
@@ -221,11 +254,16 @@ class CurveSearch:
         return int(SEARCH_METRICS[self.metric]) * (-1 if self.knob == "k" else 1)
 
     def _value(self, x: float) -> float:
-        """The knob's value at log ``x``: a coefficient as is, k rounded to an integer >= 1."""
-        return float(max(1, round(math.exp(x)))) if self.knob == "k" else math.exp(x)
+        """The knob's value at log ``x``: a coefficient as is, k rounded to an integer in [1, n_dict)."""
+        if self.knob != "k":
+            return math.exp(x)
+        return float(min(max(1, round(math.exp(x))), (self.n_dict or math.inf) - 1))
 
     def _aim(self, target: float) -> _Aim:
         t = math.log(target)
+        beyond = self._beyond_dictionary(target) or self._degenerate_before(target)
+        if beyond:
+            return _Aim(2, state="out of reach", reason=beyond)
         points = self._points()
         if not points:  # nothing known yet: the start (again, if its trials errored)
             return _Aim(3, (math.log(self.start),))
@@ -234,6 +272,40 @@ class CurveSearch:
             i = min(pairs, key=lambda k: points[k + 1][0] - points[k][0])
             return self._aim_inside(t, points[i], points[i + 1], bends=_bends(points, i))
         return self._aim_beyond(t, points)
+
+    def _reached(self, x: float) -> float | None:
+        """What the degenerate trial at log coefficient ``x`` still reached of the metric (None: unknown)."""
+        return next((v for c, v, _ in self.degenerate if abs(math.log(c) - x) < 1e-9 and v is not None and v > 0), None)
+
+    def _beyond_dictionary(self, target: float) -> str | None:
+        """Why an L0 target is out of reach of the dictionary (L0 counts its active elements), or None."""
+        if self.metric != "l0" or self.n_dict is None or target < self.n_dict:
+            return None
+        return (
+            f"l0 counts active elements of the {self.n_dict} in the dictionary, so {target:g} is beyond it; fix: a "
+            f"target below {self.n_dict}, or a larger dictionary (axes.dict_size_to_input_ratio)"
+        )
+
+    def _degenerate_before(self, target: float) -> str | None:
+        """Why ``target`` is out of reach where a degenerate trial had not yet reached it, or was within
+        tolerance of it (L0 still above an L0 target, CE-loss increase still below a CE target):
+        degeneration sets in with sparsity pressure, and a trial past the target is under more; None where
+        no degenerate trial says so. Reported at the degenerate trial under the least pressure (the edge)."""
+        up = SEARCH_METRICS[self.metric] > 0  # the metric rises with sparsity pressure (CE) or falls (L0)
+        edge = target * math.exp(self.tolerance if up else -self.tolerance)
+        short = [(c, v, why) for c, v, why in self.degenerate if v is not None and (v <= edge if up else v >= edge)]
+        if not short:
+            return None
+        c, v, why = min(short, key=lambda d: d[1] if up else -d[1])
+        name = "k" if self.knob == "k" else "coefficient"
+        start = ""  # from the trials alone (status does not know the start the searcher scaled)
+        if self.closest(target) is None:
+            start = "; every trial was degenerate: a smaller search.start for this mode (or none: scaled to the layer)"
+        return (
+            f"the SAE degenerates before {self.metric} reaches the target (within tolerance): at {name} {c:.4g} "
+            f"{self.metric} is "
+            f"{v:.3g} and the trial is degenerate ({why}); {DEGENERATE_FIX}{start}"
+        )
 
     def _aim_inside(self, t: float, a: tuple[float, float], b: tuple[float, float], bends: bool = False) -> _Aim:
         """A proposal between two trials on either side of log target ``t``: log-log interpolation, or
@@ -248,14 +320,18 @@ class CurveSearch:
             return _Aim(0, (mid,) if bends else (x, mid))  # the midpoint also if interpolation hits a tried one
         if not (math.isfinite(y0) or math.isfinite(y1)):
             return _Aim(1, (mid,), probe=(x0, x1))
-        (xl, yl), y_dead = (a, y1) if math.isfinite(y0) else (b, y0)
-        # Along the live trials' slope if that stays inside, aiming past the target (toward the dead end)
-        # by half the tolerance, so that a live trial lands on its other side; else bisect.
+        (xl, yl), (xd, y_dead) = (a, b) if math.isfinite(y0) else (b, a)
+        # Aiming past the target (toward the degenerate end) by half the tolerance, so that a live trial
+        # lands on its other side: where the degenerate trial's own L0 (>= 1) puts it in log-log (a trial
+        # there settles the target either way: live, it meets it; degenerate, it is out of reach), else
+        # along the live trials' slope if that stays inside; else bisect.
         aim = t + math.copysign(self.tolerance / 2, y_dead)
-        x = xl + (aim - yl) / self._slope()
+        reached = self._reached(xd) if self.metric == "l0" else None
+        xs = [xl + (aim - yl) * (xd - xl) / (math.log(reached) - yl)] if reached and reached >= 1 else []
+        xs.append(xl + (aim - yl) / self._slope())
         return _Aim(
             1,
-            (x, mid) if x0 < x < x1 else (mid,),
+            tuple(x for x in xs if x0 < x < x1) + (mid,),
             distance=abs(t - yl),
             probe=(x0, x1),
             reason=f"{self.metric} leaves the live range {self._between(a, b)}: the target may lie beyond it",
@@ -266,14 +342,38 @@ class CurveSearch:
         up = points[0][1] < t  # the metric must rise: for L0 a smaller coefficient, for CE a larger one
         d = self._sign() * (1 if up else -1)  # direction in log coefficient
         xe, ye = max(points, key=lambda p: d * p[0])
-        if not math.isfinite(ye):  # the last trial is dead: 10x away from it
+        if not math.isfinite(ye):  # the last trial is degenerate: 10x away from it
             return _Aim(2, (xe + d * MAX_STEP,), probe=(xe,))
+        if self.knob == "k" and self.n_dict is not None and d > 0 and round(math.exp(xe)) >= self.n_dict - 1:
+            return _Aim(
+                2,
+                state="out of reach",
+                reason=f"{self.metric} at the largest k, {self.n_dict - 1} (the dictionary has {self.n_dict} "
+                f"elements), is {math.exp(ye):.3g}; fix: a larger dictionary (axes.dict_size_to_input_ratio) or a "
+                "target within reach",
+            )
         plateau = self._plateau(points, d)
         if plateau:
             return _Aim(2, state="out of reach", reason=plateau)
         aim = t + (self.tolerance if up else -self.tolerance) / 2  # land across the target, within tolerance
         step = max(-MAX_STEP, min(MAX_STEP, (aim - ye) / self._slope()))
-        return _Aim(2, (xe + step, xe + step * 1.5, xe + step * 0.5), distance=abs(t - ye))
+        candidates = (xe + step, xe + step * 1.5, xe + step * 0.5)
+        return _Aim(2, candidates, distance=abs(t - ye), reason=self._slow(points, d))
+
+    def _slow(self, points: list[tuple[float, float]], d: float) -> str:
+        """Where the last two live trials toward the target moved the metric less than SLOW_SLOPE per unit
+        log coefficient: that a floor may be near (said where the budget runs out there), else ''."""
+        live = sorted((p for p in points if math.isfinite(p[1])), key=lambda p: d * p[0])[-2:]
+        if len(live) < 2 or abs(live[1][0] - live[0][0]) < DUPLICATE:  # one coefficient (a retried start): no slope
+            return ""
+        (x0, y0), (x1, y1) = sorted(live)
+        if abs((y1 - y0) / (x1 - x0)) >= SLOW_SLOPE:
+            return ""
+        return (
+            f"{self.metric} moves slowly at the end of the measured range ({math.exp(y0):.3g} to {math.exp(y1):.3g} "
+            f"for {'k' if self.knob == 'k' else 'coefficients'} {math.exp(x0):.4g}-{math.exp(x1):.4g}): a floor the "
+            f"training sets may be near (fix: {TRAINING_FIX})"
+        )
 
     def _plateau(self, points: list[tuple[float, float]], d: float) -> str | None:
         """Why the target is out of reach when the live trials at the end of the measured range in
@@ -316,20 +416,23 @@ class CurveSearch:
         return _Aim(
             1,
             state="out of reach",
-            reason=f"{self.metric} jumps across the target {where}, so no coefficient lands on it; fix: aim within "
-            f"what live trials reach, or {TRAINING_FIX} and search again",
+            reason=f"{self.metric} jumps across the target {where} where the SAE degenerates, so no coefficient "
+            f"lands on it; {DEGENERATE_FIX}",
         )
 
     def _between(self, a: tuple[float, float], b: tuple[float, float]) -> str:
-        """``between coefficients 2.9 (81) and 3.1 (dead)``: two trials, for a reason."""
+        """``between coefficients 2.9 (81) and 3.1 (degenerate at 79)``: two trials, for a reason."""
 
-        def show(y: float) -> str:
-            if y == -math.inf:
-                return "dead" if self.metric == "l0" else "<= 0"
-            return "dead" if y == math.inf else f"{math.exp(y):.3g}"
+        def show(x: float, y: float) -> str:
+            if math.isfinite(y):
+                return f"{math.exp(y):.3g}"
+            reached = [v for c, v, _ in self.degenerate if abs(math.log(c) - x) < 1e-9 and v is not None]
+            if reached:
+                return f"degenerate at {reached[0]:.3g}"
+            return "<= 0" if y == -math.inf and self.metric != "l0" else "degenerate"
 
         name = "k" if self.knob == "k" else "coefficients"
-        return f"between {name} {math.exp(a[0]):.4g} ({show(a[1])}) and {math.exp(b[0]):.4g} ({show(b[1])})"
+        return f"between {name} {math.exp(a[0]):.4g} ({show(*a)}) and {math.exp(b[0]):.4g} ({show(*b)})"
 
     def _slope(self) -> float:
         """d log(value) / d log(coeff): least squares over the live finished trials, the prior with fewer
@@ -353,16 +456,35 @@ class CurveSearch:
     def start_trial(self, trial_id: str, proposal: Proposal) -> None:
         self.pending[trial_id] = proposal
 
-    def record(self, trial_id: str, value: float | None) -> None:
-        """A trial ended: its :func:`search_value`, or None when it errored or reported none. A trial
-        recorded as failed that ends again (re-run by ``sweeps resume``) replaces its failure."""
+    def record(self, trial_id: str, result: float | Mapping[str, Any] | None) -> None:
+        """A trial ended: its final metrics (or just its :func:`search_value`), or None when it errored
+        or reported none. A trial recorded as failed that ends again (re-run by ``sweeps resume``)
+        replaces its failure."""
         proposal = self.pending.pop(trial_id, None) or self.failed.pop(trial_id, None)
         if proposal is None:
             return
-        if value is None or math.isnan(value):
+        if isinstance(result, Mapping):
+            if not self.add_finished(proposal.coeff, result):
+                self.failed[trial_id] = proposal
+        elif result is None or math.isnan(result):
             self.failed[trial_id] = proposal
         else:
-            self.finished.append((proposal.coeff, float(value)))
+            self.finished.append((proposal.coeff, float(result)))
+
+    def add_finished(self, coeff: float, metrics: Mapping[str, Any]) -> bool:
+        """A finished trial at ``coeff`` from its final metrics: its :func:`search_value`, where it is
+        degenerate what it still reached, and the dictionary's size; False when it carries no value."""
+        value = search_value(self.metric, metrics)
+        if value is None:
+            return False
+        self.finished.append((coeff, value))
+        why = degenerate_reason(metrics)
+        if why:
+            self.degenerate.append((coeff, float(metrics[self.metric]), why))  # finite: search_value said so
+        n_dict = metrics.get("n_dict_elements")
+        if self.n_dict is None and isinstance(n_dict, int) and n_dict > 0:
+            self.n_dict = n_dict
+        return True
 
     def requeue(self, trial_id: str) -> None:
         """A failed trial runs again (``sweeps resume`` re-runs errored trials): pending until it ends."""

@@ -14,7 +14,7 @@ config is validated exactly once per command.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,9 @@ import yaml
 
 from e2e_sae.config import ConfigError, RunConfig, run_config_from_dict
 from e2e_sae.group import check_members, shared_fields
+from e2e_sae.model_shape import ModelShape
 from e2e_sae.validate import check_config, model_shape
+from sweeps.planning.curve_start import CurveStart, curve_starts
 from sweeps.planning.finetune_stage import check_children
 from sweeps.planning.names import curve_name, grid_group_name, unique_names
 from sweeps.planning.spec import SweepSpec, base_run_dict, expand_trials, load_sweep
@@ -36,16 +38,18 @@ class Plan:
     names: list[str]  # each trial's unique name (target search: its curve's name)
     run_configs: list[RunConfig]  # each trial's run config, validated and checked against the model
     tune_trials: list[dict[str, Any]]  # grid: each Tune trial's config; target search: none (the searcher's)
+    starts: list[CurveStart] = field(default_factory=list)  # target search: each curve's dictionary and start
 
     @classmethod
     def from_spec(cls, spec: SweepSpec, against_model: bool = True) -> Plan:
         """``against_model``: also check every run config against the model (its layers, context and
         data; ``status`` of a copied experiment skips it, the model need not be on that machine)."""
         trials = expand_trials(spec)
-        configs = validate_trials(trials, against_model)
+        configs, shape = validate_trials(trials, against_model)
         check_children(spec.finetune, trials)
         if spec.search.kind == "targets":
-            return cls(spec, trials, [_curve(t) for t in trials], configs, [])
+            starts = search_starts(spec, trials, configs, shape)
+            return cls(spec, trials, [_curve(t) for t in trials], configs, [], starts)
         names = unique_names([t.name for t in trials])
         if spec.group_size == 1:
             return cls(spec, trials, names, configs, [t.tune_config() for t in trials])
@@ -97,9 +101,27 @@ def _curve(t: Trial) -> str:
     return curve_name(t.mode, t.layer, t.hook, t.dict_size_to_input_ratio, t.seed, t.architecture)
 
 
-def validate_trials(trials: list[Trial], against_model: bool = True) -> list[RunConfig]:
+def search_starts(spec: SweepSpec, trials: list[Trial], configs: list[RunConfig], shape: Any) -> list[CurveStart]:
+    """Each curve's dictionary size and first coefficient or k (sweeps.planning.curve_start); an L0
+    target no curve's dictionary can reach (L0 counts its active elements) is refused here."""
+    given = [
+        t.k is not None and t.mode in spec.search.start_k or t.k is None and t.mode in spec.search.start for t in trials
+    ]
+    starts = curve_starts(configs, [t.k if t.k is not None else t.sparsity_coeff for t in trials], given, shape)
+    sizes = [s.n_dict for s in starts if s.n_dict is not None]
+    if spec.search.metric == "l0" and sizes and max(spec.search.target_values) >= max(sizes):
+        beyond = [t for t in spec.search.target_values if t >= max(sizes)]
+        raise ConfigError(
+            f"search.targets.l0: {', '.join(f'{t:g}' for t in beyond)} not below the dictionary size {max(sizes)} "
+            "(L0 counts active dictionary elements); lower the target or raise axes.dict_size_to_input_ratio"
+        )
+    return starts
+
+
+def validate_trials(trials: list[Trial], against_model: bool = True) -> tuple[list[RunConfig], ModelShape | None]:
     """Every trial's run config validated and (``against_model``) put through the library's checks
-    (hooks against the model, context, data sources, pretrained SAE): one-line errors naming the trial."""
+    (hooks against the model, context, data sources, pretrained SAE): one-line errors naming the trial;
+    with the model's shape where known."""
     configs = []
     for t in trials:
         try:
@@ -107,7 +129,7 @@ def validate_trials(trials: list[Trial], against_model: bool = True) -> list[Run
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
     if not against_model:
-        return configs
+        return configs, None
     shape = model_shape(configs[0].model)
     layers = sorted({t.layer for t in trials if t.layer is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
@@ -119,7 +141,7 @@ def validate_trials(trials: list[Trial], against_model: bool = True) -> list[Run
             check_config(cfg, shape)
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
-    return configs
+    return configs, shape
 
 
 def group_wandb(spec: SweepSpec) -> dict[str, Any] | None:

@@ -173,7 +173,11 @@ class Search(_Strict):
         description="trials the search may start per curve; default twice the number of targets "
         "(`max_trials_per_group`, its name before, is read as this)",
     )
-    start: dict[str, float] = Field(default={}, description="first coefficient per mode (default 1.0)")
+    start: dict[str, float] = Field(
+        default={},
+        description="first coefficient per mode; default: scaled to each layer's measured activation norm (1.0 with "
+        "sae.input_normalization; docs/sweeps.md)",
+    )
     start_k: dict[str, int] = Field(
         default={}, description="first k per mode for the topk family (default the base's sae.k, else 32)"
     )
@@ -219,6 +223,17 @@ def check_knobs(spec: SweepSpec) -> None:
                 f"axes.k: both a k grid and search.kind: targets for {topk}; remove axes.k (search.start_k sets "
                 "the first k)"
             )
+        # A first guess the sweep would not use is refused, not ignored: the user expects it to act.
+        if spec.search.start_k and not topk:
+            raise ConfigError(
+                f"search.start_k: only the topk family ({', '.join(TOPK_FAMILY)}) takes k, and this sweep trains "
+                f"{archs}; drop search.start_k (search.start sets the first coefficient)"
+            )
+        if spec.search.start and not penalised:
+            raise ConfigError(
+                f"search.start: {archs} set L0 by k and take no coefficient; drop search.start (search.start_k sets "
+                "the first k)"
+            )
         bad = {m: v for m, v in spec.search.start_k.items() if v < 1}
         if bad or set(spec.search.start_k) - set(axes.mode):
             raise ConfigError(
@@ -238,6 +253,11 @@ def check_search(spec: SweepSpec) -> None:
             raise ConfigError(
                 "search.targets: only a target search has targets; set search.kind: targets or remove them"
             )
+        for name in ("start", "start_k"):  # a first guess a grid would ignore
+            if getattr(search, name):
+                raise ConfigError(
+                    f"search.{name}: only a target search starts from it; set search.kind: targets or remove it"
+                )
         if not any(a in PENALISED for a in spec.architectures):
             return  # the topk family: check_knobs checked k
         if axes.sparsity_coeff is None:

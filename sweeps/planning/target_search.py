@@ -8,13 +8,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sweeps.planning.curve_search import CurveSearch, Proposal, search_value
+from sweeps.planning.curve_search import CurveSearch, Proposal
 from sweeps.planning.grid_cost import grid_costs
 from sweeps.planning.plan import Plan
 
 
 def build_curves(plan: Plan) -> dict[str, CurveSearch]:
-    """One CurveSearch per curve of the plan (its template: ``plan.curves``)."""
+    """One CurveSearch per curve of the plan (its template: ``plan.curves``), from its start and
+    dictionary size (:mod:`sweeps.planning.curve_start`)."""
     s = plan.spec.search
     return {
         name: CurveSearch(
@@ -23,10 +24,11 @@ def build_curves(plan: Plan) -> dict[str, CurveSearch]:
             targets=s.target_values,
             tolerance=s.tolerance,
             budget=s.budget,
-            start=float(t.k) if t.k is not None else s.start.get(t.mode or "", 1.0),
+            start=start.start,
             knob="k" if t.k is not None else "coeff",
+            n_dict=start.n_dict,
         )
-        for name, t in zip(plan.names, plan.trials, strict=True)
+        for name, t, start in zip(plan.names, plan.trials, plan.starts, strict=True)
     }
 
 
@@ -50,7 +52,7 @@ def total_budget(plan: Plan) -> int:
 
 def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
     """The curves as the trials on disk (sweeps.planning.trial.Trial) leave them, recorded as the searcher
-    records them: finished trials with their metric (a dead one beyond every target:
+    records them: finished trials with their metric (a degenerate one beyond every target:
     :func:`sweeps.planning.curve_search.search_value`), errored ones as failed, running or pending ones as pending."""
     curves = build_curves(plan)
     by_axes = {
@@ -66,10 +68,9 @@ def curves_from_trials(plan: Plan, trials: list[Any]) -> dict[str, CurveSearch]:
         if curve is None:
             continue
         proposal = Proposal(float(knob), None)
-        value = search_value(curve.metric, t.metrics) if t.state == "finished" else None
-        if value is not None:
-            curve.finished.append((proposal.coeff, value))
-        elif t.state in ("finished", "errored"):
+        if t.state == "finished" and curve.add_finished(proposal.coeff, t.metrics):
+            continue
+        if t.state in ("finished", "errored"):
             curve.failed[t.trial_id] = proposal
         else:
             curve.pending[t.trial_id] = proposal
@@ -141,8 +142,13 @@ def plan_lines(plan: Plan) -> list[str]:
     if len(seeds) > 1:  # every seed is a curve of its own: the budget grows with the seeds
         per_seed = len(curves) // len(seeds)
         lines.append(f"  {len(seeds)} seeds: {per_seed} curves and at most {s.budget * per_seed} trials per seed")
-    for key, g in curves.items():
+    for (key, g), start in zip(curves.items(), plan.starts, strict=True):
         first = g.proposals()
         knob = "k" if g.knob == "k" else "coefficient"
-        lines.append(f"  {key:<28} first {knob} {first[0].coeff:.4g}" if first else f"  {key}")
+        why = f" ({start.why})" if start.why else ""
+        lines.append(f"  {key:<28} first {knob} {first[0].coeff:.4g}{why}" if first else f"  {key}")
+        for t in g.targets:
+            standing = g.standing(t)
+            if standing.state == "out of reach":
+                lines.append(f"    target {t:g}: out of reach: {standing.reason}")
     return lines

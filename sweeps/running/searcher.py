@@ -24,7 +24,7 @@ from typing import Any
 
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 
-from sweeps.planning.curve_search import CurveSearch, Proposal, search_value
+from sweeps.planning.curve_search import CurveSearch, Proposal
 from sweeps.planning.names import retry_name, search_group_name
 from sweeps.planning.trial import Trial, group_config
 
@@ -140,7 +140,7 @@ class TargetSearcher(SelfLimitingSearcher):
             curve = self.curves[key]
             # Tune hands searchers the result flattened: a member's metrics are members/<name>/<metric>
             metrics = {k[len(prefix) :]: v for k, v in (result or {}).items() if k.startswith(prefix)}
-            curve.record(member_id, None if error else search_value(curve.metric, metrics))
+            curve.record(member_id, None if error else metrics)
 
     def _members(self, trial_id: str) -> list[tuple[str, str, str]]:
         """(the curve search's id, the result-key prefix, its curve) of each proposal a Tune trial ran

@@ -381,7 +381,8 @@ class RunConfig(Strict):
             raise ValueError(f"loss.sparsity: {arch} needs its coefficient; set loss.sparsity.coeff")
         if arch not in PENALISED and sparsity is not None:
             raise ValueError(
-                f"loss.sparsity: {arch} sets L0 by sae.k and has no sparsity coefficient; drop loss.sparsity"
+                f"loss.sparsity: {arch} sets L0 by sae.k and has no sparsity coefficient; drop loss.sparsity "
+                "(on the command line: --set loss.sparsity=null)"
             )
         if sparsity is not None and sparsity.target_l0 is not None and arch != "jumprelu":
             raise ValueError("loss.sparsity.target_l0: a jumprelu knob; drop it or set sae.architecture=jumprelu")

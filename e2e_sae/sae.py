@@ -30,6 +30,7 @@ from e2e_sae.architectures.spec import resolve_knobs
 from e2e_sae.losses import check_kernel_supports
 from e2e_sae.run_dir import CHECKPOINT_FILE
 from e2e_sae.sae_kernels import SAEWithL1
+from e2e_sae.sae_source import load_sae_blob
 from e2e_sae.saelens_format import read_saelens_dir
 
 if TYPE_CHECKING:
@@ -180,6 +181,7 @@ class SAEFile:
     # knobs that define the SAE itself and must match the run's (an SAELens TopK SAE's k); ours: none
     knobs: dict[str, Any] = field(default_factory=dict)
     position: str | None = None  # the hook it was trained at, where the file says (SAELens's hook_name)
+    config: dict[str, Any] | None = None  # the run config it was trained under (our checkpoints only)
 
 
 def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
@@ -205,13 +207,14 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
                 imported.position,
             )
         path = Path(path) / CHECKPOINT_FILE
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    processing, architecture, normalization = None, "relu", "none"
+    blob = load_sae_blob(Path(path))
+    processing, architecture, normalization, config, position = None, "relu", "none", None, None
     if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
-        config = blob.get("config")
-        if isinstance(config, dict):
+        config = blob.get("config") if isinstance(blob.get("config"), dict) else None
+        if config is not None:
             processing = (config.get("model") or {}).get("weight_processing") or "none"
             normalization = (config.get("sae") or {}).get("input_normalization") or "none"
+            position = (config.get("sae") or {}).get("position")
         architecture = saved_architecture(config)
         blob = blob["sae"]
     if not isinstance(blob, dict):
@@ -220,7 +223,7 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
     if names <= set(blob):
         # the architecture's parameters and buffers and the input scale come along (none for relu)
         state = {k: v for k, v in blob.items() if k in names or k.startswith("arch.") or k == "input_scale"}
-        return SAEFile(state, processing, architecture, normalization)
+        return SAEFile(state, processing, architecture, normalization, position=position, config=config)
     prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
     prefixes = [p.removesuffix(".encoder") for p in prefixes]
     if position is not None:

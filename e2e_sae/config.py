@@ -349,6 +349,33 @@ class RunConfig(Strict):
         train["n_samples"] = finetune_samples(fraction, parent_run_samples(Path(finetune.get("parent") or "")))
         return {**raw, "train": train}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrained_identity(cls, raw: Any) -> Any:
+        """``sae.pretrained_path`` without ``sae.architecture``: what the SAE is comes from its file
+        (:meth:`e2e_sae.sae.SAEFile.identity`): the architecture, the knobs and input normalisation
+        the config leaves unset, and the sparsity term's shape (a TopK-family SAE drops ``loss.sparsity``;
+        a penalised one keeps the config's coefficient, else its own). A config that sets
+        ``sae.architecture`` says it on purpose and is checked against the file instead."""
+        sae = raw.get("sae") if isinstance(raw, dict) else None
+        if not isinstance(sae, dict) or sae.get("pretrained_path") is None or "architecture" in sae:
+            return raw
+        from e2e_sae.sae_source import read_identity
+
+        identity = read_identity(sae["pretrained_path"])
+        if identity is None:  # unreadable: the read before training says why, naming the field
+            return raw
+        sae, loss = dict(sae), dict(raw.get("loss") or {})
+        for key, value in identity.items():
+            section, name = key.split(".", 1)
+            if section == "sae" and name != "position" and name not in sae and value is not None:
+                sae[name] = value
+        if identity["loss.sparsity"] is None:
+            loss.pop("sparsity", None)
+        else:
+            loss.setdefault("sparsity", identity["loss.sparsity"])
+        return {**raw, "sae": sae, "loss": loss}
+
     @model_validator(mode="after")
     def _one_starting_sae(self) -> RunConfig:
         if self.finetune is not None and self.sae.pretrained_path is not None:

@@ -20,10 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e2e_sae.architectures.spec import PENALISED
 from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
 from e2e_sae.config import (
-    ARCHITECTURE_KNOBS,
     ConfigError,
     RunConfig,
     add_set_argument,
@@ -35,7 +33,7 @@ from e2e_sae.config import (
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.run_dir import RunDir
-from e2e_sae.sae import SAEFile, read_sae_file
+from e2e_sae.sae import read_sae_file
 from e2e_sae.sae_source import find_sae
 from e2e_sae.saelens_format import is_saelens_dir
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
@@ -52,7 +50,7 @@ def eval_config(
     """The run config with ``sae.pretrained_path`` (what ``--sae`` names: :func:`e2e_sae.sae_source.find_sae`),
     ``output_dir`` and ``sae.position`` set, the dictionary size taken from the SAE file (so the
     config's ratio need not match it), and what the SAE is taken from it too
-    (:func:`identity_overrides`); ``overrides`` (``--set``, said on purpose) win over those."""
+    (:meth:`e2e_sae.sae.SAEFile.identity`); ``overrides`` (``--set``, said on purpose) win over those."""
     source = find_sae(sae_path, "--sae")
     raw = apply_overrides(read_yaml_mapping(config), overrides)
     pick = position or (raw.get("sae") or {}).get("position")  # the authors' files hold one SAE per hook
@@ -61,7 +59,7 @@ def eval_config(
     except ValueError as err:
         hint = "; pass --position" if "cannot pick one SAE" in str(err) else ""
         raise ConfigError(f"--sae: {err}{hint}") from None
-    identity = identity_overrides(sae_file)
+    identity = sae_file.identity()
     if "sae.architecture" in (overrides or {}):  # said on purpose: refused below unless it is the SAE's
         identity = {k: v for k, v in identity.items() if k in ("sae.position", "sae.input_normalization")}
     fixed = {**identity, **(overrides or {})}
@@ -75,26 +73,6 @@ def eval_config(
     cfg = run_config_from_dict(raw, fixed)
     read_pretrained_sae(cfg, field="--sae")  # the checks training makes, naming --sae; before the model loads
     return cfg
-
-
-def identity_overrides(sae_file: SAEFile) -> dict[str, Any]:
-    """The run-config fields that say what an SAE file is: its architecture with its knobs (the
-    others cleared), input normalisation and hook (where the file records it: our checkpoints' config,
-    SAELens's cfg.json; the authors' files are relu SAEs). Evaluation uses no loss, but the config must
-    fit the architecture: ``loss.sparsity`` is the checkpoint's (a penalised SAELens SAE gets a
-    placeholder coefficient), none for the TopK family."""
-    saved = sae_file.config or {}
-    saved_sae = saved.get("sae") or {}
-    fixed: dict[str, Any] = {f"sae.{knob}": saved_sae.get(knob) for knob in ARCHITECTURE_KNOBS}
-    fixed |= {f"sae.{knob}": value for knob, value in sae_file.knobs.items()}
-    fixed["sae.architecture"] = sae_file.architecture
-    fixed["sae.input_normalization"] = sae_file.input_normalization
-    sparsity = (saved.get("loss") or {}).get("sparsity")
-    penalised = sae_file.architecture in PENALISED
-    fixed["loss.sparsity"] = (sparsity if isinstance(sparsity, dict) else {"coeff": 1.0}) if penalised else None
-    if sae_file.position is not None:
-        fixed["sae.position"] = sae_file.position
-    return fixed
 
 
 def evaluate_sae(cfg: RunConfig, field: str = "--sae") -> dict[str, Any]:

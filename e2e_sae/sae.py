@@ -183,6 +183,28 @@ class SAEFile:
     position: str | None = None  # the hook it was trained at, where the file says (SAELens's hook_name)
     config: dict[str, Any] | None = None  # the run config it was trained under (our checkpoints only)
 
+    def identity(self) -> dict[str, Any]:
+        """The run-config fields (dotted) that say what this SAE is: its architecture with its knobs
+        (the others None), input normalisation and hook where the file records it (our checkpoints'
+        config, SAELens's cfg.json; the authors' files are relu SAEs), and its sparsity term's shape:
+        the checkpoint's ``loss.sparsity`` for a penalised architecture (a placeholder coefficient
+        where the file has none), none for the TopK family."""
+        from e2e_sae.architectures.spec import PENALISED
+        from e2e_sae.config import ARCHITECTURE_KNOBS
+
+        saved = self.config or {}
+        saved_sae = saved.get("sae") or {}
+        fixed: dict[str, Any] = {f"sae.{knob}": saved_sae.get(knob) for knob in ARCHITECTURE_KNOBS}
+        fixed |= {f"sae.{knob}": value for knob, value in self.knobs.items()}
+        fixed["sae.architecture"] = self.architecture
+        fixed["sae.input_normalization"] = self.input_normalization
+        sparsity = (saved.get("loss") or {}).get("sparsity")
+        penalised = self.architecture in PENALISED
+        fixed["loss.sparsity"] = (sparsity if isinstance(sparsity, dict) else {"coeff": 1.0}) if penalised else None
+        if self.position is not None:
+            fixed["sae.position"] = self.position
+        return fixed
+
 
 def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
     """SAE weights from one of our checkpoints or a file saved by the authors' ``e2e_sae``.

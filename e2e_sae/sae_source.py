@@ -135,3 +135,14 @@ def load_sae_blob(file: Path) -> Any:
         raise ValueError(
             f"{file} is not an SAE checkpoint torch can read ({reason}); pass {WHAT_NAMES_AN_SAE}"
         ) from None
+
+
+def read_identity(path: str | Path) -> dict[str, Any] | None:
+    """What the SAE ``path`` names is (:meth:`e2e_sae.sae.SAEFile.identity`), or None where it cannot
+    be read (whoever reads it for training then says why, in one line)."""
+    from e2e_sae.sae import read_sae_file
+
+    try:
+        return read_sae_file(find_sae(path, "sae.pretrained_path")).identity()
+    except ValueError:  # ConfigError too
+        return None

@@ -123,7 +123,9 @@ class SAEConfig(Strict):
     position: str = Field(description="the hook point the SAE is spliced into, e.g. blocks.6.hook_resid_pre")
     dict_size_to_input_ratio: float = Field(gt=0, description="dictionary elements per input dimension (n_dict / d_in)")
     pretrained_path: Path | None = Field(
-        default=None, description="start from an SAE checkpoint (ours or the authors' e2e_sae package's)"
+        default=None,
+        description="start from an SAE: a run's output_dir, a checkpoint, a sweep trial EXPERIMENT/TRIAL, the authors' "
+        "or an SAELens file (docs/training.md); without sae.architecture, what the SAE is comes from the file",
     )
     ignore_weight_processing_mismatch: bool = Field(
         default=False,
@@ -270,7 +272,7 @@ class FinetuneConfig(Strict):
 
     parent: Path = Field(
         description="the SAE to start from: a run's output_dir (its last checkpoint), one of its checkpoint "
-        "directories, or any SAE sae.pretrained_path reads (the authors', SAELens)"
+        "directories, a sweep trial EXPERIMENT/TRIAL, or any SAE sae.pretrained_path reads (the authors', SAELens)"
     )
     fraction: float | None = Field(
         default=None,

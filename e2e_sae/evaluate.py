@@ -1,15 +1,18 @@
-"""Score an existing SAE on a model and an eval set: ``python -m e2e_sae.evaluate CONFIG --sae FILE --out DIR``.
+"""Score an existing SAE on a model and an eval set: ``python -m e2e_sae.evaluate CONFIG --sae SAE --out DIR``.
 
 ``CONFIG`` is a run config (a shipped one, or a run's ``config.yaml``): its ``model``, ``data.eval``,
-``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size``, ``sae.position`` and ``train.device``
-are used. ``--sae`` is one of our checkpoints, a file in the authors' ``saes.state_dict()`` key
-format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
-SAELens directory (``cfg.json`` + ``sae_weights.safetensors``: its architecture, k and hook are taken
-from it; :mod:`e2e_sae.saelens_format`). The SAE
-is loaded and checked exactly as ``sae.pretrained_path`` is for training (weight processing, d_in),
-and scored by the training run's own eval (:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json``
-holds the metrics a training run reports. ``alive_dict_elements`` counts elements that fired on the
-eval tokens (``alive_window_tokens`` says how many); training counts them over training tokens.
+``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size`` and ``train.device`` are used. ``--sae`` is
+anything :func:`e2e_sae.sae_source.find_sae` resolves: one of our runs or checkpoints, a sweep trial
+``EXPERIMENT/TRIAL`` (a grouped member by its name too), a file in the authors' ``saes.state_dict()``
+key format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
+SAELens directory (:mod:`e2e_sae.saelens_format`). What the SAE is comes from its file, not from
+CONFIG: its architecture and knobs, input normalisation, hook (unless ``--position``), sparsity term's
+shape and dictionary size (:meth:`e2e_sae.sae.SAEFile.identity`); ``--set`` says otherwise on purpose.
+The SAE is then loaded and checked exactly as ``sae.pretrained_path`` is for training (weight
+processing, d_in), errors naming ``--sae``, and scored by the training run's own eval
+(:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json`` holds the metrics a training run reports.
+``alive_dict_elements`` counts elements that fired on the eval tokens (``alive_window_tokens`` says how
+many); training counts them over training tokens.
 """
 
 from __future__ import annotations
@@ -117,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="run config YAML (model, data.eval, sae.position are used)")
     parser.add_argument(
-        "--sae", required=True, help="SAE: our checkpoint, the authors' saes.state_dict() file, or an SAELens directory"
+        "--sae",
+        required=True,
+        help="SAE: our run or checkpoint, a sweep trial EXPERIMENT/TRIAL, the authors' file, or an SAELens directory",
     )
     parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
-    parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
+    parser.add_argument(
+        "--position", help="hook point of the SAE (default: the one its file records, else the config's sae.position)"
+    )
     add_set_argument(parser)
     args = parser.parse_args(argv)
     try:

@@ -230,13 +230,13 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
             )
         path = Path(path) / CHECKPOINT_FILE
     blob = load_sae_blob(Path(path))
-    processing, architecture, normalization, config, position = None, "relu", "none", None, None
+    processing, architecture, normalization, config, trained_at = None, "relu", "none", None, None
     if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
         config = blob.get("config") if isinstance(blob.get("config"), dict) else None
         if config is not None:
             processing = (config.get("model") or {}).get("weight_processing") or "none"
             normalization = (config.get("sae") or {}).get("input_normalization") or "none"
-            position = (config.get("sae") or {}).get("position")
+            trained_at = (config.get("sae") or {}).get("position")
         architecture = saved_architecture(config)
         blob = blob["sae"]
     if not isinstance(blob, dict):
@@ -245,7 +245,7 @@ def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
     if names <= set(blob):
         # the architecture's parameters and buffers and the input scale come along (none for relu)
         state = {k: v for k, v in blob.items() if k in names or k.startswith("arch.") or k == "input_scale"}
-        return SAEFile(state, processing, architecture, normalization, position=position, config=config)
+        return SAEFile(state, processing, architecture, normalization, position=trained_at, config=config)
     prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
     prefixes = [p.removesuffix(".encoder") for p in prefixes]
     if position is not None:

@@ -149,3 +149,18 @@ def test_an_unreadable_sae_is_one_line_naming_the_option_before_the_model_loads(
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith(f"error: {option}: ") and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_the_authors_file_of_several_saes_is_still_picked_by_position(tmp_path):
+    """Reading what a checkpoint says (its hook, its config) leaves the position the caller asks for alone."""
+    import torch
+
+    from e2e_sae.sae import read_sae_file
+
+    names = ("encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias")
+    one, other = {k: torch.ones(2, 2) for k in names}, {k: torch.zeros(2, 2) for k in names}
+    theirs = {**{f"blocks-1-hook_resid_pre.{k}": v for k, v in one.items()}}
+    theirs |= {f"blocks-0-hook_resid_pre.{k}": v for k, v in other.items()}
+    torch.save(theirs, tmp_path / "theirs.pt")
+    picked = read_sae_file(find_sae(tmp_path / "theirs.pt", "--sae"), HOOK)
+    assert all(torch.equal(picked.state[k], one[k]) for k in names) and picked.weight_processing == "hooked_transformer"

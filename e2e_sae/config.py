@@ -14,17 +14,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from e2e_sae.architectures.spec import PENALISED, Architecture, default_normalization, resolve_knobs
+from e2e_sae.architectures.spec import (
+    ARCHITECTURE_KNOBS,
+    PENALISED,
+    Architecture,
+    default_normalization,
+    resolve_knobs,
+)
+from e2e_sae.errors import ConfigError
 from e2e_sae.losses import MODE_PRESETS, LossConfig, check_kernel_supports
 from e2e_sae.modes import MODES, Mode
 from e2e_sae.run_dir import RunDir
 from e2e_sae.strict import Strict
 
 __all__ = ["MODES", "Mode", "LossConfig", "ConfigError", "RunConfig"]  # MODES, Mode, LossConfig: from losses
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message is one line naming the field and the fix."""
 
 
 WeightProcessing = Literal["hooked_transformer", "none"]
@@ -106,17 +109,6 @@ class DataConfig(Strict):
     seed: int | None = Field(
         default=None, description="seed of the training-sample order; default the run's seed (a group shares one)"
     )
-
-
-ARCHITECTURE_KNOBS = (
-    "k",
-    "aux_loss_coeff",
-    "dead_after_tokens",
-    "topk_threshold_lr",
-    "matryoshka_prefixes",
-    "jumprelu_bandwidth",
-    "jumprelu_init_threshold",
-)
 
 
 class SAEConfig(Strict):
@@ -355,7 +347,7 @@ class RunConfig(Strict):
     @classmethod
     def _pretrained_identity(cls, raw: Any) -> Any:
         """``sae.pretrained_path`` without ``sae.architecture``: what the SAE is comes from its file
-        (:meth:`e2e_sae.sae.SAEFile.identity`): the architecture, the knobs and input normalisation
+        (:meth:`e2e_sae.sae_source.SAEFile.identity`): the architecture, the knobs and input normalisation
         the config leaves unset, and the sparsity term's shape (a TopK-family SAE drops ``loss.sparsity``;
         a penalised one keeps the config's coefficient, else its own). A config that sets
         ``sae.architecture`` says it on purpose and is checked against the file instead."""

@@ -7,7 +7,7 @@ anything :func:`e2e_sae.sae_source.find_sae` resolves: one of our runs or checkp
 key format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
 SAELens directory (:mod:`e2e_sae.saelens_format`). What the SAE is comes from its file, not from
 CONFIG: its architecture and knobs, input normalisation, hook (unless ``--position``), sparsity term's
-shape and dictionary size (:meth:`e2e_sae.sae.SAEFile.identity`); ``--set`` says otherwise on purpose.
+shape and dictionary size (:meth:`e2e_sae.sae_source.SAEFile.identity`); ``--set`` says otherwise on purpose.
 The SAE is then loaded and checked exactly as ``sae.pretrained_path`` is for training (weight
 processing, d_in), errors naming ``--sae``, and scored by the training run's own eval
 (:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json`` holds the metrics a training run reports.
@@ -53,7 +53,7 @@ def eval_config(
     """The run config with ``sae.pretrained_path`` (what ``--sae`` names: :func:`e2e_sae.sae_source.find_sae`),
     ``output_dir`` and ``sae.position`` set, the dictionary size taken from the SAE file (so the
     config's ratio need not match it), and what the SAE is taken from it too
-    (:meth:`e2e_sae.sae.SAEFile.identity`); ``overrides`` (``--set``, said on purpose) win over those."""
+    (:meth:`e2e_sae.sae_source.SAEFile.identity`); ``overrides`` (``--set``, said on purpose) win over those."""
     source = find_sae(sae_path, "--sae")
     raw = apply_overrides(read_yaml_mapping(config), overrides)
     pick = position or (raw.get("sae") or {}).get("position")  # the authors' files hold one SAE per hook

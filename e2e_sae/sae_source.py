@@ -28,12 +28,19 @@ directory itself names no one SAE: the error lists its members.
 from __future__ import annotations
 
 import glob
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import Tensor
+
+from e2e_sae.architectures import saved_architecture
+from e2e_sae.architectures.spec import ARCHITECTURE_KNOBS, PENALISED
 from e2e_sae.checkpoint import latest_checkpoint
-from e2e_sae.config import ConfigError
+from e2e_sae.errors import ConfigError
 from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
+from e2e_sae.saelens_format import SAELENS_CFG_FILE, SAELENS_WEIGHTS_FILE, read_saelens_dir
 
 SWEEP_CHECKPOINT_GLOB = "checkpoint_*"  # Tune's name for a checkpoint it persisted in a trial directory
 WHAT_NAMES_AN_SAE = (
@@ -117,16 +124,12 @@ def _grouped_member(path: Path, field: str) -> Path | None:
 
 def _is_saelens_dir(path: Path) -> bool:
     """An SAELens directory, or half of one (its reader then says what is missing)."""
-    from e2e_sae.saelens_format import SAELENS_CFG_FILE, SAELENS_WEIGHTS_FILE
-
     return (path / SAELENS_CFG_FILE).is_file() or (path / SAELENS_WEIGHTS_FILE).is_file()
 
 
 def load_sae_blob(file: Path) -> Any:
     """``torch.load(file, weights_only=True)``, or a ValueError of one line saying the file is no SAE
     checkpoint (a YAML file, an empty or truncated one: torch's own error is a page long)."""
-    import torch
-
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle means "not an SAE file"
@@ -138,11 +141,101 @@ def load_sae_blob(file: Path) -> Any:
 
 
 def read_identity(path: str | Path) -> dict[str, Any] | None:
-    """What the SAE ``path`` names is (:meth:`e2e_sae.sae.SAEFile.identity`), or None where it cannot
-    be read (whoever reads it for training then says why, in one line)."""
-    from e2e_sae.sae import read_sae_file
-
+    """What the SAE ``path`` names is (:meth:`SAEFile.identity`), or None where it cannot be read
+    (whoever reads it for training then says why, in one line)."""
     try:
         return read_sae_file(find_sae(path, "sae.pretrained_path")).identity()
     except ValueError:  # ConfigError too
         return None
+
+
+def hook_to_module_key(hook_name: str) -> str:
+    """The reference library keys its SAEs by hook name with '.' replaced by '-'."""
+    return hook_name.replace(".", "-")
+
+
+@dataclass
+class SAEFile:
+    """An SAE's weights and the model weight processing it was trained under (None: not recorded)."""
+
+    state: dict[str, Tensor]
+    weight_processing: str | None
+    architecture: str = "relu"  # sae.architecture it was trained as (relu: the authors' files, older ones)
+    input_normalization: str = "none"  # sae.input_normalization it was trained with
+    # knobs that define the SAE itself and must match the run's (an SAELens TopK SAE's k); ours: none
+    knobs: dict[str, Any] = field(default_factory=dict)
+    position: str | None = None  # the hook it was trained at, where the file says (SAELens's hook_name)
+    config: dict[str, Any] | None = None  # the run config it was trained under (our checkpoints only)
+
+    def identity(self) -> dict[str, Any]:
+        """The run-config fields (dotted) that say what this SAE is: its architecture with its knobs
+        (the others None), input normalisation and hook where the file records it (our checkpoints'
+        config, SAELens's cfg.json; the authors' files are relu SAEs), and its sparsity term's shape:
+        the checkpoint's ``loss.sparsity`` for a penalised architecture (a placeholder coefficient
+        where the file has none), none for the TopK family."""
+        saved = self.config or {}
+        saved_sae = saved.get("sae") or {}
+        fixed: dict[str, Any] = {f"sae.{knob}": saved_sae.get(knob) for knob in ARCHITECTURE_KNOBS}
+        fixed |= {f"sae.{knob}": value for knob, value in self.knobs.items()}
+        fixed["sae.architecture"] = self.architecture
+        fixed["sae.input_normalization"] = self.input_normalization
+        sparsity = (saved.get("loss") or {}).get("sparsity")
+        penalised = self.architecture in PENALISED
+        fixed["loss.sparsity"] = (sparsity if isinstance(sparsity, dict) else {"coeff": 1.0}) if penalised else None
+        if self.position is not None:
+            fixed["sae.position"] = self.position
+        return fixed
+
+
+def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
+    """SAE weights from one of our checkpoints or a file saved by the authors' ``e2e_sae``.
+
+    Accepts: a plain SAE state dict (processing unknown); our training checkpoint
+    (``{"sae": state_dict, "config": ...}``: its ``model.weight_processing``, ``none`` for checkpoints
+    written before the field existed, when HF models were never processed); or the reference's
+    ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight`` (pick the SAE
+    by ``position``; a file with a single SAE needs none), trained on HookedTransformer-processed
+    models (``hooked_transformer``). A directory: one of our checkpoint directories, or an SAELens
+    SAE (``cfg.json`` + ``sae_weights.safetensors``, :mod:`e2e_sae.saelens_format`).
+    """
+    if Path(path).is_dir():
+        if not (Path(path) / CHECKPOINT_FILE).is_file():
+            imported = read_saelens_dir(path, position)
+            return SAEFile(
+                imported.state,
+                imported.weight_processing,
+                imported.architecture,
+                "none",
+                imported.knobs,
+                imported.position,
+            )
+        path = Path(path) / CHECKPOINT_FILE
+    blob = load_sae_blob(Path(path))
+    processing, architecture, normalization, config, trained_at = None, "relu", "none", None, None
+    if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
+        config = blob.get("config") if isinstance(blob.get("config"), dict) else None
+        if config is not None:
+            processing = (config.get("model") or {}).get("weight_processing") or "none"
+            normalization = (config.get("sae") or {}).get("input_normalization") or "none"
+            trained_at = (config.get("sae") or {}).get("position")
+        architecture = saved_architecture(config)
+        blob = blob["sae"]
+    if not isinstance(blob, dict):
+        raise ValueError(f"{path}: not an SAE state dict")
+    names = {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}
+    if names <= set(blob):
+        # the architecture's parameters and buffers and the input scale come along (none for relu)
+        state = {k: v for k, v in blob.items() if k in names or k.startswith("arch.") or k == "input_scale"}
+        return SAEFile(state, processing, architecture, normalization, position=trained_at, config=config)
+    prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
+    prefixes = [p.removesuffix(".encoder") for p in prefixes]
+    if position is not None:
+        wanted = hook_to_module_key(position)
+        prefixes = [p for p in prefixes if p.split(".")[-1] == wanted]
+    if len(prefixes) != 1:
+        raise ValueError(
+            f"{path}: cannot pick one SAE for position {position!r}; SAEs in the file: "
+            f"{sorted({k.split('.')[0] for k in blob})}"
+        )
+    prefix = prefixes[0] + "."
+    return SAEFile({k[len(prefix) :]: v for k, v in blob.items() if k.startswith(prefix)}, "hooked_transformer")

@@ -164,3 +164,15 @@ def test_the_authors_file_of_several_saes_is_still_picked_by_position(tmp_path):
     torch.save(theirs, tmp_path / "theirs.pt")
     picked = read_sae_file(find_sae(tmp_path / "theirs.pt", "--sae"), HOOK)
     assert all(torch.equal(picked.state[k], one[k]) for k in names) and picked.weight_processing == "hooked_transformer"
+
+
+def test_a_member_of_a_retried_group_is_the_attempt_that_finished(experiment, tmp_path):
+    exp, group, names = experiment
+    copy = tmp_path / "exp"
+    shutil.copytree(group, copy / "first_attempt")
+    shutil.copytree(group, copy / "retried")
+    newest = sorted((copy / "first_attempt").glob("checkpoint_*"))[-1]
+    (newest / names[0] / "metrics.json").unlink()  # the first attempt died before its end
+    assert find_sae(copy / names[0], "x") == sorted((copy / "retried").glob("checkpoint_*"))[-1] / names[0]
+    with pytest.raises(ConfigError, match=f"^x: {names[1]} was trained in 2 grouped trials of {copy}; pass one"):
+        find_sae(copy / names[1], "x")

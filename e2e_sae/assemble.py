@@ -14,6 +14,7 @@ from e2e_sae.hooks import downstream_hooks
 from e2e_sae.lm import load_language_model
 from e2e_sae.sae import SAE, SAEFile, build_sae, read_sae_file
 from e2e_sae.sae_kernels import resolve_kernel
+from e2e_sae.sae_source import find_sae
 from e2e_sae.spliced import SplicedModel
 from e2e_sae.validate import check_hooks_in_model, check_n_ctx
 
@@ -26,16 +27,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def read_pretrained_sae(cfg: RunConfig, parent: Parent | None = None) -> SAEFile | None:
-    """The SAE the run starts from: ``sae.pretrained_path``, or a fine-tune's ``parent``
-    (:func:`e2e_sae.finetune.read_parent`); refused (before the model loads) when it was trained under
-    another ``model.weight_processing`` than this run's, unless forced."""
-    field = _source_field(cfg)
+def read_pretrained_sae(cfg: RunConfig, parent: Parent | None = None, field: str | None = None) -> SAEFile | None:
+    """The SAE the run starts from: ``sae.pretrained_path`` (any path :func:`e2e_sae.sae_source.find_sae`
+    resolves), or a fine-tune's ``parent`` (:func:`e2e_sae.finetune.read_parent`); refused (before the
+    model loads) when it was trained under another ``model.weight_processing`` than this run's, unless
+    forced. ``field``: what errors name (default the config field; ``--sae`` for evaluate)."""
+    field = field or _source_field(cfg)
     path = parent.source if parent is not None else cfg.sae.pretrained_path
     if path is None:
         return None
     try:
-        sae_file = read_sae_file(path, cfg.sae.position)
+        sae_file = read_sae_file(find_sae(path, field), cfg.sae.position)
     except ValueError as err:
         raise ConfigError(f"{field}: {err}") from None
     check_saved_sae_matches(cfg, sae_file.architecture, sae_file.input_normalization, field)
@@ -78,18 +80,19 @@ def check_checkpoint_matches(cfg: RunConfig, state: dict) -> None:
     )
 
 
-def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in: int) -> None:
+def check_pretrained_shape(cfg: RunConfig, state: dict[str, torch.Tensor], d_in: int, field: str | None = None) -> None:
     """The pretrained SAE's input width must be the hook's; its dictionary size the configured one."""
+    field = field or _source_field(cfg)
     n_dict, sae_d_in = state["encoder.0.weight"].shape
     if sae_d_in != d_in:
         raise ConfigError(
-            f"{_source_field(cfg)}: the SAE reads d_in={sae_d_in} but {cfg.sae.position} of this model has "
+            f"{field}: the SAE reads d_in={sae_d_in} but {cfg.sae.position} of this model has "
             f"d_model={d_in}; use an SAE trained on this model"
         )
     if n_dict != round(cfg.sae.dict_size_to_input_ratio * d_in):
         raise ConfigError(
             f"sae.dict_size_to_input_ratio: {cfg.sae.dict_size_to_input_ratio} gives "
-            f"{round(cfg.sae.dict_size_to_input_ratio * d_in)} elements but the SAE of {_source_field(cfg)} has "
+            f"{round(cfg.sae.dict_size_to_input_ratio * d_in)} elements but the SAE of {field} has "
             f"{n_dict}; "
             f"set sae.dict_size_to_input_ratio={n_dict / d_in:g}"
         )
@@ -127,13 +130,16 @@ def seeded_sae(cfg: RunConfig, d_in: int) -> SAE:
         raise ConfigError(str(err)) from None
 
 
-def splice_sae(cfg: RunConfig, model, device: torch.device, pretrained: SAEFile | None = None) -> SplicedModel:
+def splice_sae(
+    cfg: RunConfig, model, device: torch.device, pretrained: SAEFile | None = None, field: str | None = None
+) -> SplicedModel:
     """A fresh (seeded by ``cfg.seed``) or ``pretrained`` SAE spliced into an already loaded ``model``;
-    the members of a group (:mod:`e2e_sae.group`) share one model this way."""
+    the members of a group (:mod:`e2e_sae.group`) share one model this way. ``field``: as for
+    :func:`read_pretrained_sae`."""
     d_in = model.cfg.d_model
     sae = seeded_sae(cfg, d_in)
     if pretrained is not None:
-        check_pretrained_shape(cfg, pretrained.state, d_in)
+        check_pretrained_shape(cfg, pretrained.state, d_in, field)
         sae.load_state_dict(pretrained.state)
     downstream: list[str] = []
     if cfg.loss.in_to_orig is not None:

@@ -14,17 +14,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from e2e_sae.architectures.spec import PENALISED, Architecture, default_normalization, resolve_knobs
+from e2e_sae.architectures.spec import (
+    ARCHITECTURE_KNOBS,
+    PENALISED,
+    Architecture,
+    default_normalization,
+    resolve_knobs,
+)
+from e2e_sae.errors import ConfigError
 from e2e_sae.losses import MODE_PRESETS, LossConfig, check_kernel_supports
 from e2e_sae.modes import MODES, Mode
 from e2e_sae.run_dir import RunDir
 from e2e_sae.strict import Strict
 
 __all__ = ["MODES", "Mode", "LossConfig", "ConfigError", "RunConfig"]  # MODES, Mode, LossConfig: from losses
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; its message is one line naming the field and the fix."""
 
 
 WeightProcessing = Literal["hooked_transformer", "none"]
@@ -108,23 +111,13 @@ class DataConfig(Strict):
     )
 
 
-ARCHITECTURE_KNOBS = (
-    "k",
-    "aux_loss_coeff",
-    "auxk_form",
-    "dead_after_tokens",
-    "topk_threshold_lr",
-    "matryoshka_prefixes",
-    "jumprelu_bandwidth",
-    "jumprelu_init_threshold",
-)
-
-
 class SAEConfig(Strict):
     position: str = Field(description="the hook point the SAE is spliced into, e.g. blocks.6.hook_resid_pre")
     dict_size_to_input_ratio: float = Field(gt=0, description="dictionary elements per input dimension (n_dict / d_in)")
     pretrained_path: Path | None = Field(
-        default=None, description="start from an SAE checkpoint (ours or the authors' e2e_sae package's)"
+        default=None,
+        description="start from an SAE: a run's output_dir, a checkpoint, a sweep trial EXPERIMENT/TRIAL, the authors' "
+        "or an SAELens file (docs/training.md); without sae.architecture, what the SAE is comes from the file",
     )
     ignore_weight_processing_mismatch: bool = Field(
         default=False,
@@ -286,7 +279,7 @@ class FinetuneConfig(Strict):
 
     parent: Path = Field(
         description="the SAE to start from: a run's output_dir (its last checkpoint), one of its checkpoint "
-        "directories, or any SAE sae.pretrained_path reads (the authors', SAELens)"
+        "directories, a sweep trial EXPERIMENT/TRIAL, or any SAE sae.pretrained_path reads (the authors', SAELens)"
     )
     fraction: float | None = Field(
         default=None,
@@ -372,6 +365,33 @@ class RunConfig(Strict):
         train["n_samples"] = finetune_samples(fraction, parent_run_samples(Path(finetune.get("parent") or "")))
         return {**raw, "train": train}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pretrained_identity(cls, raw: Any) -> Any:
+        """``sae.pretrained_path`` without ``sae.architecture``: what the SAE is comes from its file
+        (:meth:`e2e_sae.sae_source.SAEFile.identity`): the architecture, the knobs and input normalisation
+        the config leaves unset, and the sparsity term's shape (a TopK-family SAE drops ``loss.sparsity``;
+        a penalised one keeps the config's coefficient, else its own). A config that sets
+        ``sae.architecture`` says it on purpose and is checked against the file instead."""
+        sae = raw.get("sae") if isinstance(raw, dict) else None
+        if not isinstance(sae, dict) or sae.get("pretrained_path") is None or "architecture" in sae:
+            return raw
+        from e2e_sae.sae_source import read_identity
+
+        identity = read_identity(sae["pretrained_path"])
+        if identity is None:  # unreadable: the read before training says why, naming the field
+            return raw
+        sae, loss = dict(sae), dict(raw.get("loss") or {})
+        for key, value in identity.items():
+            section, name = key.split(".", 1)
+            if section == "sae" and name != "position" and name not in sae and value is not None:
+                sae[name] = value
+        if identity["loss.sparsity"] is None:
+            loss.pop("sparsity", None)
+        else:
+            loss.setdefault("sparsity", identity["loss.sparsity"])
+        return {**raw, "sae": sae, "loss": loss}
+
     @model_validator(mode="after")
     def _one_starting_sae(self) -> RunConfig:
         if self.finetune is not None and self.sae.pretrained_path is not None:
@@ -404,7 +424,8 @@ class RunConfig(Strict):
             raise ValueError(f"loss.sparsity: {arch} needs its coefficient; set loss.sparsity.coeff")
         if arch not in PENALISED and sparsity is not None:
             raise ValueError(
-                f"loss.sparsity: {arch} sets L0 by sae.k and has no sparsity coefficient; drop loss.sparsity"
+                f"loss.sparsity: {arch} sets L0 by sae.k and has no sparsity coefficient; drop loss.sparsity "
+                "(on the command line: --set loss.sparsity=null)"
             )
         if sparsity is not None and sparsity.target_l0 is not None and arch != "jumprelu":
             raise ValueError("loss.sparsity.target_l0: a jumprelu knob; drop it or set sae.architecture=jumprelu")

@@ -1,15 +1,18 @@
-"""Score an existing SAE on a model and an eval set: ``python -m e2e_sae.evaluate CONFIG --sae FILE --out DIR``.
+"""Score an existing SAE on a model and an eval set: ``python -m e2e_sae.evaluate CONFIG --sae SAE --out DIR``.
 
 ``CONFIG`` is a run config (a shipped one, or a run's ``config.yaml``): its ``model``, ``data.eval``,
-``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size``, ``sae.position`` and ``train.device``
-are used. ``--sae`` is one of our checkpoints, a file in the authors' ``saes.state_dict()`` key
-format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
-SAELens directory (``cfg.json`` + ``sae_weights.safetensors``: its architecture, k and hook are taken
-from it; :mod:`e2e_sae.saelens_format`). The SAE
-is loaded and checked exactly as ``sae.pretrained_path`` is for training (weight processing, d_in),
-and scored by the training run's own eval (:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json``
-holds the metrics a training run reports. ``alive_dict_elements`` counts elements that fired on the
-eval tokens (``alive_window_tokens`` says how many); training counts them over training tokens.
+``data.n_ctx`` / ``n_eval_samples`` / ``eval_batch_size`` and ``train.device`` are used. ``--sae`` is
+anything :func:`e2e_sae.sae_source.find_sae` resolves: one of our runs or checkpoints, a sweep trial
+``EXPERIMENT/TRIAL`` (a grouped member by its name too), a file in the authors' ``saes.state_dict()``
+key format (``blocks-6-hook_resid_pre.encoder.0.weight``; ``--position`` picks one of several), or an
+SAELens directory (:mod:`e2e_sae.saelens_format`). What the SAE is comes from its file, not from
+CONFIG: its architecture and knobs, input normalisation, hook (unless ``--position``), sparsity term's
+shape and dictionary size (:meth:`e2e_sae.sae_source.SAEFile.identity`); ``--set`` says otherwise on purpose.
+The SAE is then loaded and checked exactly as ``sae.pretrained_path`` is for training (weight
+processing, d_in), errors naming ``--sae``, and scored by the training run's own eval
+(:func:`e2e_sae.metrics.evaluate`), so ``DIR/metrics.json`` holds the metrics a training run reports.
+``alive_dict_elements`` counts elements that fired on the eval tokens (``alive_window_tokens`` says how
+many); training counts them over training tokens.
 """
 
 from __future__ import annotations
@@ -20,21 +23,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from e2e_sae.architectures.spec import PENALISED
-from e2e_sae.assemble import build_spliced_model, resolve_device
+from e2e_sae.assemble import load_checked_model, read_pretrained_sae, resolve_device, splice_sae
 from e2e_sae.config import (
-    ARCHITECTURE_KNOBS,
     ConfigError,
     RunConfig,
     add_set_argument,
-    load_run_config,
+    apply_overrides,
     parse_overrides,
+    read_yaml_mapping,
+    run_config_from_dict,
 )
 from e2e_sae.data import check_source_exists, load_eval_tokens
 from e2e_sae.metrics import ActivationFrequency, evaluate
 from e2e_sae.run_dir import RunDir
 from e2e_sae.sae import read_sae_file
-from e2e_sae.saelens_format import ImportedSAE, is_saelens_dir, read_saelens_dir
+from e2e_sae.sae_source import find_sae
+from e2e_sae.saelens_format import is_saelens_dir
 from e2e_sae.tokenizer import check_tokenizer, resolve_tokenizer
 from e2e_sae.validate import check_hook, check_n_ctx, model_shape
 
@@ -46,50 +50,37 @@ def eval_config(
     position: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """The run config with ``sae.pretrained_path``, ``output_dir`` and ``sae.position`` set, and the
-    dictionary size taken from the SAE file (so the config's ratio need not match it). An SAELens
-    directory also fixes the architecture, its k, the input normalisation and (without ``position``)
-    the hook: :func:`imported_overrides`; ``overrides`` win over those."""
-    if not Path(sae_path).exists():
-        raise ConfigError(f"--sae: {sae_path} does not exist; pass an SAE checkpoint or an SAELens directory")
-    overrides = dict(overrides or {})
-    if is_saelens_dir(sae_path):
-        try:
-            overrides = {**imported_overrides(read_saelens_dir(sae_path)), **overrides}
-        except ValueError as err:
-            raise ConfigError(f"--sae: {err}") from None
-    overrides["sae.pretrained_path"] = str(sae_path)
-    overrides["finetune"] = None  # a fine-tune's config: the SAE evaluated is --sae, not its parent
-    overrides["output_dir"] = str(out)
-    if position is not None:
-        overrides["sae.position"] = position
-    cfg = load_run_config(config, overrides)
+    """The run config with ``sae.pretrained_path`` (what ``--sae`` names: :func:`e2e_sae.sae_source.find_sae`),
+    ``output_dir`` and ``sae.position`` set, the dictionary size taken from the SAE file (so the
+    config's ratio need not match it), and what the SAE is taken from it too
+    (:meth:`e2e_sae.sae_source.SAEFile.identity`); ``overrides`` (``--set``, said on purpose) win over those."""
+    source = find_sae(sae_path, "--sae")
+    raw = apply_overrides(read_yaml_mapping(config), overrides)
+    pick = position or (raw.get("sae") or {}).get("position")  # the authors' files hold one SAE per hook
     try:
-        state = read_sae_file(sae_path, cfg.sae.position).state
+        sae_file = read_sae_file(source, None if is_saelens_dir(source) else pick)
     except ValueError as err:
         hint = "; pass --position" if "cannot pick one SAE" in str(err) else ""
         raise ConfigError(f"--sae: {err}{hint}") from None
-    n_dict, d_in = state["encoder.0.weight"].shape
-    cfg.sae.dict_size_to_input_ratio = n_dict / d_in
+    identity = sae_file.identity()
+    if "sae.architecture" in (overrides or {}):  # said on purpose: refused below unless it is the SAE's
+        identity = {k: v for k, v in identity.items() if k in ("sae.position", "sae.input_normalization")}
+    fixed = {**identity, **(overrides or {})}
+    fixed["sae.pretrained_path"] = str(source)
+    fixed["finetune"] = None  # a fine-tune's config: the SAE evaluated is --sae, not its parent
+    fixed["output_dir"] = str(out)
+    if position is not None:
+        fixed["sae.position"] = position
+    n_dict, d_in = sae_file.state["encoder.0.weight"].shape
+    fixed["sae.dict_size_to_input_ratio"] = n_dict / d_in
+    cfg = run_config_from_dict(raw, fixed)
+    read_pretrained_sae(cfg, field="--sae")  # the checks training makes, naming --sae; before the model loads
     return cfg
 
 
-def imported_overrides(sae_file: ImportedSAE) -> dict[str, Any]:
-    """The run-config fields an imported SAE fixes: its architecture with its knobs (the others
-    cleared), its input normalisation and hook. Evaluation uses no loss, but the config must fit
-    the architecture: a penalised one gets a placeholder ``loss.sparsity``, the TopK family none."""
-    fixed: dict[str, Any] = dict.fromkeys((f"sae.{knob}" for knob in ARCHITECTURE_KNOBS), None)
-    fixed |= {f"sae.{knob}": value for knob, value in sae_file.knobs.items()}
-    fixed["sae.architecture"] = sae_file.architecture
-    fixed["sae.input_normalization"] = "none"  # SAELens SAEs arrive with any input scale folded in
-    fixed["loss.sparsity"] = {"coeff": 1.0} if sae_file.architecture in PENALISED else None
-    if sae_file.position is not None:
-        fixed["sae.position"] = sae_file.position
-    return fixed
-
-
-def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
-    """Load model and SAE, score it on the fixed eval set, write ``output_dir/metrics.json``."""
+def evaluate_sae(cfg: RunConfig, field: str = "--sae") -> dict[str, Any]:
+    """Load model and SAE (``sae.pretrained_path``; errors name ``field``), score it on the fixed eval
+    set, write ``output_dir/metrics.json``."""
     metrics_path = RunDir(cfg.output_dir).metrics
     if metrics_path.exists():
         raise ConfigError(f"--out: {metrics_path} already exists; choose another directory (nothing was written)")
@@ -99,7 +90,8 @@ def evaluate_sae(cfg: RunConfig) -> dict[str, Any]:
         check_n_ctx(cfg.data.n_ctx, shape.n_ctx)
     check_source_exists(cfg.data.eval, "data.eval")
     device = resolve_device(cfg.train.device)
-    spliced = build_spliced_model(cfg, device)
+    pretrained = read_pretrained_sae(cfg, field=field)  # before the model loads
+    spliced = splice_sae(cfg, load_checked_model(cfg, device), device, pretrained, field)
     tokenizer = resolve_tokenizer(cfg, spliced.model)
     check_tokenizer(cfg, tokenizer, eval_only=True)
     eval_tokens = load_eval_tokens(cfg.data.eval, cfg.data.n_ctx, cfg.data.n_eval_samples, tokenizer)
@@ -128,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("config", help="run config YAML (model, data.eval, sae.position are used)")
     parser.add_argument(
-        "--sae", required=True, help="SAE: our checkpoint, the authors' saes.state_dict() file, or an SAELens directory"
+        "--sae",
+        required=True,
+        help="SAE: our run or checkpoint, a sweep trial EXPERIMENT/TRIAL, the authors' file, or an SAELens directory",
     )
     parser.add_argument("--out", required=True, help="directory for metrics.json (must not hold one)")
-    parser.add_argument("--position", help="hook point of the SAE (default: the config's sae.position)")
+    parser.add_argument(
+        "--position", help="hook point of the SAE (default: the one its file records, else the config's sae.position)"
+    )
     add_set_argument(parser)
     args = parser.parse_args(argv)
     try:

@@ -1,10 +1,11 @@
 """Export a finished run's SAE: ``python -m e2e_sae.export RUN_OR_CHECKPOINT --format saelens --out DIR``.
 
 ``RUN_OR_CHECKPOINT`` is a run's output directory (its final checkpoint is exported), a checkpoint
-directory or its ``checkpoint.pt``; only a finished run's final checkpoint (the one holding the run's
-final metrics) is exported. ``DIR`` gets ``cfg.json`` and ``sae_weights.safetensors``, which sae-lens 6
-loads with ``SAE.load_from_disk(DIR)``: :func:`to_saelens` (conventions: :mod:`e2e_sae.saelens_format`,
-docs/export.md).
+directory or its ``checkpoint.pt``, or a sweep's trial as ``EXPERIMENT/TRIAL`` (the name ``sweeps
+status`` lists, a grouped trial's member too: :func:`e2e_sae.sae_source.find_sae`); only a finished
+run's final checkpoint (the one holding the run's final metrics) is exported. ``DIR`` gets ``cfg.json``
+and ``sae_weights.safetensors``, which sae-lens 6 loads with ``SAE.load_from_disk(DIR)``:
+:func:`to_saelens` (conventions: :mod:`e2e_sae.saelens_format`, docs/export.md).
 Bad input (an unfinished run, an architecture SAELens cannot represent, an existing non-empty DIR) is
 one line on stderr and exit 2, before anything is written.
 """
@@ -25,11 +26,11 @@ from e2e_sae.architectures import saved_architecture
 from e2e_sae.architectures.batchtopk import BatchTopK
 from e2e_sae.architectures.jumprelu import JumpReLU
 from e2e_sae.architectures.topk import TopK
-from e2e_sae.checkpoint import latest_checkpoint, load_checkpoint
 from e2e_sae.config import ConfigError, run_config_from_dict
 from e2e_sae.finetune import export_lineage, lineage_words
 from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
 from e2e_sae.sae import SAE, build_sae
+from e2e_sae.sae_source import find_sae, load_sae_blob
 from e2e_sae.saelens_format import SAELENS_FORMAT_VERSION, TO_SAELENS, SAELensSAE, model_from_pretrained_kwargs
 
 FORMATS = ("saelens",)
@@ -104,25 +105,20 @@ def to_saelens(sae: SAE, run: dict[str, Any], extra: dict[str, Any] | None = Non
 
 
 def final_checkpoint(source: str | Path) -> Path:
-    """The checkpoint directory to export for a run directory, checkpoint directory or checkpoint file;
-    ConfigError unless it is a finished run's final checkpoint."""
-    path = Path(source)
-    if path.is_file():
-        path = path.parent
-    elif path.is_dir() and not (path / CHECKPOINT_FILE).is_file():
-        newest = latest_checkpoint(path)
-        if newest is None:
-            raise ConfigError(
-                f"{source}: neither a run directory with checkpoints nor a checkpoint; pass a run's output_dir, "
-                "one of its checkpoint directories or a checkpoint.pt (a sweep's trials: python -m sweeps export)"
-            )
-        if not RunDir(path).metrics.is_file():
-            raise ConfigError(f"{source}: an unfinished run (no {METRICS_FILE}); export it once it has finished")
-        path = newest
-    elif not path.exists():
-        raise ConfigError(f"{source}: does not exist; pass a run directory or a checkpoint")
+    """The checkpoint directory to export for what ``source`` names (:func:`e2e_sae.sae_source.find_sae`:
+    a run directory, checkpoint directory or file, a sweep trial or grouped member by name); ConfigError
+    unless it is a finished run's final checkpoint."""
+    path = find_sae(source, "RUN_OR_CHECKPOINT")
+    if path.is_file() and path.name != CHECKPOINT_FILE:
+        raise ConfigError(
+            f"RUN_OR_CHECKPOINT: {source} is not a {CHECKPOINT_FILE} of e2e_sae; pass a run's output_dir, a "
+            "checkpoint directory or its checkpoint.pt, or a sweep trial EXPERIMENT/TRIAL"
+        )
+    path = path.parent if path.is_file() else path
     if not (path / CHECKPOINT_FILE).is_file():
-        raise ConfigError(f"{source}: no {CHECKPOINT_FILE}; pass a run directory or a checkpoint")
+        raise ConfigError(f"RUN_OR_CHECKPOINT: {source} is an SAELens directory already; nothing to export")
+    if Path(source).is_dir() and RunDir(source).checkpoints.is_dir() and not RunDir(source).metrics.is_file():
+        raise ConfigError(f"{source}: an unfinished run (no {METRICS_FILE}); export it once it has finished")
     if not _is_final(path / METRICS_FILE):
         raise ConfigError(
             f"{source}: not a finished run's final checkpoint (only that one holds the final {METRICS_FILE}); "
@@ -164,9 +160,12 @@ def load_for_export(checkpoint_dir: Path, fmt: str = "saelens") -> SAELensSAE:
     """The SAE of a final checkpoint directory (:func:`final_checkpoint`) in ``fmt``, in memory."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    blob = load_checkpoint(checkpoint_dir)
-    config = blob.get("config")
-    if not isinstance(config, dict) or not isinstance(blob.get("sae"), dict):
+    try:
+        blob = load_sae_blob(checkpoint_dir / CHECKPOINT_FILE)
+    except ValueError as err:
+        raise ConfigError(f"RUN_OR_CHECKPOINT: {err}") from None
+    config = blob.get("config") if isinstance(blob, dict) else None
+    if not isinstance(config, dict) or not isinstance(blob.get("sae"), dict):  # blob: a dict, as config is
         raise ConfigError(f"{checkpoint_dir}: not a training checkpoint of e2e_sae (no config or SAE state)")
     architecture = saved_architecture(config)
     if architecture not in TO_SAELENS:
@@ -200,7 +199,11 @@ def export(source: str | Path, out: str | Path, fmt: str = "saelens") -> SAELens
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e_sae.export", description=__doc__.split("\n")[0])
-    parser.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a finished run's directory or its checkpoint")
+    parser.add_argument(
+        "source",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a finished run's directory, its checkpoint, or a sweep trial EXPERIMENT/TRIAL",
+    )
     parser.add_argument("--format", default="saelens", choices=FORMATS, help="the on-disk format (default saelens)")
     parser.add_argument("--out", required=True, help="the SAE's directory, new or empty (never overwritten)")
     args = parser.parse_args(argv)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from e2e_sae.checkpoint import latest_checkpoint
 from e2e_sae.config import ConfigError, FinetuneConfig, RunConfig, TrainConfig, finetune_samples, longer_than_parent
-from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
+from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE
+from e2e_sae.sae_source import find_sae, load_sae_blob
 
 
 @dataclass
@@ -103,17 +103,9 @@ def lineage_words(lineage: dict[str, Any] | None, mode: str | None, n_samples: i
 
 
 def parent_source(parent: Path) -> Path:
-    """The SAE a ``finetune.parent`` names: a run's output_dir means its last checkpoint."""
-    if not parent.exists():
-        raise ConfigError(f"finetune.parent: {parent} does not exist; give a run's output_dir or an SAE file")
-    if RunDir(parent).checkpoints.is_dir() or RunDir(parent).config.is_file():
-        last = latest_checkpoint(parent)
-        if last is None:
-            raise ConfigError(
-                f"finetune.parent: the run in {parent} has no checkpoint yet; fine-tune it once it has finished"
-            )
-        return last
-    return parent
+    """The SAE a ``finetune.parent`` names (:func:`e2e_sae.sae_source.find_sae`: a run's output_dir
+    means its last checkpoint, a sweep trial its newest)."""
+    return find_sae(parent, "finetune.parent")
 
 
 def read_parent(cfg: RunConfig) -> Parent | None:
@@ -123,7 +115,10 @@ def read_parent(cfg: RunConfig) -> Parent | None:
         return None
     source = parent_source(cfg.finetune.parent)
     file = source / CHECKPOINT_FILE if source.is_dir() else source
-    blob = torch.load(file, map_location="cpu", weights_only=True) if file.is_file() else None
+    try:
+        blob = load_sae_blob(file) if file.is_file() else None
+    except ValueError as err:
+        raise ConfigError(f"finetune.parent: {err}") from None
     ours = isinstance(blob, dict) and isinstance(blob.get("config"), dict) and "n_samples" in blob
     if not ours:
         if cfg.finetune.optimizer_state:

@@ -18,19 +18,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from e2e_sae.architectures import Architecture, AuxTerm, make_architecture, saved_architecture
+from e2e_sae.architectures import Architecture, AuxTerm, make_architecture
 from e2e_sae.architectures.relu import ReLU
 from e2e_sae.architectures.spec import resolve_knobs
 from e2e_sae.losses import check_kernel_supports
-from e2e_sae.run_dir import CHECKPOINT_FILE
 from e2e_sae.sae_kernels import SAEWithL1
-from e2e_sae.saelens_format import read_saelens_dir
+from e2e_sae.sae_source import SAEFile, hook_to_module_key, read_sae_file
+
+__all__ = ["SAE", "SAEFile", "build_sae", "hook_to_module_key", "load_sae", "read_sae_file", "sae_from_file"]
 
 if TYPE_CHECKING:
     from e2e_sae.config import RunConfig
@@ -162,77 +163,6 @@ def build_sae(cfg: RunConfig, d_in: int, n_dict: int | None = None) -> SAE:
         cfg.sae.architecture, cfg.sae.knobs(), n, cfg.p_norm, sparsity.target_l0 if sparsity is not None else None
     )
     return SAE(d_in, n, arch, cfg.sae.input_normalization or "none")
-
-
-def hook_to_module_key(hook_name: str) -> str:
-    """The reference library keys its SAEs by hook name with '.' replaced by '-'."""
-    return hook_name.replace(".", "-")
-
-
-@dataclass
-class SAEFile:
-    """An SAE's weights and the model weight processing it was trained under (None: not recorded)."""
-
-    state: dict[str, Tensor]
-    weight_processing: str | None
-    architecture: str = "relu"  # sae.architecture it was trained as (relu: the authors' files, older ones)
-    input_normalization: str = "none"  # sae.input_normalization it was trained with
-    # knobs that define the SAE itself and must match the run's (an SAELens TopK SAE's k); ours: none
-    knobs: dict[str, Any] = field(default_factory=dict)
-    position: str | None = None  # the hook it was trained at, where the file says (SAELens's hook_name)
-
-
-def read_sae_file(path: str | Path, position: str | None = None) -> SAEFile:
-    """SAE weights from one of our checkpoints or a file saved by the authors' ``e2e_sae``.
-
-    Accepts: a plain SAE state dict (processing unknown); our training checkpoint
-    (``{"sae": state_dict, "config": ...}``: its ``model.weight_processing``, ``none`` for checkpoints
-    written before the field existed, when HF models were never processed); or the reference's
-    ``saes.state_dict()`` whose keys are ``blocks-6-hook_resid_pre.encoder.0.weight`` (pick the SAE
-    by ``position``; a file with a single SAE needs none), trained on HookedTransformer-processed
-    models (``hooked_transformer``). A directory: one of our checkpoint directories, or an SAELens
-    SAE (``cfg.json`` + ``sae_weights.safetensors``, :mod:`e2e_sae.saelens_format`).
-    """
-    if Path(path).is_dir():
-        if not (Path(path) / CHECKPOINT_FILE).is_file():
-            imported = read_saelens_dir(path, position)
-            return SAEFile(
-                imported.state,
-                imported.weight_processing,
-                imported.architecture,
-                "none",
-                imported.knobs,
-                imported.position,
-            )
-        path = Path(path) / CHECKPOINT_FILE
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    processing, architecture, normalization = None, "relu", "none"
-    if isinstance(blob, dict) and isinstance(blob.get("sae"), dict):
-        config = blob.get("config")
-        if isinstance(config, dict):
-            processing = (config.get("model") or {}).get("weight_processing") or "none"
-            normalization = (config.get("sae") or {}).get("input_normalization") or "none"
-        architecture = saved_architecture(config)
-        blob = blob["sae"]
-    if not isinstance(blob, dict):
-        raise ValueError(f"{path}: not an SAE state dict")
-    names = {"encoder.0.weight", "encoder.0.bias", "decoder.weight", "decoder.bias"}
-    if names <= set(blob):
-        # the architecture's parameters and buffers and the input scale come along (none for relu)
-        state = {k: v for k, v in blob.items() if k in names or k.startswith("arch.") or k == "input_scale"}
-        return SAEFile(state, processing, architecture, normalization)
-    prefixes = sorted({k.rsplit(".", 2)[0] for k in blob if k.endswith(("encoder.0.weight",))})
-    prefixes = [p.removesuffix(".encoder") for p in prefixes]
-    if position is not None:
-        wanted = hook_to_module_key(position)
-        prefixes = [p for p in prefixes if p.split(".")[-1] == wanted]
-    if len(prefixes) != 1:
-        raise ValueError(
-            f"{path}: cannot pick one SAE for position {position!r}; SAEs in the file: "
-            f"{sorted({k.split('.')[0] for k in blob})}"
-        )
-    prefix = prefixes[0] + "."
-    return SAEFile({k[len(prefix) :]: v for k, v in blob.items() if k.startswith(prefix)}, "hooked_transformer")
 
 
 def load_sae_state_dict(path: str | Path, position: str | None = None) -> dict[str, Tensor]:

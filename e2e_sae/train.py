@@ -38,12 +38,32 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train one SAE as configured; returns the final metrics (also written to ``metrics.json``).
-    ``resume_from``: a checkpoint directory; everything the next step depends on comes back from it,
-    so the run continues bit for bit."""
+    ``resume_from``: the run's ``output_dir`` (its newest checkpoint, as the CLI's ``--resume``) or one
+    checkpoint directory; everything the next step depends on comes back from it, so the run continues
+    bit for bit. A fresh run refuses an ``output_dir`` that holds files (ConfigError naming ``resume_from=``)."""
+    return _train(cfg, resume_point(resume_from), reporter, progress, f"resume_from={str(cfg.output_dir)!r}")
+
+
+def resume_point(resume_from: str | Path | None) -> Path | None:
+    """The checkpoint directory ``resume_from`` names: a run's output_dir means its newest checkpoint."""
+    if resume_from is None:
+        return None
+    path = Path(resume_from)
+    if RunDir(path).checkpoints.is_dir() or RunDir(path).config.is_file():
+        newest = latest_checkpoint(path)
+        if newest is None:
+            raise ConfigError(f"resume_from: no checkpoint in {RunDir(path).checkpoints}; drop resume_from to start")
+        return newest
+    return path
+
+
+def _train(
+    cfg: RunConfig, resume_from: Path | None, reporter: Reporter | None, progress: bool, how_to_resume: str
+) -> dict[str, Any]:
     # Every check that needs no model runs first: a bad config costs nothing and writes nothing.
-    preflight(cfg, resume=resume_from is not None)
+    preflight(cfg, resume=resume_from is not None, how_to_resume=how_to_resume)
     session = Session.open([cfg], [reporter])
-    session.restore([Path(resume_from) if resume_from is not None else None])
+    session.restore([resume_from])
     session.train(single_micro_step, resume=resume_from is not None, progress=progress)
     (run,) = session.runs
     assert run.final is not None
@@ -70,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(
                     f"--resume: no checkpoint in {RunDir(cfg.output_dir).checkpoints}; drop --resume to start"
                 )
-        metrics = train(cfg, resume_from=resume_from, progress=not args.no_progress)
+        metrics = _train(cfg, resume_from, None, not args.no_progress, "--resume")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

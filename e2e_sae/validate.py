@@ -15,6 +15,7 @@ from e2e_sae.config import ConfigError, ModelConfig, RunConfig
 from e2e_sae.data import check_held_out, check_source_exists
 from e2e_sae.hooks import BLOCK_HOOKS, GLOBAL_HOOKS, hook_layer, is_known_hook, valid_hook_names
 from e2e_sae.model_shape import ModelShape
+from e2e_sae.sae_source import find_sae
 
 
 def model_shape(model: ModelConfig) -> ModelShape | None:
@@ -56,12 +57,14 @@ def check_hook(name: str, field: str, shape: ModelShape | None) -> None:
         )
 
 
-def check_output_dir(output_dir: Path, resume: bool) -> None:
+def check_output_dir(output_dir: Path, resume: bool, how_to_resume: str = "--resume") -> None:
+    """A fresh run never writes into a directory holding files; ``how_to_resume`` is what the caller's
+    interface calls continuing (the CLI's ``--resume``, the Python API's ``resume_from=``)."""
     if resume:
         return
     if output_dir.exists() and any(output_dir.iterdir()):
         raise ConfigError(
-            f"output_dir: {output_dir} already holds files; pass --resume to continue that run "
+            f"output_dir: {output_dir} already holds files; pass {how_to_resume} to continue that run "
             "or choose a new output_dir (nothing was written)"
         )
 
@@ -96,8 +99,9 @@ def check_architecture_fits(cfg: RunConfig, d_in: int) -> None:
 
 
 def check_pretrained_path(cfg: RunConfig) -> None:
-    if cfg.sae.pretrained_path is not None and not cfg.sae.pretrained_path.exists():
-        raise ConfigError(f"sae.pretrained_path: {cfg.sae.pretrained_path} does not exist; fix the path")
+    """``sae.pretrained_path`` names an SAE (:func:`e2e_sae.sae_source.find_sae`; read before the model loads)."""
+    if cfg.sae.pretrained_path is not None:
+        find_sae(cfg.sae.pretrained_path, "sae.pretrained_path")
 
 
 def check_config(cfg: RunConfig, shape: ModelShape | None) -> None:
@@ -113,9 +117,9 @@ def check_config(cfg: RunConfig, shape: ModelShape | None) -> None:
     check_pretrained_path(cfg)
 
 
-def preflight(cfg: RunConfig, resume: bool = False) -> ModelShape | None:
+def preflight(cfg: RunConfig, resume: bool = False, how_to_resume: str = "--resume") -> ModelShape | None:
     """All checks possible without loading the model; returns the model's shape when known."""
-    check_output_dir(cfg.output_dir, resume)
+    check_output_dir(cfg.output_dir, resume, how_to_resume)
     shape = model_shape(cfg.model)
     check_config(cfg, shape)
     return shape

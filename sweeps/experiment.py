@@ -24,12 +24,15 @@ from typing import Any
 
 from e2e_sae.config import ConfigError
 from e2e_sae.run_dir import CHECKPOINT_FILE, METRICS_FILE, RunDir
+from e2e_sae.sae_source import SWEEP_CHECKPOINT_GLOB
 
 # ---- names inside an experiment -------------------------------------------------------------------
 
 SWEEP_FILE = "sweep.yaml"  # written by `sweeps run`, next to Tune's files
 TRIAL_FILES = ("params.json", "result.json", "error.txt")  # in each trial directory (Tune's)
-TRIAL_CHECKPOINT_GLOB = "checkpoint_*"  # in each trial directory: the checkpoints Tune persisted
+# in each trial directory: the checkpoints Tune persisted (a contract with e2e_sae/sae_source.py, which finds
+# a trial's SAE, a grouped member's by name, from these files alone)
+TRIAL_CHECKPOINT_GLOB = SWEEP_CHECKPOINT_GLOB
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
 ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)

@@ -128,7 +128,9 @@ def test_checkpoint_under_another_architecture_is_a_one_line_error(tiny_config, 
     train(cfg, progress=False)
     ckpt = latest_checkpoint(cfg.output_dir) / "checkpoint.pt"
     relu = run_config_from_dict(
-        tiny_config("local", output_dir=str(tmp_path / "relu"), **{"sae.pretrained_path": ckpt})
+        tiny_config(
+            "local", output_dir=str(tmp_path / "relu"), **{"sae.pretrained_path": ckpt, "sae.architecture": "relu"}
+        )
     )
     with pytest.raises(ConfigError, match=r"^sae.architecture: .* trained as topk .* set sae.architecture=topk$"):
         train(relu, progress=False)
@@ -141,6 +143,39 @@ def test_checkpoint_under_another_architecture_is_a_one_line_error(tiny_config, 
         ConfigError, match=r"^sae.input_normalization: .*set sae.input_normalization=mean_squared_norm$"
     ):
         train(run_config_from_dict(raw), progress=False)
+
+
+def test_a_pretrained_sae_says_what_it_is_unless_the_config_says_so_on_purpose(tiny_config, tmp_path):
+    """A relu config (the architecture left unset, a sparsity coefficient given) starting from a TopK
+    checkpoint takes the architecture, k and no sparsity term from it, and trains."""
+    cfg = run_config_from_dict(arch_config(tiny_config, "topk", "local", output_dir=str(tmp_path / "topk")))
+    train(cfg, progress=False)
+    raw = tiny_config("local", output_dir=str(tmp_path / "from"), **{"sae.pretrained_path": str(cfg.output_dir)})
+    assert raw["loss"]["sparsity"] == {"coeff": 0.1} and "architecture" not in raw["sae"]
+    taken = run_config_from_dict(raw)
+    assert (taken.sae.architecture, taken.sae.k, taken.loss.sparsity) == ("topk", K, None)
+    assert taken.sae.input_normalization == cfg.sae.input_normalization == "mean_squared_norm"
+    assert train(taken, progress=False)["l0"] <= K
+
+
+def test_evaluate_takes_the_architecture_knob_and_sparsity_shape_from_the_checkpoint(tiny_config, tmp_path, capsys):
+    """``evaluate CONFIG --sae`` of a BatchTopK SAE with a relu config: one try, no --set needed; a
+    --set that contradicts the SAE is refused naming --sae and the fix."""
+    cfg = run_config_from_dict(arch_config(tiny_config, "batchtopk", "local", output_dir=str(tmp_path / "run")))
+    final = train(cfg, progress=False)
+    relu = tmp_path / "relu.yaml"
+    relu.write_text(json.dumps(tiny_config("e2e", output_dir=str(tmp_path / "unused"))))
+    assert evaluate_main([str(relu), "--sae", str(cfg.output_dir), "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["l0"] == pytest.approx(final["l0"])
+    capsys.readouterr()
+    said = ["--set", "sae.architecture=relu"]
+    assert evaluate_main([str(relu), "--sae", str(cfg.output_dir), "--out", str(tmp_path / "no"), *said]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: sae.architecture: the SAE of --sae was trained as batchtopk but this run sets relu; "
+        "set sae.architecture=batchtopk\n"
+    )
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize("arch", ["batchtopk", "jumprelu"])
@@ -199,7 +234,11 @@ def test_relu_keeps_the_reference_state_dict_and_no_normalisation(tiny_config):
             {"sae.k": 4},
             r"^sae.k: a knob of topk, batchtopk, matryoshka_batchtopk, but sae.architecture is relu",
         ),
-        ("topk", {"loss.sparsity": {"coeff": 1.0}}, r"^loss.sparsity: topk sets L0 by sae.k .*drop loss.sparsity$"),
+        (
+            "topk",
+            {"loss.sparsity": {"coeff": 1.0}},
+            r"^loss.sparsity: topk sets L0 by sae.k .*\(on the command line: --set loss.sparsity=null\)$",
+        ),
         ("topk", {"sae.k": None}, r"^sae.k: topk needs it; set sae.k$"),
         ("topk", {"sae.k": 0}, r"^sae.k: Input should be greater than 0$"),
         ("jumprelu", {"sae.jumprelu_bandwidth": 0}, r"^sae.jumprelu_bandwidth: Input should be greater than 0$"),

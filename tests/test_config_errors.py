@@ -131,3 +131,19 @@ def test_yaml_syntax_errors_are_one_line_with_file_line_and_column(tiny_config, 
     rc = sweeps_main(["plan", str(good), "--set", "axes.seed=[0"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: --set 'axes.seed=[0': the value is not valid YAML")
+
+
+def test_python_refuses_a_used_output_dir_naming_resume_from_which_continues_it(tiny_config):
+    """From Python the refusal names the API's own argument (not the CLI's --resume), and that argument
+    takes the run's output_dir as --resume does: the run continues from its newest checkpoint."""
+    from e2e_sae.train import train
+
+    cfg = run_config_from_dict(tiny_config())
+    final = train(cfg, progress=False)
+    with pytest.raises(ConfigError) as err:
+        train(cfg, progress=False)
+    assert str(err.value) == (
+        f"output_dir: {cfg.output_dir} already holds files; pass resume_from={str(cfg.output_dir)!r} to continue "
+        "that run or choose a new output_dir (nothing was written)"
+    )
+    assert train(cfg, resume_from=cfg.output_dir, progress=False) == final

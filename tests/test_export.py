@@ -252,7 +252,7 @@ def write_saelens_dir(path: Path, cfg: dict, d_in: int = 128, d_sae: int = 256) 
 @pytest.mark.parametrize(
     "cfg, message",
     [
-        (None, "not an SAELens directory"),
+        (None, "holds no SAE checkpoint; pass a run's output_dir, a checkpoint directory or file, a sweep trial"),
         ({"architecture": "gated"}, "architecture gated has no counterpart here"),
         ({"normalize_activations": "layer_norm"}, "normalize_activations layer_norm is not folded"),
         ({"architecture": "topk", "k": 4}, "topk with rescale_acts_by_decoder_norm false and decoder rows of norm"),

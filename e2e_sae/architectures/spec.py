@@ -78,3 +78,16 @@ def check_dictionary(architecture: str, knobs: dict[str, Any], n_dict: int) -> N
         raise ValueError(f"sae.k: {k} must be below the dictionary size {n_dict}; lower sae.k")
     if architecture == "matryoshka_batchtopk":
         prefix_sizes(knobs["matryoshka_prefixes"], n_dict)
+
+
+# The run config's sae.<knob> fields that belong to one architecture or another (e2e_sae.config).
+ARCHITECTURE_KNOBS = (
+    "k",
+    "aux_loss_coeff",
+    "auxk_form",
+    "dead_after_tokens",
+    "topk_threshold_lr",
+    "matryoshka_prefixes",
+    "jumprelu_bandwidth",
+    "jumprelu_init_threshold",
+)

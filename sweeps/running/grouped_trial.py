@@ -10,7 +10,10 @@ metrics or {"error": ...}}}`` that :mod:`sweeps.reporting.results` splits into o
 the name ``plan`` prints; the row's checkpoint directory holds every member's checkpoint directory
 under ``<name>/`` (as the library writes it, :mod:`e2e_sae.run_dir`; for a member stopped by a
 non-finite loss, the library's mark of that), so a retried group resumes every member from it, and
-from it alone. Each member writes ``<run dir>/<name>/`` (a single run's layout; the trainable's
+from it alone. Persisted as ``<group dir>/checkpoint_NNNNNN/<name>/``, that layout is what
+:mod:`e2e_sae.sae_source` reads to find a member by ``EXPERIMENT/<name>`` (export, evaluate,
+fine-tune parents): change one, change both (tests/test_sae_source.py).
+Each member writes ``<run dir>/<name>/`` (a single run's layout; the trainable's
 scratch directory) and, with W&B on, logs a W&B run of its own, its local files in
 ``<wandb dir>/<name>/`` (the trial's artifacts, which Tune copies to ``<trial>/<name>/``).
 

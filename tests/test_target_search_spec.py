@@ -284,3 +284,28 @@ def test_without_a_start_each_curve_starts_at_a_coefficient_scaled_to_its_layers
     assert e2e["e2e_L0_r16_seed0"] == pytest.approx(math.sqrt(16) / norms["blocks.0.hook_resid_pre"], rel=0.01)
     spec["run"]["sae"]["input_normalization"] = "mean_squared_norm"  # the SAE sees one scale: no scaling
     assert {s.start for s in Plan.from_spec(sweep_from_dict(spec)).starts} == {1.0}
+
+
+def test_a_start_that_cannot_be_measured_here_is_unscaled_and_plan_says_why(tmp_path, monkeypatch):
+    """Offline without the model (a hub name, no cache), plan still plans: the curves start at 1.0 and the
+    plan names what could not be measured and the fix, in one line."""
+    from sweeps.planning import curve_start
+
+    monkeypatch.setenv("E2E_SAE_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args):
+        raise OSError("We couldn't connect to the hub to load this model\nand a second line")
+
+    monkeypatch.setattr(curve_start, "_measure", offline)
+    spec = search_sweep(tmp_path)
+    spec["search"]["start"] = {}
+    spec["axes"].update(layer=[0], seed=[0])
+    plan = Plan.from_spec(sweep_from_dict(spec))
+    local = [s for s, cfg in zip(plan.starts, plan.run_configs, strict=True) if cfg.mode == "local"]
+    assert local and {s.start for s in local} == {1.0}
+    assert all(
+        s.why == "1, unscaled: the activation norm could not be measured here (We couldn't connect to the hub to "
+        "load this model); set search.start, or plan where the model loads"
+        for s in local
+    )
+    assert not (tmp_path / "cache" / "activation_norms.json").exists()

@@ -56,12 +56,12 @@ def curve_starts(
         and cfg.sae.architecture in PENALISED
         and (cfg.sae.input_normalization or "none") == "none"
     ]
-    norms = activation_norms(configs[scaled[0]], sorted({configs[i].sae.position for i in scaled})) if scaled else {}
+    norms, unmeasured = _measured_norms(configs, scaled)
     out = []
     for i, (cfg, knob) in enumerate(zip(configs, knobs, strict=True)):
         n_dict = round(cfg.sae.dict_size_to_input_ratio * shape.d_model) if shape is not None else None
-        if i not in scaled or shape is None:
-            out.append(CurveStart(n_dict, float(knob or DEFAULT_START)))
+        if i not in scaled or shape is None or unmeasured:
+            out.append(CurveStart(n_dict, float(knob or DEFAULT_START), unmeasured if i in scaled else ""))
             continue
         norm, ref, p = norms[cfg.sae.position], math.sqrt(shape.d_model), SCALE_POWER[cfg.mode]
         start = float(f"{DEFAULT_START * (norm / ref) ** p:.3g}")
@@ -71,6 +71,22 @@ def curve_starts(
         )
         out.append(CurveStart(n_dict, start, why))
     return out
+
+
+def _measured_norms(configs: Sequence[RunConfig], scaled: list[int]) -> tuple[dict[str, float], str]:
+    """The scaled curves' hooks' activation norms, or (``{}``, why not) when the model or its eval data
+    cannot be loaded here (offline without a cache, say): the curves then start unscaled, and ``plan``
+    says so in one line instead of failing."""
+    if not scaled:
+        return {}, ""
+    try:
+        return activation_norms(configs[scaled[0]], sorted({configs[i].sae.position for i in scaled})), ""
+    except Exception as err:  # noqa: BLE001 - any load failure (hub, files) leaves the start unscaled
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        return {}, (
+            f"{DEFAULT_START:g}, unscaled: the activation norm could not be measured here ({first}); "
+            "set search.start, or plan where the model loads"
+        )
 
 
 def activation_norms(cfg: RunConfig, hooks: list[str]) -> dict[str, float]:

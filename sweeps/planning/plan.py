@@ -36,25 +36,27 @@ class Plan:
     names: list[str]  # each trial's unique name (target search: its curve's name)
     run_configs: list[RunConfig]  # each trial's run config, validated and checked against the model
     tune_trials: list[dict[str, Any]]  # grid: each Tune trial's config; target search: none (the searcher's)
+    shape_known: bool = True  # False: the model's layers and context were not checked (offline plan)
 
     @classmethod
-    def from_spec(cls, spec: SweepSpec, against_model: bool = True) -> Plan:
+    def from_spec(cls, spec: SweepSpec, against_model: bool = True, network: bool = True) -> Plan:
         """``against_model``: also check every run config against the model (its layers, context and
-        data; ``status`` of a copied experiment skips it, the model need not be on that machine)."""
+        data; ``status`` of a copied experiment skips it, the model need not be on that machine);
+        ``network``: an HF model's shape may come from the hub, not only from the HF cache."""
         trials = expand_trials(spec)
-        configs = validate_trials(trials, against_model)
+        configs, known = validate_trials(trials, against_model, network)
         check_children(spec.finetune, trials)
         if spec.search.kind == "targets":
-            return cls(spec, trials, [_curve(t) for t in trials], configs, [])
+            return cls(spec, trials, [_curve(t) for t in trials], configs, [], known)
         names = unique_names([t.name for t in trials])
         if spec.group_size == 1:
-            return cls(spec, trials, names, configs, [t.tune_config() for t in trials])
+            return cls(spec, trials, names, configs, [t.tune_config() for t in trials], known)
         groups = plan_groups(trials, names, configs, spec.group_size, group_wandb(spec))
-        return cls(spec, trials, names, configs, groups)
+        return cls(spec, trials, names, configs, groups, known)
 
     @classmethod
-    def from_file(cls, path: str | Path, set_items: list[str] | None = None) -> Plan:
-        return cls.from_spec(load_sweep(path, set_items))
+    def from_file(cls, path: str | Path, set_items: list[str] | None = None, network: bool = True) -> Plan:
+        return cls.from_spec(load_sweep(path, set_items), network=network)
 
     @property
     def is_search(self) -> bool:
@@ -97,9 +99,12 @@ def _curve(t: Trial) -> str:
     return curve_name(t.mode, t.layer, t.hook, t.dict_size_to_input_ratio, t.seed, t.architecture)
 
 
-def validate_trials(trials: list[Trial], against_model: bool = True) -> list[RunConfig]:
+def validate_trials(
+    trials: list[Trial], against_model: bool = True, network: bool = True
+) -> tuple[list[RunConfig], bool]:
     """Every trial's run config validated and (``against_model``) put through the library's checks
-    (hooks against the model, context, data sources, pretrained SAE): one-line errors naming the trial."""
+    (hooks against the model, context, data sources, pretrained SAE): one-line errors naming the trial.
+    Also whether the model's shape was known for those checks."""
     configs = []
     for t in trials:
         try:
@@ -107,8 +112,8 @@ def validate_trials(trials: list[Trial], against_model: bool = True) -> list[Run
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
     if not against_model:
-        return configs
-    shape = model_shape(configs[0].model)
+        return configs, False
+    shape = model_shape(configs[0].model, network)
     layers = sorted({t.layer for t in trials if t.layer is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
         raise ConfigError(
@@ -119,7 +124,7 @@ def validate_trials(trials: list[Trial], against_model: bool = True) -> list[Run
             check_config(cfg, shape)
         except ConfigError as err:
             raise ConfigError(f"trial {t.name}: {err}") from None
-    return configs
+    return configs, shape is not None
 
 
 def group_wandb(spec: SweepSpec) -> dict[str, Any] | None:

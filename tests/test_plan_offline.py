@@ -12,8 +12,10 @@ GPT2_CONFIG = {"model_type": "gpt2", "n_layer": 12, "n_positions": 1024, "n_embd
 
 
 def _plan(hf_home: Path, *sets: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("HF_")}
-    # A hub that refuses every connection: asking it would print retry lines and take seconds each.
+    # No offline flags (conftest sets them): plan must stay off the network by itself. A hub that refuses
+    # every connection stands for none: asking it would print retry lines and take seconds each.
+    offline_flags = ("HF_", "TRANSFORMERS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith(offline_flags)}
     env.update(HF_HOME=str(hf_home), HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))
     args = [f"--set={s}" for s in ("storage_path=" + str(hf_home / "results"), *sets)]
     return subprocess.run(

@@ -169,6 +169,9 @@ def _check_output(docs: DocRun, fence: Fence) -> None:
     assert runs, f"{fence.id}: output-of={wanted!r}, but no command run so far contains it"
     missing = missing_output(fence.text().splitlines(), runs[-1])
     assert not missing, f"{fence.id}: `{wanted}` did not print {missing}; it printed:\n{runs[-1][-3000:]}"
+    for count in re.findall(r"^trials: (\d+) finished$", runs[-1], re.M):  # the summary's count is its rows'
+        rows = re.findall(r"^\S+\s+finished\s", runs[-1], re.M)
+        assert int(count) == len(rows), f"{fence.id}: 'trials: {count} finished' over {len(rows)} finished rows"
 
 
 @pytest.mark.slow

@@ -540,14 +540,26 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+# pydantic's bound errors -> the comparison and its ctx key: "got -1; give a value >= 0" names the fix.
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le")}
+_BOUNDS["less_than"] = ("<", "lt")
+
+
+def _shown(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+
+
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``field.path: message``."""
+    """One line per problem: ``field.path: message``, the message saying what to give."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key; remove it or check its spelling against the documented config"
+        elif e["type"] in _BOUNDS and "ctx" in e:
+            op, key = _BOUNDS[e["type"]]
+            msg = f"got {_shown(e['input'])}; give a value {op} {_shown(e['ctx'][key])}"
         lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
     return "; ".join(lines)
 

@@ -18,8 +18,10 @@ from e2e_sae.model_shape import ModelShape
 from e2e_sae.sae_source import find_sae
 
 
-def model_shape(model: ModelConfig) -> ModelShape | None:
-    """Layers and context of the model without loading weights; None where unknown offline."""
+def model_shape(model: ModelConfig, network: bool = True) -> ModelShape | None:
+    """Layers and context of the model without loading weights; None where unknown offline. An HF
+    model's config.json comes from the HF cache first; only with ``network`` is the hub asked (``plan``
+    never asks: it must be instant and quiet on a machine without the hub)."""
     if model.native is not None:
         return ModelShape.from_tl(model.native)
     name = model.name or ""
@@ -37,13 +39,22 @@ def model_shape(model: ModelConfig) -> ModelShape | None:
         import torch
 
         return ModelShape.from_tl(torch.load(path, map_location="cpu", weights_only=True)["cfg"])
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        hf = AutoConfig.from_pretrained(name)
-    except Exception:  # no network or unknown name: the loaded model is checked instead
-        return None
-    return ModelShape.from_hf(hf)
+    for local_only in (True, False) if network else (True,):
+        try:
+            return ModelShape.from_hf(AutoConfig.from_pretrained(name, local_files_only=local_only))
+        except Exception:  # not cached / no network / unknown name: the loaded model is checked instead
+            continue
+    return None
+
+
+def unknown_shape_line(model: ModelConfig) -> str:
+    """What a check without the model's shape could not know, in one line."""
+    return (
+        f"model {model.name}: its config.json is not in the HF cache and plan never contacts the hub, so "
+        "layers and n_ctx are checked when run loads the model"
+    )
 
 
 def check_hook(name: str, field: str, shape: ModelShape | None) -> None:

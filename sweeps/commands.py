@@ -17,6 +17,7 @@ from typing import Any
 
 from e2e_sae.config import ConfigError
 from e2e_sae.metric_names import SWEEP_STATUS
+from e2e_sae.validate import unknown_shape_line
 from sweeps import experiment
 from sweeps.experiment import check_storage, local_copy, storage_uri
 from sweeps.planning.plan import Plan
@@ -26,8 +27,10 @@ from sweeps.planning.trial import Trial, members_of
 
 def plan(path: str, set_items: list[str] | None) -> int:
     """Print the plan: its trials (or curves) with what each changes in the base run config."""
-    p = Plan.from_file(path, set_items)
+    p = Plan.from_file(path, set_items, network=False)
     check_storage(p.spec.storage_path)
+    if not p.shape_known and p.run_configs[0].model.name:
+        print(unknown_shape_line(p.run_configs[0].model))
     _print_plan(p)
     if p.spec.finetune:
         from sweeps.planning.finetune_stage import plan_lines as stage_lines

@@ -14,7 +14,7 @@ session_module = importlib.import_module("e2e_sae.session")
 
 CASES = [
     ({"sae.bogus": 1}, "sae.bogus: unknown key"),
-    ({"loss.sparsity.coeff": -1.0}, "loss.sparsity.coeff"),
+    ({"loss.sparsity.coeff": -1.0}, "loss.sparsity.coeff: got -1; give a value >= 0"),
     ({"sae.dict_size_to_input_ratio": 0}, "sae.dict_size_to_input_ratio"),
     ({"sae.position": "blocks.7.hook_resid_pre"}, "sae.position: layer 7 is out of range"),
     ({"sae.position": "blocks.1.hook_resid_pree"}, "sae.position: unknown hook point"),

@@ -39,26 +39,29 @@ class Plan:
     run_configs: list[RunConfig]  # each trial's run config, validated and checked against the model
     tune_trials: list[dict[str, Any]]  # grid: each Tune trial's config; target search: none (the searcher's)
     starts: list[CurveStart] = field(default_factory=list)  # target search: each curve's dictionary and start
+    shape_known: bool = True  # False: the model's layers and context were not checked (offline plan)
 
     @classmethod
-    def from_spec(cls, spec: SweepSpec, against_model: bool = True) -> Plan:
+    def from_spec(cls, spec: SweepSpec, against_model: bool = True, network: bool = True) -> Plan:
         """``against_model``: also check every run config against the model (its layers, context and
-        data; ``status`` of a copied experiment skips it, the model need not be on that machine)."""
+        data; ``status`` of a copied experiment skips it, the model need not be on that machine);
+        ``network``: an HF model's shape may come from the hub, not only from the HF cache."""
         trials = expand_trials(spec)
-        configs, shape = validate_trials(trials, against_model)
+        configs, shape = validate_trials(trials, against_model, network)
+        known = shape is not None
         check_children(spec.finetune, trials)
         if spec.search.kind == "targets":
             starts = search_starts(spec, trials, configs, shape)
-            return cls(spec, trials, [_curve(t) for t in trials], configs, [], starts)
+            return cls(spec, trials, [_curve(t) for t in trials], configs, [], starts, known)
         names = unique_names([t.name for t in trials])
         if spec.group_size == 1:
-            return cls(spec, trials, names, configs, [t.tune_config() for t in trials])
+            return cls(spec, trials, names, configs, [t.tune_config() for t in trials], [], known)
         groups = plan_groups(trials, names, configs, spec.group_size, group_wandb(spec))
-        return cls(spec, trials, names, configs, groups)
+        return cls(spec, trials, names, configs, groups, [], known)
 
     @classmethod
-    def from_file(cls, path: str | Path, set_items: list[str] | None = None) -> Plan:
-        return cls.from_spec(load_sweep(path, set_items))
+    def from_file(cls, path: str | Path, set_items: list[str] | None = None, network: bool = True) -> Plan:
+        return cls.from_spec(load_sweep(path, set_items), network=network)
 
     @property
     def is_search(self) -> bool:
@@ -118,10 +121,12 @@ def search_starts(spec: SweepSpec, trials: list[Trial], configs: list[RunConfig]
     return starts
 
 
-def validate_trials(trials: list[Trial], against_model: bool = True) -> tuple[list[RunConfig], ModelShape | None]:
+def validate_trials(
+    trials: list[Trial], against_model: bool = True, network: bool = True
+) -> tuple[list[RunConfig], ModelShape | None]:
     """Every trial's run config validated and (``against_model``) put through the library's checks
     (hooks against the model, context, data sources, pretrained SAE): one-line errors naming the trial;
-    with the model's shape where known."""
+    with the model's shape where known (None: not checked, e.g. an offline plan without a cached config)."""
     configs = []
     for t in trials:
         try:
@@ -130,7 +135,7 @@ def validate_trials(trials: list[Trial], against_model: bool = True) -> tuple[li
             raise ConfigError(f"trial {t.name}: {err}") from None
     if not against_model:
         return configs, None
-    shape = model_shape(configs[0].model)
+    shape = model_shape(configs[0].model, network)
     layers = sorted({t.layer for t in trials if t.layer is not None})
     if shape is not None and layers and layers[-1] >= shape.n_layers:
         raise ConfigError(

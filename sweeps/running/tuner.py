@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from e2e_sae.architectures.spec import PENALISED, TOPK_FAMILY
 from sweeps.experiment import is_remote, storage_uri
 from sweeps.planning.plan import Plan, group_wandb
 from sweeps.planning.spec import SweepSpec
@@ -236,18 +237,37 @@ def run_config(spec: SweepSpec):
 
 def _status_table(spec: SweepSpec):
     """The live table: each Tune trial's name (its axes: ``e2e_L1_r8_s2_seed0``; a group's mode, layer
-    and index, whose members ``plan`` lists), its mode (Tune's default would show the grid index; a
-    hook's name it would cut short) and the headline metrics. Tune's newer output engine ignores a
+    and index, whose members ``plan`` lists), the axes that tell its rows apart (Tune's default would
+    show the grid index) and the headline metrics. Tune's newer output engine ignores a
     ``progress_reporter``; :func:`fit` selects the one that uses it."""
     from ray.tune import CLIReporter
 
-    run = "members/0/run" if spec.group_size > 1 else "run"
     return CLIReporter(
-        parameter_columns={f"{run}/mode": "mode"},
+        parameter_columns=status_columns(spec),
         metric_columns={"n_samples": "samples", "l0": "L0", "ce_loss_increase": "CE increase"},
         max_report_frequency=30,
         sort_by_metric=False,
+        max_column_length=100,  # a hook's name, a group's member names
     )
+
+
+def status_columns(spec: SweepSpec) -> dict[str, str]:
+    """Tune config keys -> the live table's headers: mode and hook; the architecture when the sweep has
+    several; a trial's coefficient (and k in the topk family). A group's members differ in those two,
+    so a grid group shows its members' names instead (a search's group name already lists them)."""
+    grouped = spec.group_size > 1
+    run = "members/0/run" if grouped else "run"
+    columns = {f"{run}/mode": "mode", f"{run}/sae/position": "hook"}
+    if len(spec.architectures) > 1:
+        columns[f"{run}/sae/architecture"] = "architecture"
+    if not grouped:
+        if any(a in PENALISED for a in spec.architectures):
+            columns["run/loss/sparsity/coeff"] = "coeff"
+        if any(a in TOPK_FAMILY for a in spec.architectures):
+            columns["run/sae/k"] = "k"
+    elif spec.search.kind != "targets":
+        columns["member_names"] = "members"
+    return columns
 
 
 class _DropTuneHints(logging.Filter):

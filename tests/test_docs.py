@@ -38,9 +38,21 @@ SWEEP_SHORT = {
     "checkpoint_every_n_samples": "32",
     "search.max_trials_per_curve": "2",
 }
+# A grid sweep (no search budget to cut): one mode at one layer, 64 samples a trial.
+GRID_SHORT = {
+    **{k: v for k, v in SWEEP_SHORT.items() if not k.startswith("search.")},
+    "axes.mode": "[local]",
+    "axes.layer": "[1]",
+}
 SHORT = {
     "run": {"python -m e2e_sae.train": RUN_SHORT},
     "sweep": {"python -m sweeps run": SWEEP_SHORT},
+    # train, evaluate and grid-sweep commands side by side (docs/architectures.md)
+    "grid": {
+        "python -m e2e_sae.train": RUN_SHORT,
+        "python -m e2e_sae.evaluate": {"data.n_eval_samples": "4"},
+        "python -m sweeps run": GRID_SHORT,
+    },
 }
 FENCES = all_fences()
 RUNNABLE = [f for f in FENCES if f.kind != "data" or {"output-of", "file"} & set(f.markers)]

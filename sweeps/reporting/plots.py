@@ -274,10 +274,13 @@ def ratio_figure(doc: dict[str, Any]):
 
 def plot_l0_ratios(doc: dict[str, Any], out_dir: Path) -> Path | None:
     """``l0_ratio.png`` (:func:`ratio_figure`), or None when there is no curve."""
-    fig = ratio_figure(doc)
+    return _save(ratio_figure(doc), out_dir / "l0_ratio.png")
+
+
+def _save(fig, png: Path) -> Path | None:
+    """``fig`` written to ``png`` (None: no figure, nothing written)."""
     if fig is None:
         return None
-    png = out_dir / "l0_ratio.png"
     fig.savefig(png, dpi=120)
     return png
 
@@ -314,9 +317,4 @@ def architecture_figure(doc: dict[str, Any]):
 
 def plot_architectures(doc: dict[str, Any], out_dir: Path) -> Path | None:
     """``architectures.png`` (:func:`architecture_figure`), or None with one architecture."""
-    fig = architecture_figure(doc)
-    if fig is None:
-        return None
-    png = out_dir / "architectures.png"
-    fig.savefig(png, dpi=120)
-    return png
+    return _save(architecture_figure(doc), out_dir / "architectures.png")

@@ -423,17 +423,48 @@ def test_a_step_out_next_to_a_running_trial_waits_for_its_answer():
 
 
 def test_a_budget_spent_stepping_toward_a_floor_says_the_floor_may_be_near():
-    """Measured: e2e at the built-in model's blocks.0, 1000 samples, L0 target 50 (docs/sweeps.md): L0 fell
-    from 80.9 to 71.3 over coefficients 604-3969 when the budget ran out, and the verdict only said to
-    raise the budget."""
+    """L0 still moving, slowly (80.9 -> 65 over coefficients 604-3969: 20%, more than a floor's 15%), when
+    the budget runs out: the verdict says a floor may be near, not only to raise the budget."""
     curve = CurveSearch("e2e_L0", "l0", [50], tolerance=0.2, budget=4, start=9.43)
-    curve.finished = [(9.43, 289.9), (229.8, 99.95), (604.2, 80.89), (3969.0, 71.28)]
+    curve.finished = [(9.43, 289.9), (229.8, 99.95), (604.2, 80.89), (3969.0, 65.0)]
     (row,) = curve.summary()
     assert row["state"] == "budget spent" and row["reason"].endswith("raise search.max_trials_per_curve")
-    assert (
-        "l0 moves slowly at the end of the measured range (80.9 to 71.3 for coefficients 604.2-3969)" in (row["reason"])
-    )
+    assert "l0 moves slowly at the end of the measured range (80.9 to 65 for coefficients 604.2-3969)" in row["reason"]
     assert "a floor the training sets may be near (fix: train longer (overrides.train.n_samples)" in row["reason"]
+
+
+def test_a_floor_measured_at_blocks0_e2e_is_out_of_reach_with_the_fix_not_budget_spent():
+    """Measured: e2e at the built-in model's blocks.0, 1000 samples, L0 targets 50 and 100 (docs/sweeps.md):
+    L0 fell from 80.9 to 71.3 over coefficients 604-3969 (6.6x, 12%), and 50 ended "budget spent"."""
+    curve = CurveSearch("e2e_L0", "l0", [50, 100], tolerance=0.2, budget=6, start=9.43)
+    curve.finished = [(9.43, 289.9), (30.21, 189.6), (60.42, 153.9), (229.8, 99.95), (604.2, 80.89), (3969.0, 71.28)]
+    floor, met = curve.summary()
+    assert met["state"] == "met" and floor["state"] == "out of reach"
+    assert floor["reason"].startswith(
+        "l0 floors near 71.3 at this training length (coefficients 604.2-3969 moved it 80.9 -> 71.3, and the 0 "
+        "trials left would not reach 50 at that rate); fix: train longer (overrides.train.n_samples)"
+    )
+    curve.budget = 7  # one trial left, 10x at that rate: L0 61.1, within tolerance of 50 (conservative): searched on
+    assert curve.summary()[0]["state"] == "searching"
+
+
+def test_ce_bracketed_on_the_last_trial_is_met_once_the_limit_below_stops_taking_trials():
+    """Measured: e2e at blocks.0, 1000 samples, CE targets 0.3 and 0.6, 6 trials (docs/sweeps.md): 0.6 was
+    bracketed only by the 6th trial (15.2: 0.435, 151.8: 1.19) because the 4th and 6th went down toward 0.3,
+    into e2e's CE floor without sparsity pressure (0.41-0.45). After 0.62 (0.447) that floor puts 0.3 out
+    of reach, so the 6th trial goes inside 0.6's bracket instead."""
+    curve = CurveSearch("e2e_L0", "ce_loss_increase", [0.3, 0.6], tolerance=0.2, budget=6, start=9.43)
+    curve.finished = [(9.43, 0.412), (6.213, 0.4101), (15.18, 0.4352), (0.6213, 0.4471)]
+    assert curve.standing(0.3).state == "out of reach"
+    assert curve.standing(0.3).reason.startswith(
+        "ce_loss_increase levels off near 0.447 as the sparsity pressure goes (coefficients 6.213-0.6213 moved "
+        "it 0.41 -> 0.447"
+    )
+    (step,) = curve.proposals()  # 151.8 (1.19) as measured; then the bracket, not 0.3
+    assert step.target == 0.6 and step.coeff == pytest.approx(151.8)
+    curve.finished.append((151.8, 1.192))
+    (inside,) = curve.proposals()
+    assert inside.target == 0.6 and 15.18 < inside.coeff < 151.8 and curve.n_started + 1 <= curve.budget
 
 
 def test_a_curve_whose_every_trial_degenerates_says_to_start_lower():

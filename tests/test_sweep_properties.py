@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from sweep_fixtures import tiny_sweep, trial_record
 
@@ -394,3 +394,59 @@ def test_a_degenerate_region_is_named_and_never_spends_the_budget(response, spot
     assert not beyond or len(tried) < curve.budget, tried
     first_live = next((i for i, c in enumerate(tried) if c < response.degenerate_from), len(tried))
     assert sum(c >= response.degenerate_from for c in tried[first_live:]) <= len(targets) + 1, tried
+
+
+# ---- floors: the metric flattens toward a level the coefficient cannot pass ------------------------
+
+
+@dataclass
+class FlooredResponse:
+    """L0 = F + A c^-a: steep at small coefficients, flattening onto the floor F (e2e at blocks.0: L0 290 at
+    coefficient 9.4, 100 at 230, 81 at 604, 71 at 3969), times log-normal ``noise``."""
+
+    F: float
+    A: float
+    a: float
+    noise: float
+    seed: int
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+
+    def metrics(self, c: float) -> dict[str, float]:
+        l0 = (self.F + self.A * c**-self.a) * math.exp(self.rng.gauss(0, self.noise))
+        return {"l0": l0, "ce_loss_increase": 0.5, "ce_loss_score": 0.8}
+
+
+@QUICK
+@given(
+    F=log_uniform(10, 200),
+    A=log_uniform(50, 3000),
+    a=st.floats(0.4, 1.5),
+    start=log_uniform(1e-2, 1e2),
+    tolerance=st.floats(0.1, 0.3),
+    below=st.floats(0.3, 0.7),
+    noise=st.sampled_from([0.0, 0.01]),
+    seed=st.integers(0, 2**16),
+)
+def test_a_target_beyond_a_floor_ends_out_of_reach_with_budget_left_and_one_above_is_met(
+    F, A, a, start, tolerance, below, noise, seed
+):
+    """A target below the floor (by a factor 0.3-0.7) ends out of reach, naming the floor and the fix, with
+    budget left; a target where the curve is still steep (3F) ends met. (The floor used to spend the
+    budget: "budget spent", the floor only hinted at.) The start lies on the steep part, L0 2F-10F: a start
+    already flat on the floor looks, from its trials, like one at coefficients too small to matter, which
+    the search must step through, and one far up the curve (or a
+    floor approached as slowly as L0 ~ c^-0.25) spends the budget stepping down to it."""
+    assume(F <= A * start**-a <= 9 * F)
+    budget = 8
+    deep = CurveSearch("g", "l0", [F * below], tolerance, budget=budget, start=start)
+    tried = drive(deep, FlooredResponse(F, A, a, noise, seed))
+    standing = deep.standing(F * below)
+    assert standing.state == "out of reach", (standing, tried)
+    assert "fix: train longer (overrides.train.n_samples)" in standing.reason
+    assert len(tried) < budget, tried
+    if F + A * 1e-2**-a > 3 * F * math.exp(tolerance):  # 3F lies on the curve from coefficient 0.01 on
+        high = CurveSearch("g", "l0", [3 * F], tolerance, budget=budget, start=start)
+        tried = drive(high, FlooredResponse(F, A, a, noise, seed))
+        assert high.standing(3 * F).state == "met", (high.standing(3 * F), tried)

@@ -32,6 +32,13 @@ What a real sweep meets at the edges, and what the search makes of it:
   at the end of the measured range toward a target) puts the target out of reach: stepping on would
   spend the budget on the floor. Such a target, and one beyond where the SAE dies, is reported with the
   reason and what to change (:meth:`CurveSearch.standing`). Bracketed targets are proposed first.
+- **A floor** that the plateau rule misses because the metric still creeps (e2e at blocks.0: L0 80.9 ->
+  71.3 over coefficients 604-3969) puts a target out of reach when the last >= 4x of the coefficient
+  toward it moved the metric by < 15% after it had moved more, and at that rate the trials left in the
+  budget, 10x apart, would not reach it (:meth:`CurveSearch._floor`); so does a metric that turns back
+  away from the target toward less sparsity pressure (e2e's CE-loss increase at blocks.0 rises from 0.41
+  to 0.45 as the coefficient falls 10x: its limit without pressure), which frees the budget for the
+  other targets.
 - **Errored trials** carry no information and their coefficients are not proposed again, except that a
   curve with nothing finished retries its start (a new attempt, within its budget); a trial that errored
   and is re-run (``sweeps resume``) is recorded when it ends.
@@ -59,6 +66,8 @@ DUPLICATE = math.log(1.01)  # coefficients within 1% of a tried one count as the
 WAIT = math.log(1.25)  # a step out this close to a running trial waits for it (its answer serves both)
 FLAT_SPAN = math.log(10.0)  # a plateau is judged over at least a decade of the coefficient ...
 FLAT_SLOPE = 0.05  # ... across which log(metric) moves by less than this per unit log(coeff) (10x: < 12%)
+FLOOR_SPAN = math.log(4.0)  # a floor is judged over the last >= 4x of the coefficient toward the target ...
+FLOOR_MOVE = math.log(1.15)  # ... across which the metric moved by less than 15%
 SLOW_SLOPE = 0.2  # a step out from trials moving less than this may be heading for a floor (said if budget runs out)
 TRAINING_FIX = "train longer (overrides.train.n_samples) or with a higher lr (overrides.train.lr)"
 # What lets an SAE reach a sparsity where it now degenerates: more training, to learn a reconstruction at
@@ -352,7 +361,7 @@ class CurveSearch:
                 f"elements), is {math.exp(ye):.3g}; fix: a larger dictionary (axes.dict_size_to_input_ratio) or a "
                 "target within reach",
             )
-        plateau = self._plateau(points, d)
+        plateau = self._plateau(points, d) or self._floor(t, points, d)
         if plateau:
             return _Aim(2, state="out of reach", reason=plateau)
         aim = t + (self.tolerance if up else -self.tolerance) / 2  # land across the target, within tolerance
@@ -373,6 +382,54 @@ class CurveSearch:
             f"{self.metric} moves slowly at the end of the measured range ({math.exp(y0):.3g} to {math.exp(y1):.3g} "
             f"for {'k' if self.knob == 'k' else 'coefficients'} {math.exp(x0):.4g}-{math.exp(x1):.4g}): a floor the "
             f"training sets may be near (fix: {TRAINING_FIX})"
+        )
+
+    def _floor(self, t: float, points: list[tuple[float, float]], d: float) -> str | None:
+        """Why log target ``t`` is out of reach where the metric flattens toward it (a floor), or None.
+
+        The rule, from the live trials alone: the last trials toward the target span at least
+        FLOOR_SPAN (4x) of the coefficient and the metric moved by less than FLOOR_MOVE (15%) across
+        them, and even at that rate, with every trial left in the budget (running ones counted as left)
+        stepping the most a proposal may (MAX_STEP, 10x), the metric would not come within tolerance of
+        the target; and the metric moved by 15% or more at a trial before them (a bend into the flat
+        stretch: one at coefficients too small to matter, or a start deep on a floor stepping back off
+        it, is stepped through), or, toward less sparsity pressure, it moved back away from the target
+        by 7.5% or more across them (e2e's CE-loss increase at blocks.0: 0.41 at coefficient 6.2, 0.447
+        at 0.62: the limit without sparsity pressure). Conservative: the extrapolation assumes the
+        slope does not flatten further, as a floor's does."""
+        live = sorted((p for p in points if math.isfinite(p[1])), key=lambda p: -d * p[0])
+        far = next((k for k, p in enumerate(live) if d * (live[0][0] - p[0]) >= FLOOR_SPAN - 1e-9), None)
+        if far is None:
+            return None
+        (xe, ye), (xf, yf) = live[0], live[far]
+        ys = [y for _, y in live[: far + 1]]
+        if max(ys) - min(ys) >= FLOOR_MOVE:
+            return None
+        pressure = d * (-1 if self.knob == "k" else 1) > 0  # toward a larger coefficient, a smaller k
+        toward = 1.0 if t > ye else -1.0
+        turned = not pressure and toward * (ye - yf) <= -FLOOR_MOVE / 2  # it moved back, away from the target
+        if not turned and not any(abs(y - yf) >= FLOOR_MOVE for _, y in live[far + 1 :]):
+            return None
+        rate = max(0.0, toward * (ye - yf) / abs(xe - xf))  # per unit log coefficient, toward the target
+        left = self.budget - len(self.finished) - len(self.failed)
+        need = abs(t - ye) - self.tolerance
+        if need <= 0 or rate * left * MAX_STEP >= need:
+            return None
+        name = "k" if self.knob == "k" else "coefficients"
+        seen = (
+            f"({name} {math.exp(xf):.4g}-{math.exp(xe):.4g} moved it {math.exp(yf):.3g} -> {math.exp(ye):.3g}, "
+            f"and the {left} trials left would not reach {math.exp(t):g} at that rate)"
+        )
+        if pressure:
+            return (
+                f"{self.metric} floors near {math.exp(ye):.3g} at this training length {seen}; fix: train longer "
+                "(overrides.train.n_samples) or another architecture (axes.architecture), or aim within the reached "
+                "range"
+            )
+        return (
+            f"{self.metric} levels off near {math.exp(ye):.3g} as the sparsity pressure goes {seen}: its limit without "
+            "sparsity pressure; fix: aim within the reached range, or train longer or with a larger dictionary to "
+            "move the limit"
         )
 
     def _plateau(self, points: list[tuple[float, float]], d: float) -> str | None:

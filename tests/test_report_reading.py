@@ -156,6 +156,8 @@ def test_report_md_says_when_a_reading_rests_on_one_seed(tmp_path):
     md = render_markdown(doc, {HOOK: tmp_path / "f.png"})
     assert "e2e/local: L0 ratio 0.45 (rests on one seed: only seed 1's frontiers reach this level)" in md
     assert "over seeds) |" in md  # the requested level, read at both seeds, gives their range
+    # ... and says why the pooled ratio beside that range may lie outside it (it looked like a bug)
+    assert "which the pooled ratio can lie outside (the pooled frontier is their lower envelope)" in md
     single = quickstart_like(seeds=(0,))
     md = render_markdown(compute_pareto(single, META), {HOOK: tmp_path / "f.png"})
     assert "One seed (0): every reading here rests on it" in md

@@ -451,7 +451,14 @@ def _requested_lines(view: dict[str, Any]) -> list[str]:
             r = row["ratios"].get(n)
             cells.append(_fmt(r, 3) + (_seed_note(view, row[Y_METRIC], n) if r is not None else ""))
         lines.append(f"| {_fmt(row[Y_METRIC])} | " + " | ".join(cells) + " |")
-    return lines + ["", '"out of range": that mode\'s frontier does not span the level (no extrapolation).', ""]
+    note = '"out of range": that mode\'s frontier does not span the level (no extrapolation).'
+    if any("over seeds" in line for line in lines):
+        note += (
+            " L0 and ratios are read off the pooled frontiers (every seed's trials); the range over seeds is"
+            " of the ratios read off each seed's own frontiers, which the pooled ratio can lie outside (the"
+            " pooled frontier is their lower envelope)."
+        )
+    return lines + ["", note, ""]
 
 
 def _curve_lines(h: dict[str, Any]) -> list[str]:

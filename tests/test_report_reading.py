@@ -169,3 +169,16 @@ def test_an_all_alive_hook_gives_no_alive_ratio_to_contradict(tmp_path):
     trials = [_trial(m, 0, c, l0, ce, alive=1024) for m, c, l0, ce in points]
     md = render_markdown(compute_pareto(trials, META), {HOOK: tmp_path / "f.png"})
     assert "no alive ratio is given" in md and "alive-elements ratio" not in md and "every alive ratio is 1" not in md
+
+
+@pytest.mark.parametrize("alive", [None, 1024], ids=["two-panels", "one-panel-all-alive"])
+def test_the_frontier_legend_lies_inside_the_figure(alive):
+    """With every element alive the figure has one panel; its four-column legend ran past both edges
+    (the quickstart's report: "ocal", "thin line: one seed's ow")."""
+    trials = quickstart_like()
+    for t in trials:
+        t.metrics["alive_dict_elements"] = alive or t.metrics["alive_dict_elements"]
+    fig = _draw(frontier_figure(compute_pareto(trials, {**META, "search_targets": {"ce_loss_increase": [0.3]}}),
+                                trials, HOOK))  # fmt: skip
+    box, page = fig.legends[0].get_window_extent(), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, (box, page)

@@ -111,7 +111,7 @@ def frontier_figure(doc: dict[str, Any], trials: list[Trial], hook: str):
         ax.set_xlabel("L0 (log scale)" if x_metric == "l0" else "alive dictionary elements")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("CE loss increase")
-    _legend(fig, axes[0], _several_seeds(trials, hook), views)
+    _legend(fig, axes[0], _several_seeds(trials, hook), views, panels=len(x_metrics))
     fig.suptitle(
         f"{doc['sweep']}: {hook}. Original model CE loss {fmt(h['ce_loss_original'], 5)}\n({settings_line(doc)})",
         fontsize=10,
@@ -123,7 +123,7 @@ def _several_seeds(trials: list[Trial], hook: str) -> bool:
     return len({t.seed for t in trials if t.state == "finished" and t.hook == hook and t.seed is not None}) > 1
 
 
-def _legend(fig, ax, several_seeds: bool, views: list[tuple[str | None, dict[str, Any]]]) -> None:
+def _legend(fig, ax, several_seeds: bool, views: list[tuple[str | None, dict[str, Any]]], panels: int = 2) -> None:
     """The series and lines drawn (their labels), then what the marks mean: faint points, thin per-seed
     lines, the crosses (one marker per architecture, each at its own matched level)."""
     from matplotlib.lines import Line2D
@@ -143,7 +143,7 @@ def _legend(fig, ax, several_seeds: bool, views: list[tuple[str | None, dict[str
         handles,
         labels,
         loc="outside lower center",
-        ncols=min(4, len(handles)),
+        ncols=min(2 * panels, len(handles)),  # two columns a panel: a one-panel figure's legend fits its width
         fontsize=8,
         frameon=False,
         handlelength=3.5,

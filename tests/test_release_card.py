@@ -7,6 +7,7 @@ def _entry(**fields):
     entry = {
         "sae_id": "local_L1_r8_s0.3496_seed0",
         "mode": "local",
+        "trained": "local, 2000 samples",
         "architecture": "relu",
         "hook": "blocks.1.hook_resid_pre",
         "k": None,

@@ -8,6 +8,7 @@ def _entry(**fields):
         "sae_id": "local_L1_r8_s0.3496_seed0",
         "mode": "local",
         "trained": "local, 2000 samples",
+        "finetune": None,
         "architecture": "relu",
         "hook": "blocks.1.hook_resid_pre",
         "k": None,

@@ -10,12 +10,12 @@ import pytest
 from sweep_fixtures import tiny_sweep, trial_record
 
 from e2e_sae.config import ConfigError, run_config_from_dict
+from sweeps.frontier import FrontPoint, ce_at_l0
 from sweeps.planning.finetune_stage import children, children_per_parent, status_lines
 from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
 from sweeps.planning.trial import Trial, group_config
 from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
-from sweeps.reporting.pareto import FrontPoint, ce_at_l0
 from sweeps.reporting.results import load_trials
 
 KL = {"name": "kl", "parent_modes": ["local"], "modes": ["e2e"], "fractions": [0.1, 0.5]}

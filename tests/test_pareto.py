@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sweeps.reporting.pareto import (
+from sweeps.frontier import (
     FrontPoint,
     degenerate_reason,
     interpolate_at,

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from sweep_fixtures import tiny_sweep, trial_record
 
 from sweeps.analysis.picks import _frontier_picks
+from sweeps.frontier import interpolate_at, pareto_front
 from sweeps.planning.curve_search import CurveSearch
 from sweeps.planning.plan import Plan
 from sweeps.planning.spec import sweep_from_dict
 from sweeps.planning.target_search import build_curves, curves_from_trials, status_lines
 from sweeps.planning.trial import Trial
-from sweeps.reporting.pareto import interpolate_at, pareto_front
 from sweeps.reporting.report import compute_pareto, render_markdown, write_report
 from sweeps.running.searcher import Searcher, TargetSearcher
 

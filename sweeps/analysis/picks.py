@@ -36,7 +36,7 @@ def _seed_order(seed: int | None) -> tuple[bool, int]:
 
 def _nearest(trials: list[Trial], level: float) -> Trial | None:
     """Of ``trials``' own L0 frontier, the trial whose CE-loss increase is closest to ``level``."""
-    from sweeps.reporting.pareto import pareto_front
+    from sweeps.frontier import pareto_front
 
     points = [(_num(t, "l0"), _ce(t), t) for t in trials]
     front = pareto_front([p for p in points if math.isfinite(p[0]) and math.isfinite(p[1])])
@@ -71,7 +71,7 @@ def _frontier_picks(exp_dir: Path, trials: list[Trial]) -> list[tuple[Trial, str
     nearest it at one seed for all modes (:func:`_at_one_seed`); then, for each, the finished trial of
     the same hook, mode and dictionary ratio with another seed whose CE-loss increase is closest to it
     (the seed baseline), if any."""
-    from sweeps.reporting.pareto import degenerate_reason
+    from sweeps.frontier import degenerate_reason
     from sweeps.reporting.report import compute_pareto, hook_views
 
     doc = compute_pareto(trials, read_sweep_meta(exp_dir, trials))

@@ -215,10 +215,10 @@ def frontier_children(stages: list[FinetuneStage], finished: list[tuple[Trial, s
 
 def on_curve_frontiers(finished: list[tuple[Trial, Any]]) -> list[tuple[Trial, Any]]:
     """The (trial, tag) pairs whose trial lies on its curve's frontier (a curve: one mode, architecture,
-    hook, ratio and seed) as the report draws it (:func:`sweeps.reporting.pareto.drawn_front`: (L0,
+    hook, ratio and seed) as the report draws it (:func:`sweeps.frontier.drawn_front`: (L0,
     CE-loss increase), degenerate trials left off), so no SAE the report calls barely better than zero
     ablation is fine-tuned."""
-    from sweeps.reporting.pareto import drawn_front
+    from sweeps.frontier import drawn_front
 
     curves: dict[tuple, list[Trial]] = {}
     tags: dict[int, Any] = {}
@@ -290,7 +290,7 @@ def status_lines(stages: list[FinetuneStage], trials: list[Trial]) -> list[str]:
 
 def _off_frontier(trial: Trial) -> str:
     """Why a finished trial is not a frontier stage's parent: degenerate (the report's rule), or dominated."""
-    from sweeps.reporting.pareto import degenerate_reason
+    from sweeps.frontier import degenerate_reason
 
     reason = degenerate_reason(trial.metrics)
     return f"degenerate ({reason}), off every frontier" if reason else "not on its curve's frontier"

@@ -4,7 +4,7 @@ CE targets) and across the CE range where both frontiers reach, as a ratio to th
 (the first in e2e_sae's order: relu). The report's other tables compare modes within an architecture;
 this one is where "BatchTopK needs 3-4x fewer active elements than relu" can be read.
 
-Frontiers are read as everywhere in the report (sweeps.reporting.pareto.read_inside: log-L0
+Frontiers are read as everywhere in the report (sweeps.frontier.read_inside: log-L0
 interpolation between neighbouring frontier points, nothing outside a frontier's CE range).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sweeps.reporting.pareto import FrontPoint, overlap_levels, read_inside
+from sweeps.frontier import FrontPoint, overlap_levels, read_inside
 from sweeps.reporting.views import Y_METRIC
 from sweeps.reporting.views import fmt as _fmt
 

@@ -17,8 +17,8 @@ import math
 import statistics
 from typing import Any
 
+from sweeps.frontier import FrontPoint, ce_at_l0
 from sweeps.planning.trial import Trial
-from sweeps.reporting.pareto import FrontPoint, ce_at_l0
 
 # How a grouped member's trial time is counted (sweeps.reporting.results gives each member its share).
 GROUPED_TIME_RULE = "its group's time divided by the group's members (they train together)"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from e2e_sae.hooks import hook_slug
+from sweeps.frontier import pareto_front
 from sweeps.planning.trial import Trial
-from sweeps.reporting.pareto import pareto_front
 from sweeps.reporting.views import (
     LOG_X,
     X_METRICS,

@@ -22,10 +22,7 @@ from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import in_mode_order
 from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
 from sweeps.experiment import ANALYSIS_DIR, REPORT_DIR
-from sweeps.planning.trial import STATES, Trial
-from sweeps.reporting.architecture_table import architecture_comparison, architecture_lines
-from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
-from sweeps.reporting.pareto import (
+from sweeps.frontier import (
     DEGENERATE_CE_SCORE,
     FrontPoint,
     degenerate_reason,
@@ -35,7 +32,10 @@ from sweeps.reporting.pareto import (
     overlap_levels,
     ratio_bound,
 )
-from sweeps.reporting.pareto import read_inside as _read_inside
+from sweeps.frontier import read_inside as _read_inside
+from sweeps.planning.trial import STATES, Trial
+from sweeps.reporting.architecture_table import architecture_comparison, architecture_lines
+from sweeps.reporting.finetune_table import finetune_comparison, finetune_lines
 from sweeps.reporting.plots import plot_architectures, plot_frontiers, plot_l0_ratios
 from sweeps.reporting.results import TUNE_KEYS, load_trials, read_sweep_meta
 from sweeps.reporting.views import LOG_X, X_METRICS, Y_METRIC, hook_views, requested_levels, settings_line
@@ -112,7 +112,7 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
 
 def _ratios(mode: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
     """``<mode>/local`` per x metric, and in ``bounds`` which of them are bounds, not estimates
-    (sweeps.reporting.pareto.ratio_bound): a clipped reading makes the ratio one."""
+    (sweeps.frontier.ratio_bound): a clipped reading makes the ratio one."""
     out: dict[str, Any] = {x: _ratio(mode.get(x), local.get(x)) for x in X_METRICS}
     out["bounds"] = {
         x: ratio_bound(mode[x]["clipped"], local[x]["clipped"]) if out[x] is not None else None for x in X_METRICS
@@ -161,7 +161,7 @@ def _matched_at_levels(fronts: dict[str, dict[str, list[FrontPoint]]], levels: l
 def _l0_ratio_curve(fronts: dict[str, dict[str, list[FrontPoint]]], n: int = 7) -> dict[str, Any]:
     """Per non-local mode, its L0 / local's L0 at ``n`` CE-loss increase levels evenly spread over
     the range where both frontiers reach (so the comparison does not hinge on one level). Every
-    level lies inside both frontiers (sweeps.reporting.pareto.overlap_levels), so both readings exist; a local
+    level lies inside both frontiers (sweeps.frontier.overlap_levels), so both readings exist; a local
     L0 of 0 (no ratio) leaves its level out."""
     local = fronts.get("local", {}).get("l0", [])
     out: dict[str, Any] = {}

@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from e2e_sae.modes import MODES
-from sweeps.reporting.pareto import Y_METRIC
+from sweeps.frontier import Y_METRIC
 
 X_METRICS = ("l0", "alive_dict_elements")  # lower is better on both, as on y
 LOG_X = {"l0": True, "alive_dict_elements": False}  # interpolation space = the plot's x axis

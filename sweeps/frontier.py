@@ -1,4 +1,6 @@
-"""Pareto frontiers and the matched comparison: pure functions, no files, no plotting.
+"""Pareto frontiers and the matched comparison: pure functions, no files, no plotting. Beside the
+subpackages, not in reporting: the report, the target search and fine-tune stages (planning) and
+``sweeps analyse`` all stand on it, and none of them should import another to get it.
 
 Both objectives are lower-is-better: x is a sparsity cost (``l0`` or ``alive_dict_elements``) and
 y is ``ce_loss_increase``. A point is dominated when another point is no worse on both and differs

@@ -36,6 +36,7 @@ TRIAL_CHECKPOINT_GLOB = SWEEP_CHECKPOINT_GLOB
 EXPERIMENT_STATE_GLOB = "experiment_state-*.json"  # Tune's snapshot, for trials without a directory yet
 REPORT_DIR = "report"  # <experiment>/report, or ./report/<name> for a remote experiment
 ANALYSIS_DIR = "analysis"  # <experiment>/analysis: `sweeps analyse` (feature browser, decoder geometry)
+ANALYSIS_GEOMETRY_MD = "geometry.md"  # the decoder geometry as markdown: analyse writes it, the report embeds it
 
 # ---- storage URIs ---------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from e2e_sae.export import check_out  # never overwrites; refuses a path under a
 from sweeps.analysis.geometry import geometry, plot_density, plot_geometry
 from sweeps.analysis.picks import select
 from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
-from sweeps.experiment import ANALYSIS_DIR, check_experiment, is_remote
+from sweeps.experiment import ANALYSIS_DIR, ANALYSIS_GEOMETRY_MD, check_experiment, is_remote
 from sweeps.reporting.results import read_sweep_meta
 
 N_CONTEXTS = 10  # top-activating contexts per feature
@@ -135,8 +135,10 @@ def write_analysis(exp_dir: Path, out: Path, results: list) -> Path:
         "has_seed_baseline": any(c["seed_baseline"] for h in hooks.values() for c in h["cross"]),
     }
     (out / ANALYSIS_JSON).write_text(json.dumps(_finite(doc), indent=2, allow_nan=False) + "\n")
+    geometry_md = geometry_markdown(doc)  # links relative to `out`; the report embeds this file as it is
+    (out / ANALYSIS_GEOMETRY_MD).write_text("\n".join(geometry_md) + "\n")
     md = [f"# Inside the dictionaries: {doc['sweep']}", "", _sae_table(saes), "", "## Decoder geometry", ""]
-    md += geometry_markdown(doc)
+    md += geometry_md
     md += ["Feature browser: [index.html](index.html). Definitions: docs/analysis.md in the repository.", ""]
     (out / "analysis.md").write_text("\n".join(md))
     return write_html(out, doc, results)

@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
 import warnings
 from pathlib import Path
@@ -20,8 +21,7 @@ from typing import Any
 from e2e_sae.architectures.spec import ARCHITECTURES
 from e2e_sae.metric_names import EVAL_CONTEXT, EVAL_METRICS, PROGRESS
 from e2e_sae.modes import in_mode_order
-from sweeps.analysis.tables import ANALYSIS_JSON, geometry_markdown
-from sweeps.experiment import ANALYSIS_DIR, REPORT_DIR
+from sweeps.experiment import ANALYSIS_DIR, ANALYSIS_GEOMETRY_MD, REPORT_DIR
 from sweeps.frontier import (
     DEGENERATE_CE_SCORE,
     FrontPoint,
@@ -539,15 +539,13 @@ def _degenerate_lines(doc: dict[str, Any]) -> list[str]:
 
 def analysis_lines(exp_dir: Path, out_dir: Path) -> list[str]:
     """report.md's "Inside the dictionaries": the decoder geometry that ``sweeps analyse`` left in
-    ``<experiment>/analysis/`` (read from its analysis.json, plot linked relative to the report), or
-    how to make it."""
+    ``<experiment>/analysis/`` (its geometry.md, embedded as written, with its relative links made
+    relative to the report), or how to make it. The report renders nothing of the analysis itself."""
     analysis = exp_dir / ANALYSIS_DIR
     lines = ["## Inside the dictionaries", ""]
     try:
-        doc = json.loads((analysis / ANALYSIS_JSON).read_text())
-    except (OSError, ValueError):
-        doc = None
-    if not isinstance(doc, dict) or not isinstance(doc.get("hooks"), dict):
+        geometry = (analysis / ANALYSIS_GEOMETRY_MD).read_text()
+    except OSError:
         return lines + [
             f"No analysis yet: `python -m sweeps analyse {exp_dir}` writes a feature browser and the decoder "
             f"geometry of the frontier SAEs to {analysis}, shown here by the next report.",
@@ -555,7 +553,13 @@ def analysis_lines(exp_dir: Path, out_dir: Path) -> list[str]:
         ]
     rel = Path(os.path.relpath(analysis, out_dir)).as_posix()
     lines += [f"Feature browser of the analysed SAEs: [{rel}/index.html]({rel}/index.html).", ""]
-    return lines + geometry_markdown(doc, img_prefix=f"{rel}/")
+    return lines + _relinked(geometry, rel).splitlines() + [""]
+
+
+def _relinked(markdown: str, prefix: str) -> str:
+    """``markdown``'s relative link targets (``](geometry.png)``) prefixed with ``prefix/``; absolute
+    paths, URLs and anchors kept."""
+    return re.sub(r"\]\((?![a-zA-Z][a-zA-Z0-9+.-]*:|/|#)([^)\s]+)\)", lambda m: f"]({prefix}/{m.group(1)})", markdown)
 
 
 def _hook_lines(hook: str, h: dict[str, Any], png: Path) -> list[str]:
